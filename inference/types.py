@@ -1,0 +1,74 @@
+"""Typed values that flow between the stages of a call.
+
+Everything here is transport-free: numpy arrays and plain dataclasses. Audio is always
+mono int16 PCM with an explicit sample rate; video frames are RGB uint8 arrays (H, W, 3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "PcmChunk",
+    "ReplySentence",
+    "Transcript",
+    "Utterance",
+    "VideoFrameBatch",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class PcmChunk:
+    """Mono int16 PCM at ``sample_rate``. ``final`` marks the last chunk of a segment."""
+
+    samples: np.ndarray
+    sample_rate: int
+    final: bool = False
+
+    def __post_init__(self) -> None:
+        if self.samples.dtype != np.int16 or self.samples.ndim != 1:
+            raise ValueError("PcmChunk.samples must be a 1-D int16 array")
+        if self.sample_rate <= 0:
+            raise ValueError("sample_rate must be positive")
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+
+@dataclass(frozen=True, slots=True)
+class Utterance:
+    """One segment of the caller's speech, 16 kHz mono int16, with clock times in seconds."""
+
+    samples: np.ndarray
+    start_s: float
+    end_s: float
+    sample_rate: int = 16000
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    text: str
+    language: str = "en"  # "en" or "zh"
+    confidence: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ReplySentence:
+    text: str
+    language: str = "en"
+    index: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class VideoFrameBatch:
+    """Consecutive rendered frames at ``fps``; frame i covers audio [i/fps, (i+1)/fps)."""
+
+    frames: list[np.ndarray] = field(default_factory=list)
+    fps: int = 25
