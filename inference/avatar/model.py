@@ -1,0 +1,33 @@
+"""The prepared avatar: what preparation writes once and every renderer reads.
+
+Coordinates are pixels of the source frames. Fields may be added (with defaults);
+existing ones keep their meaning because ``warp`` and ``musetalk`` both rely on them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["PreparedAvatar"]
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedAvatar:
+    name: str
+    frames: np.ndarray  # (N, H, W, 3) uint8 RGB source frames; a photo has N == 1
+    fps: float  # source frame rate (25.0 for a photo)
+    crop_boxes: np.ndarray  # (N, 4) int32 x0, y0, x1, y1: MuseTalk-style square face crop
+    landmarks: np.ndarray  # (N, 468, 2) float32 FaceMesh landmarks in source pixels
+    masks: np.ndarray  # (N, 256, 256) float32 in [0, 1]: feathered lower-face mask, crop coords
+    mouth_boxes: np.ndarray  # (N, 4) float32 x0, y0, x1, y1 around the lips, source pixels
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.frames.shape[0])
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the source frames."""
+        return int(self.frames.shape[2]), int(self.frames.shape[1])
