@@ -1,0 +1,228 @@
+"""The aiohttp application: offer/answer, control WebSocket, health, avatars, static files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from aiohttp import WSMsgType, web
+from aiortc import RTCSessionDescription
+
+from signaling.config import Settings
+from signaling.events import ErrorEvent, Pong
+from signaling.ice import enable_loopback_candidates, is_loopback_host
+from signaling.services import Services, load_services
+from signaling.session import Session, SessionOptions
+from signaling.validation import BadRequest, parse_client_message, parse_offer
+
+__all__ = ["AppState", "create_app", "static_dir"]
+
+log = logging.getLogger(__name__)
+
+
+def static_dir() -> Path:
+    """The folder of the call page: ``static/`` beside the packages (source checkout)."""
+    here = Path(__file__).resolve().parent.parent / "static"
+    if here.is_dir():
+        return here
+    return Path(str(resources.files("signaling") / "static"))
+
+
+@dataclass
+class AppState:
+    """Per-process state of the server, held by the app (never a module global)."""
+
+    settings: Settings
+    services: Services | None = None
+    load_error: str | None = None
+    sessions: dict[str, Session] = field(default_factory=dict)
+    loader: asyncio.Task[None] | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.services is not None
+
+
+STATE: web.AppKey[AppState] = web.AppKey("avatar_rtc_state", AppState)
+
+
+def create_app(settings: Settings, services: Services | None = None) -> web.Application:
+    """Build the app. Without ``services`` the models load in the background at startup."""
+    app = web.Application(client_max_size=settings.max_sdp_bytes + 4096)
+    state = AppState(settings=settings, services=services)
+    app[STATE] = state
+    if is_loopback_host(settings.host):
+        enable_loopback_candidates()
+    app.router.add_post("/offer", _offer)
+    app.router.add_get("/ws", _ws)
+    app.router.add_get("/health/live", _live)
+    app.router.add_get("/health/ready", _ready)
+    app.router.add_get("/avatars", _avatars)
+    app.router.add_get("/", _index)
+    app.router.add_static("/static/", static_dir(), show_index=False)
+    app.on_startup.append(_start_loading)
+    app.on_shutdown.append(_close_sessions)
+    return app
+
+
+async def _start_loading(app: web.Application) -> None:
+    state = app[STATE]
+    if state.services is not None:
+        return
+
+    async def load() -> None:
+        try:
+            state.services = await load_services(state.settings)
+            log.info("models loaded; ready")
+        except Exception as exc:  # surfaced through /health/ready and /offer
+            log.exception("loading models failed")
+            state.load_error = f"{type(exc).__name__}: {exc}"
+
+    state.loader = asyncio.create_task(load())
+
+
+async def _close_sessions(app: web.Application) -> None:
+    state = app[STATE]
+    if state.loader is not None and not state.loader.done():
+        state.loader.cancel()
+    await asyncio.gather(*(s.close() for s in list(state.sessions.values())),
+                         return_exceptions=True)
+
+
+def _json_error(status: int, reason: str, **headers: str) -> web.Response:
+    return web.json_response({"error": reason}, status=status, headers=headers or None)
+
+
+async def _offer(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    if state.services is None:
+        reason = state.load_error or "models are still loading"
+        return _json_error(503, reason, **{"Retry-After": "5"})
+    if len(state.sessions) >= state.settings.max_sessions:
+        return _json_error(503, "server is busy: too many calls", **{"Retry-After": "10"})
+    try:
+        raw = await request.read()
+        offer = parse_offer(raw, max_bytes=state.settings.max_sdp_bytes)
+    except BadRequest as exc:
+        return _json_error(exc.status, exc.reason)
+    except web.HTTPRequestEntityTooLarge:
+        return _json_error(413, "offer too large")
+    services = state.services
+    avatar = offer.avatar or state.settings.render.avatar
+    try:
+        renderer = await services.renderer_for(avatar)
+    except KeyError:
+        return _json_error(400, f"unknown avatar {avatar!r}")
+    media = state.settings.media
+    options = SessionOptions(
+        avatar=avatar,
+        language=offer.language,
+        fps=state.settings.render.fps,
+        lead_s=media.lead_ms / 1000.0,
+        video_offset_s=media.video_offset_ms / 1000.0,
+        heartbeat_timeout_s=state.settings.heartbeat_timeout_s,
+        segmenter=services.segmenter_options,
+    )
+    session_id = secrets.token_urlsafe(12)
+    session = Session(
+        session_id=session_id,
+        services=services,
+        renderer=renderer,
+        options=options,
+        ice_servers=state.settings.ice_servers,
+        on_closed=lambda s: state.sessions.pop(s.id, None),
+    )
+    state.sessions[session_id] = session
+    try:
+        answer = await session.accept(RTCSessionDescription(sdp=offer.sdp, type="offer"))
+    except Exception as exc:  # aiortc raises ValueError & co. on SDP it cannot use
+        await session.close()
+        return _json_error(400, f"cannot use this offer: {exc}")
+    return web.json_response(
+        {
+            "sdp": answer.sdp,
+            "type": answer.type,
+            "session": session_id,
+            "ice_servers": state.settings.ice_servers,
+        }
+    )
+
+
+async def _ws(request: web.Request) -> web.WebSocketResponse:
+    state = request.app[STATE]
+    ws = web.WebSocketResponse(heartbeat=None, max_msg_size=64 * 1024)
+    await ws.prepare(request)
+    session = state.sessions.get(request.query.get("session", ""))
+    if session is None:
+        await ws.close(code=4404, message=b"unknown session")
+        return ws
+    session.ws_attached(True)
+    sender = asyncio.create_task(_pump_events(session, ws))
+    try:
+        async for msg in ws:
+            if msg.type != WSMsgType.TEXT:
+                session.emit(ErrorEvent(reason="only JSON text messages are accepted"))
+                continue
+            session.touch()
+            _handle_client_message(session, msg.data, state.settings.max_text_chars)
+    finally:
+        sender.cancel()
+        session.ws_attached(False)
+        await session.close()
+    return ws
+
+
+def _handle_client_message(session: Session, data: str, max_text: int) -> None:
+    try:
+        message = parse_client_message(data, max_text_chars=max_text)
+    except BadRequest as exc:
+        session.emit(ErrorEvent(reason=exc.reason))
+        return
+    if message.type == "ping":
+        session.emit(Pong(t=message.t))
+    elif message.type == "interrupt":
+        session.interrupt()
+    elif message.type == "text" and message.text is not None:
+        session.say_text(message.text)
+
+
+async def _pump_events(session: Session, ws: web.WebSocketResponse) -> None:
+    while not ws.closed:
+        event = await session.next_event()
+        try:
+            await ws.send_str(json.dumps(event.to_json(), ensure_ascii=False))
+        except ConnectionResetError:
+            return
+
+
+async def _live(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _ready(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    if state.ready:
+        return web.json_response({"status": "ready", "sessions": len(state.sessions)})
+    body: dict[str, Any] = {"status": "error" if state.load_error else "loading"}
+    if state.load_error:
+        body["error"] = state.load_error
+    return web.json_response(body, status=503)
+
+
+async def _avatars(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    names = state.services.avatar_names() if state.services is not None else []
+    return web.json_response({"avatars": names, "default": state.settings.render.avatar})
+
+
+async def _index(request: web.Request) -> web.StreamResponse:
+    index = static_dir() / "index.html"
+    if not index.is_file():
+        return _json_error(404, "call page not installed")
+    return web.FileResponse(index)

@@ -1,0 +1,96 @@
+"""Typed control events sent to the client over the call's WebSocket (see docs/protocol.md)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+__all__ = [
+    "BargeIn",
+    "ControlEvent",
+    "ErrorEvent",
+    "Hello",
+    "Pong",
+    "ReplyText",
+    "SpeechEvent",
+    "StateChanged",
+    "Timings",
+    "TranscriptEvent",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ControlEvent:
+    type: ClassVar[str] = "event"
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.type}
+        for f in dataclasses.fields(self):
+            out[f.name] = getattr(self, f.name)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Hello(ControlEvent):
+    type: ClassVar[str] = "hello"
+    session: str
+    avatar: str
+    fps: int
+    mouth_box: list[float]
+
+
+@dataclass(frozen=True, slots=True)
+class StateChanged(ControlEvent):
+    type: ClassVar[str] = "state"
+    state: str  # listening | thinking | speaking | closed
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechEvent(ControlEvent):
+    type: ClassVar[str] = "speech"
+    event: str  # started | ended
+    t: float
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptEvent(ControlEvent):
+    type: ClassVar[str] = "transcript"
+    text: str
+    language: str
+    turn: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyText(ControlEvent):
+    type: ClassVar[str] = "reply_text"
+    text: str
+    language: str
+    turn: int
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class BargeIn(ControlEvent):
+    type: ClassVar[str] = "barge_in"
+    turn: int
+    dropped_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Timings(ControlEvent):
+    type: ClassVar[str] = "timings"
+    turn: int
+    stages: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Pong(ControlEvent):
+    type: ClassVar[str] = "pong"
+    t: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorEvent(ControlEvent):
+    type: ClassVar[str] = "error"
+    reason: str

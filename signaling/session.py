@@ -1,0 +1,259 @@
+"""Session: owns one call — its peer connection, A/V timeline, listener and reply turns."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+
+from inference.render.base import Renderer
+from inference.types import Utterance
+from media.clock import MediaClock
+from media.ingest import MicIngest
+from media.player import AvPlayer, IdleLoop
+from media.tracks import ClockedAudioTrack, ClockedVideoTrack
+from media.vad import Segmenter, SegmenterOptions, SpeechDropped, SpeechStarted, UtteranceReady
+from signaling.events import (
+    BargeIn,
+    ControlEvent,
+    ErrorEvent,
+    Hello,
+    SpeechEvent,
+    StateChanged,
+)
+from signaling.ice import rtc_configuration
+from signaling.services import Services
+from signaling.turn import TurnRequest, TurnRunner
+
+__all__ = ["Session", "SessionOptions"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionOptions:
+    avatar: str
+    language: str = "en"
+    fps: int = 25
+    lead_s: float = 0.12
+    video_offset_s: float = 0.0
+    heartbeat_timeout_s: float = 30.0
+    segmenter: SegmenterOptions = SegmenterOptions()
+    greet: bool = True
+    max_queued_events: int = 512
+
+    def __post_init__(self) -> None:
+        if self.fps <= 0 or self.heartbeat_timeout_s <= 0:
+            raise ValueError("fps and heartbeat_timeout_s must be positive")
+
+
+class Session:
+    """One call. Created by ``/offer``; closed on peer close, WebSocket close or silence."""
+
+    def __init__(
+        self,
+        *,
+        session_id: str,
+        services: Services,
+        renderer: Renderer,
+        options: SessionOptions,
+        ice_servers: list[dict[str, object]],
+        on_closed: Callable[[Session], None] | None = None,
+    ) -> None:
+        self.id = session_id
+        self.options = options
+        self.clock = MediaClock()
+        self.renderer = renderer
+        self.pc = RTCPeerConnection(rtc_configuration(list(ice_servers)))  # type: ignore[arg-type]
+        self.player = AvPlayer(
+            clock=self.clock,
+            fps=options.fps,
+            lead_s=options.lead_s,
+            video_offset_s=options.video_offset_s,
+        )
+        self.audio_track = ClockedAudioTrack(self.player, self.clock)
+        self.video_track = ClockedVideoTrack(
+            self.player,
+            self.clock,
+            IdleLoop(renderer.idle_frames(), options.fps),
+            fps=options.fps,
+        )
+        self._runner = TurnRunner(
+            asr=services.asr,
+            dialogue=services.dialogue,
+            tts=services.tts,
+            renderer=renderer,
+            sink=self.player,
+            emit=self.emit,
+            now=self.clock.now,
+        )
+        self._segmenter = Segmenter(options.segmenter)
+        self._events: asyncio.Queue[ControlEvent] = asyncio.Queue(options.max_queued_events)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._turn_task: asyncio.Task[None] | None = None
+        self._turn = 0
+        self._last_seen = self.clock.now()
+        self._ws_attached = False
+        self._greeted = False
+        self._on_closed = on_closed
+        self.closed = asyncio.Event()
+        self.pc.on("track", self._on_track)
+        self.pc.on("connectionstatechange", self._on_connection_state)
+
+    # ---- signaling -------------------------------------------------------------------
+    async def accept(self, offer: RTCSessionDescription) -> RTCSessionDescription:
+        """Apply the caller's offer and return our answer (all candidates gathered)."""
+        await self.pc.setRemoteDescription(offer)
+        self.pc.addTrack(self.audio_track)
+        self.pc.addTrack(self.video_track)
+        answer = await self.pc.createAnswer()
+        await self.pc.setLocalDescription(answer)
+        self._spawn(self._watchdog())
+        self.emit(
+            Hello(
+                session=self.id,
+                avatar=self.options.avatar,
+                fps=self.options.fps,
+                mouth_box=list(getattr(self.renderer, "mouth_box", (0.3, 0.55, 0.7, 0.85))),
+            )
+        )
+        return self.pc.localDescription
+
+    def emit(self, event: ControlEvent) -> None:
+        """Queue an event for the control WebSocket (oldest dropped when nobody reads)."""
+        if self._events.full():
+            with contextlib.suppress(asyncio.QueueEmpty):
+                self._events.get_nowait()
+        self._events.put_nowait(event)
+
+    async def next_event(self) -> ControlEvent:
+        return await self._events.get()
+
+    def touch(self) -> None:
+        """The client showed it is alive (any WebSocket message)."""
+        self._last_seen = self.clock.now()
+
+    def ws_attached(self, attached: bool) -> None:
+        self._ws_attached = attached
+        self.touch()
+
+    # ---- turns -------------------------------------------------------------------------
+    def say_text(self, text: str) -> None:
+        """Typed input: a turn like a spoken utterance."""
+        self._start_turn(text=text)
+
+    def interrupt(self) -> None:
+        """Cancel the current turn and flush queued reply audio and video."""
+        cancelled = self._cancel_turn()
+        dropped = self.player.flush()
+        if cancelled or dropped > 0:
+            self.emit(BargeIn(turn=self._turn, dropped_s=round(dropped, 3)))
+            self.emit(StateChanged(state="listening"))
+
+    def _start_turn(
+        self,
+        *,
+        text: str | None = None,
+        utterance: Utterance | None = None,
+        greeting: bool = False,
+    ) -> None:
+        self._cancel_turn()
+        self.player.flush()
+        self._turn += 1
+        end = utterance.end_s if utterance is not None else self.clock.now()
+        req = TurnRequest(
+            turn=self._turn,
+            speech_end=end,
+            utterance=utterance,
+            text=text,
+            greeting=greeting,
+            language=self.options.language,
+        )
+        self._turn_task = self._spawn(self._run_turn(req))
+
+    def _turn_running(self) -> bool:
+        return self._turn_task is not None and not self._turn_task.done()
+
+    def _cancel_turn(self) -> bool:
+        task = self._turn_task
+        self._turn_task = None
+        if task is not None and not task.done():
+            task.cancel()
+            return True
+        return False
+
+    async def _run_turn(self, req: TurnRequest) -> None:
+        try:
+            await self._runner.run(req)
+            await self.clock.sleep_until(self.player.busy_until)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("session %s: turn %d failed", self.id, req.turn)
+            self.emit(ErrorEvent(reason=f"reply failed: {type(exc).__name__}"))
+        self.emit(StateChanged(state="listening"))
+
+    # ---- media in ---------------------------------------------------------------------
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind == "audio":
+            self._spawn(self._listen(track))
+
+    async def _listen(self, track: MediaStreamTrack) -> None:
+        async for frame in MicIngest(track):
+            now = self.clock.now()
+            for event in self._segmenter.push(frame, now):
+                if isinstance(event, SpeechStarted):
+                    self.emit(SpeechEvent(event="started", t=round(event.t, 3)))
+                    if self.player.speaking(now) or self._turn_running():
+                        self.interrupt()
+                elif isinstance(event, UtteranceReady):
+                    self.emit(SpeechEvent(event="ended", t=round(event.end_s, 3)))
+                    utt = Utterance(samples=event.samples, start_s=event.start_s,
+                                    end_s=event.end_s)
+                    self._start_turn(utterance=utt)
+                elif isinstance(event, SpeechDropped):
+                    self.emit(SpeechEvent(event="ended", t=round(event.t, 3)))
+
+    # ---- lifetime ---------------------------------------------------------------------
+    async def _on_connection_state(self) -> None:
+        state = self.pc.connectionState
+        if state == "connected" and not self._greeted and self.options.greet:
+            self._greeted = True
+            self._start_turn(greeting=True)
+        elif state in ("failed", "closed"):
+            await self.close()
+
+    async def _watchdog(self) -> None:
+        while not self.closed.is_set():
+            await asyncio.sleep(1.0)
+            if self.clock.now() - self._last_seen > self.options.heartbeat_timeout_s:
+                log.info("session %s: heartbeat timeout", self.id)
+                await self.close()
+                return
+
+    def _spawn(self, coro: object) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def close(self) -> None:
+        if self.closed.is_set():
+            return
+        self.closed.set()
+        self._cancel_turn()
+        self.player.flush()
+        current = asyncio.current_task()
+        for task in list(self._tasks):
+            if task is not current:
+                task.cancel()
+        self.audio_track.stop()
+        self.video_track.stop()
+        await self.pc.close()
+        self.emit(StateChanged(state="closed"))
+        if self._on_closed is not None:
+            self._on_closed(self)

@@ -1,0 +1,185 @@
+"""One reply turn: transcript → sentences → speech → frames → the call's A/V timeline.
+
+A turn runs as one task; cancelling it (barge-in, a new turn) stops the dialogue stream, the
+TTS and the renderer together. Text-to-speech of the next sentence overlaps the rendering
+of the current one through a small bounded queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from inference.asr.base import Asr
+from inference.audio import resample_int16
+from inference.dialogue.base import Dialogue
+from inference.render.base import Renderer
+from inference.tts.base import Tts
+from inference.types import PcmChunk, ReplySentence, Transcript, Utterance
+from signaling.events import ControlEvent, ReplyText, StateChanged, Timings, TranscriptEvent
+
+__all__ = ["MediaSink", "TurnRequest", "TurnRunner", "detect_language"]
+
+RENDER_RATE = 16000
+
+
+class MediaSink(Protocol):
+    """Where finished reply media goes (the call's AvPlayer)."""
+
+    def push(self, audio: np.ndarray, frames: Sequence[np.ndarray]) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRequest:
+    """What starts a turn: a spoken utterance, typed text, or the greeting."""
+
+    turn: int
+    speech_end: float  # clock time the caller stopped speaking (or typed / call start)
+    utterance: Utterance | None = None
+    text: str | None = None
+    greeting: bool = False
+    language: str = "en"
+
+
+def detect_language(text: str) -> str:
+    """'zh' when the text holds CJK ideographs, else 'en'."""
+    return "zh" if any("\u4e00" <= ch <= "\u9fff" for ch in text) else "en"
+
+
+class TurnRunner:
+    """Runs turns for one call. Cheap: it only holds references to per-process models."""
+
+    def __init__(
+        self,
+        *,
+        asr: Asr,
+        dialogue: Dialogue,
+        tts: Tts,
+        renderer: Renderer,
+        sink: MediaSink,
+        emit: Callable[[ControlEvent], None],
+        now: Callable[[], float],
+        output_rate: int = 48000,
+    ) -> None:
+        self._asr = asr
+        self._dialogue = dialogue
+        self._tts = tts
+        self._renderer = renderer
+        self._sink = sink
+        self._emit = emit
+        self._now = now
+        self._output_rate = output_rate
+
+    async def run(self, req: TurnRequest) -> dict[str, float]:
+        """Run one turn to the end; returns the stage timings (ms after speech end)."""
+        marks: dict[str, float] = {}
+
+        def mark(name: str, at: float | None = None) -> None:
+            if name not in marks:
+                t = self._now() if at is None else at
+                marks[name] = round((t - req.speech_end) * 1000.0, 1)
+
+        sentences: AsyncIterator[ReplySentence]
+        if req.greeting:
+            sentences = _one(self._dialogue.greeting(req.language))
+        else:
+            transcript = await self._transcript(req, mark)
+            if transcript is None:
+                self._emit(StateChanged(state="listening"))
+                return marks
+            sentences = self._dialogue.reply(transcript)
+        self._emit(StateChanged(state="thinking"))
+
+        queue: asyncio.Queue[tuple[ReplySentence, PcmChunk] | None] = asyncio.Queue(maxsize=2)
+
+        async def produce() -> None:
+            try:
+                async for sentence in sentences:
+                    mark("first_sentence")
+                    self._emit(
+                        ReplyText(
+                            text=sentence.text,
+                            language=sentence.language,
+                            turn=req.turn,
+                            index=sentence.index,
+                        )
+                    )
+                    async for chunk in self._tts.synthesize(sentence.text, sentence.language):
+                        if len(chunk.samples):
+                            mark("first_audio")
+                            await queue.put((sentence, chunk))
+            finally:
+                await queue.put(None)
+
+        async def consume() -> None:
+            speaking = False
+            while (item := await queue.get()) is not None:
+                _, chunk = item
+                async for start in self._play(chunk, mark):
+                    mark("first_sent", at=start)
+                    if not speaking:
+                        speaking = True
+                        self._emit(StateChanged(state="speaking"))
+
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(produce())
+            tg.create_task(consume())
+        self._emit(Timings(turn=req.turn, stages=dict(marks)))
+        return marks
+
+    async def _transcript(
+        self, req: TurnRequest, mark: Callable[[str], None]
+    ) -> Transcript | None:
+        if req.utterance is not None:
+            transcript = await self._asr.transcribe(req.utterance)
+            mark("asr_done")
+        elif req.text is not None:
+            transcript = Transcript(text=req.text, language=detect_language(req.text))
+        else:
+            raise ValueError("a turn needs an utterance, text or greeting")
+        if not transcript.text.strip():
+            return None
+        self._emit(
+            TranscriptEvent(text=transcript.text, language=transcript.language, turn=req.turn)
+        )
+        return transcript
+
+    async def _play(self, chunk: PcmChunk, mark: Callable[[str], None]) -> AsyncIterator[float]:
+        """Render one chunk of speech and push it to the sink batch by batch."""
+        fps = self._renderer.fps
+        n_frames = max(1, math.ceil(chunk.duration_s * fps))
+        per_frame_out = self._output_rate // fps
+        audio_out = _fit(resample_int16(chunk.samples, chunk.sample_rate, self._output_rate),
+                         n_frames * per_frame_out)
+        audio_render = _fit(resample_int16(chunk.samples, chunk.sample_rate, RENDER_RATE),
+                            n_frames * (RENDER_RATE // fps))
+        done = 0
+        last: np.ndarray | None = None
+        async for batch in self._renderer.render(audio_render):
+            mark("first_frame")
+            batch = batch[: n_frames - done]
+            if not batch:
+                continue
+            seg = audio_out[done * per_frame_out : (done + len(batch)) * per_frame_out]
+            yield self._sink.push(seg, batch)
+            done += len(batch)
+            last = batch[-1]
+        if done < n_frames and last is not None:
+            # A renderer that came up short: keep the voice, hold the last face.
+            rest = [last] * (n_frames - done)
+            yield self._sink.push(audio_out[done * per_frame_out :], rest)
+
+
+def _fit(samples: np.ndarray, length: int) -> np.ndarray:
+    if len(samples) >= length:
+        return samples[:length]
+    return np.concatenate([samples, np.zeros(length - len(samples), dtype=samples.dtype)])
+
+
+async def _one(item: ReplySentence) -> AsyncIterator[ReplySentence]:
+    yield item

@@ -1,0 +1,109 @@
+"""Strict parsing of what clients send: the offer body and control messages."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["BadRequest", "ClientMessage", "OfferRequest", "parse_client_message", "parse_offer"]
+
+_LANGUAGES = ("en", "zh")
+_MESSAGE_TYPES = ("text", "interrupt", "ping")
+
+
+class BadRequest(ValueError):
+    """A client sent something we reject; ``reason`` is safe to show to it."""
+
+    def __init__(self, reason: str, status: int = 400) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class OfferRequest:
+    sdp: str
+    avatar: str | None = None
+    language: str = "en"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientMessage:
+    type: str
+    text: str | None = None
+    t: float | None = None
+
+
+def _load_object(raw: bytes | str, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest(f"{what} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise BadRequest(f"{what} must be a JSON object")
+    return data
+
+
+def parse_offer(raw: bytes, *, max_bytes: int) -> OfferRequest:
+    """Validate ``POST /offer``: ``{sdp, type: "offer", avatar?, language?}``."""
+    if len(raw) > max_bytes:
+        raise BadRequest(f"offer larger than {max_bytes} bytes", status=413)
+    data = _load_object(raw, "offer")
+    unknown = set(data) - {"sdp", "type", "avatar", "language"}
+    if unknown:
+        raise BadRequest(f"unknown field(s) in offer: {', '.join(sorted(unknown))}")
+    if data.get("type") != "offer":
+        raise BadRequest('field "type" must be "offer"')
+    sdp = data.get("sdp")
+    if not isinstance(sdp, str) or not sdp.strip():
+        raise BadRequest('field "sdp" must be a non-empty string')
+    _check_sdp(sdp)
+    avatar = data.get("avatar")
+    if avatar is not None and (not isinstance(avatar, str) or not _safe_name(avatar)):
+        raise BadRequest('field "avatar" must be an avatar name')
+    language = data.get("language", "en")
+    if language not in _LANGUAGES:
+        raise BadRequest(f'field "language" must be one of {", ".join(_LANGUAGES)}')
+    return OfferRequest(sdp=sdp, avatar=avatar or None, language=language)
+
+
+def _check_sdp(sdp: str) -> None:
+    lines = [line.strip() for line in sdp.splitlines() if line.strip()]
+    if not lines or lines[0] != "v=0":
+        raise BadRequest("malformed SDP: it must start with v=0")
+    media = [line for line in lines if line.startswith("m=")]
+    if not any(line.startswith("m=audio") for line in media):
+        raise BadRequest("malformed SDP: no audio section (the microphone)")
+    if not any(line.startswith("a=fingerprint:") for line in lines):
+        raise BadRequest("malformed SDP: no DTLS fingerprint")
+    for line in lines:
+        if len(line) < 2 or line[1] != "=":
+            raise BadRequest(f"malformed SDP line: {line[:40]!r}")
+
+
+def _safe_name(name: str) -> bool:
+    return 0 < len(name) <= 64 and all(c.isalnum() or c in "-_" for c in name)
+
+
+def parse_client_message(raw: str, *, max_text_chars: int) -> ClientMessage:
+    """Validate one control message: ``text``, ``interrupt`` or ``ping``."""
+    if len(raw) > max_text_chars * 4 + 256:
+        raise BadRequest("message too large")
+    data = _load_object(raw, "message")
+    kind = data.get("type")
+    if kind not in _MESSAGE_TYPES:
+        raise BadRequest(f'unknown message type {kind!r}; expected one of {_MESSAGE_TYPES}')
+    if kind == "text":
+        text = data.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise BadRequest('"text" must be a non-empty string')
+        if len(text) > max_text_chars:
+            raise BadRequest(f'"text" longer than {max_text_chars} characters')
+        return ClientMessage(type="text", text=text.strip())
+    if kind == "ping":
+        t = data.get("t")
+        if t is not None and (isinstance(t, bool) or not isinstance(t, int | float)):
+            raise BadRequest('"t" must be a number')
+        return ClientMessage(type="ping", t=float(t) if t is not None else None)
+    return ClientMessage(type="interrupt")
