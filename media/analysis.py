@@ -177,8 +177,8 @@ def _crop_mouth(frame: np.ndarray, box: MouthBox, size: tuple[int, int]) -> np.n
         raise ValueError("mouth_motion: frames must be 2-D grey or 3-D colour arrays")
     h, w = frame.shape
     x0, y0, x1, y1 = box
-    c0, c1 = int(math.floor(x0 * w)), int(math.ceil(x1 * w))
-    r0, r1 = int(math.floor(y0 * h)), int(math.ceil(y1 * h))
+    c0, c1 = math.floor(x0 * w), math.ceil(x1 * w)
+    r0, r1 = math.floor(y0 * h), math.ceil(y1 * h)
     c0, r0 = max(0, min(c0, w - 1)), max(0, min(r0, h - 1))
     c1, r1 = max(c0 + 1, min(c1, w)), max(r0 + 1, min(r1, h))
     return _resize_area(frame[r0:r1, c0:c1], size[1], size[0])
@@ -323,20 +323,26 @@ def first_mouth_moving_frame(
     motion: np.ndarray,
     after_t: float,
     *,
-    baseline_s: float = 2.0,
+    baseline_from: float | None = None,
+    baseline_s: float = 1.5,
     margin: float = 1.5,
     min_frames: int = 2,
 ) -> float | None:
     """Arrival time of the first frame after ``after_t`` whose mouth moves clearly.
 
-    The idle baseline is the motion of the frames in the ``baseline_s`` before ``after_t``;
-    a frame moves clearly when its motion exceeds the baseline's 95th percentile by
-    ``margin`` grey levels plus three baseline deviations, for ``min_frames`` frames in a row.
+    The idle baseline is the motion of the frames from ``baseline_from`` (default
+    ``after_t - baseline_s``) to ``after_t``; a frame moves clearly when its motion exceeds
+    the baseline's 75th percentile by ``margin`` grey levels plus four robust deviations
+    (1.4826 × MAD), for ``min_frames`` frames in a row.
     """
-    pre = motion[(motion_t < after_t) & (motion_t >= after_t - baseline_s)]
-    pre = pre[1:] if pre.size > 1 else pre  # the first frame has no predecessor
+    lo = (
+        after_t - baseline_s if baseline_from is None or baseline_from >= after_t else baseline_from
+    )
+    pre = motion[(motion_t < after_t) & (motion_t >= lo)]
     if pre.size:
-        thr = float(np.percentile(pre, 95)) + margin + 3.0 * float(pre.std())
+        med = float(np.median(pre))
+        mad = 1.4826 * float(np.median(np.abs(pre - med)))
+        thr = float(np.percentile(pre, 75)) + margin + 4.0 * mad
     else:
         thr = margin
     start = int(np.searchsorted(motion_t, after_t, side="left"))

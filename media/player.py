@@ -91,7 +91,7 @@ class AvPlayer:
 
         ``len(audio)`` must be exactly ``len(frames) * sample_rate / fps``. The segment starts
         right after the previous one if that one is still playing (gapless), else at
-        ``clock.now() + lead_s``. Returns its start time (clock seconds).
+        ``clock.now() + lead_s`` rounded up to the video frame grid. Returns its start time (clock seconds).
         """
         if not isinstance(audio, np.ndarray) or audio.dtype != np.int16 or audio.ndim != 1:
             raise ValueError("audio must be a 1-D int16 numpy array")
@@ -109,10 +109,13 @@ class AvPlayer:
                 f"need exactly {expected} at {self.sample_rate} Hz"
             )
         now = self._pos(self.clock.now())
-        if self._end > now:
-            start = max(self._end, now + round(_GUARD_S * self.sample_rate))
+        guard = now + round(_GUARD_S * self.sample_rate)
+        if self._end >= guard:
+            start = self._end  # gapless
+        elif self._end > now:  # ends too soon to continue seamlessly: smallest gap possible
+            start = self._on_frame_grid(guard)
         else:
-            start = now + round(self.lead_s * self.sample_rate)
+            start = self._on_frame_grid(now + round(self.lead_s * self.sample_rate))
         self._segments.append(_Segment(start, audio.copy(), list(frames)))
         self._end = start + len(audio)
         return start / self.sample_rate
@@ -187,6 +190,17 @@ class AvPlayer:
     def queued_s(self) -> float:
         """Seconds of media scheduled after now."""
         return max(0.0, self.busy_until - self.clock.now())
+
+    def _on_frame_grid(self, pos: int) -> int:
+        """Round a start position up to the video frame grid (clock multiples of 1 / fps).
+
+        :class:`~media.tracks.ClockedVideoTrack` ticks on the same grid, so a segment's first
+        frame is shown exactly when its audio starts.
+        """
+        if self.sample_rate % self.fps:
+            return pos
+        step = self.sample_rate // self.fps
+        return -(-pos // step) * step
 
     def _pos(self, t: float) -> int:
         return round(t * self.sample_rate)

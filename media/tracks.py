@@ -96,8 +96,10 @@ class ClockedAudioTrack(MediaStreamTrack):
 class ClockedVideoTrack(MediaStreamTrack):
     """Video frames at ``fps`` from the player, or the idle loop when nothing is scheduled.
 
-    Tick ``j`` is released at ``start + j / fps`` with pts ``round(t * 90000)``. A tick that
-    is already stale (a newer tick is due) is dropped and counted in ``frames_dropped``.
+    Ticks lie on the clock's frame grid: tick ``j`` is released at clock time ``j / fps``
+    with pts ``round(t * 90000)`` (the player starts segments on the same grid, so a reply's
+    first frame is shown exactly with its first audio). A tick that is already stale (a newer
+    tick is due) is dropped and counted in ``frames_dropped``, never sent late in a burst.
     ``on_frame(t, is_reply_frame)`` is called for every frame sent. Frame size may change
     from frame to frame; ``fps`` and the idle loop can be changed while running.
     """
@@ -119,7 +121,6 @@ class ClockedVideoTrack(MediaStreamTrack):
         self._idle = idle
         self._fps = self._check_fps(fps)
         self.on_frame = on_frame
-        self._base: float | None = None  # clock time of tick 0 at the current fps
         self._j = -1
         self._last_t: float | None = None
         self._first_t: float | None = None
@@ -139,10 +140,10 @@ class ClockedVideoTrack(MediaStreamTrack):
 
     @fps.setter
     def fps(self, value: int) -> None:
-        """Change the frame rate; the next tick is one new frame interval after the last."""
+        """Change the frame rate; the next tick is the next one of the new grid."""
         value = self._check_fps(value)
         if value != self._fps and self._last_t is not None:
-            self._base, self._j = self._last_t, 0
+            self._j = math.floor(self._last_t * value + 1e-6)
         self._fps = value
 
     def set_idle(self, idle: IdleLoop) -> None:
@@ -157,19 +158,20 @@ class ClockedVideoTrack(MediaStreamTrack):
     async def recv(self) -> av.VideoFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        if self._base is None:
-            self._base = self.clock.now()
-            self._j = 0
-            self._first_t = self._base
+        now = self.clock.now()
+        if self._last_t is None:
+            j = math.ceil(now * self._fps - 1e-6)  # the first grid tick at or after now
         else:
             j = self._j + 1
-            newest = math.floor((self.clock.now() - self._base) * self._fps + 1e-9)
+            newest = math.floor(now * self._fps + 1e-6)
             if newest > j:
                 self.frames_dropped += newest - j
                 j = newest
-            self._j = j
-            await self.clock.sleep_until(self._base + j / self._fps)
-        t = self._base + self._j / self._fps
+        self._j = j
+        t = j / self._fps
+        await self.clock.sleep_until(t)
+        if self._first_t is None:
+            self._first_t = t
         self._last_t = t
         rgb = self.player.frame_at(t)
         is_reply = rgb is not None

@@ -153,8 +153,10 @@ class Segmenter:
                 f"frame must be {VAD_FRAME_SAMPLES} samples (20 ms at 16 kHz), got {len(frame)}"
             )
         voiced = self._vad.is_speech(frame.tobytes(), VAD_SAMPLE_RATE)
-        return self._step_speaking(frame, voiced, now) if self._speaking else self._step_idle(
-            frame, voiced, now
+        return (
+            self._step_speaking(frame, voiced, now)
+            if self._speaking
+            else self._step_idle(frame, voiced, now)
         )
 
     def _step_idle(self, frame: np.ndarray, voiced: bool, now: float) -> list[SegmenterEvent]:

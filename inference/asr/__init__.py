@@ -1,0 +1,50 @@
+"""Speech recognition stage: one utterance in, one transcript out.
+
+Pick a backend by its options type with :func:`make_asr`; :data:`ASR_BACKENDS` maps
+configuration names to those types. ``make_asr(WhisperAsrOptions())`` loads the model: call it
+once per process and share the result across calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from inference.asr.base import Asr
+from inference.asr.fake import ScriptedAsr, ScriptedAsrOptions
+from inference.asr.whisper import AsrModelError, WhisperAsr, WhisperAsrOptions
+
+__all__ = [
+    "ASR_BACKENDS",
+    "Asr",
+    "AsrModelError",
+    "AsrOptions",
+    "ScriptedAsr",
+    "ScriptedAsrOptions",
+    "WhisperAsr",
+    "WhisperAsrOptions",
+    "make_asr",
+]
+
+AsrOptions = WhisperAsrOptions | ScriptedAsrOptions
+
+ASR_BACKENDS: dict[str, type[AsrOptions]] = {
+    "whisper": WhisperAsrOptions,
+    "fake": ScriptedAsrOptions,
+}
+
+_FACTORIES: dict[type[Any], Callable[[Any], Asr]] = {
+    WhisperAsrOptions: WhisperAsr.load,
+    ScriptedAsrOptions: ScriptedAsr,
+}
+
+
+def make_asr(options: AsrOptions) -> Asr:
+    """Build the ASR backend that ``options`` configures."""
+    try:
+        factory = _FACTORIES[type(options)]
+    except KeyError:
+        known = ", ".join(t.__name__ for t in _FACTORIES)
+        name = type(options).__name__
+        raise TypeError(f"no ASR backend for {name}; known: {known}") from None
+    return factory(options)

@@ -22,6 +22,10 @@ class PreparedAvatar:
     landmarks: np.ndarray  # (N, 468, 2) float32 FaceMesh landmarks in source pixels
     masks: np.ndarray  # (N, 256, 256) float32 in [0, 1]: feathered lower-face mask, crop coords
     mouth_boxes: np.ndarray  # (N, 4) float32 x0, y0, x1, y1 around the lips, source pixels
+    # Added with defaults (preparation format 1):
+    kind: str = "photo"  # "photo" or "video"
+    source_hash: str = ""  # sha256 of the input file (or of the pixels for an in-memory image)
+    warnings: tuple[str, ...] = ()  # e.g. several faces found, small face, frames without a face
 
     @property
     def num_frames(self) -> int:
@@ -31,3 +35,8 @@ class PreparedAvatar:
     def size(self) -> tuple[int, int]:
         """(width, height) of the source frames."""
         return int(self.frames.shape[2]), int(self.frames.shape[1])
+
+    @property
+    def is_video(self) -> bool:
+        """True when the avatar has several source frames (played ping-pong)."""
+        return self.num_frames > 1

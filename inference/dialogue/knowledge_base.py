@@ -44,7 +44,8 @@ class KbEntry:
         try:
             return self.answers[language]
         except KeyError:
-            raise ValueError(f"unsupported language {language!r}; expected one of {LANGUAGES}") from None
+            expected = ", ".join(LANGUAGES)
+            raise ValueError(f"unsupported language {language!r}; expected {expected}") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -189,6 +189,8 @@ def _clause_cut(buf: str, limit: int, final: bool, opts: SentenceSplitterOptions
         c = buf[i]
         if c in _CJK_CLAUSE:
             cut = _skip(buf, i + 1, _CLOSERS)
+            if cut >= len(buf) and not final:
+                continue  # a closing quote may still follow
         elif c in _ASCII_CLAUSE:
             j = _skip(buf, i + 1, _CLOSERS)
             if j >= len(buf):

@@ -56,10 +56,13 @@ class MuseTalkModels:
         The whisper encoder stays float32 on the CPU, where half precision is slow.
         """
         dev = torch.device(device)
-        self.unet.to(device=dev, dtype=dtype)
-        self.vae.to(device=dev, dtype=dtype)
+        dtype = dtype or self.dtype
         whisper_dtype = dtype if dev.type == "cuda" else torch.float32
-        self.whisper.to(device=dev, dtype=whisper_dtype)
+        for module, want in ((self.unet, dtype), (self.vae, dtype), (self.whisper, whisper_dtype)):
+            if next(module.parameters()).dtype == want:
+                module.to(device=dev)
+            else:
+                module.to(device=dev, dtype=want)
         if dev.type == "cuda":
             self.unet.to(memory_format=torch.channels_last)
             self.vae.to(memory_format=torch.channels_last)

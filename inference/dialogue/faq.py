@@ -1,0 +1,195 @@
+"""FAQ dialogue: BM25 retrieval over the bilingual knowledge base, answers spoken as sentences.
+
+Two objects, following "load once, cheap per call":
+
+- :class:`FaqIndex` tokenizes the knowledge base and builds one BM25 index per language
+  (English: lowercase words, stopwords, light stemming; Chinese: jieba search-mode words).
+  Build it once per process (~1 s, mostly jieba's dictionary).
+- :class:`FaqDialogue` is a stateless view on an index with its own options (threshold,
+  sentence length). It holds no per-call state, so one instance can serve every call; making
+  one per call is free too.
+
+Each indexed document is one phrasing of a question, an entry's tags, or its answer (weighted
+down; so "do you take PayPal" finds the payment entry through its answer). An entry scores the
+maximum over its documents; below the language's threshold the caller hears the fallback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from inference.dialogue.knowledge_base import LANGUAGES, KbEntry, KnowledgeBase, load_knowledge_base
+from inference.dialogue.sentences import SentenceSplitterOptions, split_sentences
+from inference.dialogue.text import ChineseTokenizer, detect_language, english_tokens
+from inference.types import ReplySentence, Transcript
+
+__all__ = ["FaqDialogue", "FaqDialogueOptions", "FaqIndex", "FaqMatch"]
+
+_ANSWER_WEIGHT = 0.6  # an answer/tags document counts a little less than a question phrasing
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FaqDialogueOptions:
+    """Options of the FAQ dialogue.
+
+    ``kb_path``: a knowledge-base YAML file, ``None`` for the bundled Northwind Goods one.
+    ``min_score_en`` / ``min_score_zh``: BM25 score below which the fallback line is said.
+    ``max_sentence_chars``: longer answer sentences are split at clause boundaries.
+    """
+
+    kb_path: Path | None = None
+    min_score_en: float = 1.2
+    min_score_zh: float = 1.0
+    max_sentence_chars: int = 120
+
+    def __post_init__(self) -> None:
+        if self.min_score_en < 0 or self.min_score_zh < 0:
+            raise ValueError("min_score_en and min_score_zh must be >= 0")
+        SentenceSplitterOptions(max_chars=self.max_sentence_chars)  # validates
+
+    def min_score(self, language: str) -> float:
+        return self.min_score_zh if language == "zh" else self.min_score_en
+
+
+@dataclass(frozen=True, slots=True)
+class FaqMatch:
+    """The best entry for a question and its BM25 score, with the language used."""
+
+    entry: KbEntry
+    score: float
+    language: str
+
+
+class _LanguageIndex:
+    def __init__(self, docs: list[list[str]], owners: list[int], weights: list[float]) -> None:
+        import bm25s
+
+        self._bm25 = bm25s.BM25()
+        self._bm25.index(docs, show_progress=False)
+        self._owners = np.asarray(owners, dtype=np.int64)
+        self._weights = np.asarray(weights, dtype=np.float32)
+        self._n_entries = int(self._owners.max()) + 1
+
+    def entry_scores(self, tokens: list[str]) -> np.ndarray:
+        scores = np.zeros(self._n_entries, dtype=np.float32)
+        if not tokens:
+            return scores
+        doc_scores = np.asarray(self._bm25.get_scores(tokens), dtype=np.float32) * self._weights
+        np.maximum.at(scores, self._owners, doc_scores)
+        return scores
+
+
+class FaqIndex:
+    """BM25 indexes (one per language) over a knowledge base. Build once per process."""
+
+    def __init__(self, kb: KnowledgeBase) -> None:
+        self._kb = kb
+        extra = tuple({t for e in kb.entries for t in e.tags if any(ord(c) > 0x2E80 for c in t)})
+        self._zh = ChineseTokenizer(extra_words=extra)
+        self._indexes = {lang: self._build(lang) for lang in LANGUAGES}
+
+    @classmethod
+    def load(cls, kb_path: Path | None = None) -> FaqIndex:
+        """Load a knowledge base (``None``: the bundled one) and index it."""
+        return cls(load_knowledge_base(kb_path))
+
+    @property
+    def knowledge_base(self) -> KnowledgeBase:
+        return self._kb
+
+    def tokens(self, text: str, language: str) -> list[str]:
+        """The retrieval tokens of ``text`` in ``language``."""
+        return self._zh.tokens(text) if language == "zh" else english_tokens(text)
+
+    def _build(self, language: str) -> _LanguageIndex:
+        docs: list[list[str]] = []
+        owners: list[int] = []
+        weights: list[float] = []
+        for n, entry in enumerate(self._kb.entries):
+            for question in entry.questions[language]:
+                docs.append(self.tokens(question, language))
+                owners.append(n)
+                weights.append(1.0)
+            docs.append(self.tokens(" ".join(entry.tags), language))
+            owners.append(n)
+            weights.append(1.0)
+            docs.append(self.tokens(entry.answer(language), language))
+            owners.append(n)
+            weights.append(_ANSWER_WEIGHT)
+        return _LanguageIndex(docs, owners, weights)
+
+    def best(self, text: str, language: str | None = None) -> FaqMatch | None:
+        """The highest-scoring entry for ``text`` (language detected if not given), any score."""
+        lang = language or detect_language(text)
+        if lang not in self._indexes:
+            raise ValueError(f"unsupported language {lang!r}; expected one of {LANGUAGES}")
+        scores = self._indexes[lang].entry_scores(self.tokens(text, lang))
+        best = int(np.argmax(scores))
+        if scores[best] <= 0.0:
+            return None
+        return FaqMatch(entry=self._kb.entries[best], score=float(scores[best]), language=lang)
+
+
+class FaqDialogue:
+    """The :class:`~inference.dialogue.base.Dialogue` of the FAQ: a cheap, stateless view."""
+
+    def __init__(self, index: FaqIndex, options: FaqDialogueOptions | None = None) -> None:
+        self._index = index
+        self._options = options or FaqDialogueOptions()
+        self._splitter_options = SentenceSplitterOptions(max_chars=self._options.max_sentence_chars)
+
+    @classmethod
+    def load(cls, options: FaqDialogueOptions | None = None) -> FaqDialogue:
+        """Build the index (once per process) and a dialogue on it."""
+        options = options or FaqDialogueOptions()
+        return cls(FaqIndex.load(options.kb_path), options)
+
+    @property
+    def index(self) -> FaqIndex:
+        return self._index
+
+    @property
+    def entries(self) -> tuple[KbEntry, ...]:
+        """Every knowledge-base entry, in file order."""
+        return self._index.knowledge_base.entries
+
+    def match(self, text: str, language: str | None = None) -> tuple[str, float] | None:
+        """``(entry_id, score)`` of the answer the caller would hear, or None for the fallback."""
+        found = self._match(text, language)
+        return None if found is None else (found.entry.id, found.score)
+
+    def _match(self, text: str, language: str | None) -> FaqMatch | None:
+        found = self._index.best(text, language)
+        if found is None or found.score < self._options.min_score(found.language):
+            return None
+        return found
+
+    def greeting(self, language: str = "en") -> ReplySentence:
+        kb = self._index.knowledge_base
+        return ReplySentence(text=kb.greeting[_checked(language)], language=language, index=0)
+
+    def answer_text(self, text: str, language: str = "en") -> tuple[str, str]:
+        """``(reply_text, reply_language)`` for a caller's question."""
+        lang = detect_language(text, default=_checked(language))
+        found = self._match(text, lang) if text.strip() else None
+        if found is None:
+            return self._index.knowledge_base.fallback[lang], lang
+        return found.entry.answer(lang), lang
+
+    async def reply(self, transcript: Transcript) -> AsyncIterator[ReplySentence]:
+        """Stream the answer (or the fallback) sentence by sentence."""
+        text, lang = self.answer_text(transcript.text, transcript.language)
+        for n, sentence in enumerate(split_sentences(text, self._splitter_options)):
+            yield ReplySentence(text=sentence, language=lang, index=n)
+            await asyncio.sleep(0)  # a cancellation point between sentences
+
+
+def _checked(language: str) -> str:
+    if language not in LANGUAGES:
+        raise ValueError(f"unsupported language {language!r}; expected one of {LANGUAGES}")
+    return language

