@@ -91,7 +91,8 @@ class AvPlayer:
 
         ``len(audio)`` must be exactly ``len(frames) * sample_rate / fps``. The segment starts
         right after the previous one if that one is still playing (gapless), else at
-        ``clock.now() + lead_s`` rounded up to the video frame grid. Returns its start time (clock seconds).
+        ``clock.now() + lead_s`` rounded up to the video frame grid. Returns its start time
+        (clock seconds).
         """
         if not isinstance(audio, np.ndarray) or audio.dtype != np.int16 or audio.ndim != 1:
             raise ValueError("audio must be a 1-D int16 numpy array")
@@ -168,6 +169,7 @@ class AvPlayer:
     def frame_at(self, t: float) -> np.ndarray | None:
         """The scheduled frame shown at clock time ``t`` (after ``video_offset_s``), or None."""
         pos = math.floor((t - self.video_offset_s) * self.sample_rate + 1e-6)
+        self._forget(pos - round(_KEEP_S * self.sample_rate))
         for seg in self._segments:
             if seg.start > pos:
                 break

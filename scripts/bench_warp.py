@@ -24,9 +24,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference.avatar import AvatarStore, PreparedAvatar  # noqa: E402
-from inference.render.warp import WarpOptions, WarpRenderer  # noqa: E402
-from inference.render.warp_audio import SAMPLE_RATE, mouth_curve  # noqa: E402
+from inference.avatar import AvatarStore, PreparedAvatar
+from inference.render.warp import WarpOptions, WarpRenderer
+from inference.render.warp_audio import SAMPLE_RATE, mouth_curve
 
 
 def make_video(path: Path, seconds: float, size: tuple[int, int] = (1280, 720)) -> None:
@@ -47,7 +47,9 @@ def make_video(path: Path, seconds: float, size: tuple[int, int] = (1280, 720)) 
             m = cv2.getRotationMatrix2D((height / 2, height * 0.45), angle, scale)
             m[0, 2] += (width - height) / 2 + 12 * math.sin(2 * math.pi * t / 5.0)
             m[1, 2] += 6 * math.sin(2 * math.pi * t / 3.7)
-            frame = cv2.warpAffine(photo, m, size, borderMode=cv2.BORDER_REFLECT)
+            frame = np.asarray(
+                cv2.warpAffine(photo, m, size, borderMode=cv2.BORDER_REFLECT), np.uint8
+            )
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
@@ -76,7 +78,9 @@ def speech(seconds_hint: float = 4.0) -> tuple[np.ndarray, str]:
         rate = chunks[0].sample_rate
         import librosa
 
-        pcm16 = librosa.resample(pcm.astype(np.float32) / 32768, orig_sr=rate, target_sr=SAMPLE_RATE)
+        pcm16 = librosa.resample(
+            pcm.astype(np.float32) / 32768, orig_sr=rate, target_sr=SAMPLE_RATE
+        )
         return (np.clip(pcm16, -1, 1) * 32767).astype(np.int16), f"piper joe: {text!r}"
     except Exception as exc:  # piper missing or its API differs: fall back, say so
         t = np.arange(int(seconds_hint * SAMPLE_RATE)) / SAMPLE_RATE

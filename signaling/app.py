@@ -44,6 +44,9 @@ class AppState:
     sessions: dict[str, Session] = field(default_factory=dict)
     loader: asyncio.Task[None] | None = None
 
+    def forget(self, session: Session) -> None:
+        self.sessions.pop(session.id, None)
+
     @property
     def ready(self) -> bool:
         return self.services is not None
@@ -91,8 +94,9 @@ async def _close_sessions(app: web.Application) -> None:
     state = app[STATE]
     if state.loader is not None and not state.loader.done():
         state.loader.cancel()
-    await asyncio.gather(*(s.close() for s in list(state.sessions.values())),
-                         return_exceptions=True)
+    await asyncio.gather(
+        *(s.close() for s in list(state.sessions.values())), return_exceptions=True
+    )
 
 
 def _json_error(status: int, reason: str, **headers: str) -> web.Response:
@@ -136,7 +140,7 @@ async def _offer(request: web.Request) -> web.Response:
         renderer=renderer,
         options=options,
         ice_servers=state.settings.ice_servers,
-        on_closed=lambda s: state.sessions.pop(s.id, None),
+        on_closed=state.forget,
     )
     state.sessions[session_id] = session
     try:

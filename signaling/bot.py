@@ -61,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--language", choices=["en", "zh"])
     p.add_argument("--timeout-s", type=float, default=30.0, help="bound of each wait")
     p.add_argument("--listen-s", type=float, help="record this long after the bot's last speech")
-    p.add_argument("--settle-s", type=float, default=0.3, help="quiet time before asking")
+    p.add_argument("--settle-s", type=float, default=0.6, help="quiet time before asking")
     lo = p.add_mutually_exclusive_group()
     lo.add_argument("--loopback-candidates", dest="loopback", action="store_true", default=None)
     lo.add_argument("--no-loopback-candidates", dest="loopback", action="store_false")

@@ -23,6 +23,8 @@ __all__ = ["BotCall"]
 
 _PING_EVERY_S = 5.0
 _GREETING_START_S = 8.0  # how long to wait for a greeting to begin before speaking anyway
+_QUIET_S = 0.5  # before asking, the avatar's audio must have been quiet this long
+_VIDEO_LAG_S = 0.15  # video may trail its audio by this much: idle frames start after it
 _TAIL_S = 1.0  # keep recording this long after the reply ends (video lags audio a little)
 
 
@@ -73,6 +75,7 @@ class _ReplyWatch:
         self.threshold = 0.003
         self.heard = asyncio.Event()
         self.heard_t: float | None = None
+        self.last_loud_t: float | None = None  # before arming: the last loud frame (greeting)
         self._run = 0
         self._recent: list[float] = []
 
@@ -80,6 +83,8 @@ class _ReplyWatch:
         rms = float(np.sqrt(np.mean((pcm.astype(np.float64) / 32768.0) ** 2))) if pcm.size else 0.0
         if self.armed_after is None:
             self._recent = [*self._recent[-99:], rms]
+            if rms > max(0.003, 4.0 * float(np.percentile(self._recent, 20))):
+                self.last_loud_t = t
             return
         if t < self.armed_after or self.heard.is_set():
             return
@@ -117,6 +122,7 @@ class BotCall:
         self.question_start: float | None = None
         self.speech_end: float | None = None
         self.interrupt_start: float | None = None
+        self.idle_from: float | None = None
 
     def _on_audio(self, pcm: np.ndarray, t: float) -> None:
         self.first_audio.set()
@@ -141,11 +147,18 @@ class BotCall:
             async with http.post(f"{url}/offer", json=body) as r:
                 if r.status == 503:
                     raise BotError(f"server busy (503), Retry-After {r.headers.get('Retry-After')}")
-                answer = await r.json(content_type=None)
-                if r.status != 200:
-                    raise BotError(f"offer refused ({r.status}): {answer.get('error', answer)}")
+                text = await r.text()
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise BotError(f"cannot reach {url}/offer: {exc or type(exc).__name__}") from exc
+        try:
+            answer = json.loads(text)
+        except ValueError:
+            answer = None
+        if r.status != 200:
+            reason = answer.get("error", answer) if isinstance(answer, dict) else text[:200]
+            raise BotError(f"offer refused ({r.status}): {reason}")
+        if not isinstance(answer, dict) or not {"sdp", "type", "session"} <= answer.keys():
+            raise BotError(f"malformed answer from {url}/offer: {text[:200]!r}")
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
         return str(answer["session"])
 
@@ -158,15 +171,27 @@ class BotCall:
             except ValueError:
                 self.errors.append(f"non-JSON control message: {msg.data[:80]!r}")
                 continue
-            if event.get("type") == "hello" and isinstance(event.get("mouth_box"), list):
-                box = tuple(float(v) for v in event["mouth_box"])
-                if len(box) == 4:
-                    self.mouth_box = (box[0], box[1], box[2], box[3])
+            if not isinstance(event, dict):
+                self.errors.append(f"control message is not an object: {msg.data[:80]!r}")
+                continue
+            if event.get("type") == "hello":
+                self._take_mouth_box(event.get("mouth_box"))
             if event.get("type") == "error":
                 self.errors.append(f"server error event: {event.get('reason')}")
             await self.events.add(event)
         if ws.close_code not in (None, 1000):
             self.errors.append(f"control socket closed with {ws.close_code}")
+
+    def _take_mouth_box(self, raw: object) -> None:
+        try:
+            x0, y0, x1, y1 = (float(v) for v in raw)  # type: ignore[attr-defined]
+        except (TypeError, ValueError):
+            self.errors.append(f"hello.mouth_box {raw!r} is not 4 numbers; using the default")
+            return
+        if not (0.0 <= x0 < x1 <= 1.0 and 0.0 <= y0 < y1 <= 1.0):
+            self.errors.append(f"hello.mouth_box {raw!r} is not inside 0..1; using the default")
+            return
+        self.mouth_box = (x0, y0, x1, y1)
 
     async def _ping(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         while not ws.closed:
@@ -192,6 +217,18 @@ class BotCall:
             is None
         ):
             self.errors.append(f"greeting did not finish within {o.timeout_s:g} s; asking anyway")
+
+    async def _wait_quiet(self) -> float:
+        """Wait until the greeting's audio has been quiet for a while; when idle video starts."""
+        deadline = self.clock() + self.o.timeout_s
+        while True:
+            now = self.clock()
+            last = self.watch.last_loud_t
+            if last is None or now - last >= _QUIET_S or now > deadline:
+                break
+            await asyncio.sleep(0.05)
+        start = now if last is None else last
+        return min(start + _VIDEO_LAG_S, now)
 
     async def _ask(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         o = self.o
@@ -272,6 +309,7 @@ class BotCall:
                         f"no media from the server within {o.timeout_s:g} s (ICE failed?)"
                     ) from exc
                 await self._wait_greeting()
+                self.idle_from = await self._wait_quiet()
                 await asyncio.sleep(o.settle_s)
                 await self._ask(ws)
                 last = await self._interrupt() if self.interrupt is not None else self.clock()
@@ -286,6 +324,7 @@ class BotCall:
             question_start_t=self.question_start,
             speech_end_t=self.speech_end,
             interrupt_start_t=self.interrupt_start,
+            idle_from_t=self.idle_from,
             mouth_box=self.mouth_box,
             errors=self.errors,
         )

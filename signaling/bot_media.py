@@ -146,7 +146,7 @@ class Mp4Recorder:
     def _open(self, width: int | None, height: int | None) -> None:
         c = av.open(str(self._path), mode="w", format="mp4")
         if width is not None and height is not None:
-            v = c.add_stream("libx264", rate=self._fps, options={"preset": "veryfast"})
+            v = c.add_stream("libx264", rate=self._fps, options={"preset": "ultrafast"})
             v.width, v.height = width - width % 2, height - height % 2
             v.pix_fmt = "yuv420p"
             v.codec_context.time_base = fractions.Fraction(1, 1000)

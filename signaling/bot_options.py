@@ -33,7 +33,7 @@ class BotOptions:
     language: str | None = None
     timeout_s: float = 30.0
     listen_s: float | None = None
-    settle_s: float = 0.3  # quiet time after the greeting before asking
+    settle_s: float = 0.6  # quiet time after the greeting before asking
     loopback_candidates: bool | None = None  # None: from LOOPBACK_ENV, else the URL's host
 
     def __post_init__(self) -> None:

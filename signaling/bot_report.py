@@ -40,6 +40,7 @@ class CallRecord:
     question_start_t: float | None  # the question went on air (speech or typed text)
     speech_end_t: float | None  # end of the bot's speech (or the moment text was sent)
     interrupt_start_t: float | None = None  # start of the interrupting speech
+    idle_from_t: float | None = None  # the avatar idles (greeting over) from here to the reply
     mouth_box: MouthBox = DEFAULT_MOUTH_BOX
     errors: Sequence[str] = ()
 
@@ -128,6 +129,13 @@ def _text_fields(record: CallRecord, report: BotReport) -> None:
     report.events = [{"t_ms": _r((t - record.t0) * 1000.0), **e} for t, e in record.events]
 
 
+def _baseline_from(record: CallRecord) -> float | None:
+    if record.idle_from_t is not None and record.speech_end_t is not None:
+        if record.speech_end_t - record.idle_from_t >= 0.2:
+            return record.idle_from_t
+    return record.question_start_t
+
+
 def build_report(record: CallRecord, *, record_path: str | None = None) -> BotReport:
     """Turn a CallRecord into the report's numbers; problems go to ``errors``, never raise."""
     m = record.media
@@ -166,7 +174,7 @@ def build_report(record: CallRecord, *, record_path: str | None = None) -> BotRe
     if ft.size < 2:
         errors.append("no video received")
     else:
-        moving = first_mouth_moving_frame(ft, motion, ref, baseline_from=record.question_start_t)
+        moving = first_mouth_moving_frame(ft, motion, ref, baseline_from=_baseline_from(record))
         if moving is None:
             errors.append("the mouth never moved after the question")
         else:

@@ -48,7 +48,7 @@ class RenderSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     renderer: Literal["warp", "musetalk"] = "warp"
     musetalk_dir: Path | None = None
-    avatar: str = "default"
+    avatar: str = "astronaut"
     avatars_dir: Path = Path("avatars")
     fps: int = Field(25, ge=5, le=60)
     output_height: int = Field(512, ge=64, le=2160)
@@ -67,8 +67,9 @@ class MediaSettings(BaseModel):
 class Settings(BaseSettings):
     """Everything the server reads at start."""
 
-    model_config = SettingsConfigDict(env_prefix="AVATAR_RTC_", env_nested_delimiter="__",
-                                      extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="AVATAR_RTC_", env_nested_delimiter="__", extra="forbid"
+    )
 
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
@@ -132,9 +133,7 @@ def _format_error(err: ValidationError) -> str:
     return "invalid configuration: " + "; ".join(lines)
 
 
-def load_settings(
-    path: Path | None = None, overrides: dict[str, Any] | None = None
-) -> Settings:
+def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
     """Build Settings from an optional YAML file, the environment and CLI overrides."""
     file_data: dict[str, Any] = {}
     if path is not None:

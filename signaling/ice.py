@@ -52,9 +52,7 @@ def rtc_configuration(ice_servers: list[dict[str, Any]]) -> Any:
     from aiortc import RTCConfiguration, RTCIceServer
 
     servers = [
-        RTCIceServer(
-            urls=s["urls"], username=s.get("username"), credential=s.get("credential")
-        )
+        RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
         for s in ice_servers
     ]
     return RTCConfiguration(iceServers=servers)

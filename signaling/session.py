@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
 
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 
@@ -42,7 +43,7 @@ class SessionOptions:
     lead_s: float = 0.12
     video_offset_s: float = 0.0
     heartbeat_timeout_s: float = 30.0
-    segmenter: SegmenterOptions = SegmenterOptions()
+    segmenter: SegmenterOptions = field(default_factory=SegmenterOptions)
     greet: bool = True
     max_queued_events: int = 512
 
@@ -212,8 +213,7 @@ class Session:
                         self.interrupt()
                 elif isinstance(event, UtteranceReady):
                     self.emit(SpeechEvent(event="ended", t=round(event.end_s, 3)))
-                    utt = Utterance(samples=event.samples, start_s=event.start_s,
-                                    end_s=event.end_s)
+                    utt = Utterance(samples=event.samples, start_s=event.start_s, end_s=event.end_s)
                     self._start_turn(utterance=utt)
                 elif isinstance(event, SpeechDropped):
                     self.emit(SpeechEvent(event="ended", t=round(event.t, 3)))
@@ -235,8 +235,8 @@ class Session:
                 await self.close()
                 return
 
-    def _spawn(self, coro: object) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task

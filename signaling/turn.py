@@ -132,9 +132,7 @@ class TurnRunner:
         self._emit(Timings(turn=req.turn, stages=dict(marks)))
         return marks
 
-    async def _transcript(
-        self, req: TurnRequest, mark: Callable[[str], None]
-    ) -> Transcript | None:
+    async def _transcript(self, req: TurnRequest, mark: Callable[[str], None]) -> Transcript | None:
         if req.utterance is not None:
             transcript = await self._asr.transcribe(req.utterance)
             mark("asr_done")
@@ -154,10 +152,14 @@ class TurnRunner:
         fps = self._renderer.fps
         n_frames = max(1, math.ceil(chunk.duration_s * fps))
         per_frame_out = self._output_rate // fps
-        audio_out = _fit(resample_int16(chunk.samples, chunk.sample_rate, self._output_rate),
-                         n_frames * per_frame_out)
-        audio_render = _fit(resample_int16(chunk.samples, chunk.sample_rate, RENDER_RATE),
-                            n_frames * (RENDER_RATE // fps))
+        audio_out = _fit(
+            resample_int16(chunk.samples, chunk.sample_rate, self._output_rate),
+            n_frames * per_frame_out,
+        )
+        audio_render = _fit(
+            resample_int16(chunk.samples, chunk.sample_rate, RENDER_RATE),
+            n_frames * (RENDER_RATE // fps),
+        )
         done = 0
         last: np.ndarray | None = None
         async for batch in self._renderer.render(audio_render):

@@ -93,7 +93,7 @@ def parse_client_message(raw: str, *, max_text_chars: int) -> ClientMessage:
     data = _load_object(raw, "message")
     kind = data.get("type")
     if kind not in _MESSAGE_TYPES:
-        raise BadRequest(f'unknown message type {kind!r}; expected one of {_MESSAGE_TYPES}')
+        raise BadRequest(f"unknown message type {kind!r}; expected one of {_MESSAGE_TYPES}")
     if kind == "text":
         text = data.get("text")
         if not isinstance(text, str) or not text.strip():

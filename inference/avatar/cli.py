@@ -41,7 +41,9 @@ def main(argv: list[str]) -> int:
         if args.command == "list":
             for info in AvatarStore(args.root).list():
                 w, h = info.frame_size
-                print(f"{info.name}\t{info.kind}\t{info.num_frames} frames\t{w}x{h}\t{info.fps:g} fps")
+                print(
+                    f"{info.name}\t{info.kind}\t{info.num_frames} frames\t{w}x{h}\t{info.fps:g} fps"
+                )
             return 0
         store = AvatarStore(args.root, options=PrepareOptions(max_long_side=args.max_side))
         quiet = (lambda done, total: None) if args.quiet else None

@@ -85,7 +85,7 @@ def smooth_boxes(boxes: np.ndarray, frame_size: tuple[int, int], sigma: float = 
     width, height = frame_size
     out = np.empty((len(boxes), 4), np.int32)
     for i, ((cx, cy), side) in enumerate(zip(centres, sides, strict=True)):
-        s = int(round(min(side, width, height)))
+        s = round(min(side, width, height))
         x0 = int(np.clip(round(cx - s / 2), 0, width - s))
         y0 = int(np.clip(round(cy - s / 2), 0, height - s))
         out[i] = (x0, y0, x0 + s, y0 + s)
@@ -115,7 +115,7 @@ def lower_face_mask(landmarks: np.ndarray, box: np.ndarray, size: int = MASK_SIZ
     height and pushed outward a little (most below the chin, so an opening jaw stays inside);
     its edge is feathered with a Gaussian so a blend through it leaves no seam.
     """
-    x0, y0, x1, y1 = (float(v) for v in box)
+    x0, y0, x1, _ = (float(v) for v in box)
     scale = size / max(x1 - x0, 1e-6)
     pts = (landmarks[list(FACE_OVAL)].astype(np.float64) - (x0, y0)) * scale
     nose = (landmarks[NOSE_MID].astype(np.float64) - (x0, y0)) * scale
@@ -151,7 +151,7 @@ def _clip_polygon_below(poly: np.ndarray, cut: float) -> np.ndarray:
 
 
 def _gauss_kernel(sigma: float) -> np.ndarray:
-    radius = max(1, int(round(3 * sigma)))
+    radius = max(1, round(3 * sigma))
     x = np.arange(-radius, radius + 1, dtype=np.float64)
     k = np.exp(-0.5 * (x / sigma) ** 2)
     return k / k.sum()

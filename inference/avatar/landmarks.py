@@ -128,7 +128,10 @@ class FaceAnalyzer:
         scale = _MESH_INPUT / side
         # Affine from the source frame to a square crop around the face (border replicated).
         affine = np.array(
-            [[scale, 0.0, _MESH_INPUT / 2 - scale * cx], [0.0, scale, _MESH_INPUT / 2 - scale * cy]],
+            [
+                [scale, 0.0, _MESH_INPUT / 2 - scale * cx],
+                [0.0, scale, _MESH_INPUT / 2 - scale * cy],
+            ],
             np.float32,
         )
         crop = cv2.warpAffine(

@@ -108,7 +108,9 @@ def _read_photo(path: Path, max_long_side: int) -> InputMedia:
     if image.dtype != np.uint8:  # 16-bit PNG
         image = (image.astype(np.float32) / 257.0).round().astype(np.uint8)
     if image.ndim == 3 and image.shape[2] >= 3:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+        image = cv2.cvtColor(
+            image, cv2.COLOR_BGRA2RGBA if image.shape[2] == 4 else cv2.COLOR_BGR2RGB
+        )
     rgb = _to_rgb(image)
     if min(rgb.shape[:2]) < 16:
         raise UnsupportedInput(f"image {path.name!r} is too small ({rgb.shape[1]}x{rgb.shape[0]})")
@@ -148,7 +150,7 @@ def _read_video(
                     break
                 if size is None:
                     size = fit_long_side(frame.width, frame.height, max_long_side)
-                image = frame.to_ndarray(format="rgb24", width=size[0], height=size[1])
+                image: np.ndarray = frame.to_ndarray(format="rgb24", width=size[0], height=size[1])
                 turns = round(float(getattr(frame, "rotation", 0) or 0) / 90.0) % 4
                 if turns:
                     image = np.ascontiguousarray(np.rot90(image, turns))

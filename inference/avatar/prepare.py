@@ -134,7 +134,7 @@ def prepare_media(
 
 def _fill_missing(landmarks: list[np.ndarray | None], found: list[int]) -> np.ndarray:
     """Linear interpolation over time of the frames without landmarks (edges hold)."""
-    known = np.stack([landmarks[i] for i in found if landmarks[i] is not None]).astype(np.float64)
+    known = np.stack([m for m in landmarks if m is not None]).astype(np.float64)
     if len(found) == len(landmarks):
         return known.astype(np.float32)
     index = np.arange(len(landmarks))

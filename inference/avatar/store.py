@@ -139,7 +139,8 @@ class AvatarStore:
         """Prepare a photo or video into ``ROOT/NAME/`` (or reuse it) and return it.
 
         ``progress(done, total)`` is called as frames are analysed (``total`` = frame count);
-        when it is None a tqdm bar on stderr shows decoding and analysis. Raises ``AvatarError`` subclasses on bad input.
+        when it is None a tqdm bar on stderr shows decoding and analysis. Raises
+        ``AvatarError`` subclasses on bad input.
         """
         validate_name(name)
         input_path = Path(input_path)

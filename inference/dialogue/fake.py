@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from inference.dialogue.sentences import split_sentences
@@ -43,7 +43,7 @@ class ScriptedDialogue:
     def greeting(self, language: str = "en") -> ReplySentence:
         return ReplySentence(text=self._options.greeting_text, language=language, index=0)
 
-    async def reply(self, transcript: Transcript) -> AsyncIterator[ReplySentence]:
+    async def reply(self, transcript: Transcript) -> AsyncGenerator[ReplySentence, None]:
         """Stream the next scripted reply; raises RuntimeError when the script is used up."""
         opts = self._options
         if self._turn >= len(opts.replies) and not opts.repeat:

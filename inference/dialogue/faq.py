@@ -17,7 +17,7 @@ maximum over its documents; below the language's threshold the caller hears the 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,12 +25,17 @@ import numpy as np
 
 from inference.dialogue.knowledge_base import LANGUAGES, KbEntry, KnowledgeBase, load_knowledge_base
 from inference.dialogue.sentences import SentenceSplitterOptions, split_sentences
-from inference.dialogue.text import ChineseTokenizer, detect_language, english_tokens
+from inference.dialogue.text import (
+    ChineseTokenizer,
+    contains_cjk,
+    detect_language,
+    english_tokens,
+)
 from inference.types import ReplySentence, Transcript
 
 __all__ = ["FaqDialogue", "FaqDialogueOptions", "FaqIndex", "FaqMatch"]
 
-_ANSWER_WEIGHT = 0.6  # an answer/tags document counts a little less than a question phrasing
+_ANSWER_WEIGHT = 0.6  # an answer document counts a little less than a phrasing or the tags
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,7 +94,7 @@ class FaqIndex:
 
     def __init__(self, kb: KnowledgeBase) -> None:
         self._kb = kb
-        extra = tuple({t for e in kb.entries for t in e.tags if any(ord(c) > 0x2E80 for c in t)})
+        extra = tuple(sorted({t for e in kb.entries for t in e.tags if contains_cjk(t)}))
         self._zh = ChineseTokenizer(extra_words=extra)
         self._indexes = {lang: self._build(lang) for lang in LANGUAGES}
 
@@ -181,7 +186,7 @@ class FaqDialogue:
             return self._index.knowledge_base.fallback[lang], lang
         return found.entry.answer(lang), lang
 
-    async def reply(self, transcript: Transcript) -> AsyncIterator[ReplySentence]:
+    async def reply(self, transcript: Transcript) -> AsyncGenerator[ReplySentence, None]:
         """Stream the answer (or the fallback) sentence by sentence."""
         text, lang = self.answer_text(transcript.text, transcript.language)
         for n, sentence in enumerate(split_sentences(text, self._splitter_options)):

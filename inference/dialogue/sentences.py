@@ -109,17 +109,20 @@ def split_sentences(text: str, options: SentenceSplitterOptions | None = None) -
 
 def _next_cut(buf: str, final: bool, opts: SentenceSplitterOptions) -> int | None:
     """Index just past the first certain piece of ``buf``, or None if it is not known yet."""
-    end = _sentence_end(buf, final)
+    end, certain = _sentence_end(buf, final)
+    # The sentence is at least `segment_len` long (exactly, when the end is certain), so
+    # every cut decided below is the same however the text was chunked.
     segment_len = end if end is not None else len(buf)
-    if segment_len - _leading_space(buf) > opts.max_chars:
+    lead = _leading_space(buf)
+    if segment_len - lead > opts.max_chars:
         clause = _clause_cut(buf, segment_len, final, opts)
         if clause is not None:
             return clause
-        if segment_len - _leading_space(buf) > 2 * opts.max_chars:
+        if segment_len - lead > 2 * opts.max_chars:
             return _hard_cut(buf, opts)
     if end is None and final and buf.strip():
         return len(buf)
-    return end
+    return end if certain else None
 
 
 def _leading_space(buf: str) -> int:
@@ -132,23 +135,22 @@ def _skip(buf: str, i: int, chars: frozenset[str]) -> int:
     return i
 
 
-def _sentence_end(buf: str, final: bool) -> int | None:
+def _sentence_end(buf: str, final: bool) -> tuple[int | None, bool]:
+    """``(end, certain)`` of the first sentence; an uncertain end needs more text to decide."""
     n = len(buf)
     i = 0
     while i < n:
         c = buf[i]
         if c == "\n":
             if buf[:i].strip():
-                return i + 1
+                return i + 1, True
         elif c in _CJK_TERMINATORS:
             j = _skip(buf, _skip(buf, i + 1, _CJK_TERMINATORS | _ASCII_TERMINATORS), _CLOSERS)
-            if j == n and not final:
-                return None
-            return j
+            return j, final or j < n
         elif c in _ASCII_TERMINATORS:
             j = _skip(buf, _skip(buf, i + 1, _ASCII_TERMINATORS), _CLOSERS)
             if j == n:
-                return j if final else None
+                return j, final
             if not buf[j].isspace():
                 i = j
                 continue
@@ -156,16 +158,16 @@ def _sentence_end(buf: str, final: bool) -> int | None:
             while k < n and buf[k].isspace() and buf[k] != "\n":
                 k += 1
             if k == n and not final:
-                return None
+                return j, False
             if c == "." and j == i + 1 and _is_abbreviation(buf, i):
                 i = j
                 continue
             if c == "." and k < n and buf[k].islower():
                 i = j
                 continue
-            return j
+            return j, True
         i += 1
-    return None
+    return None, False
 
 
 def _is_abbreviation(buf: str, dot: int) -> bool:

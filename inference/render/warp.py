@@ -40,7 +40,7 @@ class WarpOptions:
     batch_frames: int = 5  # frames per worker-thread batch of ``render``
     idle_seconds: float = 3.2  # length of a photo's idle loop
     blink_interval_s: tuple[float, float] = (2.0, 6.0)  # random gap between blinks
-    breathing: float = 0.003  # idle head rise as a fraction of the frame height
+    breathing: float = 0.002  # idle head rise as a fraction of the frame height
     seed: int | None = None  # blink timing; None for a different rhythm per renderer
     mouth: MouthStyle = field(default_factory=MouthStyle)
     track: MouthTrackOptions = field(default_factory=MouthTrackOptions)
@@ -125,6 +125,16 @@ class WarpRenderer:
 
     # -- direct use (tests, benchmarks, offline rendering) ----------------------------------
 
+    def seek(self, step: int) -> None:
+        """Continue the timeline from ``step`` frames since the idle loop began.
+
+        For a video avatar the next talking frame then uses the source frame the idle loop
+        (played forward then backward) would show at that step, so talking starts without a
+        jump; the player of the idle loop calls it with its own step count before ``render``.
+        """
+        self._step = max(0, int(step))
+        self._next_blink = self._step + self._blink_gap()
+
     def render_all(self, audio_16k: np.ndarray) -> list[np.ndarray]:
         """Every frame for ``audio_16k`` at once, in the calling thread."""
         shapes = mouth_shapes(audio_16k, self.fps, options=self.options.track)
@@ -181,15 +191,14 @@ class WarpRenderer:
         return out
 
     def _source(self, index: int, size: tuple[int, int]) -> np.ndarray:
-        """A fresh copy of source frame ``index`` resized to ``size``."""
-        key = (index, *size)[:1] + size if self.avatar.num_frames == 1 else None
-        if key is not None:
-            cached = self._resized.get(size)
-            if cached is None:
-                cached = _resize(self.avatar.frames[0], size)
-                self._resized = {size: cached}
-            return cached.copy()
-        return _resize(self.avatar.frames[index], size)
+        """A fresh copy of source frame ``index`` resized to ``size`` (a photo's is cached)."""
+        if self.avatar.num_frames > 1:
+            return _resize(self.avatar.frames[index], size)
+        cached = self._resized.get(size)
+        if cached is None:
+            cached = _resize(self.avatar.frames[0], size)
+            self._resized = {size: cached}
+        return cached.copy()
 
     def _scaled_marks(self, index: int, size: tuple[int, int]) -> np.ndarray:
         src_w, src_h = self.avatar.size
@@ -215,7 +224,9 @@ class WarpRenderer:
         avatar = self.avatar
         if avatar.num_frames > 1:
             count = max(1, round(avatar.num_frames * self.fps / avatar.fps))
-            indices = [min(int(i * avatar.fps / self.fps), avatar.num_frames - 1) for i in range(count)]
+            indices = [
+                min(int(i * avatar.fps / self.fps), avatar.num_frames - 1) for i in range(count)
+            ]
             return [_resize(avatar.frames[i], size) for i in indices]
         count = round(self.options.idle_seconds * self.fps)
         blink_at = round(0.3 * count)
@@ -245,7 +256,7 @@ class WarpRenderer:
 
 
 def _even(value: float) -> int:
-    return max(2, int(round(value / 2)) * 2)
+    return max(2, round(value / 2) * 2)
 
 
 def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

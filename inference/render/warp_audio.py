@@ -113,6 +113,8 @@ def mouth_shapes(
     frame_ms = 1000.0 / fps
     openness = _attack_release(target_open, frame_ms, opts.attack_ms, opts.release_ms)
     width = _attack_release(target_width, frame_ms, opts.width_ms, opts.width_ms)
+    openness[openness < 0.005] = 0.0  # the tail of a release: closed
+    width[np.abs(width) < 0.005] = 0.0
     return MouthShapes(
         openness=np.clip(openness, 0.0, 1.0).astype(np.float32),
         width=np.clip(width, -1.0, 1.0).astype(np.float32),

@@ -27,6 +27,11 @@ from ..avatar.geometry import (
 
 __all__ = ["EYES", "CanonicalFields", "EyeFrame", "MouthFrame", "build_fields", "smoothstep"]
 
+# Inner-lip landmark pairs (upper, lower) across the mouth, and the inner corners.
+_INNER_PAIRS = (
+    (191, 95), (80, 88), (81, 178), (82, 87), (13, 14), (312, 317), (311, 402), (310, 318),
+    (415, 324), (78, 78), (308, 308),
+)  # fmt: skip
 # (outer corner, inner corner, upper lid middle, lower lid middle) of each eye.
 EYES = ((33, 133, 159, 145), (362, 263, 386, 374))
 _GRID = 96  # texels per side of the canonical field texture
@@ -48,6 +53,8 @@ class MouthFrame:
     ey: np.ndarray  # (2,) unit vector perpendicular to ex, towards the chin
     half_width: float  # pixels from the centre to a corner
     chin: float  # pixels from the lip line to the chin along ey
+    tilt: float = 0.0  # the lip line's midline: v = tilt·u − bend·u² (canonical units)
+    bend: float = 0.0  # > 0: the corners are higher than the middle (a smile)
 
     @classmethod
     def from_landmarks(cls, marks: np.ndarray) -> MouthFrame:
@@ -60,7 +67,13 @@ class MouthFrame:
         if float(np.dot(pts[CHIN] - centre, ey)) < 0:
             ey = -ey
         chin = max(float(np.dot(pts[CHIN] - centre, ey)), half_width * 0.5)
-        return cls(centre, ex, ey, half_width, chin)
+        frame = cls(centre, ex, ey, half_width, chin)
+        upper, lower = (list(side) for side in zip(*_INNER_PAIRS, strict=True))
+        mids = frame.to_canonical((pts[upper] + pts[lower]) / 2)
+        coef = np.polyfit(mids[:, 0], mids[:, 1], 2)  # bend, tilt, offset
+        bend = float(np.clip(-coef[0], -0.3, 0.3))
+        tilt = float(np.clip(coef[1], -0.3, 0.3))
+        return cls(centre, ex, ey, half_width, chin, tilt, bend)
 
     def to_canonical(self, points: np.ndarray) -> np.ndarray:
         """(K, 2) pixels → (K, 2) canonical (u, v)."""
@@ -120,7 +133,7 @@ def build_fields(landmarks: np.ndarray) -> CanonicalFields:
         contour = np.interp(u[0], jaw[:, 0], jaw[:, 1], left=0.0, right=0.0)[None, :]
     else:
         contour = np.full_like(u, chin_v)
-    lens = np.clip(1.0 - u * u, 0.0, 1.0) ** 0.6
+    lens = np.clip(1.0 - u * u, 0.0, 1.0) ** 0.85  # almond-shaped opening
     broad = 1.0 - smoothstep(0.55 * jaw_half, 0.95 * jaw_half, au)
     to_jaw = smoothstep(0.0, 0.5, v)
     below_jaw = 1.0 - smoothstep(0.0, 0.4, v - np.maximum(contour, 0.15))

@@ -77,7 +77,13 @@ class MouthRegion:
         self.grid_y = np.ascontiguousarray(np.broadcast_to(ys, (rh, rw)))
         cx, cy = frame.centre.astype(np.float32)
         ey = frame.ey.astype(np.float32)
-        self.v = ((xs - cx) * ey[0] + (ys - cy) * ey[1]).astype(np.float32)  # px along ey
+        # Signed distance (px along ey) from the lip line, which curves like the inner lips.
+        ex = frame.ex.astype(np.float32)
+        u = np.clip(
+            ((xs - cx) * ex[0] + (ys - cy) * ex[1]) / np.float32(frame.half_width), -1.3, 1.3
+        )
+        line = (frame.tilt * u - frame.bend * u * u) * np.float32(frame.chin)
+        self.v = ((xs - cx) * ey[0] + (ys - cy) * ey[1] - line).astype(np.float32)
         self.upper = self.v < 0
         self.teeth_span = smoothstep(0.55, 0.85, self.lens).astype(np.float32)
 
@@ -123,7 +129,7 @@ class MouthRegion:
         if len(rows) == 0:
             return patch
         r0, r1 = int(rows[0]), int(rows[-1]) + 1
-        alpha = np.clip(inside[r0:r1], 0.0, 1.0)  # 1 px anti-aliased edge inside the gap
+        alpha = np.clip(inside[r0:r1] / 1.5, 0.0, 1.0)  # soft edge along the lips
         top, bottom = from_top[r0:r1], to_bottom[r0:r1]
         depth = np.clip(top / np.maximum(top + bottom, 1e-3), 0.0, 1.0)
         # Upper teeth just under the upper lip (in the middle of the mouth), the tongue low

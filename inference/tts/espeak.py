@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,7 +62,7 @@ class EspeakTts:
             )
         self._binary = found
 
-    async def synthesize(self, text: str, language: str = "zh") -> AsyncIterator[PcmChunk]:
+    async def synthesize(self, text: str, language: str = "zh") -> AsyncGenerator[PcmChunk, None]:
         """One chunk per sentence of ``text``; the last has ``final=True``."""
         sentences = split_sentences(text)
         if not sentences:

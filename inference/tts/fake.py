@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,7 +73,7 @@ class FakeTts:
         self._options = options or FakeTtsOptions()
         self.said: list[tuple[str, str]] = []
 
-    async def synthesize(self, text: str, language: str = "en") -> AsyncIterator[PcmChunk]:
+    async def synthesize(self, text: str, language: str = "en") -> AsyncGenerator[PcmChunk, None]:
         opts = self._options
         self.said.append((text, language))
         sentences = split_sentences(text)

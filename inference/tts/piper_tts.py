@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,7 +122,7 @@ class PiperTts:
     def sample_rate(self) -> int:
         return int(self._voice.config.sample_rate)
 
-    async def synthesize(self, text: str, language: str = "en") -> AsyncIterator[PcmChunk]:
+    async def synthesize(self, text: str, language: str = "en") -> AsyncGenerator[PcmChunk, None]:
         """One chunk per sentence of ``text``; the last has ``final=True``."""
         sentences = split_sentences(text)
         if not sentences:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 
 from inference.tts.base import Tts
 from inference.types import PcmChunk
@@ -39,7 +39,7 @@ class LanguageRouterTts:
             raise ValueError(f"no TTS engine for language {language!r} (served: {served})")
         return self._engines[self._fallback]
 
-    async def synthesize(self, text: str, language: str = "en") -> AsyncIterator[PcmChunk]:
+    async def synthesize(self, text: str, language: str = "en") -> AsyncGenerator[PcmChunk, None]:
         engine = self.engine_for(language)
         async for chunk in engine.synthesize(text, language):
             yield chunk

@@ -57,7 +57,7 @@ def test_look_ahead_is_bounded(encoder: AudioEncoder) -> None:
     stream = AudioFeatureStream(encoder, opts)
     need = opts.block_s + opts.right_context_s
     got = stream.push(speech_like(need + 0.001))
-    assert got.shape[0] == opts.block_s * opts.fps - opts.right_frames - 1
+    assert got.shape[0] == opts.block // opts.per_frame - opts.right_frames  # 10 - 2
 
 
 def test_features_are_local(encoder: AudioEncoder) -> None:

@@ -69,7 +69,7 @@ async def test_breaking_out_starts_no_more_synthesis(
         break
     await asyncio.sleep(0.05)
     assert calls == ["One."]
-    await stream.aclose()  # type: ignore[attr-defined]
+    await stream.aclose()
     assert calls == ["One."]
 
 

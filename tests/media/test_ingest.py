@@ -100,7 +100,9 @@ async def test_drops_oldest_when_consumer_lags() -> None:
         frames.append(f)
     ingest = MicIngest(FakeAudioTrack(frames), max_buffered=5)
     ingest.start()
-    while ingest.frames_received < 20:  # the consumer is not reading
+    for _ in range(200):  # the consumer is not reading while the track delivers everything
+        if ingest.frames_received == 20:
+            break
         await asyncio.sleep(0.001)
     assert ingest.buffered == 5
     out = await collect(ingest)

@@ -36,8 +36,9 @@ async def _drain(track: MediaStreamTrack, clock: MediaClock, out: list) -> None:
         except MediaStreamError:
             return
         if isinstance(frame, av.AudioFrame):
-            data = frame.to_ndarray().reshape(-1)[:: len(frame.layout.channels)]  # left
+            data: np.ndarray = frame.to_ndarray().reshape(-1)[:: len(frame.layout.channels)]
         else:
+            assert isinstance(frame, av.VideoFrame)
             data = frame.to_ndarray(format="rgb24")
         assert frame.pts is not None
         out.append((clock.now(), frame.pts, data))
@@ -61,7 +62,8 @@ async def test_clocked_tracks_over_loopback(monkeypatch: pytest.MonkeyPatch) -> 
         tasks.append(asyncio.create_task(_drain(track, clock, out)))
 
     try:
-        await connect_pair(sender, receiver)
+        async with asyncio.timeout(10):
+            await connect_pair(sender, receiver)
         await asyncio.sleep(2.2)
         # --- idle: ~25 fps of video, continuous audio
         t_end = clock.now()

@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 
@@ -123,7 +125,7 @@ def test_idle_loop_ping_pong() -> None:
     loop = IdleLoop(frames, fps=FPS)
     seq = [loop.index_at((k + 0.5) / FPS) for k in range(12)]
     assert seq == [0, 1, 2, 3, 2, 1, 0, 1, 2, 3, 2, 1]
-    assert all(abs(a - b) <= 1 for a, b in zip(seq, seq[1:], strict=False))  # never jumps
+    assert all(abs(a - b) <= 1 for a, b in itertools.pairwise(seq))  # never jumps
     still = IdleLoop(_frames(1))
     assert {still.index_at(t / 10) for t in range(50)} == {0}
     with pytest.raises(ValueError):

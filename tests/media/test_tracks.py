@@ -133,3 +133,22 @@ async def test_video_first_tick_is_on_the_frame_grid() -> None:
     track = ClockedVideoTrack(player, clock, IdleLoop([np.zeros((4, 4, 3), np.uint8)]))
     f = await _recv_at(clock, track, 0.08)
     assert f.pts == round(0.08 * 90000) and track.start_time == pytest.approx(0.08)
+
+
+async def test_barge_in_flush_silences_both_tracks_at_once() -> None:
+    clock, player = _setup()
+    idle_px = np.full((8, 8, 3), 9, np.uint8)
+    a = ClockedAudioTrack(player, clock)
+    v = ClockedVideoTrack(player, clock, IdleLoop([idle_px]))
+    await _recv_at(clock, a, 0.0)
+    await _recv_at(clock, v, 0.0)
+    reply = np.full((8, 8, 3), 200, np.uint8)
+    player.push(np.full(1920 * 10, 5000, np.int16), [reply] * 10)  # 0.0 .. 0.4 s
+    f = await _recv_at(clock, a, 0.02)
+    assert (f.to_ndarray() == 5000).all()
+    assert (await _recv_at(clock, v, 0.04)).to_ndarray(format="rgb24")[0, 0, 0] == 200
+    assert player.flush() == pytest.approx(0.4 - 0.04, abs=1e-3)
+    f = await _recv_at(clock, a, 0.06)
+    assert (f.to_ndarray() == 0).all()
+    assert (await _recv_at(clock, v, 0.08)).to_ndarray(format="rgb24")[0, 0, 0] == 9
+    assert not player.speaking(clock.now())

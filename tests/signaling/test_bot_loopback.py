@@ -133,8 +133,7 @@ class FakeServer:
         call.reply_start = time.monotonic() + 0.05
         call.reply_end = call.reply_start + seconds
         out.put_nowait({"type": "state", "state": "speaking"})
-        while time.monotonic() < call.reply_end:
-            await asyncio.sleep(0.02)
+        await asyncio.sleep(seconds + 0.05)
         out.put_nowait({"type": "state", "state": "listening"})
 
     async def _listen(self, track: MediaStreamTrack, call: _FakeCall, out: asyncio.Queue[dict]):
@@ -192,9 +191,13 @@ class FakeServer:
                 await ws.send_json(await out.get())
 
         pumper = asyncio.create_task(pump())
+        _, call, _ = self.calls[sid]
         async for msg in ws:
-            if msg.type == WSMsgType.TEXT and json.loads(msg.data).get("type") == "ping":
+            data = json.loads(msg.data) if msg.type == WSMsgType.TEXT else {}
+            if data.get("type") == "ping":
                 out.put_nowait({"type": "pong"})
+            elif data.get("type") == "text":
+                self.tasks.append(asyncio.create_task(self._turn(call, out, 99)))
         pumper.cancel()
         return ws
 
@@ -280,3 +283,14 @@ async def test_bot_reports_busy_server(fake_url, tmp_path: Path) -> None:
     fake.busy = True
     with pytest.raises(BotError, match="503"):
         await run_bot(BotOptions(url=url, text="hello", timeout_s=5))
+
+
+async def test_bot_typed_question(fake_url) -> None:
+    url, _ = fake_url
+    report = await run_bot(BotOptions(url=url, text="when do you open?", timeout_s=10))
+    assert report.errors == []
+    assert (report.transcript, report.turn) == ("question 99", 99)
+    assert report.question_start_ms == report.speech_end_ms
+    # truth: think + 50 ms, plus the transport's delay
+    assert report.reply_audio_latency_ms is not None
+    assert 300 <= report.reply_audio_latency_ms <= 1100

@@ -15,6 +15,7 @@ the full decode.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -99,6 +100,15 @@ class MuseTalkEngine:
             decode = torch.compile(self._decode_eager)
             decode_part = torch.compile(self._decode_eager)
         self._unet, self._decode, self._decode_part = unet, decode, decode_part
+
+    def configure(self, *, decode: Literal["full", "mask"] | None = None, max_batch: int | None = None) -> None:
+        """Change the decode mode or batch cap (between batches; the worker thread's call)."""
+        changes: dict[str, object] = {}
+        if decode is not None:
+            changes["decode"] = decode
+        if max_batch is not None:
+            changes["max_batch"] = max_batch
+        self.options = dataclasses.replace(self.options, **changes)  # type: ignore[arg-type]
 
     # ---- avatars -------------------------------------------------------------------------
     def add_avatar(self, avatar: PreparedAvatar) -> AvatarLatents:

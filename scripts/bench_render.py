@@ -1,0 +1,391 @@
+"""MuseTalk render throughput on one GPU: the reference-style path against ours, in one run.
+
+    PYTHONPATH=. python scripts/bench_render.py --out docs/bench_render_h100.txt
+    PYTHONPATH=. python scripts/bench_render.py --arch tiny --device cpu --quick   # smoke
+
+(a) reference-style, as MuseTalk's realtime script does it: eager fp16, batch 20, full VAE
+    decode, frames to the host as float, then per frame cv2 resize + numpy mask blend on the
+    CPU in a consumer thread (overlapping the GPU, as that script's frame thread does).
+(b) ours: ``MuseTalkEngine`` (fp16, channels-last, torch.compile with a dynamic batch, blend
+    on the GPU, one uint8 transfer per batch), with the full decode and with the decode of
+    only the latent window under the mask (quality checked against the full decode).
+Then the largest number of simultaneous 25 fps calls whose frames all meet their deadline
+at p99, under a simulated load through ``RenderScheduler`` (audio features included).
+Random weights: the speed is that of the real architecture; the pictures are noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import queue
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from inference.avatar.model import PreparedAvatar
+from inference.render.musetalk import (
+    EngineOptions,
+    FrameJob,
+    MuseTalkEngine,
+    build_models,
+    official_arch,
+    tiny_arch,
+    windows_for_audio,
+)
+from inference.render.musetalk.config import LATENT_SCALE
+from inference.render.scheduler import RenderScheduler, SchedulerOptions
+
+FPS = 25
+
+
+def log(*parts: object) -> None:
+    print(*parts, file=sys.stderr, flush=True)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def synthetic_avatar(n: int, width: int, height: int) -> PreparedAvatar:
+    """Smooth random frames, a face box drifting a little, an elliptical lower-face mask."""
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (n, height // 16, width // 16, 3), dtype=np.uint8)
+    frames = np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_CUBIC) for f in small])
+    side = min(width, height) * 4 // 9
+    cx, cy = width // 2, height // 2
+    boxes = np.array(
+        [[cx - side // 2 + i % 5, cy - side // 2, cx + side // 2 + i % 5, cy + side // 2] for i in range(n)],
+        dtype=np.int32,
+    )
+    yy, xx = np.mgrid[0:256, 0:256].astype(np.float32)
+    ellipse = (((xx - 128) / 86) ** 2 + ((yy - 196) / 72) ** 2 <= 1.0).astype(np.float32)
+    mask = cv2.GaussianBlur(ellipse, (0, 0), 5.0)
+    return PreparedAvatar(
+        name="bench",
+        frames=frames,
+        fps=25.0,
+        crop_boxes=boxes,
+        landmarks=np.zeros((n, 468, 2), np.float32),
+        masks=np.repeat(mask[None], n, axis=0),
+        mouth_boxes=np.zeros((n, 4), np.float32),
+    )
+
+
+def speech_like(seconds: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 16000)) / 16000
+    env = 0.5 + 0.5 * np.sin(2 * np.pi * 4.0 * t + rng.uniform(0, 6))
+    return (rng.standard_normal(len(t)) * env * 4000).astype(np.int16)
+
+
+def dense_tflops(device: torch.device, quick: bool) -> float:
+    n = 8192 if device.type == "cuda" and not quick else 512
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    sync(device)
+    reps = 20 if device.type == "cuda" else 3
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e12
+
+
+def gflop(fn: Callable[[], object], frames: int) -> float:
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        fn()
+    return counter.get_total_flops() / frames / 1e9
+
+
+def time_call(fn: Callable[[], object], device: torch.device, reps: int) -> float:
+    """Median seconds of ``fn`` (synchronized) over ``reps`` runs after one warm-up."""
+    fn()
+    sync(device)
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def jobs_for(eng: MuseTalkEngine, windows: torch.Tensor, n: int, start: int = 0) -> list[FrameJob]:
+    av = eng.avatar("bench")
+    return [
+        FrameJob("bench", (start + i) % av.num_frames, windows[(start + i) % len(windows)])
+        for i in range(n)
+    ]
+
+
+def reference_path(
+    eng: MuseTalkEngine, avatar: PreparedAvatar, windows: torch.Tensor, batch: int, batches: int
+) -> tuple[float, float, list[np.ndarray]]:
+    """MuseTalk-realtime-style loop. Returns (frames/s, median ms per GPU batch, frames)."""
+    boxes = avatar.crop_boxes
+    masks = [cv2.resize(m, (int(b[2] - b[0]), int(b[3] - b[1])))[..., None] for m, b in zip(avatar.masks, boxes, strict=True)]
+    q: queue.Queue[tuple[int, np.ndarray] | None] = queue.Queue()
+    out: list[np.ndarray] = []
+
+    def blend_worker() -> None:  # the reference's process_frames thread
+        while (item := q.get()) is not None:
+            idx, face = item
+            x0, y0, x1, y1 = (int(v) for v in boxes[idx])
+            frame = avatar.frames[idx].copy()
+            face = cv2.resize(face, (x1 - x0, y1 - y0))
+            region = frame[y0:y1, x0:x1].astype(np.float32)
+            m = masks[idx]
+            frame[y0:y1, x0:x1] = (face.astype(np.float32) * m + region * (1.0 - m)).astype(np.uint8)
+            out.append(frame)
+
+    ms: list[float] = []
+    worker = threading.Thread(target=blend_worker)
+    t_start = 0.0
+    for k in range(batches + 1):
+        if k == 1:  # batch 0 is warm-up
+            sync(eng.device)
+            worker.start()
+            t_start = time.perf_counter()
+        t0 = time.perf_counter()
+        jobs = jobs_for(eng, windows, batch, k * batch)
+        with torch.inference_mode():
+            lat = eng.predict_latents(jobs)
+            image = eng.models.vae.decode(lat / LATENT_SCALE).sample
+            image = (image / 2 + 0.5).clamp(0, 1).cpu().permute(0, 2, 3, 1).float().numpy()
+        faces = (image * 255).round().astype(np.uint8)
+        ms.append((time.perf_counter() - t0) * 1000)
+        if k >= 1:
+            for j, face in zip(jobs, faces, strict=True):
+                q.put((j.index, face))
+    q.put(None)
+    worker.join()
+    wall = time.perf_counter() - t_start
+    return batch * batches / wall, statistics.median(ms[1:]), out
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 99.0 if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+def load_trial(
+    sched: RenderScheduler, eng: MuseTalkEngine, sessions: int, seconds: float, warm: float
+) -> dict[str, float]:
+    """``sessions`` calls talking continuously; lateness of frames due after ``warm`` s."""
+    clock = sched.clock
+    late: list[float] = []
+    rendered: dict[str, set[int]] = {}
+    t0 = clock() + 0.2
+    t_end = t0 + warm + seconds
+
+    async def call(k: int) -> None:
+        name = f"call{k}"
+        sched.open_session(name, fps=FPS)
+        rng = np.random.default_rng(k)
+        arrival = t0 + rng.uniform(0, 1.0)
+        play_end, frame_no, futures = 0.0, 0, []
+        seen = rendered.setdefault(name, set())
+        while arrival < t_end:
+            await asyncio.sleep(max(0.0, arrival - clock()))
+            audio = speech_like(rng.uniform(2.0, 4.0), seed=k * 1000 + frame_no)
+            windows = await asyncio.to_thread(windows_for_audio, eng.audio, audio)
+            start = max(clock() + 0.3, play_end)
+            n = int(windows.shape[0])
+            jobs = [FrameJob("bench", (frame_no + i) % eng.avatar("bench").num_frames, windows[i]) for i in range(n)]
+            deadlines = [start + i / FPS for i in range(n)]
+            for fut, d in zip(sched.submit_many(name, frame_no, jobs, deadlines), deadlines, strict=True):
+                if t0 + warm <= d <= t_end:
+                    fut.add_done_callback(lambda f, d=d: (late.append(clock() - d), seen.add(id(f.result()))))
+                futures.append(fut)
+            frame_no += n
+            play_end = start + n / FPS
+            arrival = play_end - 0.5  # the next sentence's audio comes 0.5 s before this one ends
+        await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
+        sched.close_session(name)
+
+    async def main() -> None:
+        await asyncio.gather(*(call(k) for k in range(sessions)))
+
+    before = (sched.stats.repeated, sched.stats.dropped_late)
+    asyncio.run(main())
+    lat = np.array(late)
+    per_call = [len(v) / seconds for v in rendered.values()]
+    return {
+        "sessions": sessions,
+        "frames": len(lat),
+        "p99_ms": float(np.percentile(lat, 99) * 1000) if len(lat) else float("nan"),
+        "max_ms": float(lat.max() * 1000) if len(lat) else float("nan"),
+        "repeated": sched.stats.repeated - before[0],
+        "dropped": sched.stats.dropped_late - before[1],
+        "min_fps": min(per_call) if per_call else 0.0,
+        "max_fps": max(per_call) if per_call else 0.0,
+    }
+
+
+def passes(r: dict[str, float]) -> bool:
+    return r["frames"] > 0 and r["p99_ms"] <= 0 and r["repeated"] == 0 and r["dropped"] == 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--arch", choices=["official", "tiny"], default="official")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--size", default="1280x720", help="avatar frame WxH")
+    ap.add_argument("--batches", default="16,32,64,96", help="our batch sizes to time")
+    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="tiny numbers, for a smoke test")
+    ap.add_argument("--load-seconds", type=float, default=6.0)
+    ap.add_argument("--out", type=Path, help="also write the report here")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    quick = args.quick
+    lines: list[str] = []
+
+    def say(line: str = "") -> None:
+        lines.append(line)
+        print(line, flush=True)
+
+    arch = official_arch() if args.arch == "official" else tiny_arch()
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    tflops = dense_tflops(device, quick)
+    log(f"dense matmul {tflops:.0f} TFLOP/s; building {arch.name}")
+    models = build_models(arch)
+    avatar = synthetic_avatar(4 if quick else 50, width, height)
+    compile_ = not args.no_compile and device.type == "cuda"
+    ref = MuseTalkEngine(models, EngineOptions(device=str(device), compile=False))
+    ours = MuseTalkEngine(models, EngineOptions(device=str(device), compile=compile_, max_batch=256))
+    for eng in (ref, ours):
+        eng.add_avatar(avatar)
+    windows = windows_for_audio(ours.audio, speech_like(2.0 if quick else 8.0, seed=1))
+
+    j4 = jobs_for(ref, windows, 4)
+    with torch.inference_mode():
+        lat4 = ref.predict_latents(j4)
+    g_unet = gflop(lambda: ref.predict_latents(j4), 4)
+    g_full = gflop(lambda: ref.decode_faces(j4, lat4, "full"), 4)
+    g_mask = gflop(lambda: ref.decode_faces(j4, lat4, "mask"), 4)
+    r0, c0, c1 = ours.decode_window(j4)
+    log(f"GFLOP/frame unet {g_unet:.1f} full {g_full:.1f} mask {g_mask:.1f}")
+
+    ref_batch, ref_n = (4, 3) if quick else (20, 15)
+    ref_fps, ref_ms, ref_frames = reference_path(ref, avatar, windows, ref_batch, ref_n)
+    log(f"reference {ref_fps:.1f} fps")
+
+    t0 = time.perf_counter()
+    ours.warmup((8, 2))
+    with torch.inference_mode():
+        ours.run_batch([*jobs_for(ours, windows, 8)])
+        ours.decode_faces(j4 * 2, ours.predict_latents(j4 * 2), "mask")
+        ours.decode_faces(j4 * 3, ours.predict_latents(j4 * 3), "mask")
+    sync(device)
+    compile_s = time.perf_counter() - t0
+    log(f"warm-up/compile {compile_s:.0f} s; memory-based max batch {ours.max_batch_size()}")
+
+    sizes = [2, 4] if quick else [int(b) for b in args.batches.split(",")]
+    results: dict[tuple[str, int], float] = {}
+    for mode in ("full", "mask"):
+        for b in sizes:
+            jobs = jobs_for(ours, windows, b, 3)
+
+            def step(jobs: list[FrameJob] = jobs, mode: str = mode) -> None:
+                with torch.inference_mode():
+                    faces = ours.decode_faces(jobs, ours.predict_latents(jobs), mode)
+                    ours.blend(jobs, faces)
+
+            results[(mode, b)] = time_call(step, device, 2 if quick else 6)
+            log(f"ours {mode} b={b}: {b / results[(mode, b)]:.1f} fps")
+
+    # quality: window decode vs full decode, and our GPU blend vs the CPU blend, same frames
+    qjobs = jobs_for(ours, windows, ref_batch, ref_batch)  # = the reference's first timed batch
+    with torch.inference_mode():
+        lat = ours.predict_latents(qjobs)
+        full = ours.blend(qjobs, ours.decode_faces(qjobs, lat, "full"))
+        part = ours.blend(qjobs, ours.decode_faces(qjobs, lat, "mask"))
+    crop = [(int(b[0]), int(b[1]), int(b[2]), int(b[3])) for b in avatar.crop_boxes]
+    regions = lambda frames: np.concatenate([f[y0:y1, x0:x1].ravel() for f, (x0, y0, x1, y1) in zip(frames, [crop[j.index] for j in qjobs], strict=True)])  # noqa: E731
+    q_mask = psnr(regions(full), regions(part))
+    q_blend = psnr(regions(ref_frames[: len(qjobs)]), regions(full))
+    maxdiff = int(np.abs(regions(full).astype(int) - regions(part).astype(int)).max())
+
+    def row(name: str, batch: int, sec: float, g: float) -> tuple[str, float]:
+        fps = batch / sec
+        share = fps * g / 1000 / tflops * 100
+        return (f"{name:<46} {batch:>5} {sec * 1000:>9.1f} {fps:>9.1f} {g:>11.1f} {share:>7.1f}% {fps / ref_fps:>6.2f}x", fps)
+
+    say(f"GPU: {gpu} | torch {torch.__version__} | {arch.name}, random weights | avatar {width}x{height}, {avatar.num_frames} frames")
+    say(f"measured dense fp16 matmul: {tflops:.0f} TFLOP/s (8192^3)" if not quick else f"matmul: {tflops:.2f} TFLOP/s")
+    say(f"GFLOP per frame: UNet {g_unet:.1f}, VAE decode full {g_full:.1f}, VAE decode of the mask window {g_mask:.1f} (latent rows {r0}-31, cols {c0}-{c1 - 1})")
+    say(f"warm-up incl. torch.compile: {compile_s:.0f} s (once per process, before any call); memory-based batch cap {ours.max_batch_size()}")
+    say("")
+    say(f"{'path':<46} {'batch':>5} {'ms/batch':>9} {'frames/s':>9} {'GFLOP/frame':>11} {'%dense':>8} {'vs (a)':>7}")
+    say(f"{'(a) reference: eager fp16, full decode, CPU blend':<46} {ref_batch:>5} {ref_ms:>9.1f} {ref_fps:>9.1f} {g_unet + g_full:>11.1f} {ref_fps * (g_unet + g_full) / 1000 / tflops * 100:>7.1f}% {1.0:>6.2f}x")
+    best: dict[str, tuple[float, int]] = {}
+    for mode, g in (("full", g_unet + g_full), ("mask", g_unet + g_mask)):
+        label = "(b) ours: " + ("compiled fp16" if compile_ else "eager") + (", full decode" if mode == "full" else ", mask-window decode") + ", GPU blend"
+        for b in sizes:
+            text, fps = row(label if b == sizes[0] else "", b, results[(mode, b)], g)
+            say(text)
+            if fps > best.get(mode, (0.0, 0))[0]:
+                best[mode] = (fps, b)
+    say("")
+    say(f"quality, mask-window vs full decode (blended frames, crop boxes): PSNR {q_mask:.1f} dB, max |diff| {maxdiff}/255")
+    say(f"quality, our GPU blend vs the reference CPU blend (full decode, same frames): PSNR {q_blend:.1f} dB")
+
+    mode = "mask" if q_mask >= 30.0 else "full"
+    fps_best, b_best = best[mode]
+    say(f"load test uses: {mode} decode (PSNR {'>=' if mode == 'mask' else '<'} 30 dB), batch cap {b_best}")
+    ours.configure(decode=mode, max_batch=b_best)
+    ours_load = ours
+    sched = RenderScheduler(ours_load, SchedulerOptions(max_batch=b_best))
+    sched.start(warmup=False)
+    seconds = 2.0 if quick else args.load_seconds
+    n = max(1, int(0.8 * fps_best / FPS))
+    trials: dict[int, dict[str, float]] = {}
+    for _ in range(3 if quick else 7):
+        trials[n] = load_trial(sched, ours_load, n, seconds, 1.0 if quick else 2.0)
+        r = trials[n]
+        log(f"{n} calls: p99 {r['p99_ms']:.0f} ms, max {r['max_ms']:.0f} ms, repeated {r['repeated']}, dropped {r['dropped']}")
+        ok = [k for k, v in trials.items() if passes(v)]
+        bad = [k for k, v in trials.items() if not passes(v)]
+        lo, hi = (max(ok) if ok else 0), (min(bad) if bad else None)
+        if hi is not None and hi - lo <= 1:
+            break
+        n = lo + max(1, (hi - lo) // 2) if hi is not None else lo + max(2, lo // 8)
+        if n in trials:
+            break
+    ok = [k for k, v in trials.items() if passes(v)]
+    say("")
+    say(f"{'calls':>5} {'frames':>7} {'p99 late ms':>12} {'max late ms':>12} {'repeated':>9} {'dropped':>8}  meets p99")
+    for k in sorted(trials):
+        r = trials[k]
+        say(f"{k:>5} {int(r['frames']):>7} {r['p99_ms']:>12.1f} {r['max_ms']:>12.1f} {int(r['repeated']):>9} {int(r['dropped']):>8}  {'yes' if passes(r) else 'no'}")
+    n_max = max(ok) if ok else 0
+    say(f"largest number of simultaneous 25 fps calls meeting deadlines (p99 lateness <= 0, no repeated frames): {n_max}")
+    over = max(2, round(n_max * 1.4)) if n_max else 2
+    r = load_trial(sched, ours_load, over, seconds, 1.0 if quick else 2.0)
+    say(f"overload {over} calls: stride {sched.stats.stride}, rendered fps per call min {r['min_fps']:.1f} / max {r['max_fps']:.1f}, p99 lateness {r['p99_ms']:.0f} ms")
+    sched.close()
+    say(f"ratio ours/reference frames/s: full {best['full'][0] / ref_fps:.2f}x, mask {best['mask'][0] / ref_fps:.2f}x")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
