@@ -97,10 +97,21 @@ def _events_of(record: CallRecord, kind: str) -> list[tuple[float, dict[str, Any
     return [(t, e) for t, e in record.events if e.get("type") == kind]
 
 
-def _reply_end(env: Envelope, onset: float, threshold: float, limit: float | None) -> float:
-    end = silence_onset(env, onset, threshold=threshold, min_duration_s=_REPLY_END_SILENCE_S)
-    last = float(env.t[-1] + env.window_s) if env.t.size else onset
-    end = last if end is None else end
+def _reply_end(
+    env: Envelope, onset: float, threshold: float, limit: float | None, listening: float | None
+) -> float:
+    """End of the reply's audio: its last loud window before a long silence.
+
+    The silence is searched from the server's "listening" state (if it came after the
+    onset), so pauses between sentences before the reply was complete do not end it.
+    """
+    search_from = listening if listening is not None and listening > onset else onset
+    quiet = silence_onset(
+        env, search_from, threshold=threshold, min_duration_s=_REPLY_END_SILENCE_S
+    )
+    stop = float(env.t[-1] + env.window_s) if quiet is None else quiet
+    loud = np.flatnonzero((env.t >= onset) & (env.t < stop) & (env.rms > threshold))
+    end = float(env.t[loud[-1]] + env.window_s) if loud.size else stop
     return min(end, limit) if limit is not None else end
 
 
@@ -180,7 +191,12 @@ def build_report(record: CallRecord, *, record_path: str | None = None) -> BotRe
         else:
             report.reply_video_latency_ms = _r((moving - ref) * 1000.0)
     if onset is not None:
-        end = _reply_end(env, onset, thr, record.interrupt_start_t)
+        listening = [
+            t for t, e in _events_of(record, "state") if t > onset and e.get("state") == "listening"
+        ]
+        end = _reply_end(
+            env, onset, thr, record.interrupt_start_t, listening[0] if listening else None
+        )
         report.reply_audio_s = _r(end - onset, 3)
         if ft.size >= 2 and end - onset >= 0.5:
             in_reply = np.count_nonzero((ft >= onset) & (ft < end))

@@ -146,6 +146,7 @@ class FakeServer:
                 frame = await track.recv()
             except MediaStreamError:
                 return
+            assert isinstance(frame, av.AudioFrame)
             x = frame.to_ndarray().astype(np.float64) / 32768
             rms = float(np.sqrt(np.mean(x * x)))
             loud, quiet = (loud + 1, 0) if rms > 0.01 else (0, quiet + 1)

@@ -14,7 +14,13 @@ SR = 48_000
 BOX = (0.3, 0.6, 0.7, 0.9)
 
 
-def _media(reply_start: float, reply_stop: float, video_lag: float, total: float = 16.0):
+def _media(
+    reply_start: float,
+    reply_stop: float,
+    video_lag: float,
+    total: float = 16.0,
+    gap: tuple[float, float] | None = None,
+):
     """20 ms audio chunks and 25 fps frames on arrival times 0..total; a reply in between."""
     rng = np.random.default_rng(3)
     m = ReceivedMedia()
@@ -26,6 +32,8 @@ def _media(reply_start: float, reply_stop: float, video_lag: float, total: float
         n = min(d, int(reply_stop * 100) - s)
         env100[s : s + n] = seg[:n]
         s += d + int(rng.integers(3, 18))
+    if gap is not None:
+        env100[int(gap[0] * 100) : int(gap[1] * 100)] = 0.0
     for k in range(int(total * 50)):
         t = (np.arange(960) + k * 960) / SR
         amp = env100[np.minimum((t * 100).astype(int), env100.size - 1)]
@@ -33,13 +41,13 @@ def _media(reply_start: float, reply_stop: float, video_lag: float, total: float
         m.audio_chunks.append((x * 32767).astype(np.int16))
         m.audio_t.append((k + 1) * 0.02)
     for k in range(int(total * 25)):
-        t = k * 0.04
-        o = env100[min(env100.size - 1, max(0, int((t - video_lag) * 100)))]
+        ft = k * 0.04
+        o = env100[min(env100.size - 1, max(0, int((ft - video_lag) * 100)))]
         img = np.full((96, 96), 170, np.uint8)
         half = 1 + int(o * 10)
         img[80 - half : 80 + half, 36:60] = 20
         m.video_frames.append(img)
-        m.video_t.append(t)
+        m.video_t.append(ft)
     m.video_sizes.add((96, 96))
     return m
 
@@ -83,6 +91,17 @@ def test_report_numbers_match_the_truth() -> None:
     assert (r.audio_frames, r.video_frames, r.video_sizes) == (800, 400, [[96, 96]])
     data = r.to_json()
     assert json.loads(json.dumps(data))["events"][2]["t_ms"] == 6200.0
+
+
+def test_reply_with_a_long_pause_ends_after_listening() -> None:
+    media = _media(reply_start=6.7, reply_stop=12.0, video_lag=0.0, gap=(8.0, 9.5))
+    base = dict(media=media, t0=0.0, question_start_t=4.0, speech_end_t=6.0, mouth_box=BOX)
+    listening = (11.9, {"type": "state", "state": "listening"})
+    whole = build_report(CallRecord(events=[*EVENTS, listening], **base))  # type: ignore[arg-type]
+    assert whole.reply_audio_s == pytest.approx(5.3, abs=0.2)
+    # without the server's "listening" the pause looks like the end of the reply
+    cut = build_report(CallRecord(events=EVENTS, **base))  # type: ignore[arg-type]
+    assert cut.reply_audio_s == pytest.approx(1.3, abs=0.2)
 
 
 def test_report_barge_in() -> None:
