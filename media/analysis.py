@@ -21,9 +21,12 @@ __all__ = [
     "first_mouth_moving_frame",
     "mouth_audio_correlation",
     "mouth_motion",
+    "mouth_openness",
+    "mouth_rois",
     "noise_floor",
     "reply_onset",
     "resample_series",
+    "rois_motion",
     "silence_onset",
     "speech_threshold",
 ]
@@ -184,6 +187,34 @@ def _crop_mouth(frame: np.ndarray, box: MouthBox, size: tuple[int, int]) -> np.n
     return _resize_area(frame[r0:r1, c0:c1], size[1], size[0])
 
 
+def mouth_rois(
+    frames: Sequence[np.ndarray],
+    box: MouthBox,
+    *,
+    roi_size: tuple[int, int] = (48, 24),
+) -> np.ndarray:
+    """The mouth region of each frame, resized to ``roi_size`` (width, height): ``N×h×w``.
+
+    Frames are grey ``H×W`` or colour ``H×W×C`` (0..255) of any size; the box is normalized,
+    so frames of different sizes give comparable regions.
+    """
+    x0, y0, x1, y1 = box
+    if not (0.0 <= x0 < x1 <= 1.0 and 0.0 <= y0 < y1 <= 1.0):
+        raise ValueError(f"mouth box {box!r} is not inside 0..1")
+    out = np.zeros((len(frames), roi_size[1], roi_size[0]))
+    for i, f in enumerate(frames):
+        out[i] = _crop_mouth(np.asarray(f), box, roi_size)
+    return out
+
+
+def rois_motion(rois: np.ndarray) -> np.ndarray:
+    """Mean absolute difference between consecutive mouth regions; element 0 is 0."""
+    out = np.zeros(rois.shape[0])
+    if rois.shape[0] > 1:
+        out[1:] = np.abs(np.diff(rois, axis=0)).mean(axis=(1, 2))
+    return out
+
+
 def mouth_motion(
     frames: Sequence[np.ndarray],
     box: MouthBox,
@@ -192,21 +223,26 @@ def mouth_motion(
 ) -> np.ndarray:
     """Mean absolute difference between consecutive frames inside the mouth box.
 
-    Each frame (grey ``H×W`` or colour ``H×W×C``, 0..255) is cropped to the normalized
-    ``box`` and resized to ``roi_size`` (width, height), so frames of different sizes
-    compare. Element 0 is 0 (no previous frame).
+    See :func:`mouth_rois` for the region; element 0 is 0 (no previous frame).
     """
-    x0, y0, x1, y1 = box
-    if not (0.0 <= x0 < x1 <= 1.0 and 0.0 <= y0 < y1 <= 1.0):
-        raise ValueError(f"mouth_motion: mouth box {box!r} is not inside 0..1")
-    out = np.zeros(len(frames))
-    prev: np.ndarray | None = None
-    for i, f in enumerate(frames):
-        roi = _crop_mouth(np.asarray(f), box, roi_size)
-        if prev is not None:
-            out[i] = float(np.mean(np.abs(roi - prev)))
-        prev = roi
-    return out
+    return rois_motion(mouth_rois(frames, box, roi_size=roi_size))
+
+
+def mouth_openness(rois: np.ndarray, rest: np.ndarray) -> np.ndarray:
+    """How far each mouth region is from the mouth at rest (mean absolute difference).
+
+    The rest appearance is the per-pixel median of the regions selected by the boolean
+    mask ``rest`` (frames where the avatar idles); with none selected, of all regions.
+    An open mouth differs from a closed one whether it shows a dark cavity or teeth, so
+    this follows the jaw opening for any renderer.
+    """
+    rest = np.asarray(rest, dtype=bool)
+    if rest.shape != (rois.shape[0],):
+        raise ValueError("mouth_openness: rest must be one boolean per region")
+    if rois.shape[0] == 0:
+        return np.zeros(0)
+    ref = np.median(rois[rest] if rest.any() else rois, axis=0)
+    return np.abs(rois - ref).mean(axis=(1, 2))
 
 
 def resample_series(
@@ -227,8 +263,8 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def mouth_audio_correlation(
-    motion_t: np.ndarray,
-    motion: np.ndarray,
+    mouth_t: np.ndarray,
+    mouth: np.ndarray,
     env: Envelope,
     start: float,
     stop: float,
@@ -239,18 +275,19 @@ def mouth_audio_correlation(
     shuffles: int = 20,
     seed: int = 0,
 ) -> tuple[float, float]:
-    """Pearson correlation of mouth motion and audio envelope on a common ``rate_hz`` grid.
+    """Pearson correlation of a mouth series and the audio envelope on a ``rate_hz`` grid.
 
-    Both series are smoothed by a moving average of ±``smooth_s`` (motion is a change
-    between frames and peaks on the flanks of each syllable; smoothing compares activity
-    with activity). Returns ``(matched, control)``: the control is the mean correlation
+    ``mouth`` is :func:`mouth_openness` or :func:`mouth_motion` at times ``mouth_t``. Both
+    series are smoothed by a moving average of ±``smooth_s`` (motion is a change between
+    frames and peaks on the flanks of each syllable; smoothing compares activity with
+    activity). Returns ``(matched, control)``: the control is the mean correlation
     against the same envelope cut into ``block_s`` blocks and shuffled (``shuffles`` times,
     seeded), which keeps its level statistics but breaks its timing.
     """
     if stop - start < 2.0 / rate_hz:
         raise ValueError("mouth_audio_correlation: interval shorter than two samples")
     step = 1.0 / rate_hz
-    _, m = resample_series(motion_t, motion, start, stop, step)
+    _, m = resample_series(mouth_t, mouth, start, stop, step)
     _, a = resample_series(env.t + env.window_s / 2, env.rms, start, stop, step)
     half = round(smooth_s * rate_hz)
     kernel = np.ones(2 * half + 1) / (2 * half + 1)
@@ -271,31 +308,37 @@ def mouth_audio_correlation(
 
 
 def av_skew_ms(
-    motion_t: np.ndarray,
-    motion: np.ndarray,
+    mouth_t: np.ndarray,
+    mouth: np.ndarray,
     env: Envelope,
     start: float,
     stop: float,
     *,
+    kind: str = "openness",
     max_lag_ms: float = 400.0,
     step_ms: float = 10.0,
 ) -> float | None:
-    """Lag of mouth motion behind the audio (ms, positive = video late), within ±max_lag_ms.
+    """Lag of the mouth behind the audio (ms, positive = video late), within ±max_lag_ms.
 
-    Mouth motion is a frame-to-frame change, so it is compared with the envelope's change
-    over one frame interval (``|env(t) - env(t - 40 ms)|``). Both go onto a ``step_ms``
-    grid over ``start..stop``; the lag maximizing their normalized cross-correlation is
-    returned, refined by a parabola through the peak. None if either series is flat.
+    ``kind="openness"`` (:func:`mouth_openness`) is compared with the envelope itself;
+    ``kind="motion"`` (a frame-to-frame change) with the envelope's change over one frame
+    interval (``|env(t) - env(t - dt)|``). Both go onto a ``step_ms`` grid over
+    ``start..stop``; the lag maximizing their normalized cross-correlation is returned,
+    refined by a parabola through the peak. None if either series is flat or too short.
     """
+    if kind not in ("openness", "motion"):
+        raise ValueError(f"av_skew_ms: kind must be 'openness' or 'motion', not {kind!r}")
     step = step_ms / 1000.0
     max_lag = round(max_lag_ms / step_ms)
     grid = start + np.arange(max(0, math.ceil((stop - start) / step))) * step
     if grid.size < 4 * max_lag + 4:
         return None
-    frame_dt = float(np.median(np.diff(motion_t))) if motion_t.size > 1 else 0.04
+    frame_dt = float(np.median(np.diff(mouth_t))) if mouth_t.size > 1 else 0.04
     centre = env.t + env.window_s / 2
-    a = np.abs(np.interp(grid, centre, env.rms) - np.interp(grid - frame_dt, centre, env.rms))
-    m = np.interp(grid, motion_t, motion)
+    a = np.interp(grid, centre, env.rms)
+    if kind == "motion":
+        a = np.abs(a - np.interp(grid - frame_dt, centre, env.rms))
+    m = np.interp(grid, mouth_t, mouth)
     if a.std() == 0 or m.std() == 0:
         return None
     a = (a - a.mean()) / a.std()

@@ -232,6 +232,7 @@ class AvatarStore:
     def _write(self, avatar: PreparedAvatar, filename: str) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         final = self.path(avatar.name)
+        self._remove_stale(avatar.name)
         tmp = Path(tempfile.mkdtemp(prefix=f".{avatar.name}.tmp-", dir=self.root))
         tmp.chmod(0o755)
         old: Path | None = None
@@ -277,6 +278,17 @@ class AvatarStore:
             raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+    def _remove_stale(self, name: str, age_s: float = 600.0) -> None:
+        """Remove temporary folders of ``name`` left by a crashed preparation (older than age_s)."""
+        now = time.time()
+        for pattern in (f".{name}.tmp-*", f".{name}.old-*"):
+            for stale in self.root.glob(pattern):
+                try:
+                    if now - stale.stat().st_mtime > age_s:
+                        shutil.rmtree(stale, ignore_errors=True)
+                except OSError:
+                    continue
 
     def _read_meta(self, name: str) -> dict[str, Any]:
         folder = self.path(name)

@@ -68,6 +68,7 @@ class FaqMatch:
     entry: KbEntry
     score: float
     language: str
+    exact: bool = False  # the question is worded like one of the entry's phrasings
 
 
 class _LanguageIndex:
@@ -79,6 +80,15 @@ class _LanguageIndex:
         self._owners = np.asarray(owners, dtype=np.int64)
         self._weights = np.asarray(weights, dtype=np.float32)
         self._n_entries = int(self._owners.max()) + 1
+        # Token sets of every document: a question worded exactly like one of an entry's
+        # phrasings is that entry, however common its words are (BM25 alone scores
+        # "Where is my order?" low: "order" is in many entries).
+        self._exact: dict[frozenset[str], int] = {}
+        for doc, owner in zip(docs, owners, strict=True):
+            self._exact.setdefault(frozenset(doc), owner)
+
+    def exact_owner(self, tokens: list[str]) -> int | None:
+        return self._exact.get(frozenset(tokens)) if tokens else None
 
     def entry_scores(self, tokens: list[str]) -> np.ndarray:
         scores = np.zeros(self._n_entries, dtype=np.float32)
@@ -133,7 +143,13 @@ class FaqIndex:
         lang = language or detect_language(text)
         if lang not in self._indexes:
             raise ValueError(f"unsupported language {lang!r}; expected one of {LANGUAGES}")
-        scores = self._indexes[lang].entry_scores(self.tokens(text, lang))
+        index = self._indexes[lang]
+        tokens = self.tokens(text, lang)
+        exact = index.exact_owner(tokens)
+        scores = index.entry_scores(tokens)
+        if exact is not None:
+            entry = self._kb.entries[exact]
+            return FaqMatch(entry=entry, score=float(scores[exact]), language=lang, exact=True)
         best = int(np.argmax(scores))
         if scores[best] <= 0.0:
             return None
@@ -170,7 +186,9 @@ class FaqDialogue:
 
     def _match(self, text: str, language: str | None) -> FaqMatch | None:
         found = self._index.best(text, language)
-        if found is None or found.score < self._options.min_score(found.language):
+        if found is None:
+            return None
+        if not found.exact and found.score < self._options.min_score(found.language):
             return None
         return found
 

@@ -3,7 +3,7 @@
 Per avatar it precomputes canonical displacement fields that follow the avatar's jaw; per
 output size (and source frame) the lower-face region, its pixel grid and the fields sampled on
 it. Each frame then costs a resize (video) or copy (photo), a few array operations and one
-``cv2.remap`` over the lower face — about 1–3 ms for a 512 px frame on one core.
+``cv2.remap`` over the lower face — under 2 ms for a 512 px frame on one core.
 
 Photo avatars breathe and blink in the idle loop and blink while talking; video avatars play
 their own frames (ping-pong) both when idle and under the talking mouth.
@@ -12,22 +12,19 @@ their own frames (ping-pong) both when idle and under the talking mouth.
 from __future__ import annotations
 
 import asyncio
-import math
 import random
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
 from ..avatar.model import PreparedAvatar
+from .warp_assets import BLINK_PROFILE, WarpAssets
 from .warp_audio import MouthShapes, MouthTrackOptions, mouth_shapes, num_frames
-from .warp_fields import EYES, CanonicalFields, EyeFrame, MouthFrame, apply_blink, build_fields
-from .warp_mouth import MouthRegion, MouthStyle
+from .warp_fields import apply_blink
+from .warp_mouth import MouthStyle
 
-__all__ = ["BLINK_PROFILE", "WarpOptions", "WarpRenderer", "pingpong_index"]
-
-BLINK_PROFILE = (0.45, 0.9, 1.0, 0.7, 0.35, 0.1)  # lid closure per frame of one blink at 25 fps
+__all__ = ["BLINK_PROFILE", "WarpAssets", "WarpOptions", "WarpRenderer", "pingpong_index"]
 _MIN_HEIGHT, _MAX_HEIGHT = 64, 2160
 
 
@@ -73,21 +70,29 @@ def pingpong_index(step: int, count: int) -> int:
 class WarpRenderer:
     """Renders the prepared avatar talking to given audio (the ``Renderer`` protocol).
 
-    Cheap to create per call once the avatar is loaded: it keeps views of the avatar's arrays
-    and small per-size caches. ``render`` is meant for one sentence at a time.
+    A cheap per-call view: the per-avatar work lives in ``assets`` (a ``WarpAssets``), which
+    a factory should build once per avatar and pass to every call's renderer; without it the
+    renderer builds its own. ``render`` is meant for one sentence at a time.
     """
 
-    def __init__(self, avatar: PreparedAvatar, *, options: WarpOptions | None = None) -> None:
+    def __init__(
+        self,
+        avatar: PreparedAvatar,
+        *,
+        options: WarpOptions | None = None,
+        assets: WarpAssets | None = None,
+    ) -> None:
         self.options = options or WarpOptions()
         self.fps = self.options.fps
         self.avatar = avatar
-        self._fields: CanonicalFields = build_fields(avatar.landmarks)
+        if assets is not None and assets.avatar is not avatar:
+            raise ValueError("assets were built for another avatar")
+        if assets is not None and assets.mouth != self.options.mouth:
+            raise ValueError("assets were built with other mouth options")
+        self.assets = assets or WarpAssets(avatar, mouth=self.options.mouth)
         src_w, src_h = avatar.size
         long_side = self.options.output_long_side
         self._height = _even(long_side if src_h >= src_w else long_side * src_h / src_w)
-        self._regions: dict[tuple[int, int, int], MouthRegion] = {}
-        self._idle: dict[tuple[int, int], tuple[np.ndarray, ...]] = {}
-        self._resized: dict[tuple[int, int], np.ndarray] = {}
         self._rng = random.Random(self.options.seed)
         self._next_blink = self._blink_gap()
         self._step = 0  # frames rendered so far (drives blinks and the video cursor)
@@ -105,13 +110,15 @@ class WarpRenderer:
         self._height = _even(min(max(int(height), _MIN_HEIGHT), _MAX_HEIGHT))
 
     def idle_frames(self) -> Sequence[np.ndarray]:
-        """The idle loop: a photo breathes and blinks; a video plays its frames (at ``fps``)."""
-        size = self.frame_size
-        cached = self._idle.get(size)
-        if cached is None:
-            cached = tuple(self._make_idle(size))
-            self._idle = {size: cached}  # keep only the current size
-        return cached
+        """The idle loop: a photo breathes and blinks; a video plays its frames (at ``fps``).
+
+        A photo's loop is computed on the first call per size (≈0.1 s) and shared by every
+        renderer of the avatar; a video's frames are resized when read.
+        """
+        opts = self.options
+        return self.assets.idle(
+            self.frame_size, fps=self.fps, seconds=opts.idle_seconds, breathing=opts.breathing
+        )
 
     async def render(self, audio_16k: np.ndarray) -> AsyncIterator[list[np.ndarray]]:
         """Yield the frames for ``audio_16k`` in batches; frame i covers [i/fps, (i+1)/fps)."""
@@ -146,16 +153,16 @@ class WarpRenderer:
     ) -> np.ndarray:
         """One frame of the current size for explicit mouth parameters (0..1, -1..1)."""
         size = self.frame_size
-        image = self._source(source_index, size)
-        self._region(source_index, size).apply(image, openness, width)
+        image = self.assets.source(source_index, size)
+        self.assets.region(source_index, size).apply(image, openness, width)
         if blink > 0:
-            for eye in self._eyes(source_index, size):
+            for eye in self.assets.eyes(source_index, size):
                 apply_blink(image, eye, blink)
         return image
 
     def blend_support(self, source_index: int = 0) -> tuple[tuple[int, int, int, int], np.ndarray]:
         """Region box (x0, y0, x1, y1) at the current size and where the mouth warp acts in it."""
-        region = self._region(source_index, self.frame_size)
+        region = self.assets.region(source_index, self.frame_size)
         return region.box, region.support()
 
     # -- internals -----------------------------------------------------------------------------
@@ -190,77 +197,6 @@ class WarpRenderer:
             out.append(self.draw(openness, width, blink=blink, source_index=index))
         return out
 
-    def _source(self, index: int, size: tuple[int, int]) -> np.ndarray:
-        """A fresh copy of source frame ``index`` resized to ``size`` (a photo's is cached)."""
-        if self.avatar.num_frames > 1:
-            return _resize(self.avatar.frames[index], size)
-        cached = self._resized.get(size)
-        if cached is None:
-            cached = _resize(self.avatar.frames[0], size)
-            self._resized = {size: cached}
-        return cached.copy()
-
-    def _scaled_marks(self, index: int, size: tuple[int, int]) -> np.ndarray:
-        src_w, src_h = self.avatar.size
-        scale = np.array([size[0] / src_w, size[1] / src_h], np.float64)
-        return (self.avatar.landmarks[index].astype(np.float64) + 0.5) * scale - 0.5
-
-    def _region(self, index: int, size: tuple[int, int]) -> MouthRegion:
-        key = (index, *size)
-        region = self._regions.get(key)
-        if region is None:
-            frame = MouthFrame.from_landmarks(self._scaled_marks(index, size))
-            region = MouthRegion(self._fields, frame, size, self.options.mouth)
-            if len(self._regions) > 64 or any(k[1:] != size for k in self._regions):
-                self._regions.clear()
-            self._regions[key] = region
-        return region
-
-    def _eyes(self, index: int, size: tuple[int, int]) -> list[EyeFrame]:
-        marks = self._scaled_marks(index, size)
-        return [EyeFrame.from_landmarks(marks, eye) for eye in EYES]
-
-    def _make_idle(self, size: tuple[int, int]) -> list[np.ndarray]:
-        avatar = self.avatar
-        if avatar.num_frames > 1:
-            count = max(1, round(avatar.num_frames * self.fps / avatar.fps))
-            indices = [
-                min(int(i * avatar.fps / self.fps), avatar.num_frames - 1) for i in range(count)
-            ]
-            return [_resize(avatar.frames[i], size) for i in indices]
-        count = round(self.options.idle_seconds * self.fps)
-        blink_at = round(0.3 * count)
-        base = self._source(0, size)
-        blinks = np.zeros(count)
-        for k, amount in enumerate(BLINK_PROFILE):
-            if blink_at + k < count:
-                blinks[blink_at + k] = amount
-        eyes = self._eyes(0, size)
-        width, height = size
-        frames = []
-        for i in range(count):
-            image = base.copy()
-            if blinks[i] > 0:
-                for eye in eyes:
-                    apply_blink(image, eye, float(blinks[i]))
-            # Breathing: the head rises and falls a little (scale about the bottom centre).
-            rise = self.options.breathing * (1 - math.cos(2 * math.pi * i / count)) / 2
-            if rise > 0:
-                s = 1.0 + rise
-                m = np.array([[s, 0, (1 - s) * width / 2], [0, s, (1 - s) * height]], np.float32)
-                image = cv2.warpAffine(
-                    image, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
-                )
-            frames.append(image)
-        return frames
-
 
 def _even(value: float) -> int:
     return max(2, round(value / 2) * 2)
-
-
-def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    if (image.shape[1], image.shape[0]) == size:
-        return image.copy()
-    interp = cv2.INTER_AREA if size[0] < image.shape[1] else cv2.INTER_LINEAR
-    return cv2.resize(image, size, interpolation=interp)

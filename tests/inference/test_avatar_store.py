@@ -165,3 +165,18 @@ def test_cli_prepare_and_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "path separators" in capsys.readouterr().err
     assert cli_main(["list", "--root", str(root)]) == 0
     assert capsys.readouterr().out.startswith("carol\tphoto")
+
+
+def test_stale_temporary_folders_are_cleaned(tmp_path: Path) -> None:
+    import os
+
+    root = tmp_path / "avatars"
+    stale = root / ".alice.tmp-crashed"
+    stale.mkdir(parents=True)
+    (stale / "meta.json").write_text("{}")
+    os.utime(stale, (0, 0))
+    fresh = root / ".alice.tmp-running"
+    fresh.mkdir()
+    AvatarStore(root).prepare(_photo(tmp_path / "a.png"), "alice", progress=_quiet)
+    assert not stale.exists() and fresh.exists()  # another preparation may still be writing
+    assert [i.name for i in AvatarStore(root).list()] == ["alice"]

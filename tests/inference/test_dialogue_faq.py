@@ -236,3 +236,17 @@ def test_bad_knowledge_base_is_a_clear_error(tmp_path: Path, body: str, message:
 def test_missing_knowledge_base_file(tmp_path: Path) -> None:
     with pytest.raises(KnowledgeBaseError, match="not found"):
         FaqIndex.load(tmp_path / "nope.yaml")
+
+
+def test_every_listed_phrasing_reaches_its_own_entry() -> None:
+    """A caller who words a question exactly as the knowledge base does gets that answer,
+    however common its words are ("Where is my order?" is mostly stopwords)."""
+    faq = FaqDialogue.load()
+    wrong = []
+    for entry in faq.entries:
+        for language, phrasings in entry.questions.items():
+            for question in phrasings:
+                found = faq.match(question, language)
+                if found is None or found[0] != entry.id:
+                    wrong.append((question, entry.id, found))
+    assert not wrong

@@ -13,7 +13,13 @@ import pytest
 from inference.avatar import PreparedAvatar, default_avatar
 from inference.avatar.geometry import LEFT_EYE, RIGHT_EYE
 from inference.render.base import Renderer
-from inference.render.warp import BLINK_PROFILE, WarpOptions, WarpRenderer, pingpong_index
+from inference.render.warp import (
+    BLINK_PROFILE,
+    WarpAssets,
+    WarpOptions,
+    WarpRenderer,
+    pingpong_index,
+)
 
 SR = 16000
 NO_BLINKS = WarpOptions(seed=0, blink_interval_s=(60.0, 60.0))
@@ -221,3 +227,14 @@ def test_options_are_validated() -> None:
 
 def test_default_avatar_root_is_reused(tmp_path: Path) -> None:
     assert default_avatar(tmp_path).name == "astronaut"
+
+
+def test_renderers_share_per_avatar_assets(avatar: PreparedAvatar) -> None:
+    assets = WarpAssets(avatar)
+    one = WarpRenderer(avatar, options=NO_BLINKS, assets=assets)
+    two = WarpRenderer(avatar, options=NO_BLINKS, assets=assets)
+    assert np.array_equal(one.draw(0.6, 0.2), two.draw(0.6, 0.2))
+    assert one.idle_frames() is two.idle_frames()
+    other = replace(avatar, name="other")
+    with pytest.raises(ValueError, match="another avatar"):
+        WarpRenderer(other, assets=assets)

@@ -56,6 +56,7 @@ class EngineOptions:
     decode: Literal["full", "mask"] = "full"
     margin_rows: int = 2  # latent rows of context decoded above the mask
     max_batch: int = 64
+    batch_multiple: int | None = None  # pad batches to a multiple (default: 8 on CUDA, 1 on CPU)
     memory_fraction: float = 0.85
 
     def __post_init__(self) -> None:
@@ -210,7 +211,16 @@ class MuseTalkEngine:
             )
             flat.append(out.reshape(-1))
             shapes.append((members, tuple(out.shape)))
-        host = torch.cat(flat).cpu().numpy()
+        total = sum(int(t.numel()) for t in flat)
+        pinned = self.device.type == "cuda"
+        host_t = torch.empty(total, dtype=torch.uint8, pin_memory=pinned)
+        offset = 0
+        for t in flat:  # one device-to-host copy per group, into one (pinned) host buffer
+            host_t[offset : offset + t.numel()].copy_(t, non_blocking=pinned)
+            offset += int(t.numel())
+        if pinned:
+            torch.cuda.current_stream(self.device).synchronize()
+        host = host_t.numpy()
         result: list[np.ndarray] = [np.empty(0, np.uint8)] * len(jobs)
         offset = 0
         for members, shape in shapes:
@@ -224,19 +234,37 @@ class MuseTalkEngine:
     def run_batch(self, jobs: Sequence[FrameJob]) -> list[np.ndarray]:
         """Render ``jobs`` to (h, w, 3) uint8 RGB frames, in order."""
         n = len(jobs)
-        if self.options.compile and n == 1:
-            jobs = [jobs[0], jobs[0]]  # the compiled graphs are dynamic in batch >= 2
+        padded = self._padded_size(n)
+        if padded > n:  # few distinct shapes: compiled graphs and cuDNN plans are all warm
+            jobs = [*jobs, *([jobs[-1]] * (padded - n))]
         latents = self.predict_latents(jobs)
         faces = self.decode_faces(jobs, latents)
         return self.blend(jobs, faces)[:n]
 
+    def _padded_size(self, n: int) -> int:
+        m = self.options.batch_multiple
+        if m is None:
+            m = 8 if self.device.type == "cuda" else 1
+        size = -(-n // m) * m
+        return max(size, 2) if self.options.compile else size
+
     # ---- capacity ------------------------------------------------------------------------
-    def warmup(self, batch_sizes: Sequence[int] = (8, 2)) -> float:
-        """Run (and compile) batches of every avatar; measure memory per frame. Returns s."""
+    def warmup(self, batch_sizes: Sequence[int] = (8, 2), *, all_sizes: bool = True) -> float:
+        """Compile and run batches of every avatar, measure memory per frame, then (with
+        ``all_sizes``) run every padded batch size up to the memory-based cap, so no call
+        meets a compilation or a cuDNN autotuning. Returns seconds spent."""
         if not self._avatars:
             raise RuntimeError("add an avatar before warm-up")
-        audio = torch.randn(self._pe.shape, device=self.device, dtype=self.dtype)
         t0 = time.perf_counter()
+        self._warm(batch_sizes)
+        if all_sizes and self.device.type == "cuda":
+            cap = self.max_batch_size()
+            sizes = sorted({self._padded_size(n) for n in range(1, cap + 1)} - set(batch_sizes))
+            self._warm(sizes, measure=False)
+        return time.perf_counter() - t0
+
+    def _warm(self, batch_sizes: Sequence[int], *, measure: bool = True) -> None:
+        audio = torch.randn(self._pe.shape, device=self.device, dtype=self.dtype)
         names = list(self._avatars)
         for b in batch_sizes:
             size = max(1, min(b, self.options.max_batch))
@@ -246,11 +274,10 @@ class MuseTalkEngine:
                 torch.cuda.reset_peak_memory_stats(self.device)
                 base = torch.cuda.memory_allocated(self.device)
             self.run_batch(jobs)
-            if self.device.type == "cuda":
+            if self.device.type == "cuda" and measure:
                 peak = torch.cuda.max_memory_allocated(self.device) - base
                 per = int(peak / len(jobs))
                 self._per_frame_bytes = max(self._per_frame_bytes or 0, per)
-        return time.perf_counter() - t0
 
     def max_batch_size(self) -> int:
         """Largest batch the free device memory allows, capped by ``options.max_batch``."""

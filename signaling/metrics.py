@@ -1,0 +1,66 @@
+"""Prometheus metrics of one server process (served at ``/metrics``).
+
+The registry belongs to the app, not to the module, so tests and several apps in one
+process never share counters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "STAGES", "Metrics"]
+
+# Stage names of ``stage_seconds`` (turn timings are ms after the caller's speech end).
+STAGES = ("vad", "asr", "llm_first_token", "tts_first_audio", "render_batch", "encode")
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.stage_seconds = Histogram(
+            "avatar_stage_seconds", "Duration of a pipeline stage", ["stage"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.turn_seconds = Histogram(
+            "avatar_turn_seconds", "Time from the caller's speech end to a turn milestone",
+            ["milestone"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.active_sessions = Gauge("avatar_active_sessions", "Calls in progress", registry=r)
+        self.sessions_total = Counter("avatar_sessions_total", "Calls started", registry=r)
+        self.rejected_total = Counter(
+            "avatar_rejected_total", "Offers refused", ["reason"], registry=r
+        )
+        self.errors_total = Counter("avatar_errors_total", "Errors by kind", ["kind"], registry=r)
+        self.frames_total = Counter(
+            "avatar_frames_total", "Video frames by outcome", ["outcome"], registry=r
+        )
+        self.batch_size = Histogram(
+            "avatar_render_batch_frames", "Frames per render batch",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r,
+        )
+        self.quality_rung = Gauge(
+            "avatar_quality_rung", "Quality ladder rung per call (0 = top)", ["session"],
+            registry=r,
+        )
+        self.cache_total = Counter(
+            "avatar_cache_total", "Cache lookups", ["cache", "result"], registry=r
+        )
+        self.gpu_memory_bytes = Gauge(
+            "avatar_gpu_memory_bytes", "GPU memory allocated", ["device"], registry=r
+        )
+        self.barge_ins_total = Counter("avatar_barge_ins_total", "Barge-ins", registry=r)
+
+    def observe_turn(self, stages: dict[str, float]) -> None:
+        """Record one turn's timings (ms after speech end, as TurnRunner reports them)."""
+        for milestone, ms in stages.items():
+            self.turn_seconds.labels(milestone=milestone).observe(max(0.0, ms) / 1000.0)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
