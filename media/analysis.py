@@ -177,7 +177,7 @@ def _crop_mouth(frame: np.ndarray, box: MouthBox, size: tuple[int, int]) -> np.n
     if frame.ndim == 3:
         frame = frame.mean(axis=2)
     if frame.ndim != 2:
-        raise ValueError("mouth_motion: frames must be 2-D grey or 3-D colour arrays")
+        raise ValueError("mouth region: frames must be 2-D grey or 3-D colour arrays")
     h, w = frame.shape
     x0, y0, x1, y1 = box
     c0, c1 = math.floor(x0 * w), math.ceil(x1 * w)

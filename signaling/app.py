@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -17,11 +18,13 @@ from aiortc import RTCSessionDescription
 from signaling.config import Settings
 from signaling.events import ErrorEvent, Pong
 from signaling.ice import enable_loopback_candidates, is_loopback_host
+from signaling.logs import bind_session
+from signaling.metrics import CONTENT_TYPE_LATEST, Metrics
 from signaling.services import Services, load_services
 from signaling.session import Session, SessionOptions
 from signaling.validation import BadRequest, parse_client_message, parse_offer
 
-__all__ = ["AppState", "create_app", "static_dir"]
+__all__ = ["AppState", "create_app", "drain", "serve", "static_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +46,17 @@ class AppState:
     load_error: str | None = None
     sessions: dict[str, Session] = field(default_factory=dict)
     loader: asyncio.Task[None] | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+    draining: bool = False
+    load: Callable[[Settings], Awaitable[Services]] = load_services
 
     def forget(self, session: Session) -> None:
-        self.sessions.pop(session.id, None)
+        if self.sessions.pop(session.id, None) is not None:
+            self.metrics.active_sessions.set(len(self.sessions))
+
+    @property
+    def full(self) -> bool:
+        return len(self.sessions) >= self.settings.max_sessions
 
     @property
     def ready(self) -> bool:
@@ -55,10 +66,16 @@ class AppState:
 STATE: web.AppKey[AppState] = web.AppKey("avatar_rtc_state", AppState)
 
 
-def create_app(settings: Settings, services: Services | None = None) -> web.Application:
-    """Build the app. Without ``services`` the models load in the background at startup."""
+def create_app(
+    settings: Settings,
+    services: Services | None = None,
+    *,
+    loader: Callable[[Settings], Awaitable[Services]] = load_services,
+) -> web.Application:
+    """Build the app. Without ``services``, ``loader`` loads the models in the background
+    at startup (``/health/ready`` answers 503 until it is done)."""
     app = web.Application(client_max_size=settings.max_sdp_bytes + 4096)
-    state = AppState(settings=settings, services=services)
+    state = AppState(settings=settings, services=services, load=loader)
     app[STATE] = state
     if is_loopback_host(settings.host):
         enable_loopback_candidates()
@@ -67,6 +84,7 @@ def create_app(settings: Settings, services: Services | None = None) -> web.Appl
     app.router.add_get("/health/live", _live)
     app.router.add_get("/health/ready", _ready)
     app.router.add_get("/avatars", _avatars)
+    app.router.add_get("/metrics", _metrics)
     app.router.add_get("/", _index)
     app.router.add_static("/static/", static_dir(), show_index=False)
     app.on_startup.append(_start_loading)
@@ -81,7 +99,7 @@ async def _start_loading(app: web.Application) -> None:
 
     async def load() -> None:
         try:
-            state.services = await load_services(state.settings)
+            state.services = await state.load(state.settings)
             log.info("models loaded; ready")
         except Exception as exc:  # surfaced through /health/ready and /offer
             log.exception("loading models failed")
@@ -90,13 +108,34 @@ async def _start_loading(app: web.Application) -> None:
     state.loader = asyncio.create_task(load())
 
 
+GOODBYE = {
+    "en": "We are closing for maintenance now. Thank you for calling, goodbye!",
+    "zh": "系统即将维护，感谢您的来电，再见！",
+}
+
+
+async def drain(app: web.Application, *, timeout_s: float = 10.0) -> None:
+    """Graceful shutdown, step one: refuse new calls, let every avatar say goodbye (bounded),
+    then hang up. Run it before the server stops accepting connections."""
+    state = app[STATE]
+    state.draining = True
+    sessions = list(state.sessions.values())
+    if timeout_s > 0:
+        await asyncio.gather(
+            *(
+                s.say_goodbye(GOODBYE.get(s.options.language, GOODBYE["en"]), timeout_s=timeout_s)
+                for s in sessions
+            ),
+            return_exceptions=True,
+        )
+    await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
+
+
 async def _close_sessions(app: web.Application) -> None:
     state = app[STATE]
     if state.loader is not None and not state.loader.done():
         state.loader.cancel()
-    await asyncio.gather(
-        *(s.close() for s in list(state.sessions.values())), return_exceptions=True
-    )
+    await drain(app, timeout_s=0.0)
 
 
 def _json_error(status: int, reason: str, **headers: str) -> web.Response:
@@ -105,17 +144,25 @@ def _json_error(status: int, reason: str, **headers: str) -> web.Response:
 
 async def _offer(request: web.Request) -> web.Response:
     state = request.app[STATE]
+    rejected = state.metrics.rejected_total
+    if state.draining:
+        rejected.labels(reason="shutting_down").inc()
+        return _json_error(503, "server is shutting down", **{"Retry-After": "30"})
     if state.services is None:
+        rejected.labels(reason="not_ready").inc()
         reason = state.load_error or "models are still loading"
         return _json_error(503, reason, **{"Retry-After": "5"})
-    if len(state.sessions) >= state.settings.max_sessions:
+    if state.full:
+        rejected.labels(reason="busy").inc()
         return _json_error(503, "server is busy: too many calls", **{"Retry-After": "10"})
     try:
         raw = await request.read()
         offer = parse_offer(raw, max_bytes=state.settings.max_sdp_bytes)
     except BadRequest as exc:
+        rejected.labels(reason="bad_request").inc()
         return _json_error(exc.status, exc.reason)
     except web.HTTPRequestEntityTooLarge:
+        rejected.labels(reason="bad_request").inc()
         return _json_error(413, "offer too large")
     services = state.services
     avatar = offer.avatar or state.settings.render.avatar
@@ -134,6 +181,7 @@ async def _offer(request: web.Request) -> web.Response:
         segmenter=services.segmenter_options,
     )
     session_id = secrets.token_urlsafe(12)
+    bind_session(session_id)  # every log line of this call, aiortc's included, carries it
     session = Session(
         session_id=session_id,
         services=services,
@@ -141,13 +189,17 @@ async def _offer(request: web.Request) -> web.Response:
         options=options,
         ice_servers=state.settings.ice_servers,
         on_closed=state.forget,
+        metrics=state.metrics,
     )
     state.sessions[session_id] = session
+    state.metrics.sessions_total.inc()
+    state.metrics.active_sessions.set(len(state.sessions))
     try:
         answer = await session.accept(RTCSessionDescription(sdp=offer.sdp, type="offer"))
     except Exception as exc:  # aiortc raises ValueError & co. on SDP it cannot use
         await session.close()
-        return _json_error(400, f"cannot use this offer: {exc}")
+        rejected.labels(reason="bad_sdp").inc()
+        return _json_error(400, f"cannot use this offer (malformed SDP?): {exc}")
     return web.json_response(
         {
             "sdp": answer.sdp,
@@ -210,13 +262,42 @@ async def _live(request: web.Request) -> web.Response:
 
 
 async def _ready(request: web.Request) -> web.Response:
+    """Ready: models loaded, the GPU usable where the renderer needs one, below the cap."""
     state = request.app[STATE]
-    if state.ready:
-        return web.json_response({"status": "ready", "sessions": len(state.sessions)})
-    body: dict[str, Any] = {"status": "error" if state.load_error else "loading"}
+    sessions = len(state.sessions)
+    if state.ready and not state.draining and not state.full and _gpu_ok(state):
+        return web.json_response({"status": "ready", "sessions": sessions})
     if state.load_error:
-        body["error"] = state.load_error
+        body: dict[str, Any] = {"status": "error", "error": state.load_error}
+    elif not state.ready:
+        body = {"status": "loading"}
+    elif state.draining:
+        body = {"status": "shutting_down"}
+    elif state.full:
+        body = {"status": "full", "sessions": sessions}
+    else:
+        body = {"status": "gpu_unavailable"}
     return web.json_response(body, status=503)
+
+
+def _gpu_ok(state: AppState) -> bool:
+    if state.settings.render.renderer != "musetalk":
+        return True
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    if state.settings.render.renderer == "musetalk":
+        import torch
+
+        if torch.cuda.is_available():
+            for i in range(torch.cuda.device_count()):
+                used = torch.cuda.memory_allocated(i)
+                state.metrics.gpu_memory_bytes.labels(device=f"cuda:{i}").set(used)
+    return web.Response(body=state.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def _avatars(request: web.Request) -> web.Response:
@@ -230,3 +311,23 @@ async def _index(request: web.Request) -> web.StreamResponse:
     if not index.is_file():
         return _json_error(404, "call page not installed")
     return web.FileResponse(index)
+
+
+async def serve(app: web.Application, host: str, port: int) -> None:
+    """Run until SIGINT/SIGTERM, then drain (goodbyes) before closing the listener."""
+    import signal
+
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+        log.info("shutting down: saying goodbye to %d call(s)", len(app[STATE].sessions))
+        await drain(app)
+    finally:
+        await runner.cleanup()

@@ -266,8 +266,9 @@ class BotCall:
         if self.interrupt is not None:
             await asyncio.sleep(max(0.0, last_spoken + 2.0 - self.clock()))
             return
+        asked = self.question_start if self.question_start is not None else last_spoken
         speaking = await self.events.wait(
-            "state", after=last_spoken, within=o.timeout_s, state="speaking"
+            "state", after=asked, within=o.timeout_s, state="speaking"
         )
         if speaking is None:
             self.errors.append(f"no reply (state speaking) within {o.timeout_s:g} s")

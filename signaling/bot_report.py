@@ -17,8 +17,10 @@ from media.analysis import (
     av_skew_ms,
     first_mouth_moving_frame,
     mouth_audio_correlation,
-    mouth_motion,
+    mouth_openness,
+    mouth_rois,
     reply_onset,
+    rois_motion,
     silence_onset,
     speech_threshold,
 )
@@ -47,7 +49,17 @@ class CallRecord:
 
 @dataclass(slots=True, kw_only=True)
 class BotReport:
-    """The JSON report of one bot call (see ``docs/protocol.md`` and issue 2, item 6)."""
+    """The JSON report of one bot call (see ``docs/protocol.md`` and issue 2, item 6).
+
+    Times are measured at the bot from frame arrival times. Latencies count from the end of
+    the bot's speech (``speech_end_ms``): to the first reply audio over the speech threshold
+    and to the first frame whose mouth moves clearly beyond its idle baseline.
+    ``mouth_audio_correlation`` compares mouth openness (distance of the mouth region from
+    its idle appearance) with the reply's audio envelope, ``..._control`` the same against
+    a block-shuffled envelope; the ``mouth_motion_...`` pair uses frame-to-frame motion.
+    ``av_skew_ms`` > 0 means the video is late. ``barge_in_ms``: start of the interrupting
+    speech → reply audio silent for 200 ms.
+    """
 
     session: str | None = None
     t0_monotonic: float = 0.0  # the bot's clock at the call's start; event t_ms count from it
@@ -64,6 +76,8 @@ class BotReport:
     video_fps: float | None = None
     mouth_audio_correlation: float | None = None
     mouth_audio_correlation_control: float | None = None
+    mouth_motion_audio_correlation: float | None = None
+    mouth_motion_audio_correlation_control: float | None = None
     av_skew_ms: float | None = None
     barge_in_ms: float | None = None
     audio_frames: int = 0
@@ -147,6 +161,33 @@ def _baseline_from(record: CallRecord) -> float | None:
     return record.question_start_t
 
 
+def _mouth_numbers(
+    report: BotReport,
+    ft: np.ndarray,
+    rois: np.ndarray,
+    motion: np.ndarray,
+    rest: np.ndarray,
+    env: Envelope,
+    onset: float,
+    end: float,
+    errors: list[str],
+) -> None:
+    """fps, mouth/audio correlations and skew over the reply ``onset..end``."""
+    report.video_fps = _r(np.count_nonzero((ft >= onset) & (ft < end)) / (end - onset), 2)
+    openness = mouth_openness(rois, rest)
+    lo, hi = onset - 0.3, end + 0.3
+    try:
+        c, ctrl = mouth_audio_correlation(ft, openness, env, lo, hi)
+        report.mouth_audio_correlation = _r(c, 3)
+        report.mouth_audio_correlation_control = _r(ctrl, 3)
+        c, ctrl = mouth_audio_correlation(ft, motion, env, lo, hi)
+        report.mouth_motion_audio_correlation = _r(c, 3)
+        report.mouth_motion_audio_correlation_control = _r(ctrl, 3)
+    except ValueError as exc:
+        errors.append(f"mouth/audio correlation: {exc}")
+    report.av_skew_ms = _r(av_skew_ms(ft, openness, env, lo, hi))
+
+
 def build_report(record: CallRecord, *, record_path: str | None = None) -> BotReport:
     """Turn a CallRecord into the report's numbers; problems go to ``errors``, never raise."""
     m = record.media
@@ -181,11 +222,13 @@ def build_report(record: CallRecord, *, record_path: str | None = None) -> BotRe
     else:
         report.reply_audio_latency_ms = _r((onset - ref) * 1000.0)
     ft = np.asarray(m.video_t)
-    motion = mouth_motion(m.video_frames, record.mouth_box) if m.video_frames else np.zeros(0)
+    rois = mouth_rois(m.video_frames, record.mouth_box)
+    motion = rois_motion(rois)
+    idle_from = _baseline_from(record)
     if ft.size < 2:
         errors.append("no video received")
     else:
-        moving = first_mouth_moving_frame(ft, motion, ref, baseline_from=_baseline_from(record))
+        moving = first_mouth_moving_frame(ft, motion, ref, baseline_from=idle_from)
         if moving is None:
             errors.append("the mouth never moved after the question")
         else:
@@ -199,16 +242,9 @@ def build_report(record: CallRecord, *, record_path: str | None = None) -> BotRe
         )
         report.reply_audio_s = _r(end - onset, 3)
         if ft.size >= 2 and end - onset >= 0.5:
-            in_reply = np.count_nonzero((ft >= onset) & (ft < end))
-            report.video_fps = _r(in_reply / (end - onset), 2)
-            lo, hi = onset - 0.3, end + 0.3
-            try:
-                c, ctrl = mouth_audio_correlation(ft, motion, env, lo, hi)
-                report.mouth_audio_correlation = _r(c, 3)
-                report.mouth_audio_correlation_control = _r(ctrl, 3)
-            except ValueError as exc:
-                errors.append(f"mouth/audio correlation: {exc}")
-            report.av_skew_ms = _r(av_skew_ms(ft, motion, env, lo, hi))
+            lo = idle_from if idle_from is not None and idle_from < ref else ref - 1.5
+            rest = (ft >= lo) & (ft < ref)
+            _mouth_numbers(report, ft, rois, motion, rest, env, onset, end, errors)
         elif ft.size >= 2:
             errors.append("reply shorter than 0.5 s: no fps, correlation or skew")
     if record.interrupt_start_t is not None:

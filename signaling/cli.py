@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,10 +25,9 @@ def _serve(argv: list[str]) -> int:
     parser.add_argument("--log-format", choices=["console", "json"])
     args = parser.parse_args(argv)
 
-    from aiohttp import web
-
-    from signaling.app import create_app
+    from signaling.app import create_app, serve
     from signaling.config import ConfigError, load_settings
+    from signaling.logs import configure_logging, get_logger
 
     overrides: dict[str, Any] = {}
     for key in ("host", "port", "max_sessions", "log_format"):
@@ -45,13 +44,11 @@ def _serve(argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"avatar-rtc: {exc}", file=sys.stderr)
         return 2
-    _setup_logging(settings.log_format)
-    logging.getLogger("avatar_rtc").info(
-        "configuration: %s", json.dumps(settings.masked(), default=str)
-    )
+    configure_logging(settings.log_format)
+    get_logger("avatar_rtc").info("configuration", config=settings.masked())
     app = create_app(settings)
     print(f"avatar-rtc: serving on http://{settings.host}:{settings.port}/", flush=True)
-    web.run_app(app, host=settings.host, port=settings.port, print=None)
+    asyncio.run(serve(app, settings.host, settings.port))
     return 0
 
 
@@ -82,16 +79,19 @@ def _prepare(argv: list[str]) -> int:
     return prepare_main(argv)
 
 
-def _setup_logging(fmt: str) -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("aioice").setLevel(logging.WARNING)
-    logging.getLogger("aiortc").setLevel(logging.WARNING)
+def _render(argv: list[str]) -> int:
+    from inference.offline.cli import main as render_main
+
+    return render_main(argv)
 
 
-_COMMANDS = {"serve": _serve, "bot": _bot, "prepare": _prepare, "config": _config}
+_COMMANDS = {
+    "serve": _serve,
+    "bot": _bot,
+    "prepare": _prepare,
+    "render": _render,
+    "config": _config,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

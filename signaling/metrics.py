@@ -25,12 +25,18 @@ class Metrics:
     def __post_init__(self) -> None:
         r = self.registry
         self.stage_seconds = Histogram(
-            "avatar_stage_seconds", "Duration of a pipeline stage", ["stage"],
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "avatar_stage_seconds",
+            "Duration of a pipeline stage",
+            ["stage"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.turn_seconds = Histogram(
-            "avatar_turn_seconds", "Time from the caller's speech end to a turn milestone",
-            ["milestone"], buckets=_LATENCY_BUCKETS, registry=r,
+            "avatar_turn_seconds",
+            "Time from the caller's speech end to a turn milestone",
+            ["milestone"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.active_sessions = Gauge("avatar_active_sessions", "Calls in progress", registry=r)
         self.sessions_total = Counter("avatar_sessions_total", "Calls started", registry=r)
@@ -42,11 +48,15 @@ class Metrics:
             "avatar_frames_total", "Video frames by outcome", ["outcome"], registry=r
         )
         self.batch_size = Histogram(
-            "avatar_render_batch_frames", "Frames per render batch",
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r,
+            "avatar_render_batch_frames",
+            "Frames per render batch",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=r,
         )
         self.quality_rung = Gauge(
-            "avatar_quality_rung", "Quality ladder rung per call (0 = top)", ["session"],
+            "avatar_quality_rung",
+            "Quality ladder rung per call (0 = top)",
+            ["session"],
             registry=r,
         )
         self.cache_total = Counter(

@@ -19,6 +19,7 @@ from inference.avatar import default_avatar as prepare_default_avatar
 from inference.dialogue import Dialogue, FaqDialogueOptions, ScriptedDialogueOptions, make_dialogue
 from inference.render.base import Renderer
 from inference.render.warp import WarpOptions, WarpRenderer
+from inference.render.warp_assets import WarpAssets
 from inference.tts import (
     EspeakTtsOptions,
     FakeTtsOptions,
@@ -58,12 +59,21 @@ class RendererFactory:
         """Forget what the factory kept for ``session`` (its place on a GPU, say)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass
 class WarpRendererFactory(RendererFactory):
+    """Warp renderers that share one precomputation (``WarpAssets``) per avatar."""
+
     options: WarpOptions = field(default_factory=WarpOptions)
+    _assets: dict[str, WarpAssets] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def make(self, avatar: PreparedAvatar, *, session: str) -> Renderer:
-        return WarpRenderer(avatar, options=self.options)
+        with self._lock:
+            key = f"{avatar.name}:{avatar.source_hash}"
+            assets = self._assets.get(key)
+            if assets is None:
+                assets = self._assets[key] = WarpAssets(avatar)
+        return WarpRenderer(avatar, options=self.options, assets=assets)
 
 
 @dataclass
@@ -96,7 +106,8 @@ class Services:
 
     async def renderer_for(self, name: str, *, session: str = "") -> Renderer:
         avatar = await asyncio.to_thread(self.avatar, name)
-        renderer = self.renderers.make(avatar, session=session)
+        renderer = await asyncio.to_thread(self.renderers.make, avatar, session=session)
+        await asyncio.to_thread(renderer.idle_frames)  # builds and caches the idle loop
         # The bot and the page find the lips through this (normalized to the output frame).
         renderer.mouth_box = mouth_box(avatar)  # type: ignore[attr-defined]
         return renderer

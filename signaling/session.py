@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,7 @@ from signaling.events import (
     StateChanged,
 )
 from signaling.ice import rtc_configuration
+from signaling.metrics import Metrics
 from signaling.services import Services
 from signaling.turn import TurnRequest, TurnRunner
 
@@ -64,8 +66,10 @@ class Session:
         options: SessionOptions,
         ice_servers: list[dict[str, object]],
         on_closed: Callable[[Session], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.id = session_id
+        self.metrics = metrics or Metrics()
         self.options = options
         self.clock = MediaClock()
         self.renderer = renderer
@@ -82,7 +86,9 @@ class Session:
             self.clock,
             IdleLoop(renderer.idle_frames(), options.fps),
             fps=options.fps,
+            on_frame=self._on_frame,
         )
+        self._dropped_seen = 0
         self._runner = TurnRunner(
             asr=services.asr,
             dialogue=services.dialogue,
@@ -91,6 +97,7 @@ class Session:
             sink=self.player,
             emit=self.emit,
             now=self.clock.now,
+            observer=_MetricsObserver(self.metrics),
         )
         self._segmenter = Segmenter(options.segmenter)
         self._events: asyncio.Queue[ControlEvent] = asyncio.Queue(options.max_queued_events)
@@ -101,6 +108,7 @@ class Session:
         self._ws_attached = False
         self._greeted = False
         self._on_closed = on_closed
+        self._closing: asyncio.Future[None] | None = None
         self.closed = asyncio.Event()
         self.pc.on("track", self._on_track)
         self.pc.on("connectionstatechange", self._on_connection_state)
@@ -152,6 +160,7 @@ class Session:
         cancelled = self._cancel_turn()
         dropped = self.player.flush()
         if cancelled or dropped > 0:
+            self.metrics.barge_ins_total.inc()
             self.emit(BargeIn(turn=self._turn, dropped_s=round(dropped, 3)))
             self.emit(StateChanged(state="listening"))
 
@@ -161,6 +170,7 @@ class Session:
         text: str | None = None,
         utterance: Utterance | None = None,
         greeting: bool = False,
+        verbatim: bool = False,
     ) -> None:
         self._cancel_turn()
         self.player.flush()
@@ -172,6 +182,7 @@ class Session:
             utterance=utterance,
             text=text,
             greeting=greeting,
+            verbatim=verbatim,
             language=self.options.language,
         )
         self._turn_task = self._spawn(self._run_turn(req))
@@ -189,14 +200,33 @@ class Session:
 
     async def _run_turn(self, req: TurnRequest) -> None:
         try:
-            await self._runner.run(req)
+            timings = await self._runner.run(req)
+            self.metrics.observe_turn(timings)
             await self.clock.sleep_until(self.player.busy_until)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception("session %s: turn %d failed", self.id, req.turn)
+            self.metrics.errors_total.labels(kind="turn").inc()
             self.emit(ErrorEvent(reason=f"reply failed: {type(exc).__name__}"))
         self.emit(StateChanged(state="listening"))
+
+    async def say_goodbye(self, text: str, *, timeout_s: float = 10.0) -> None:
+        """Say ``text`` (cancelling any reply) and wait until it has played, bounded."""
+        if self.closed.is_set() or self.pc.connectionState != "connected":
+            return
+        self._start_turn(text=text, verbatim=True)
+        task = self._turn_task
+        if task is not None:
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(task), timeout_s)
+
+    def _on_frame(self, t: float, is_reply_frame: bool) -> None:
+        self.metrics.frames_total.labels(outcome="reply" if is_reply_frame else "idle").inc()
+        dropped = self.video_track.frames_dropped
+        if dropped > self._dropped_seen:
+            self.metrics.frames_total.labels(outcome="dropped").inc(dropped - self._dropped_seen)
+            self._dropped_seen = dropped
 
     # ---- media in ---------------------------------------------------------------------
     def _on_track(self, track: MediaStreamTrack) -> None:
@@ -206,7 +236,10 @@ class Session:
     async def _listen(self, track: MediaStreamTrack) -> None:
         async for frame in MicIngest(track):
             now = self.clock.now()
-            for event in self._segmenter.push(frame, now):
+            began = time.perf_counter()
+            events = self._segmenter.push(frame, now)
+            self.metrics.stage_seconds.labels(stage="vad").observe(time.perf_counter() - began)
+            for event in events:
                 if isinstance(event, SpeechStarted):
                     self.emit(SpeechEvent(event="started", t=round(event.t, 3)))
                     if self.player.speaking(now) or self._turn_running():
@@ -242,18 +275,39 @@ class Session:
         return task
 
     async def close(self) -> None:
-        if self.closed.is_set():
-            return
-        self.closed.set()
+        """Hang up: stop the turn, the listener and the tracks, close the peer connection.
+
+        The work runs in a task of its own, so a caller that is itself cancelled (a
+        WebSocket handler whose client went away) cannot leave the call half closed.
+        """
+        if self._closing is None:
+            self.closed.set()
+            if self._on_closed is not None:
+                self._on_closed(self)
+            self._closing = asyncio.ensure_future(self._shutdown())
+        await asyncio.shield(self._closing)
+
+    async def _shutdown(self) -> None:
         self._cancel_turn()
         self.player.flush()
-        current = asyncio.current_task()
         for task in list(self._tasks):
-            if task is not current:
-                task.cancel()
+            task.cancel()
         self.audio_track.stop()
         self.video_track.stop()
-        await self.pc.close()
         self.emit(StateChanged(state="closed"))
-        if self._on_closed is not None:
-            self._on_closed(self)
+        try:
+            await self.pc.close()
+        except Exception:
+            log.exception("session %s: closing the peer connection failed", self.id)
+
+class _MetricsObserver:
+    """Feeds a turn's stage durations and batch sizes into the process metrics."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def stage(self, name: str, seconds: float) -> None:
+        self._metrics.stage_seconds.labels(stage=name).observe(seconds)
+
+    def batch(self, frames: int) -> None:
+        self._metrics.batch_size.observe(frames)

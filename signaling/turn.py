@@ -23,9 +23,25 @@ from inference.tts.base import Tts
 from inference.types import PcmChunk, ReplySentence, Transcript, Utterance
 from signaling.events import ControlEvent, ReplyText, StateChanged, Timings, TranscriptEvent
 
-__all__ = ["MediaSink", "TurnRequest", "TurnRunner", "detect_language"]
+__all__ = ["MediaSink", "TurnObserver", "TurnRequest", "TurnRunner", "detect_language"]
 
 RENDER_RATE = 16000
+
+
+class TurnObserver(Protocol):
+    """Receives stage durations (seconds) and render batch sizes, e.g. for metrics."""
+
+    def stage(self, name: str, seconds: float) -> None: ...
+
+    def batch(self, frames: int) -> None: ...
+
+
+class _NoObserver:
+    def stage(self, name: str, seconds: float) -> None:
+        pass
+
+    def batch(self, frames: int) -> None:
+        pass
 
 
 class MediaSink(Protocol):
@@ -43,6 +59,7 @@ class TurnRequest:
     utterance: Utterance | None = None
     text: str | None = None
     greeting: bool = False
+    verbatim: bool = False  # say ``text`` as it is (a goodbye), no dialogue
     language: str = "en"
 
 
@@ -65,6 +82,7 @@ class TurnRunner:
         emit: Callable[[ControlEvent], None],
         now: Callable[[], float],
         output_rate: int = 48000,
+        observer: TurnObserver | None = None,
     ) -> None:
         self._asr = asr
         self._dialogue = dialogue
@@ -74,6 +92,7 @@ class TurnRunner:
         self._emit = emit
         self._now = now
         self._output_rate = output_rate
+        self._observer: TurnObserver = observer or _NoObserver()
 
     async def run(self, req: TurnRequest) -> dict[str, float]:
         """Run one turn to the end; returns the stage timings (ms after speech end)."""
@@ -87,6 +106,9 @@ class TurnRunner:
         sentences: AsyncIterator[ReplySentence]
         if req.greeting:
             sentences = _one(self._dialogue.greeting(req.language))
+        elif req.verbatim and req.text is not None:
+            lang = detect_language(req.text)
+            sentences = _one(ReplySentence(text=req.text, language=lang))
         else:
             transcript = await self._transcript(req, mark)
             if transcript is None:
@@ -109,7 +131,11 @@ class TurnRunner:
                             index=sentence.index,
                         )
                     )
+                    asked: float | None = self._now()
                     async for chunk in self._tts.synthesize(sentence.text, sentence.language):
+                        if asked is not None:
+                            self._observer.stage("tts_first_audio", self._now() - asked)
+                            asked = None
                         if len(chunk.samples):
                             mark("first_audio")
                             await queue.put((sentence, chunk))
@@ -134,7 +160,9 @@ class TurnRunner:
 
     async def _transcript(self, req: TurnRequest, mark: Callable[[str], None]) -> Transcript | None:
         if req.utterance is not None:
+            began = self._now()
             transcript = await self._asr.transcribe(req.utterance)
+            self._observer.stage("asr", self._now() - began)
             mark("asr_done")
         elif req.text is not None:
             transcript = Transcript(text=req.text, language=detect_language(req.text))
@@ -162,8 +190,11 @@ class TurnRunner:
         )
         done = 0
         last: np.ndarray | None = None
+        began = self._now()
         async for batch in self._renderer.render(audio_render):
             mark("first_frame")
+            self._observer.stage("render_batch", self._now() - began)
+            self._observer.batch(len(batch))
             batch = batch[: n_frames - done]
             if not batch:
                 continue
@@ -171,6 +202,7 @@ class TurnRunner:
             yield self._sink.push(seg, batch)
             done += len(batch)
             last = batch[-1]
+            began = self._now()
         if done < n_frames and last is not None:
             # A renderer that came up short: keep the voice, hold the last face.
             rest = [last] * (n_frames - done)

@@ -12,6 +12,7 @@ from typing import Any
 
 from inference.asr.base import Asr
 from inference.asr.fake import ScriptedAsr, ScriptedAsrOptions
+from inference.asr.openai_http import OpenAiAsr, OpenAiAsrOptions
 from inference.asr.whisper import AsrModelError, WhisperAsr, WhisperAsrOptions
 
 __all__ = [
@@ -19,6 +20,8 @@ __all__ = [
     "Asr",
     "AsrModelError",
     "AsrOptions",
+    "OpenAiAsr",
+    "OpenAiAsrOptions",
     "ScriptedAsr",
     "ScriptedAsrOptions",
     "WhisperAsr",
@@ -26,16 +29,18 @@ __all__ = [
     "make_asr",
 ]
 
-AsrOptions = WhisperAsrOptions | ScriptedAsrOptions
+AsrOptions = WhisperAsrOptions | ScriptedAsrOptions | OpenAiAsrOptions
 
 ASR_BACKENDS: dict[str, type[AsrOptions]] = {
     "whisper": WhisperAsrOptions,
     "fake": ScriptedAsrOptions,
+    "openai": OpenAiAsrOptions,
 }
 
 _FACTORIES: dict[type[Any], Callable[[Any], Asr]] = {
     WhisperAsrOptions: WhisperAsr.load,
     ScriptedAsrOptions: ScriptedAsr,
+    OpenAiAsrOptions: OpenAiAsr,
 }
 
 

@@ -58,7 +58,7 @@ class WarpAssets:
         self._lock = threading.Lock()
         self._photo = _Lru(_KEEP_SIZES)  # size → resized photo
         self._regions = _Lru(_KEEP_SIZES)  # size → photo MouthRegion
-        self._idle = _Lru(_KEEP_SIZES)  # (size, fps, seconds, breathing) → frames
+        self._idle = _Lru(2)  # (size, fps, seconds, breathing) → frames (~63 MB at 512²)
 
     @property
     def is_video(self) -> bool:

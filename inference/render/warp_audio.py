@@ -43,9 +43,9 @@ class MouthTrackOptions:
 
     gate_db: float = -50.0  # quieter than this is silence
     range_db: float = 30.0  # openness goes 0 → 1 over this many dB below the loud reference
-    curve: float = 1.2  # > 1 keeps quiet sounds nearly closed
+    curve: float = 1.6  # > 1 keeps quiet sounds nearly closed
     attack_ms: float = 25.0  # time constant while opening
-    release_ms: float = 70.0  # time constant while closing
+    release_ms: float = 50.0  # time constant while closing
     width_ms: float = 60.0  # time constant of width changes
 
     def __post_init__(self) -> None:
@@ -144,18 +144,24 @@ def _classify(audio: np.ndarray, bounds: np.ndarray, voiced: np.ndarray) -> np.n
     windows = padded[idx] * np.hanning(_WINDOW).astype(np.float32)
     power = np.abs(np.fft.rfft(windows, axis=1)) ** 2
     freqs = np.fft.rfftfreq(_WINDOW, 1.0 / SAMPLE_RATE)
-    band = (freqs >= 80) & (freqs <= 8000)
-    total = power[:, band].sum(axis=1) + 1e-12
-    low = power[:, (freqs >= 80) & (freqs < 700)].sum(axis=1) / total
-    mid = power[:, (freqs >= 1500) & (freqs < 3500)].sum(axis=1) / total
+    total = power[:, freqs >= 80].sum(axis=1) + 1e-12
     high = power[:, freqs >= 3500].sum(axis=1) / total
-    centroid = (power[:, band] * freqs[band]).sum(axis=1) / total
-    out = np.full(n, Viseme.AA, np.int8)
-    out[(mid > 0.25) | ((centroid > 1300) & (low < 0.55))] = Viseme.EE
-    out[(low > 0.75) & (centroid < 700)] = Viseme.OO
-    out[high > 0.45] = Viseme.SS
+    # Centroids of the first- and second-formant regions: they barely depend on the pitch.
+    f1 = _centroid(power, freqs, 300, 1000)
+    f2 = _centroid(power, freqs, 1000, 3000)
+    out = np.full(n, Viseme.AA, np.int8)  # open or neutral vowels
+    out[(f2 > 1900) & (f1 < 520)] = Viseme.EE  # high F2, low F1: i, e, eɪ
+    low = _centroid(power, freqs, 300, 3000)
+    out[(low < 700) & (f2 < 1500)] = Viseme.OO  # energy low down, weak F2: u, o, w
+    out[high > 0.4] = Viseme.SS  # energy above 3.5 kHz: s, z, f, sh
     out[~voiced] = Viseme.REST
     return out
+
+
+def _centroid(power: np.ndarray, freqs: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    band = (freqs >= lo) & (freqs < hi)
+    p = power[:, band]
+    return (p * freqs[band]).sum(axis=1) / (p.sum(axis=1) + 1e-12)
 
 
 def _attack_release(target: np.ndarray, frame_ms: float, attack_ms: float, release_ms: float):

@@ -12,13 +12,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inference.tts.base import Tts
+from inference.tts.cached import CachedTts, CachedTtsOptions
 from inference.tts.espeak import EspeakNotFoundError, EspeakTts, EspeakTtsOptions
 from inference.tts.fake import FakeTts, FakeTtsOptions
+from inference.tts.openai_http import OpenAiTts, OpenAiTtsOptions
 from inference.tts.piper_tts import PiperTts, PiperTtsOptions, TtsVoiceError
 from inference.tts.router import LanguageRouterTts
 
 __all__ = [
     "TTS_BACKENDS",
+    "CachedTts",
+    "CachedTtsOptions",
     "EspeakNotFoundError",
     "EspeakTts",
     "EspeakTtsOptions",
@@ -26,6 +30,8 @@ __all__ = [
     "FakeTtsOptions",
     "LanguageRouterTts",
     "LanguageRouterTtsOptions",
+    "OpenAiTts",
+    "OpenAiTtsOptions",
     "PiperTts",
     "PiperTtsOptions",
     "Tts",
@@ -57,13 +63,20 @@ class LanguageRouterTtsOptions:
             raise ValueError(f"fallback_language {self.fallback_language!r} is not routed")
 
 
-TtsOptions = PiperTtsOptions | EspeakTtsOptions | FakeTtsOptions | LanguageRouterTtsOptions
+TtsOptions = (
+    PiperTtsOptions
+    | EspeakTtsOptions
+    | FakeTtsOptions
+    | LanguageRouterTtsOptions
+    | OpenAiTtsOptions
+)
 
 TTS_BACKENDS: dict[str, type[TtsOptions]] = {
     "piper": PiperTtsOptions,
     "espeak": EspeakTtsOptions,
     "fake": FakeTtsOptions,
     "router": LanguageRouterTtsOptions,
+    "openai": OpenAiTtsOptions,
 }
 
 
@@ -82,6 +95,7 @@ _FACTORIES: dict[type[Any], Callable[[Any], Tts]] = {
     EspeakTtsOptions: EspeakTts,
     FakeTtsOptions: FakeTts,
     LanguageRouterTtsOptions: _make_router,
+    OpenAiTtsOptions: OpenAiTts,
 }
 
 

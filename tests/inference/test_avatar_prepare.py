@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -125,12 +126,12 @@ def test_missing_input(store: AvatarStore, tmp_path: Path) -> None:
         store.prepare(tmp_path / "nope.png", "nope")
 
 
-def _write_video(path: Path, frames: int, size: int = 384) -> None:
+def _write_video(path: Path, frames: int, size: int = 384, codec: str = "libx264") -> None:
     import av
 
     photo = cv2.resize(data.astronaut(), (size, size))
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=25)
+        stream: Any = container.add_stream(codec, rate=25)
         stream.width = stream.height = size
         stream.pix_fmt = "yuv420p"
         for i in range(frames):
@@ -161,3 +162,20 @@ def test_video_avatar(store: AvatarStore, tmp_path: Path) -> None:
     loaded = store.load("clip")
     assert loaded.num_frames == 30 and loaded.kind == "video"
     assert np.abs(loaded.frames.astype(int) - avatar.frames.astype(int)).mean() < 3  # JPEG
+
+
+@pytest.mark.parametrize(("filename", "codec"), [("clip.webm", "libvpx"), ("clip.mov", "libx264")])
+def test_other_video_containers(
+    store: AvatarStore, tmp_path: Path, filename: str, codec: str
+) -> None:
+    path = tmp_path / filename
+    _write_video(path, 6, size=352, codec=codec)
+    avatar = store.prepare(path, "other", progress=lambda d, t: None)
+    assert avatar.kind == "video" and avatar.num_frames == 6
+
+
+def test_webp_photo(store: AvatarStore, tmp_path: Path) -> None:
+    path = tmp_path / "astronaut.webp"
+    assert cv2.imwrite(str(path), data.astronaut()[:, :, ::-1], [cv2.IMWRITE_WEBP_QUALITY, 90])
+    avatar = store.prepare(path, "webp", progress=lambda d, t: None)
+    assert avatar.kind == "photo" and avatar.frames.shape == (1, 512, 512, 3)

@@ -49,17 +49,31 @@ def test_attack_is_faster_than_release() -> None:
     assert curve[offset + 8 :].max() < 0.05, "closes again after the sound"
 
 
+def _vowel(f1: float, f2: float, seconds: float = 0.5, pitch: float = 120.0) -> np.ndarray:
+    """A crude vowel: harmonics of ``pitch`` shaped by two formant resonances."""
+    t = np.arange(int(seconds * SR)) / SR
+    wave = np.zeros_like(t)
+    for k in range(1, int(4000 / pitch)):
+        f = k * pitch
+        gain = 1 / (1 + ((f - f1) / 90) ** 2) + 0.6 / (1 + ((f - f2) / 120) ** 2) + 0.01
+        wave += gain * np.sin(2 * np.pi * f * t)
+    return (0.4 * wave / np.abs(wave).max() * 32767).astype(np.int16)
+
+
 def test_visemes_from_spectral_shape() -> None:
-    rounded = mouth_shapes(_tone([250], 0.5), 25)
-    spread = mouth_shapes(_tone([300, 2200, 2800], 0.5), 25)
+    open_vowel = mouth_shapes(_vowel(750, 1200), 25)  # a
+    rounded = mouth_shapes(_vowel(320, 800), 25)  # u
+    spread = mouth_shapes(_vowel(280, 2300), 25)  # i
     rng = np.random.default_rng(0)
     noise = np.diff(rng.standard_normal(SR // 2 + 1)) * 0.3  # high-passed noise, like /s/
     fricative = mouth_shapes((noise * 32767 / 3).astype(np.int16), 25)
     middle = slice(3, 10)
+    assert np.all(open_vowel.visemes[middle] == Viseme.AA)
     assert np.all(rounded.visemes[middle] == Viseme.OO)
     assert np.all(spread.visemes[middle] == Viseme.EE)
     assert np.all(fricative.visemes[middle] == Viseme.SS)
     assert rounded.width[middle].mean() < -0.5 < 0.5 < spread.width[middle].mean()
+    assert open_vowel.openness[middle].mean() > rounded.openness[middle].mean()
     assert fricative.openness[middle].mean() < spread.openness[middle].mean()
 
 

@@ -12,6 +12,8 @@ from media.analysis import (
     first_mouth_moving_frame,
     mouth_audio_correlation,
     mouth_motion,
+    mouth_openness,
+    mouth_rois,
     reply_onset,
     silence_onset,
     speech_threshold,
@@ -107,9 +109,14 @@ def test_av_skew_recovers_known_lag(lag_ms: float) -> None:
     env = audio_envelope(chunks, arrival, sample_rate=SR)
     ft, frames = _mouth_video(1.0, 7.0, 8.0, lag_ms / 1000.0)
     motion = mouth_motion(frames, BOX)
-    skew = av_skew_ms(ft, motion, env, 100.5, 107.5)
+    skew = av_skew_ms(ft, motion, env, 100.5, 107.5, kind="motion")
     assert skew is not None
     assert skew == pytest.approx(lag_ms, abs=25.0)
+    rois = mouth_rois(frames, BOX)
+    openness = mouth_openness(rois, rest=ft < 100.9)
+    skew_open = av_skew_ms(ft, openness, env, 100.5, 107.5)
+    assert skew_open is not None
+    assert skew_open == pytest.approx(lag_ms, abs=25.0)
 
 
 def test_correlation_matched_beats_shuffled_control() -> None:
@@ -126,6 +133,22 @@ def test_correlation_matched_beats_shuffled_control() -> None:
     unrelated = mouth_motion([other[i] for i in rng.permutation(len(other))], BOX)
     m2, _ = mouth_audio_correlation(ft, unrelated, env, 100.8, 107.2)
     assert m2 < matched - 0.3
+
+
+def test_openness_follows_the_jaw_and_beats_the_control() -> None:
+    chunks, arrival = _audio(start=1.0, stop=7.0, total=8.0)
+    env = audio_envelope(chunks, arrival, sample_rate=SR)
+    ft, frames = _mouth_video(1.0, 7.0, 8.0, 0.0)
+    rois = mouth_rois(frames, BOX)
+    openness = mouth_openness(rois, rest=ft < 100.9)
+    assert openness[ft < 100.9].max() < 0.5  # at rest
+    matched, control = mouth_audio_correlation(ft, openness, env, 100.8, 107.2)
+    assert matched > 0.7
+    assert matched > control + 0.4
+    with pytest.raises(ValueError, match="one boolean per region"):
+        mouth_openness(rois, rest=np.ones(3, bool))
+    with pytest.raises(ValueError, match="kind"):
+        av_skew_ms(ft, openness, env, 100.5, 107.5, kind="lips")
 
 
 def test_first_mouth_moving_frame_ignores_idle_motion() -> None:

@@ -139,10 +139,10 @@ class MuseTalkEngine:
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         if self.options.compile:
-            torch._dynamo.mark_dynamic(x, 0)
+            torch._dynamo.maybe_mark_dynamic(x, 0)
             if spatial:
-                torch._dynamo.mark_dynamic(x, 2)
-                torch._dynamo.mark_dynamic(x, 3)
+                torch._dynamo.maybe_mark_dynamic(x, 2)
+                torch._dynamo.maybe_mark_dynamic(x, 3)
         return x
 
     @torch.inference_mode()
@@ -156,6 +156,8 @@ class MuseTalkEngine:
             raise ValueError(
                 f"audio windows must be {tuple(self._pe.shape)}, got {tuple(audio.shape[1:])}"
             )
+        if self.options.compile:
+            torch._dynamo.maybe_mark_dynamic(audio, 0)
         return self._unet(self._prep(refs), audio)
 
     def decode_window(self, jobs: Sequence[FrameJob]) -> tuple[int, int, int]:

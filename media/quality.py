@@ -1,0 +1,236 @@
+"""Congestion-driven quality ladder: a pure state machine that picks a rung.
+
+:class:`QualityController` takes network and pipeline measurements (REMB estimate, RTCP
+receiver-report loss, RTT and jitter, the sender's queue depth, the renderer's lag) with the
+current time as a parameter, and answers with the rung to switch to, or ``None`` to stay.
+
+Policy: down fast, up slowly.
+
+- *Down*: a REMB estimate below the current rung's bitrate jumps straight to the highest
+  rung that fits it; loss, an RTT rise over the smallest RTT seen (a queue building up), a
+  send queue or a lagging renderer step down one rung, at most once per ``down_hold_s``
+  (the next report must see the effect of the last step).
+- *Up*: one rung at a time, only after ``up_hold_s`` without any congestion signal. A step
+  up is a probe: congestion within ``probe_window_s`` of it sends the controller straight
+  back and doubles the hold before that rung is tried again (up to ``max_up_hold_s``);
+  a probe that survives resets the hold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["DEFAULT_LADDER", "QualityController", "QualityOptions", "Rung"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rung:
+    """One quality level: output height (px), frame rate and video bitrate (bps)."""
+
+    height: int
+    fps: int
+    bitrate: int
+
+    def __post_init__(self) -> None:
+        if self.height < 16 or self.height % 2:
+            raise ValueError(f"rung height must be an even number >= 16, got {self.height}")
+        if not 1 <= self.fps <= 60:
+            raise ValueError(f"rung fps must be within 1..60, got {self.fps}")
+        if self.bitrate < 10_000:
+            raise ValueError(f"rung bitrate must be >= 10 kbps, got {self.bitrate}")
+
+
+DEFAULT_LADDER: tuple[Rung, ...] = (
+    Rung(height=720, fps=25, bitrate=2_000_000),
+    Rung(height=512, fps=25, bitrate=1_200_000),
+    Rung(height=384, fps=20, bitrate=600_000),
+    Rung(height=256, fps=15, bitrate=300_000),
+    Rung(height=192, fps=10, bitrate=150_000),
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QualityOptions:
+    """Controller options. ``ladder`` is ordered from the top (best) rung down."""
+
+    ladder: tuple[Rung, ...] = DEFAULT_LADDER
+    start_index: int = 0
+    remb_headroom: float = 0.85  # a rung fits a REMB estimate if bitrate <= headroom * REMB
+    loss_threshold: float = 0.05  # fraction lost (0..1) that counts as congestion
+    rtt_rise_s: float = 0.12  # RTT above the smallest seen by this much = a queue
+    rtt_window_s: float = 30.0  # the smallest RTT is taken over this window
+    queue_threshold_s: float = 0.15  # sender queue depth that counts as congestion
+    render_lag_threshold_s: float = 0.1  # renderer behind by this much = too heavy a rung
+    down_hold_s: float = 1.0
+    up_hold_s: float = 1.5
+    max_up_hold_s: float = 16.0
+    probe_window_s: float = 2.5
+
+    def __post_init__(self) -> None:
+        if not self.ladder:
+            raise ValueError("the ladder needs at least one rung")
+        for hi, lo in zip(self.ladder, self.ladder[1:], strict=False):
+            if lo.bitrate >= hi.bitrate or lo.height > hi.height or lo.fps > hi.fps:
+                raise ValueError(
+                    f"ladder must go strictly down in bitrate (and not up in size or fps): "
+                    f"{hi} then {lo}"
+                )
+        if not 0 <= self.start_index < len(self.ladder):
+            raise ValueError(f"start_index {self.start_index} is outside the ladder")
+        if not 0 < self.remb_headroom <= 1:
+            raise ValueError(f"remb_headroom must be in (0, 1], got {self.remb_headroom}")
+        if not 0 < self.loss_threshold < 1:
+            raise ValueError(f"loss_threshold must be in (0, 1), got {self.loss_threshold}")
+        for name in ("rtt_rise_s", "rtt_window_s", "queue_threshold_s", "render_lag_threshold_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if not 0 < self.up_hold_s <= self.max_up_hold_s:
+            raise ValueError("need 0 < up_hold_s <= max_up_hold_s")
+        if self.down_hold_s < 0 or self.probe_window_s < 0:
+            raise ValueError("down_hold_s and probe_window_s must be >= 0")
+
+
+@dataclass(slots=True)
+class _Probe:
+    index: int  # the rung probed (reached by stepping up)
+    since: float
+
+
+@dataclass(slots=True)
+class _State:
+    index: int
+    last_change: float | None = None
+    last_down: float | None = None
+    last_bad: float | None = None
+    probe: _Probe | None = None
+    hold: dict[int, float] = field(default_factory=dict)  # rung index -> hold before trying it
+    rtts: list[tuple[float, float]] = field(default_factory=list)  # (time, rtt)
+
+
+class QualityController:
+    """Picks a rung of the ladder from congestion signals; time is passed in (``now``)."""
+
+    def __init__(self, options: QualityOptions | None = None) -> None:
+        self.options = options or QualityOptions()
+        self._s = _State(index=self.options.start_index)
+        self.reason = "start"  # why the last change happened (for logs and events)
+
+    @property
+    def ladder(self) -> tuple[Rung, ...]:
+        return self.options.ladder
+
+    @property
+    def index(self) -> int:
+        """Index of the current rung (0 = top)."""
+        return self._s.index
+
+    @property
+    def rung(self) -> Rung:
+        return self.options.ladder[self._s.index]
+
+    def up_hold(self, index: int) -> float:
+        """Seconds without congestion needed before stepping up to rung ``index``."""
+        return self._s.hold.get(index, self.options.up_hold_s)
+
+    def update(
+        self,
+        now: float,
+        *,
+        remb_bps: float | None = None,
+        fraction_lost: float | None = None,
+        rtt_s: float | None = None,
+        jitter_s: float | None = None,
+        send_queue_s: float | None = None,
+        render_lag_s: float | None = None,
+    ) -> Rung | None:
+        """Feed the measurements known at ``now`` (None = no new value); returns a new rung.
+
+        ``fraction_lost`` is 0..1 (RTCP's 8-bit value / 256). ``jitter_s`` is informative:
+        it widens the RTT margin (jittery paths have noisier RTTs). Call it regularly (for
+        example every 200 ms), also without new measurements, so holds can expire.
+        """
+        o, s = self.options, self._s
+        if s.last_change is None:
+            s.last_change = now
+        if fraction_lost is not None and not 0 <= fraction_lost <= 1:
+            raise ValueError(f"fraction_lost must be within 0..1, got {fraction_lost}")
+
+        reasons: list[str] = []
+        fit = self._remb_fit(remb_bps)
+        if fit is not None and fit > s.index:
+            reasons.append(f"remb {remb_bps / 1000:.0f} kbps")
+        if fraction_lost is not None and fraction_lost > o.loss_threshold:
+            reasons.append(f"loss {fraction_lost:.0%}")
+        if rtt_s is not None and self._rtt_rise(now, rtt_s, jitter_s or 0.0):
+            reasons.append(f"rtt {rtt_s * 1000:.0f} ms")
+        if send_queue_s is not None and send_queue_s > o.queue_threshold_s:
+            reasons.append(f"send queue {send_queue_s * 1000:.0f} ms")
+        if render_lag_s is not None and render_lag_s > o.render_lag_threshold_s:
+            reasons.append(f"render lag {render_lag_s * 1000:.0f} ms")
+
+        if reasons:
+            s.last_bad = now
+            return self._down(now, fit, "; ".join(reasons))
+        return self._maybe_up(now)
+
+    # ---- internals ---------------------------------------------------------------------
+    def _remb_fit(self, remb_bps: float | None) -> int | None:
+        if remb_bps is None:
+            return None
+        budget = remb_bps * self.options.remb_headroom
+        for i, rung in enumerate(self.options.ladder):
+            if rung.bitrate <= budget:
+                return i
+        return len(self.options.ladder) - 1
+
+    def _rtt_rise(self, now: float, rtt: float, jitter: float) -> bool:
+        s, o = self._s, self.options
+        s.rtts.append((now, rtt))
+        while s.rtts and s.rtts[0][0] < now - o.rtt_window_s:
+            s.rtts.pop(0)
+        base = min(r for _, r in s.rtts)
+        return rtt > base + o.rtt_rise_s + 2 * jitter
+
+    def _down(self, now: float, fit: int | None, reason: str) -> Rung | None:
+        s, o = self._s, self.options
+        last = len(o.ladder) - 1
+        probe = s.probe
+        if probe is not None and probe.index == s.index and now - probe.since <= o.probe_window_s:
+            # the probe failed: back off before trying this rung again
+            s.hold[probe.index] = min(o.max_up_hold_s, 2 * self.up_hold(probe.index))
+            s.probe = None
+            return self._set(now, min(last, s.index + 1), f"probe failed: {reason}", down=True)
+        target = s.index
+        if fit is not None and fit > target:
+            target = fit  # REMB: jump straight to the rung that fits
+        elif s.last_down is None or now - s.last_down >= o.down_hold_s:
+            target = min(last, s.index + 1)
+        if target == s.index:
+            return None
+        return self._set(now, target, reason, down=True)
+
+    def _maybe_up(self, now: float) -> Rung | None:
+        s, o = self._s, self.options
+        probe = s.probe
+        if probe is not None and now - probe.since > o.probe_window_s:
+            s.hold.pop(probe.index, None)  # it held: the rung is trusted again
+            s.probe = None
+        if s.index == 0:
+            return None
+        quiet_since = max(t for t in (s.last_bad, s.last_change) if t is not None)
+        target = s.index - 1
+        if now - quiet_since < self.up_hold(target):
+            return None
+        if s.probe is not None:  # the last probe stayed clean for a whole hold: trusted
+            s.hold.pop(s.probe.index, None)
+        s.probe = _Probe(index=target, since=now)
+        return self._set(now, target, "probe up", down=False)
+
+    def _set(self, now: float, index: int, reason: str, *, down: bool) -> Rung:
+        s = self._s
+        s.index = index
+        s.last_change = now
+        if down:
+            s.last_down = now
+        self.reason = reason
+        return self.options.ladder[index]

@@ -1,0 +1,127 @@
+"""QualityController: time is driven directly."""
+
+import pytest
+
+from media.quality import DEFAULT_LADDER, QualityController, QualityOptions, Rung
+
+
+def run_quiet(ctl: QualityController, t0: float, t1: float, step: float = 0.2) -> list[tuple]:
+    """Updates without congestion from t0 to t1; returns (t, rung) of each change."""
+    changes = []
+    t = t0
+    while t <= t1 + 1e-9:
+        r = ctl.update(t, rtt_s=0.02, fraction_lost=0.0)
+        if r is not None:
+            changes.append((round(t, 3), r))
+        t += step
+    return changes
+
+
+def test_starts_at_top_and_stays_when_clean() -> None:
+    ctl = QualityController()
+    assert ctl.rung == DEFAULT_LADDER[0]
+    assert run_quiet(ctl, 0.0, 30.0) == []
+
+
+def test_remb_jumps_straight_to_the_fitting_rung() -> None:
+    ctl = QualityController()
+    r = ctl.update(1.0, remb_bps=400_000)
+    # 0.85 * 400k = 340k: the 300k rung fits, so four... three rungs down at once
+    assert r == Rung(height=256, fps=15, bitrate=300_000)
+    assert "remb" in ctl.reason
+    assert ctl.update(1.1, remb_bps=100_000) == DEFAULT_LADDER[-1]
+    assert ctl.update(1.2, remb_bps=50_000) is None  # already at the bottom
+
+
+def test_loss_and_rtt_step_down_one_rung_per_hold() -> None:
+    ctl = QualityController(QualityOptions(down_hold_s=1.0))
+    assert ctl.update(0.0, rtt_s=0.02) is None  # baseline RTT
+    assert ctl.update(1.0, fraction_lost=0.2) == DEFAULT_LADDER[1]
+    assert ctl.update(1.5, fraction_lost=0.2) is None  # within the hold
+    assert ctl.update(2.0, rtt_s=0.5) == DEFAULT_LADDER[2]
+    assert "rtt" in ctl.reason
+    assert ctl.update(2.2, fraction_lost=0.01, rtt_s=0.03) is None  # small loss is tolerated
+
+
+def test_queue_and_render_lag_are_congestion() -> None:
+    ctl = QualityController()
+    assert ctl.update(0.0, send_queue_s=0.3) == DEFAULT_LADDER[1]
+    assert ctl.update(2.0, render_lag_s=0.5) == DEFAULT_LADDER[2]
+    assert "render lag" in ctl.reason
+
+
+def test_climbs_one_rung_per_hold_back_to_top() -> None:
+    opts = QualityOptions(up_hold_s=1.5, probe_window_s=2.0)
+    ctl = QualityController(opts)
+    ctl.update(0.0, remb_bps=100_000)
+    assert ctl.index == len(DEFAULT_LADDER) - 1
+    changes = run_quiet(ctl, 0.2, 20.0)
+    assert [r for _, r in changes] == list(reversed(DEFAULT_LADDER[:-1]))
+    times = [t for t, _ in changes]
+    assert times[0] == pytest.approx(1.6, abs=0.21)  # the first step up waits the hold
+    assert all(b - a >= 1.5 - 1e-6 for a, b in zip(times, times[1:], strict=False))
+    assert times[-1] < 10.0
+
+
+def test_failed_probe_backs_off_exponentially() -> None:
+    opts = QualityOptions(up_hold_s=1.0, max_up_hold_s=4.0, probe_window_s=2.0)
+    ctl = QualityController(opts)
+    ctl.update(0.0, remb_bps=400_000)  # -> index 3 (300k)
+    assert ctl.index == 3
+    t = 0.0
+    holds = []
+    for _ in range(4):
+        # wait for the probe up to index 2
+        while True:
+            t = round(t + 0.1, 3)
+            r = ctl.update(t, rtt_s=0.02)
+            if r is not None:
+                assert ctl.index == 2
+                break
+        # congestion right after the probe: straight back, hold doubles
+        t = round(t + 0.3, 3)
+        assert ctl.update(t, fraction_lost=0.3) == DEFAULT_LADDER[3]
+        assert "probe failed" in ctl.reason
+        holds.append(ctl.up_hold(2))
+    assert holds == [2.0, 4.0, 4.0, 4.0]
+    # a probe that survives its window resets the hold
+    changes = run_quiet(ctl, t + 0.1, t + 4.0 + 2.5)
+    assert changes and changes[0][1] == DEFAULT_LADDER[2]
+    assert ctl.up_hold(2) == 1.0
+
+
+def test_rtt_baseline_is_the_window_minimum_and_jitter_widens_it() -> None:
+    ctl = QualityController(QualityOptions(rtt_rise_s=0.1, rtt_window_s=10.0))
+    assert ctl.update(0.0, rtt_s=0.05) is None
+    assert ctl.update(0.5, rtt_s=0.14) is None  # +90 ms: under the rise
+    assert ctl.update(1.0, rtt_s=0.2, jitter_s=0.05) is None  # +150 ms but jitter 50 ms
+    assert ctl.update(1.5, rtt_s=0.2) == DEFAULT_LADDER[1]
+    # after the window the old minimum is forgotten: a stable higher RTT is the new normal
+    ctl2 = QualityController(QualityOptions(rtt_rise_s=0.1, rtt_window_s=2.0))
+    ctl2.update(0.0, rtt_s=0.01)
+    assert ctl2.update(3.0, rtt_s=0.3) is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"ladder": ()}, "at least one rung"),
+        ({"ladder": (DEFAULT_LADDER[1], DEFAULT_LADDER[0])}, "strictly down"),
+        ({"start_index": 9}, "outside the ladder"),
+        ({"remb_headroom": 0.0}, "remb_headroom"),
+        ({"loss_threshold": 1.5}, "loss_threshold"),
+        ({"up_hold_s": 20.0, "max_up_hold_s": 10.0}, "up_hold_s"),
+    ],
+)
+def test_options_are_validated(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        QualityOptions(**kwargs)
+
+
+def test_bad_inputs_are_rejected() -> None:
+    with pytest.raises(ValueError, match="height"):
+        Rung(height=15, fps=10, bitrate=100_000)
+    with pytest.raises(ValueError, match="fps"):
+        Rung(height=100, fps=0, bitrate=100_000)
+    with pytest.raises(ValueError, match="fraction_lost"):
+        QualityController().update(0.0, fraction_lost=3.0)

@@ -1,0 +1,43 @@
+"""In-process servers on 127.0.0.1 with fake ASR/dialogue/TTS and the real warp renderer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from inference.asr import ScriptedAsr, ScriptedAsrOptions
+from inference.avatar import AvatarStore
+from inference.dialogue import ScriptedDialogue, ScriptedDialogueOptions
+from inference.render.warp import WarpOptions
+from inference.tts import FakeTts, FakeTtsOptions
+from signaling.config import Settings
+from signaling.services import Services, WarpRendererFactory
+
+
+@pytest.fixture(scope="session")
+def avatars_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("avatars")
+
+
+@pytest.fixture
+def fake_services(avatars_root: Path) -> Services:
+    services = Services(
+        asr=ScriptedAsr(ScriptedAsrOptions(transcripts=("What are your opening hours?",))),
+        dialogue=ScriptedDialogue(
+            ScriptedDialogueOptions(
+                replies=("We are open from nine to five. See you soon.",),
+                greeting_text="Hi.",
+            )
+        ),
+        tts=FakeTts(FakeTtsOptions()),
+        avatars=AvatarStore(avatars_root),
+        renderers=WarpRendererFactory(WarpOptions(output_long_side=256, seed=1)),
+    )
+    services.avatar("astronaut")
+    return services
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(host="127.0.0.1", port=0, max_sessions=2, heartbeat_timeout_s=5.0)

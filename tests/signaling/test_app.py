@@ -1,0 +1,139 @@
+"""The aiohttp app in-process: readiness, admission control, metrics, shutdown, logs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import pytest
+from aiohttp import ClientSession
+from aiohttp.test_utils import TestServer
+
+from signaling.app import STATE, create_app, drain
+from signaling.bot import BotOptions, run_bot
+from signaling.config import Settings
+from signaling.logs import bind_session, configure_logging
+from signaling.services import Services
+
+
+async def start(app: Any) -> tuple[TestServer, str]:
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    return server, f"http://127.0.0.1:{server.port}"
+
+
+async def test_ready_is_503_until_models_load(settings: Settings, fake_services: Services) -> None:
+    gate = asyncio.Event()
+
+    async def slow_loader(_: Settings) -> Services:
+        await gate.wait()
+        return fake_services
+
+    server, url = await start(create_app(settings, loader=slow_loader))
+    try:
+        async with ClientSession() as http:
+            async with http.get(url + "/health/ready") as r:
+                assert r.status == 503
+                assert (await r.json())["status"] == "loading"
+            async with http.post(url + "/offer", json={"sdp": "v=0", "type": "offer"}) as r:
+                assert r.status == 503
+                assert r.headers["Retry-After"]
+            async with http.get(url + "/health/live") as r:
+                assert r.status == 200
+            gate.set()
+            for _ in range(50):
+                async with http.get(url + "/health/ready") as r:
+                    if r.status == 200:
+                        break
+                await asyncio.sleep(0.05)
+            assert r.status == 200
+    finally:
+        await server.close()
+
+
+async def test_failed_load_is_reported(settings: Settings) -> None:
+    async def broken(_: Settings) -> Services:
+        raise FileNotFoundError("/models/whisper: missing model.bin")
+
+    server, url = await start(create_app(settings, loader=broken))
+    try:
+        async with ClientSession() as http:
+            for _ in range(50):
+                async with http.get(url + "/health/ready") as r:
+                    body = await r.json()
+                if body["status"] == "error":
+                    break
+                await asyncio.sleep(0.02)
+            assert "model.bin" in body["error"]
+    finally:
+        await server.close()
+
+
+async def test_call_metrics_admission_and_goodbye(
+    settings: Settings, fake_services: Services
+) -> None:
+    app = create_app(settings.model_copy(update={"max_sessions": 1}), services=fake_services)
+    server, url = await start(app)
+    try:
+        report = await run_bot(BotOptions(url=url, text="When are you open?", timeout_s=20))
+        assert not report.errors, report.errors
+        assert report.reply_text.strip() == "We are open from nine to five. See you soon."
+        async with ClientSession() as http:
+            async with http.get(url + "/metrics") as r:
+                text = await r.text()
+        assert "avatar_sessions_total 1.0" in text
+        assert 'avatar_turn_seconds_count{milestone="first_sent"}' in text
+        assert 'avatar_frames_total{outcome="reply"}' in text
+
+        # The finished call is cleaned up promptly (the bot hung up).
+        state = app[STATE]
+        for _ in range(100):
+            if not state.sessions:
+                break
+            await asyncio.sleep(0.05)
+        assert not state.sessions
+        # One call at a time: while a call is up, the next offer gets a clean 503.
+        bot = asyncio.create_task(
+            run_bot(BotOptions(url=url, text="Where is my order?", timeout_s=20, listen_s=6))
+        )
+        for _ in range(200):
+            if state.sessions:
+                break
+            await asyncio.sleep(0.05)
+        assert state.sessions
+        async with ClientSession() as http:
+            async with http.post(url + "/offer", json={"sdp": "v=0", "type": "offer"}) as r:
+                assert r.status == 503
+                assert r.headers["Retry-After"] == "10"
+                assert "busy" in (await r.json())["error"]
+            async with http.get(url + "/health/ready") as r:
+                assert (await r.json())["status"] == "full"
+        # Graceful shutdown while the call is up: the avatar says goodbye, then hangs up.
+        await asyncio.sleep(1.0)
+        await drain(app)
+        await server.close()
+        done = await asyncio.wait_for(bot, 30)
+        said = [e for e in done.events if e.get("type") == "reply_text"]
+        assert any("goodbye" in e["text"].lower() for e in said), said
+        assert any(e.get("type") == "state" and e.get("state") == "closed" for e in done.events)
+    finally:
+        await server.close()
+
+
+def test_log_lines_carry_the_session(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("json")
+    try:
+
+        async def call() -> None:
+            bind_session("abc123")
+            logging.getLogger("aiortc.fake").warning("from a library")
+
+        asyncio.run(call())
+        line = capsys.readouterr().err.strip().splitlines()[-1]
+        record = json.loads(line)
+        assert record["session"] == "abc123"
+        assert record["event"] == "from a library"
+    finally:
+        logging.getLogger().handlers.clear()
