@@ -6,10 +6,13 @@ current time as a parameter, and answers with the rung to switch to, or ``None``
 
 Policy: down fast, up slowly.
 
-- *Down*: a REMB estimate below the current rung's bitrate jumps straight to the highest
-  rung that fits it; loss, an RTT rise over the smallest RTT seen (a queue building up), a
-  send queue or a lagging renderer step down one rung, at most once per ``down_hold_s``
-  (the next report must see the effect of the last step).
+- *Down*: a REMB estimate under what we actually send (``send_bps``; the rung's bitrate when
+  unknown) means the receiver saw overuse: it jumps straight to the highest rung that fits
+  the estimate. Loss, an RTT rise over the smallest RTT seen (a queue building up), a send
+  queue or a lagging renderer step down one rung. At most one step down per
+  ``down_hold_s`` (the next report must see the effect of the last one). A REMB above the
+  send rate is no signal: aiortc's estimate only grows to ~1.5x what it receives, so a
+  static picture that encodes small keeps it low without any congestion.
 - *Up*: one rung at a time, only after ``up_hold_s`` without any congestion signal. A step
   up is a probe: congestion within ``probe_window_s`` of it sends the controller straight
   back and doubles the hold before that rung is tried again (up to ``max_up_hold_s``);
@@ -142,8 +145,11 @@ class QualityController:
         jitter_s: float | None = None,
         send_queue_s: float | None = None,
         render_lag_s: float | None = None,
+        send_bps: float | None = None,
     ) -> Rung | None:
         """Feed the measurements known at ``now`` (None = no new value); returns a new rung.
+
+        ``send_bps`` is the video rate actually sent lately (REMB is compared with it).
 
         ``fraction_lost`` is 0..1 (RTCP's 8-bit value / 256). ``jitter_s`` is informative:
         it widens the RTT margin (jittery paths have noisier RTTs). Call it regularly (for
@@ -156,9 +162,12 @@ class QualityController:
             raise ValueError(f"fraction_lost must be within 0..1, got {fraction_lost}")
 
         reasons: list[str] = []
-        fit = self._remb_fit(remb_bps)
-        if fit is not None and fit > s.index:
-            reasons.append(f"remb {remb_bps / 1000:.0f} kbps")
+        fit = None
+        if remb_bps is not None:
+            sent = send_bps if send_bps is not None else self.rung.bitrate
+            if remb_bps < o.remb_headroom * min(sent, self.rung.bitrate):
+                fit = self._remb_fit(remb_bps)
+                reasons.append(f"remb {remb_bps / 1000:.0f} kbps")
         if fraction_lost is not None and fraction_lost > o.loss_threshold:
             reasons.append(f"loss {fraction_lost:.0%}")
         if rtt_s is not None and self._rtt_rise(now, rtt_s, jitter_s or 0.0):
@@ -174,9 +183,7 @@ class QualityController:
         return self._maybe_up(now)
 
     # ---- internals ---------------------------------------------------------------------
-    def _remb_fit(self, remb_bps: float | None) -> int | None:
-        if remb_bps is None:
-            return None
+    def _remb_fit(self, remb_bps: float) -> int:
         budget = remb_bps * self.options.remb_headroom
         for i, rung in enumerate(self.options.ladder):
             if rung.bitrate <= budget:
@@ -200,11 +207,11 @@ class QualityController:
             s.hold[probe.index] = min(o.max_up_hold_s, 2 * self.up_hold(probe.index))
             s.probe = None
             return self._set(now, min(last, s.index + 1), f"probe failed: {reason}", down=True)
-        target = s.index
-        if fit is not None and fit > target:
-            target = fit  # REMB: jump straight to the rung that fits
-        elif s.last_down is None or now - s.last_down >= o.down_hold_s:
-            target = min(last, s.index + 1)
+        if s.last_down is not None and now - s.last_down < o.down_hold_s:
+            return None
+        target = min(last, s.index + 1)
+        if fit is not None:
+            target = max(target, fit)  # REMB: jump straight to the rung that fits
         if target == s.index:
             return None
         return self._set(now, target, reason, down=True)

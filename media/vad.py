@@ -144,6 +144,12 @@ class Segmenter:
         """True between SpeechStarted and the end of that speech."""
         return self._speaking
 
+    def current_speech(self) -> np.ndarray | None:
+        """The audio of the speech in progress so far (a copy), None when not speaking."""
+        if not self._speaking or not self._seg:
+            return None
+        return np.concatenate(self._seg)
+
     def push(self, frame: np.ndarray, now: float) -> list[SegmenterEvent]:
         """Feed one 20 ms frame that ends at clock time ``now``; returns the events."""
         if not isinstance(frame, np.ndarray) or frame.dtype != np.int16 or frame.ndim != 1:

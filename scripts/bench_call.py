@@ -45,7 +45,13 @@ QUESTIONS = [
     "Can I talk to a human, please?",
 ]
 INTERRUPTION = "Sorry, stop, I have another question."
-METRICS = ["reply_audio_latency_ms", "reply_video_latency_ms", "av_skew_ms", "barge_in_ms"]
+METRICS = [
+    "reply_audio_latency_ms",
+    "reply_video_latency_ms",
+    "av_skew_ms",
+    "barge_in_ms",
+    "barge_in_event_ms",
+]
 
 
 def _write_wav(path: Path, pcm: np.ndarray, rate: int) -> None:

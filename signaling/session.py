@@ -19,6 +19,7 @@ from media.ingest import MicIngest
 from media.player import AvPlayer, IdleLoop
 from media.tracks import ClockedAudioTrack, ClockedVideoTrack
 from media.vad import Segmenter, SegmenterOptions, SpeechDropped, SpeechStarted, UtteranceReady
+from signaling.adaptation import QualityLoop, attach_quality
 from signaling.events import (
     BargeIn,
     ControlEvent,
@@ -91,7 +92,7 @@ class Session:
         self._dropped_seen = 0
         self._runner = TurnRunner(
             asr=services.asr,
-            dialogue=services.dialogue,
+            dialogue=services.dialogue_for_call(),
             tts=services.tts,
             renderer=renderer,
             sink=self.player,
@@ -109,6 +110,7 @@ class Session:
         self._greeted = False
         self._on_closed = on_closed
         self._closing: asyncio.Future[None] | None = None
+        self.quality: QualityLoop | None = None
         self.closed = asyncio.Event()
         self.pc.on("track", self._on_track)
         self.pc.on("connectionstatechange", self._on_connection_state)
@@ -121,6 +123,7 @@ class Session:
         self.pc.addTrack(self.video_track)
         answer = await self.pc.createAnswer()
         await self.pc.setLocalDescription(answer)
+        self.quality = attach_quality(self)
         self._spawn(self._watchdog())
         self.emit(
             Hello(
@@ -292,6 +295,8 @@ class Session:
         self.player.flush()
         for task in list(self._tasks):
             task.cancel()
+        if self.quality is not None:
+            await self.quality.stop()
         self.audio_track.stop()
         self.video_track.stop()
         self.emit(StateChanged(state="closed"))
@@ -299,6 +304,7 @@ class Session:
             await self.pc.close()
         except Exception:
             log.exception("session %s: closing the peer connection failed", self.id)
+
 
 class _MetricsObserver:
     """Feeds a turn's stage durations and batch sizes into the process metrics."""

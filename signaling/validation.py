@@ -6,7 +6,15 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["BadRequest", "ClientMessage", "OfferRequest", "parse_client_message", "parse_offer"]
+__all__ = [
+    "BadRequest",
+    "ClientMessage",
+    "OfferRequest",
+    "parse_client_message",
+    "parse_offer",
+    "parse_session_request",
+    "safe_token",
+]
 
 _LANGUAGES = ("en", "zh")
 _MESSAGE_TYPES = ("text", "interrupt", "ping")
@@ -26,6 +34,8 @@ class OfferRequest:
     sdp: str
     avatar: str | None = None
     language: str = "en"
+    token: str | None = None  # access token (new call) or session token (resume)
+    session: str | None = None  # resume this call with a new peer connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +60,7 @@ def parse_offer(raw: bytes, *, max_bytes: int) -> OfferRequest:
     if len(raw) > max_bytes:
         raise BadRequest(f"offer larger than {max_bytes} bytes", status=413)
     data = _load_object(raw, "offer")
-    unknown = set(data) - {"sdp", "type", "avatar", "language"}
+    unknown = set(data) - {"sdp", "type", "avatar", "language", "token", "session"}
     if unknown:
         raise BadRequest(f"unknown field(s) in offer: {', '.join(sorted(unknown))}")
     if data.get("type") != "offer":
@@ -65,7 +75,37 @@ def parse_offer(raw: bytes, *, max_bytes: int) -> OfferRequest:
     language = data.get("language", "en")
     if language not in _LANGUAGES:
         raise BadRequest(f'field "language" must be one of {", ".join(_LANGUAGES)}')
-    return OfferRequest(sdp=sdp, avatar=avatar or None, language=language)
+    token = data.get("token")
+    if token is not None and not safe_token(token):
+        raise BadRequest('field "token" must be a token string')
+    session = data.get("session")
+    if session is not None and (not isinstance(session, str) or not _safe_name(session)):
+        raise BadRequest('field "session" must be a session id')
+    if session is not None and token is None:
+        raise BadRequest('resuming a session needs its "token"')
+    return OfferRequest(
+        sdp=sdp, avatar=avatar or None, language=language, token=token, session=session
+    )
+
+
+def safe_token(token: object) -> bool:
+    """A plausible token: 1..2048 characters of base64url and dots."""
+    return (
+        isinstance(token, str)
+        and 0 < len(token) <= 2048
+        and all(c.isascii() and (c.isalnum() or c in "-_.") for c in token)
+    )
+
+
+def parse_session_request(raw: bytes, *, max_bytes: int = 4096) -> None:
+    """Validate ``POST /session``: an empty body or an empty JSON object."""
+    if len(raw) > max_bytes:
+        raise BadRequest(f"body larger than {max_bytes} bytes", status=413)
+    if not raw.strip():
+        return
+    data = _load_object(raw, "body")
+    if data:
+        raise BadRequest(f"unknown field(s): {', '.join(sorted(map(str, data)))}")
 
 
 def _check_sdp(sdp: str) -> None:

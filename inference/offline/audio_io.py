@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from inference.audio import resample_int16
-from inference.tts.base import Tts
 
 from .errors import AudioInputError, OfflineInputError
+
+if TYPE_CHECKING:  # the TTS package loads only when text is spoken
+    from inference.tts.base import Tts
 
 __all__ = ["RENDER_RATE", "Pcm", "read_audio_file", "synthesize_text"]
 

@@ -18,15 +18,18 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from inference.avatar import DEFAULT_AVATAR_NAME, InvalidName, validate_name
-from inference.tts import LanguageRouterTtsOptions, Tts, make_tts
 
 from .avatars import AvatarSource
 from .errors import OfflineInputError
 from .frames import FrameSource, WarpFrames
 from .pipeline import BatchRenderer, JobResult, RenderFailed, RenderJob, RenderOptions
 from .script import LANGUAGES, read_script
+
+if TYPE_CHECKING:
+    from inference.tts import Tts
 
 __all__ = ["build_parser", "main"]
 
@@ -52,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--renderer", choices=["warp", "musetalk"], default="warp")
     p.add_argument("--musetalk-dir", type=Path, help="MuseTalk v1.5 weights folder")
     p.add_argument("--device", help="musetalk device (default: cuda:0)")
+    p.add_argument(
+        "--compile", action="store_true", help="musetalk: torch.compile (slower start, faster)"
+    )
     p.add_argument("--height", type=int, default=512, help="output height in pixels")
     p.add_argument("--keep-going", action="store_true", help="go on after a row fails")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -83,6 +89,8 @@ def main(
     except (OfflineInputError, ValueError, FileNotFoundError) as exc:
         print(f"avatar-rtc render: {exc}", file=sys.stderr)
         return 2
+    from inference.tts import LanguageRouterTtsOptions, make_tts
+
     tts_options = LanguageRouterTtsOptions()
     renderer = BatchRenderer(
         frames=source,
@@ -150,22 +158,25 @@ def _target(out: Path, stem: str) -> Path:
 
 def _frame_source(args: argparse.Namespace) -> FrameSource:
     if args.renderer == "warp":
-        if args.musetalk_dir is not None or args.device is not None:
-            raise OfflineInputError("--musetalk-dir and --device need --renderer musetalk")
+        if args.musetalk_dir is not None or args.device is not None or args.compile:
+            raise OfflineInputError(
+                "--musetalk-dir, --device and --compile need --renderer musetalk"
+            )
         return WarpFrames()
     if args.musetalk_dir is None:
         raise OfflineInputError("--renderer musetalk needs --musetalk-dir (the weights folder)")
+    import torch
+
     from inference.render.musetalk import WeightsError
 
     from .musetalk import MuseTalkFrames, MuseTalkFramesOptions
-
-    import torch
 
     device = args.device or ("cuda:0" if torch.cuda.is_available() else "cpu")
     if device == "cpu":
         _log.warning("MuseTalk on the CPU is very slow; use a CUDA machine for real work")
     try:
-        return MuseTalkFrames.load(args.musetalk_dir, MuseTalkFramesOptions(device=device))
+        options = MuseTalkFramesOptions(device=device, compile=args.compile)
+        return MuseTalkFrames.load(args.musetalk_dir, options)
     except (WeightsError, RuntimeError) as exc:
         raise OfflineInputError(str(exc)) from exc
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -107,17 +107,17 @@ class Mp4Writer:
         self._audio_pos = 0
         self.video_codec = video_codec or pick_video_codec(opts.video_codecs)
         container_options = {"movflags": "+faststart"} if opts.faststart else {}
-        self._container: Any = av.open(
-            str(self._tmp), "w", format="mp4", options=container_options
+        self._container: Any = cast(
+            Any, av.open(str(self._tmp), "w", format="mp4", options=container_options)
         )
         try:
-            self._video = self._container.add_stream(self.video_codec, rate=fps)
+            self._video: Any = self._container.add_stream(self.video_codec, rate=fps)
             self._video.width, self._video.height, self._video.pix_fmt = width, height, "yuv420p"
             if self.video_codec in _CRF_CODECS:
                 self._video.options = {"preset": opts.preset, "crf": str(opts.crf)}
             else:
                 self._video.bit_rate = opts.video_bitrate
-            self._sound = self._container.add_stream("aac", rate=rate, layout="mono")
+            self._sound: Any = self._container.add_stream("aac", rate=rate, layout="mono")
             self._sound.bit_rate = opts.audio_bitrate
         except BaseException:
             self.abort()

@@ -105,14 +105,21 @@ class MuseTalkFrames:
             self._warm = True
             _log.info("musetalk warm-up %.1f s; batch cap %d", seconds, self._cap())
         n = frame_count(len(audio_16k), self.fps)
-        windows = await self._call(windows_for_audio, self.engine.audio, audio_16k, self.options.audio)
+        windows = await self._call(
+            windows_for_audio, self.engine.audio, audio_16k, self.options.audio
+        )
         size = _out_size(avatar, height)
         out_size = None if size == avatar.size else size
         pos = 0
         while pos < n:
             count = min(self._cap(), n - pos)
             jobs = [
-                FrameJob(avatar.name, pingpong_index(pos + i, avatar.num_frames), windows[pos + i], out_size)
+                FrameJob(
+                    avatar.name,
+                    pingpong_index(pos + i, avatar.num_frames),
+                    windows[pos + i],
+                    out_size,
+                )
                 for i in range(count)
             ]
             try:
@@ -121,7 +128,9 @@ class MuseTalkFrames:
                 if not _is_oom(exc) or count == 1:
                     raise
                 self._oom_cap = max(1, count // 2)
-                _log.warning("out of GPU memory at batch %d; retrying with %d", count, self._oom_cap)
+                _log.warning(
+                    "out of GPU memory at batch %d; retrying with %d", count, self._oom_cap
+                )
                 await self._call(_empty_cache)
                 continue
             self.batch_sizes.append(count)
@@ -136,7 +145,7 @@ class MuseTalkFrames:
         self._worker.shutdown(wait=True)
 
     def _cap(self) -> int:
-        cap = int(self.engine.max_batch_size())
+        cap = min(int(self.engine.max_batch_size()), self.options.max_batch)
         return min(cap, self._oom_cap) if self._oom_cap else cap
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -13,18 +13,20 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from inference.avatar.model import PreparedAvatar
-from inference.tts.base import Tts
 
 from .audio_io import RENDER_RATE, Pcm, read_audio_file, synthesize_text
 from .errors import OfflineError, OfflineInputError
 from .frames import FrameSource
 from .manifest import Manifest, file_sha256, job_key
 from .mp4 import Mp4Options, Mp4Writer
+
+if TYPE_CHECKING:
+    from inference.tts.base import Tts
 
 __all__ = ["BatchRenderer", "JobResult", "RenderFailed", "RenderJob", "RenderOptions"]
 

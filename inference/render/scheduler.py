@@ -153,7 +153,9 @@ class RenderScheduler:
         self.name = name
         self.clock = clock
         self.stats = SchedulerStats()
-        self._policy = FairDegrader(headroom=self.options.headroom, max_stride=self.options.max_stride)
+        self._policy = FairDegrader(
+            headroom=self.options.headroom, max_stride=self.options.max_stride
+        )
         self._cond = threading.Condition()
         self._heap: list[_Request] = []
         self._sessions: dict[str, _Session] = {}
@@ -249,7 +251,9 @@ class RenderScheduler:
     # ---- worker --------------------------------------------------------------------------
     def _demand(self, now: float) -> float:
         horizon = self.options.window_s
-        return sum(s.fps for s in self._sessions.values() if s.pending or now - s.last_seen < horizon)
+        return sum(
+            s.fps for s in self._sessions.values() if s.pending or now - s.last_seen < horizon
+        )
 
     def _take_batch(self) -> list[_Request]:
         """Pop up to the batch cap of runnable requests (called with the lock held)."""
@@ -337,9 +341,14 @@ class RenderScheduler:
         st.batch_sizes.append(n)
         if n * 2 >= self._cap and elapsed > 0:
             rate = n / elapsed
-            st.capacity_fps = rate if st.capacity_fps is None else 0.8 * st.capacity_fps + 0.2 * rate
+            st.capacity_fps = (
+                rate if st.capacity_fps is None else 0.8 * st.capacity_fps + 0.2 * rate
+            )
         self._ok_since_oom += 1
-        if self._ok_since_oom >= self.options.oom_recover_batches and self._cap < self.options.max_batch:
+        if (
+            self._ok_since_oom >= self.options.oom_recover_batches
+            and self._cap < self.options.max_batch
+        ):
             self._cap = min(self.options.max_batch, self._cap * 2, self.engine.max_batch_size())
             self._ok_since_oom = 0
             st.batch_cap = self._cap

@@ -7,6 +7,7 @@ import pytest
 
 from inference.asr import (
     ASR_BACKENDS,
+    OpenAiAsrOptions,
     ScriptedAsr,
     ScriptedAsrOptions,
     WhisperAsr,
@@ -51,7 +52,11 @@ def test_options_validation() -> None:
 
 
 def test_factory_picks_by_options_type() -> None:
-    assert ASR_BACKENDS == {"whisper": WhisperAsrOptions, "fake": ScriptedAsrOptions}
+    assert ASR_BACKENDS == {
+        "whisper": WhisperAsrOptions,
+        "fake": ScriptedAsrOptions,
+        "openai": OpenAiAsrOptions,
+    }
     assert isinstance(make_asr(ScriptedAsrOptions()), ScriptedAsr)
     assert isinstance(make_asr(WhisperAsrOptions()), WhisperAsr)
     with pytest.raises(TypeError, match="no ASR backend"):

@@ -9,6 +9,7 @@ import pytest
 from inference.dialogue import (
     DIALOGUE_BACKENDS,
     FaqDialogueOptions,
+    OpenAiChatOptions,
     ScriptedDialogue,
     ScriptedDialogueOptions,
     make_dialogue,
@@ -50,7 +51,11 @@ def test_scripted_greeting_and_validation() -> None:
 
 
 def test_factory_picks_by_options_type() -> None:
-    assert DIALOGUE_BACKENDS == {"faq": FaqDialogueOptions, "fake": ScriptedDialogueOptions}
+    assert DIALOGUE_BACKENDS == {
+        "faq": FaqDialogueOptions,
+        "fake": ScriptedDialogueOptions,
+        "openai": OpenAiChatOptions,
+    }
     assert isinstance(make_dialogue(ScriptedDialogueOptions()), ScriptedDialogue)
     with pytest.raises(TypeError, match="no dialogue backend for str"):
         make_dialogue("faq")  # type: ignore[arg-type]

@@ -42,7 +42,11 @@ async def test_render_yields_every_frame_in_small_batches(scheduler: RenderSched
 
 async def test_output_height_and_idle_frames(scheduler: RenderScheduler) -> None:
     r = MuseTalkRenderer(
-        make_avatar(), engine(), scheduler, session="call", options=RendererOptions(output_height=64)
+        make_avatar(),
+        engine(),
+        scheduler,
+        session="call",
+        options=RendererOptions(output_height=64),
     )
     assert r.frame_size == (80, 64)
     frames = await _collect(r.render(speech_like(0.2)))

@@ -12,6 +12,7 @@ from inference.tts import (
     FakeTtsOptions,
     LanguageRouterTts,
     LanguageRouterTtsOptions,
+    OpenAiTtsOptions,
     PiperTts,
     PiperTtsOptions,
     make_tts,
@@ -60,6 +61,7 @@ def test_router_options_validation_and_registry() -> None:
         "espeak": EspeakTtsOptions,
         "fake": FakeTtsOptions,
         "router": LanguageRouterTtsOptions,
+        "openai": OpenAiTtsOptions,
     }
     with pytest.raises(TypeError, match="route 'en'"):
         LanguageRouterTtsOptions(routes={"en": "piper"})

@@ -24,13 +24,23 @@ def test_starts_at_top_and_stays_when_clean() -> None:
 
 
 def test_remb_jumps_straight_to_the_fitting_rung() -> None:
-    ctl = QualityController()
-    r = ctl.update(1.0, remb_bps=400_000)
-    # 0.85 * 400k = 340k: the 300k rung fits, so four... three rungs down at once
+    ctl = QualityController(QualityOptions(down_hold_s=1.0))
+    r = ctl.update(1.0, remb_bps=400_000, send_bps=1_900_000)
+    # 0.85 * 400k = 340k: the 300k rung fits, three rungs down at once
     assert r == Rung(height=256, fps=15, bitrate=300_000)
     assert "remb" in ctl.reason
-    assert ctl.update(1.1, remb_bps=100_000) == DEFAULT_LADDER[-1]
-    assert ctl.update(1.2, remb_bps=50_000) is None  # already at the bottom
+    assert ctl.update(1.5, remb_bps=100_000, send_bps=290_000) is None  # within the hold
+    assert ctl.update(2.0, remb_bps=100_000, send_bps=290_000) == DEFAULT_LADDER[-1]
+    assert ctl.update(3.5, remb_bps=50_000) is None  # already at the bottom
+
+
+def test_remb_above_what_we_send_is_no_signal() -> None:
+    """A static picture encodes small; aiortc's REMB then stays near 1.5x of it."""
+    ctl = QualityController()
+    assert ctl.update(1.0, remb_bps=450_000, send_bps=300_000) is None
+    assert ctl.update(2.0, remb_bps=450_000, send_bps=300_000) is None
+    # without send_bps the rung's bitrate is the reference
+    assert ctl.update(3.0, remb_bps=450_000) == DEFAULT_LADDER[3]
 
 
 def test_loss_and_rtt_step_down_one_rung_per_hold() -> None:
@@ -53,7 +63,7 @@ def test_queue_and_render_lag_are_congestion() -> None:
 def test_climbs_one_rung_per_hold_back_to_top() -> None:
     opts = QualityOptions(up_hold_s=1.5, probe_window_s=2.0)
     ctl = QualityController(opts)
-    ctl.update(0.0, remb_bps=100_000)
+    ctl.update(0.0, remb_bps=100_000, send_bps=2_000_000)
     assert ctl.index == len(DEFAULT_LADDER) - 1
     changes = run_quiet(ctl, 0.2, 20.0)
     assert [r for _, r in changes] == list(reversed(DEFAULT_LADDER[:-1]))

@@ -105,7 +105,8 @@ def test_reply_with_a_long_pause_ends_after_listening() -> None:
 
 
 def test_report_barge_in() -> None:
-    media = _media(reply_start=6.7, reply_stop=8.05, video_lag=0.0)
+    # a pause between sentences starts right after the interruption: not the barge-in
+    media = _media(reply_start=6.7, reply_stop=8.05, video_lag=0.0, gap=(7.65, 7.95))
     record = CallRecord(
         media=media,
         events=[*EVENTS, (8.1, {"type": "barge_in", "turn": 1, "dropped_s": 2.0})],
@@ -118,6 +119,7 @@ def test_report_barge_in() -> None:
     r = build_report(record)
     assert r.barge_in_ms == pytest.approx(450, abs=45)
     assert r.server_barge_in == {"type": "barge_in", "turn": 1, "dropped_s": 2.0}
+    assert r.barge_in_event_ms == pytest.approx(500.0)
     assert r.errors == []
 
 

@@ -268,4 +268,3 @@ def windows_for_audio(
     first = stream.push(audio)
     rest = stream.end()
     return torch.cat([first, rest])
-

@@ -47,7 +47,9 @@ def blend_faces(
             dim=-1,
         ).to(dtype)
         src = torch.cat([faces.to(dtype), masks.to(dtype)], dim=1)
-        warped = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        warped = F.grid_sample(
+            src, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        )
         face, alpha = warped[:, :3], warped[:, 3:4]
         region = base[:, :, ry0:ry1, rx0:rx1]
         base[:, :, ry0:ry1, rx0:rx1] = region + alpha * (face - region)

@@ -102,7 +102,9 @@ class MuseTalkEngine:
             decode_part = torch.compile(self._decode_eager)
         self._unet, self._decode, self._decode_part = unet, decode, decode_part
 
-    def configure(self, *, decode: Literal["full", "mask"] | None = None, max_batch: int | None = None) -> None:
+    def configure(
+        self, *, decode: Literal["full", "mask"] | None = None, max_batch: int | None = None
+    ) -> None:
         """Change the decode mode or batch cap (between batches; the worker thread's call)."""
         changes: dict[str, object] = {}
         if decode is not None:

@@ -128,7 +128,10 @@ class MuseTalkRenderer:
             windows = await asyncio.to_thread(stream.push, chunk)
             pending.extend(self._submit(windows))
             while len(pending) >= self.options.yield_frames:
-                head, pending = pending[: self.options.yield_frames], pending[self.options.yield_frames :]
+                head, pending = (
+                    pending[: self.options.yield_frames],
+                    pending[self.options.yield_frames :],
+                )
                 yield [await self._wait(f) for f in head]
         pending.extend(self._submit(await asyncio.to_thread(stream.end)))
         async for frames in self._collect(pending):

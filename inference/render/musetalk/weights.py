@@ -77,7 +77,11 @@ def _read_tensors(path: Path, problems: list[str]) -> dict[str, torch.Tensor]:
     except Exception as exc:
         problems.append(f"{path}: cannot read tensors ({type(exc).__name__}: {exc})")
         return {}
-    if isinstance(data, Mapping) and "state_dict" in data and isinstance(data["state_dict"], Mapping):
+    if (
+        isinstance(data, Mapping)
+        and "state_dict" in data
+        and isinstance(data["state_dict"], Mapping)
+    ):
         data = data["state_dict"]
     if not isinstance(data, Mapping):
         problems.append(f"{path}: expected a state dict, found {type(data).__name__}")
@@ -95,7 +99,9 @@ def _config_from_json(found: dict[str, Any], reference: dict[str, Any]) -> dict[
     return out
 
 
-def _check_arch(path: Path, found: dict[str, Any], ref: dict[str, Any], problems: list[str]) -> None:
+def _check_arch(
+    path: Path, found: dict[str, Any], ref: dict[str, Any], problems: list[str]
+) -> None:
     for key, want in ref.items():
         if key not in found:
             continue
@@ -206,7 +212,9 @@ def save_official_layout(models: MuseTalkModels, root: str | Path) -> Path:
 
     unet_cfg = {"_class_name": "UNet2DConditionModel", **jsonable(arch.unet)}
     (root / "musetalkV15/musetalk.json").write_text(json.dumps(unet_cfg, indent=2))
-    torch.save({k: v.cpu() for k, v in models.unet.state_dict().items()}, root / "musetalkV15/unet.pth")
+    torch.save(
+        {k: v.cpu() for k, v in models.unet.state_dict().items()}, root / "musetalkV15/unet.pth"
+    )
     vae_cfg = {"_class_name": "AutoencoderKL", **jsonable(arch.vae)}
     (root / "sd-vae/config.json").write_text(json.dumps(vae_cfg, indent=2))
     vae_state = {k: v.detach().cpu().contiguous() for k, v in models.vae.state_dict().items()}

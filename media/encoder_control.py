@@ -1,0 +1,374 @@
+"""Encoder control for one call's video sender, and the RTCP reader that feeds the controller.
+
+aiortc's sender creates its encoder lazily (``get_encoder(codec)`` on the first frame) and
+lets every REMB packet set ``encoder.target_bitrate``; its VP8/H.264 encoders rebuild — a
+keyframe — on every change over 10 %. :func:`install_encoder` puts a
+:class:`LiveVideoEncoder` into *one* sender before its first frame (the sender's private
+``_RTCRtpSender__encoder`` slot, the same object aiortc would have created): nothing global is
+patched, other calls keep aiortc's encoders. Our encoders
+
+- change the bitrate on the running encoder (VP8 through :mod:`media.vpx_live`, H.264 through
+  libx264's VBV reconfiguration), so a rate change never costs a keyframe;
+- make a keyframe only on a resolution change or when aiortc passes ``force_keyframe`` (a
+  PLI or FIR from the receiver);
+- have no ``target_bitrate`` attribute, so aiortc's REMB handler leaves them alone: REMB goes
+  to the :class:`~media.quality.QualityController` through :class:`RtcpMonitor` instead.
+
+:class:`RtcpMonitor` wraps the same sender's ``_handle_rtcp_packet`` and ``_send_rtcp``
+(instance attributes, so again only this sender): receiver reports give fraction lost, jitter
+and RTT (from our own sender-report send times), REMB packets the receiver's estimate.
+"""
+
+from __future__ import annotations
+
+import fractions
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import av
+from aiortc.codecs.h264 import H264Encoder
+from aiortc.codecs.vpx import Vp8Encoder
+from aiortc.mediastreams import VIDEO_TIME_BASE, convert_timebase
+from aiortc.rtcrtpsender import RTCRtpSender
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RtcpPsfbPacket,
+    RtcpRrPacket,
+    RtcpSrPacket,
+    unpack_remb_fci,
+)
+from av.frame import Frame
+from av.packet import Packet
+
+from media.vpx_live import VpxError, VpxVp8Encoder, load_libvpx
+
+__all__ = [
+    "EncoderStats",
+    "LiveH264Encoder",
+    "LiveVideoEncoder",
+    "LiveVp8Encoder",
+    "RtcpMonitor",
+    "RtcpSnapshot",
+    "install_encoder",
+    "make_encoder",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class EncoderStats:
+    """Counters of a live encoder (read from the event loop, written by the encode thread)."""
+
+    frames: int = 0
+    keyframes: int = 0
+    forced_keyframes: int = 0  # keyframes asked for by aiortc (PLI / FIR)
+    resolution_changes: int = 0
+    out_of_order: int = 0  # frames skipped because their pts did not increase
+    bitrate_changes: int = 0
+    bytes: int = 0
+
+
+class LiveVideoEncoder(Protocol):
+    """The aiortc ``Encoder`` interface plus a live ``bitrate``."""
+
+    stats: EncoderStats
+
+    @property
+    def bitrate(self) -> int: ...
+
+    def set_bitrate(self, bitrate: int) -> None: ...
+
+    def encode(self, frame: Frame, force_keyframe: bool = False) -> tuple[list[bytes], int]: ...
+
+    def pack(self, packet: Packet) -> tuple[list[bytes], int]: ...
+
+
+def _check_bitrate(bitrate: int) -> int:
+    if bitrate < 10_000:
+        raise ValueError(f"bitrate must be >= 10 kbps, got {bitrate}")
+    return int(bitrate)
+
+
+class LiveVp8Encoder:
+    """VP8 for aiortc on a live libvpx encoder; packetized like aiortc's ``Vp8Encoder``."""
+
+    def __init__(self, *, bitrate: int) -> None:
+        self._bitrate = _check_bitrate(bitrate)
+        load_libvpx()  # fail here, not in aiortc's encode thread
+        self._vpx: VpxVp8Encoder | None = None
+        self._lock = threading.Lock()
+        self.picture_id = Vp8Encoder().picture_id  # random start, as aiortc does
+        self._last_ts: int | None = None
+        self.stats = EncoderStats()
+
+    @property
+    def bitrate(self) -> int:
+        return self._bitrate
+
+    def set_bitrate(self, bitrate: int) -> None:
+        """Change the target bitrate (bps) of the running encoder: no keyframe."""
+        bitrate = _check_bitrate(bitrate)
+        with self._lock:
+            if bitrate != self._bitrate:
+                self.stats.bitrate_changes += 1
+            self._bitrate = bitrate
+            if self._vpx is not None:
+                self._vpx.set_bitrate(bitrate)
+
+    def encode(self, frame: Frame, force_keyframe: bool = False) -> tuple[list[bytes], int]:
+        assert isinstance(frame, av.VideoFrame)
+        if frame.pts is None or frame.time_base is None:
+            raise ValueError("video frames need pts and time_base")
+        timestamp = convert_timebase(frame.pts, frame.time_base, VIDEO_TIME_BASE)
+        if self._last_ts is not None and timestamp <= self._last_ts:
+            self.stats.out_of_order += 1  # libvpx needs increasing pts: skip the frame
+            return [], timestamp
+        with self._lock:
+            if self._vpx is None:
+                self._vpx = VpxVp8Encoder(frame.width, frame.height, self._bitrate)
+            elif (frame.width, frame.height) != (self._vpx.width, self._vpx.height):
+                self.stats.resolution_changes += 1
+            try:
+                data, key = self._vpx.encode(frame, timestamp, keyframe=force_keyframe)
+            except VpxError:
+                # never let one bad frame end the call's video: start a fresh encoder
+                log.exception("VP8 encode failed; re-opening the encoder")
+                self._vpx.close()
+                self._vpx = VpxVp8Encoder(frame.width, frame.height, self._bitrate)
+                data, key = self._vpx.encode(frame, timestamp, keyframe=True)
+        self._last_ts = timestamp
+        self._count(len(data), key, force_keyframe)
+        payloads = Vp8Encoder._packetize(data, self.picture_id) if data else []
+        self.picture_id = (self.picture_id + 1) % (1 << 15)
+        return payloads, timestamp
+
+    def _count(self, size: int, key: bool, forced: bool) -> None:
+        s = self.stats
+        s.frames += 1
+        s.bytes += size
+        s.keyframes += int(key)
+        s.forced_keyframes += int(key and forced)
+
+    def pack(self, packet: Packet) -> tuple[list[bytes], int]:
+        payloads = Vp8Encoder._packetize(bytes(packet), self.picture_id)
+        assert packet.pts is not None and packet.time_base is not None
+        self.picture_id = (self.picture_id + 1) % (1 << 15)
+        return payloads, convert_timebase(packet.pts, packet.time_base, VIDEO_TIME_BASE)
+
+
+class LiveH264Encoder:
+    """H.264 (libx264, baseline, zerolatency) whose bitrate follows without a rebuild.
+
+    libx264 reconfigures the rate of a running encoder when VBV is on, so the encoder opens
+    with ``maxrate = max_bitrate`` and a small buffer, and a rate change only sets the
+    codec context's ``bit_rate``. A size change re-opens it (a keyframe).
+    """
+
+    def __init__(self, *, bitrate: int, max_bitrate: int) -> None:
+        self._bitrate = _check_bitrate(bitrate)
+        self._max = _check_bitrate(max_bitrate)
+        if self._bitrate > self._max:
+            raise ValueError(f"bitrate {bitrate} is above max_bitrate {max_bitrate}")
+        self._codec: Any = None
+        self._lock = threading.Lock()
+        self.stats = EncoderStats()
+
+    @property
+    def bitrate(self) -> int:
+        return self._bitrate
+
+    def set_bitrate(self, bitrate: int) -> None:
+        """Change the target bitrate (bps; clamped to ``max_bitrate``): no keyframe."""
+        bitrate = min(_check_bitrate(bitrate), self._max)
+        with self._lock:
+            if bitrate != self._bitrate:
+                self.stats.bitrate_changes += 1
+            self._bitrate = bitrate
+            if self._codec is not None:
+                self._codec.bit_rate = bitrate
+
+    def _open(self, width: int, height: int) -> Any:
+        codec = av.CodecContext.create("libx264", "w")
+        codec.width, codec.height = width, height
+        codec.pix_fmt = "yuv420p"
+        codec.bit_rate = self._bitrate
+        codec.framerate = fractions.Fraction(30, 1)
+        codec.time_base = fractions.Fraction(1, 30)
+        codec.gop_size = 3000
+        codec.options = {
+            "tune": "zerolatency",
+            "level": "31",
+            "maxrate": str(self._max),
+            "bufsize": str(self._max // 4),
+            "sc_threshold": "0",
+        }
+        codec.profile = "Baseline"
+        return codec
+
+    def _frames(self, frame: av.VideoFrame, force_keyframe: bool) -> Iterator[bytes]:
+        if self._codec is not None and (frame.width, frame.height) != (
+            self._codec.width,
+            self._codec.height,
+        ):
+            self.stats.resolution_changes += 1
+            self._codec = None
+        if self._codec is None:
+            self._codec = self._open(frame.width, frame.height)
+        frame.pict_type = (
+            av.video.frame.PictureType.I if force_keyframe else av.video.frame.PictureType.NONE
+        )
+        if frame.format.name != "yuv420p":
+            frame = frame.reformat(format="yuv420p")
+        for packet in self._codec.encode(frame):
+            self.stats.bytes += packet.size
+            if packet.is_keyframe:
+                self.stats.keyframes += 1
+                self.stats.forced_keyframes += int(force_keyframe)
+            yield from H264Encoder._split_bitstream(bytes(packet))
+
+    def encode(self, frame: Frame, force_keyframe: bool = False) -> tuple[list[bytes], int]:
+        assert isinstance(frame, av.VideoFrame)
+        if frame.pts is None or frame.time_base is None:
+            raise ValueError("video frames need pts and time_base")
+        timestamp = convert_timebase(frame.pts, frame.time_base, VIDEO_TIME_BASE)
+        with self._lock:
+            nals = list(self._frames(frame, force_keyframe))
+        self.stats.frames += 1
+        return H264Encoder._packetize(nals), timestamp
+
+    def pack(self, packet: Packet) -> tuple[list[bytes], int]:
+        assert packet.pts is not None and packet.time_base is not None
+        nals = H264Encoder._split_bitstream(bytes(packet))
+        return H264Encoder._packetize(nals), convert_timebase(
+            packet.pts, packet.time_base, VIDEO_TIME_BASE
+        )
+
+
+def make_encoder(mime_type: str, *, bitrate: int, max_bitrate: int) -> LiveVideoEncoder:
+    """A live encoder for ``video/VP8`` or ``video/H264`` (case-insensitive)."""
+    mime = mime_type.lower()
+    if mime == "video/vp8":
+        return LiveVp8Encoder(bitrate=bitrate)
+    if mime == "video/h264":
+        return LiveH264Encoder(bitrate=bitrate, max_bitrate=max_bitrate)
+    raise ValueError(f"no live encoder for {mime_type!r} (VP8 and H.264 are supported)")
+
+
+_ENCODER_SLOT = "_RTCRtpSender__encoder"
+
+
+def install_encoder(
+    sender: RTCRtpSender, mime_type: str, *, bitrate: int, max_bitrate: int
+) -> LiveVideoEncoder:
+    """Give ``sender`` a live encoder for the negotiated ``mime_type`` before it starts.
+
+    Must be called before the sender encodes its first frame (right after the answer is
+    set); raises ``RuntimeError`` if aiortc already created its own encoder.
+    """
+    if sender.kind != "video":
+        raise ValueError(f"install_encoder needs a video sender, got {sender.kind!r}")
+    if not hasattr(sender, _ENCODER_SLOT):
+        raise RuntimeError("this aiortc version has no sender encoder slot to fill")
+    if getattr(sender, _ENCODER_SLOT) is not None:
+        raise RuntimeError("the sender already encodes: install the encoder before it starts")
+    encoder = make_encoder(mime_type, bitrate=bitrate, max_bitrate=max_bitrate)
+    setattr(sender, _ENCODER_SLOT, encoder)
+    return encoder
+
+
+@dataclass(frozen=True, slots=True)
+class RtcpSnapshot:
+    """What arrived since the last :meth:`RtcpMonitor.take` (None = nothing new)."""
+
+    remb_bps: float | None = None
+    fraction_lost: float | None = None
+    jitter_s: float | None = None
+    rtt_s: float | None = None
+    reports: int = 0
+
+
+class RtcpMonitor:
+    """Reads the RTCP that reaches one sender: receiver reports and REMB.
+
+    ``clock_rate`` converts RR jitter (RTP units) to seconds. ``time_fn`` must be a clock
+    that both the sender-report timestamps and the arrivals are measured on.
+    """
+
+    def __init__(
+        self,
+        sender: RTCRtpSender,
+        *,
+        clock_rate: int = 90000,
+        time_fn: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if clock_rate <= 0:
+            raise ValueError(f"clock_rate must be positive, got {clock_rate}")
+        self._sender = sender
+        self._clock_rate = clock_rate
+        self._time = time_fn
+        self._sr_sent: dict[int, float] = {}  # middle 32 bits of the SR NTP time -> sent at
+        self._pending: dict[str, float] = {}
+        self._reports = 0
+        self.last: RtcpSnapshot = RtcpSnapshot()
+        handle, send = sender._handle_rtcp_packet, sender._send_rtcp
+
+        async def _handle(packet: Any) -> None:
+            self.feed(packet)
+            await handle(packet)
+
+        async def _send(packets: list[Any]) -> None:
+            for p in packets:
+                if isinstance(p, RtcpSrPacket):
+                    self.sent_sr(p.sender_info.ntp_timestamp)
+            await send(packets)
+
+        sender._handle_rtcp_packet = _handle  # type: ignore[method-assign]
+        sender._send_rtcp = _send  # type: ignore[method-assign]
+
+    def sent_sr(self, ntp_timestamp: int) -> None:
+        """Note that a sender report with this 64-bit NTP timestamp left now."""
+        self._sr_sent[(ntp_timestamp >> 16) & 0xFFFFFFFF] = self._time()
+        while len(self._sr_sent) > 16:
+            self._sr_sent.pop(next(iter(self._sr_sent)))
+
+    def feed(self, packet: Any) -> None:
+        """Read one parsed RTCP packet (others are ignored)."""
+        ssrc = self._sender._ssrc
+        if isinstance(packet, RtcpRrPacket | RtcpSrPacket):
+            for report in packet.reports:
+                if report.ssrc != ssrc:
+                    continue
+                self._reports += 1
+                self._pending["fraction_lost"] = report.fraction_lost / 256
+                self._pending["jitter_s"] = report.jitter / self._clock_rate
+                sent = self._sr_sent.get(report.lsr)
+                if report.lsr and sent is not None:
+                    rtt = self._time() - sent - report.dlsr / 65536
+                    self._pending["rtt_s"] = max(0.0, rtt)
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            try:
+                bitrate, ssrcs = unpack_remb_fci(packet.fci)
+            except ValueError:
+                return
+            if ssrc in ssrcs:
+                self._pending["remb_bps"] = float(bitrate)
+
+    def take(self) -> RtcpSnapshot:
+        """The values received since the last call."""
+        p = self._pending
+        snap = RtcpSnapshot(
+            remb_bps=p.get("remb_bps"),
+            fraction_lost=p.get("fraction_lost"),
+            jitter_s=p.get("jitter_s"),
+            rtt_s=p.get("rtt_s"),
+            reports=self._reports,
+        )
+        self._pending = {}
+        self._reports = 0
+        self.last = snap
+        return snap

@@ -1,0 +1,101 @@
+"""A receive jitter buffer for the caller's microphone that never keeps latency after loss.
+
+aiortc's audio receiver uses ``JitterBuffer(capacity=16, prefetch=4)``: after one lost
+packet it waits until the buffer is full (16 packets) and from then on releases one frame
+per arriving packet, so the whole backlog stays in it — +200..300 ms on the mic path for
+the rest of the call. The mic feeds VAD and ASR, which want the newest audio, not smooth
+playout, so :class:`LowLatencyJitterBuffer` releases each frame as soon as it is complete,
+waits at most ``max_wait_packets`` for a missing one, and then skips ahead to the newest
+packet (the few frames in between are dropped and counted). Its latency after a loss is
+bounded by ``max_wait_packets`` frames.
+
+:func:`install_mic_jitter_buffer` replaces the buffer of one receiver (aiortc's private
+``_RTCRtpReceiver__jitter_buffer`` slot); nothing global is patched.
+"""
+
+from __future__ import annotations
+
+from aiortc.jitterbuffer import JitterFrame
+from aiortc.rtcrtpreceiver import RTCRtpReceiver
+from aiortc.rtp import RtpPacket
+from aiortc.utils import uint16_add
+
+__all__ = ["LowLatencyJitterBuffer", "install_mic_jitter_buffer"]
+
+_SLOT = "_RTCRtpReceiver__jitter_buffer"
+
+
+def _diff(a: int, b: int) -> int:
+    """Signed distance a - b of two 16-bit sequence numbers."""
+    d = (a - b) & 0xFFFF
+    return d - 0x10000 if d >= 0x8000 else d
+
+
+class LowLatencyJitterBuffer:
+    """Drop-in for aiortc's audio ``JitterBuffer`` (one packet = one audio frame).
+
+    ``add(packet)`` returns ``(pli_flag, frame or None)`` like aiortc's. Packets older than
+    the next expected one are dropped (``late``); a gap blocks at most ``max_wait_packets``
+    arrivals, after which the buffer jumps to the newest packet (``skipped`` frames lost).
+    If several consecutive frames are ready at once (a reordered packet filled a gap) the
+    older ones are dropped so the output is never more than one frame behind.
+    """
+
+    capacity = 16  # aiortc reads it for statistics only
+
+    def __init__(self, *, max_wait_packets: int = 3) -> None:
+        if max_wait_packets < 1:
+            raise ValueError(f"max_wait_packets must be >= 1, got {max_wait_packets}")
+        self.max_wait_packets = max_wait_packets
+        self._next: int | None = None
+        self._packets: dict[int, RtpPacket] = {}
+        self.frames_out = 0
+        self.skipped = 0
+        self.late = 0
+
+    def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        seq = packet.sequence_number
+        if self._next is None:
+            self._next = seq
+        if _diff(seq, self._next) < 0:
+            self.late += 1
+            return False, None
+        self._packets[seq] = packet
+        if self._next not in self._packets:
+            ahead = max(_diff(s, self._next) for s in self._packets)
+            if ahead < self.max_wait_packets:
+                return False, None
+            # give up on the gap: jump to the newest packet
+            newest = uint16_add(self._next, ahead)
+            self.skipped += ahead
+            self._drop_before(newest)
+        # release the newest ready frame of the consecutive run, drop older ready ones
+        run = self._next
+        while uint16_add(run, 1) in self._packets:
+            run = uint16_add(run, 1)
+        if run != self._next:
+            self.skipped += _diff(run, self._next)
+            self._drop_before(run)
+        out = self._packets.pop(run)
+        self._next = uint16_add(run, 1)
+        self.frames_out += 1
+        data = getattr(out, "_data", out.payload)
+        return False, JitterFrame(data=data, timestamp=out.timestamp)
+
+    def _drop_before(self, seq: int) -> None:
+        for s in [s for s in self._packets if _diff(s, seq) < 0]:
+            del self._packets[s]
+        self._next = seq
+
+
+def install_mic_jitter_buffer(
+    receiver: RTCRtpReceiver, *, max_wait_packets: int = 3
+) -> LowLatencyJitterBuffer:
+    """Give an *audio* receiver a :class:`LowLatencyJitterBuffer` (before media flows)."""
+    if receiver.track is None or receiver.track.kind != "audio":
+        raise ValueError("install_mic_jitter_buffer needs an audio receiver")
+    if not hasattr(receiver, _SLOT):
+        raise RuntimeError("this aiortc version has no receiver jitter buffer slot")
+    buffer = LowLatencyJitterBuffer(max_wait_packets=max_wait_packets)
+    setattr(receiver, _SLOT, buffer)
+    return buffer

@@ -1,0 +1,363 @@
+"""Glass-to-glass video latency under congestion: our quality control vs plain aiortc.
+
+Two aiortc peers in one process talk through :class:`media.netem.UdpRelay` on 127.0.0.1
+(candidates rewritten to cross it). The sender plays the call's clocked audio and video
+tracks; every video frame carries its send-time stamp (16 bits of milliseconds + a 4-bit
+checksum as black/white blocks), which the receiver reads back from the decoded luma, so
+latency is measured on the decoded picture with the one shared clock. Scenarios:
+
+1. ``cap``: 400 kbps bottleneck (token bucket, 1 s queue) for ``--cap-s`` seconds, then none;
+2. ``loss``: 2 % loss and 50 ms one-way delay both ways for ``--loss-s`` seconds.
+
+Each runs twice, with our controller (``signaling.adaptation.attach_quality``) and with
+plain aiortc defaults (its VP8 encoder driven by REMB, 720 px 25 fps fixed). Printed:
+latency p50/p95 (during the impairment and overall), freezes (> 200 ms without a new
+frame), audio gaps, received height/fps per second, time back to the top rung. A PNG plot
+of received bitrate, height and latency over time is written with ``--plot``.
+
+    .venv/bin/python scripts/bench_congestion.py [--quick] [--plot out.png] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aioice.ice
+import av
+import numpy as np
+from aiortc import RTCConfiguration, RTCPeerConnection
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from media.clock import MediaClock  # noqa: E402
+from media.netem import Impairment, UdpRelay, connect_via_relay  # noqa: E402
+from media.player import AvPlayer, IdleLoop  # noqa: E402
+from media.tracks import ClockedAudioTrack, ClockedVideoTrack  # noqa: E402
+from signaling.adaptation import QualityLoop, attach_quality  # noqa: E402
+from signaling.events import ControlEvent  # noqa: E402
+
+BITS, CHECK = 16, 4
+TOP_HEIGHT = 720
+
+
+# ---- the stamped picture --------------------------------------------------------------
+def stamp_bits(t_ms: int) -> list[int]:
+    v = t_ms & 0xFFFF
+    check = (v ^ (v >> 4) ^ (v >> 8) ^ (v >> 12)) & 0xF
+    return [(v >> (15 - i)) & 1 for i in range(BITS)] + [(check >> (3 - i)) & 1 for i in range(CHECK)]
+
+
+def read_stamp(luma: np.ndarray) -> int | None:
+    """The 16-bit ms stamp in a decoded frame's luma plane, or None if unreadable."""
+    h, w = luma.shape
+    bw, bh = w // (BITS + CHECK), max(8, h // 12)
+    row = luma[bh // 4 : bh * 3 // 4]
+    bits = [int(row[:, i * bw + bw // 4 : i * bw + bw * 3 // 4].mean() > 128) for i in range(BITS + CHECK)]
+    v = 0
+    for b in bits[:BITS]:
+        v = (v << 1) | b
+    return v if stamp_bits(v) == bits else None
+
+
+class StampRenderer:
+    """A stand-in renderer: square frames of a moving noisy texture, any height."""
+
+    fps = 25
+
+    def __init__(self, height: int) -> None:
+        self._h = height
+        self._textures: dict[int, np.ndarray] = {}
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        return self._h, self._h
+
+    def set_output_height(self, height: int) -> None:
+        self._h = max(32, int(height) // 2 * 2)
+
+    def idle_frames(self) -> list[np.ndarray]:
+        return [self.texture(self._h)]
+
+    async def render(self, audio_16k: np.ndarray) -> Any:  # not used by the bench
+        raise NotImplementedError("the bench renders through frame_at only")
+
+    def texture(self, h: int) -> np.ndarray:
+        if h not in self._textures:
+            y, x = np.mgrid[0:h, 0:2 * h] / h * 40
+            base = np.stack([np.sin(x) * 60 + 128, np.cos(y * 1.3) * 60 + 128, np.sin(x + y) * 60 + 128], -1)
+            noise = np.random.default_rng(h).integers(-30, 30, base.shape)
+            self._textures[h] = np.clip(base + noise, 0, 255).astype(np.uint8)
+        return self._textures[h]
+
+    def frame_at(self, t: float) -> np.ndarray:
+        h = self._h
+        tex = self.texture(h)
+        off = int(t * 40) % h
+        img = np.ascontiguousarray(tex[:, off : off + h])
+        bw, bh = h // (BITS + CHECK), max(8, h // 12)
+        for i, b in enumerate(stamp_bits(round(t * 1000))):
+            img[:bh, i * bw : (i + 1) * bw] = 255 if b else 0
+        return img
+
+
+class StampIdle(IdleLoop):
+    def __init__(self, renderer: StampRenderer) -> None:
+        super().__init__([renderer.texture(renderer.frame_size[1])])
+        self.renderer = renderer
+
+    def frame_at(self, t: float) -> np.ndarray:
+        return self.renderer.frame_at(t)
+
+
+class StampVideoTrack(ClockedVideoTrack):
+    """Keeps the stamped source whatever idle loop adaptation installs."""
+
+    def set_idle(self, idle: IdleLoop) -> None:
+        pass
+
+
+@dataclass
+class BenchSession:
+    """The part of a Session that adaptation needs."""
+
+    pc: RTCPeerConnection
+    clock: MediaClock
+    video_track: ClockedVideoTrack
+    renderer: StampRenderer
+    events: list[ControlEvent] = field(default_factory=list)
+
+    def emit(self, event: ControlEvent) -> None:
+        self.events.append(event)
+
+
+# ---- one run ------------------------------------------------------------------------------
+@dataclass
+class Trace:
+    video: list[tuple[float, float | None, int, int]] = field(default_factory=list)  # now, lat, h, w
+    audio: list[float] = field(default_factory=list)
+    bytes: list[tuple[float, int]] = field(default_factory=list)
+
+
+async def _drain(track: MediaStreamTrack, clock: MediaClock, trace: Trace) -> None:
+    while True:
+        try:
+            frame = await track.recv()
+        except MediaStreamError:
+            return
+        now = clock.now()
+        if isinstance(frame, av.AudioFrame):
+            trace.audio.append(now)
+            continue
+        assert isinstance(frame, av.VideoFrame)
+        plane = frame.planes[0]
+        luma = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)[:, : frame.width]
+        ms = read_stamp(luma)
+        lat = None
+        if ms is not None:
+            now_ms = round(now * 1000)
+            lat = ((now_ms - ms) % 65536) / 1000
+        trace.video.append((now, lat, frame.height, frame.width))
+
+
+async def run_case(ours: bool, scenario: str, t: dict[str, float]) -> dict[str, Any]:
+    clock = MediaClock()
+    renderer = StampRenderer(TOP_HEIGHT)
+    player = AvPlayer(clock=clock)
+    video = StampVideoTrack(player, clock, StampIdle(renderer), fps=25)
+    audio = ClockedAudioTrack(player, clock)
+    cfg = RTCConfiguration(iceServers=[])
+    sender, receiver = RTCPeerConnection(cfg), RTCPeerConnection(cfg)
+    sender.addTransceiver("audio", direction="sendrecv")  # the call: avatar voice + caller mic
+    sender.getTransceivers()[0].sender.replaceTrack(audio)
+    sender.addTrack(video)
+    trace = Trace()
+    tasks: list[asyncio.Task[None]] = []
+    receiver.on("track", lambda tr: tasks.append(asyncio.ensure_future(_drain(tr, clock, trace))))
+    relay = UdpRelay(seed=7)
+    await relay.start()
+    session = BenchSession(pc=sender, clock=clock, video_track=video, renderer=renderer)
+    loops: list[QualityLoop] = []
+
+    def negotiated() -> None:
+        if ours:  # as Session.accept does: after the descriptions, before media flows
+            loops.append(attach_quality(session))
+
+    try:
+        async with asyncio.timeout(20):
+            await connect_via_relay(sender, receiver, relay, negotiated=negotiated)
+        t0 = clock.now()
+        imp_start, imp_end = t0 + t["warm"], t0 + t["warm"] + t[scenario]
+        end = imp_end + t["after"]
+        impaired = False
+        while clock.now() < end:
+            now = clock.now()
+            if not impaired and now >= imp_start:
+                impaired = True
+                if scenario == "cap":
+                    relay.impair(a_to_b=Impairment(rate_bps=400_000, queue_limit_s=1.0))
+                else:
+                    lossy = Impairment(delay_s=0.05, loss=0.02)
+                    relay.impair(a_to_b=lossy, b_to_a=lossy)
+            if impaired and now >= imp_end:
+                impaired = False
+                relay.impair(a_to_b=Impairment(), b_to_a=Impairment())
+                imp_end = float("inf")
+            trace.bytes.append((now, relay.a_to_b.stats.bytes_out))
+            await asyncio.sleep(0.25)
+    finally:
+        for loop in loops:
+            await loop.stop()
+        for task in tasks:
+            task.cancel()
+        await sender.close()
+        await receiver.close()
+        relay.close()
+    loop = loops[0] if loops else None
+    return _summarize(trace, ours, scenario, t0, imp_start, imp_start + t[scenario], end, loop)
+
+
+def _pct(xs: list[float], q: float) -> float | None:
+    if not xs:
+        return None
+    return round(float(np.percentile(xs, q)) * 1000, 1)
+
+
+def _summarize(tr: Trace, ours: bool, scenario: str, t0: float, i0: float, i1: float, end: float, loop: Any) -> dict[str, Any]:
+    def window(a: float, b: float) -> list[float]:
+        return [lat for now, lat, _, _ in tr.video if a <= now < b and lat is not None]
+
+    frames = [now for now, *_ in tr.video if t0 + 1 <= now < end]
+    gaps = [b - a for a, b in zip(frames, frames[1:], strict=False) if b - a > 0.2]
+    agaps = [b - a for a, b in zip(tr.audio, tr.audio[1:], strict=False) if b - a > 0.1 and a > t0 + 1]
+    per_s = []
+    for k in range(int(end - t0)):
+        sel = [(h, w) for now, _, h, w in tr.video if t0 + k <= now < t0 + k + 1]
+        per_s.append((k, sel[-1][0] if sel else 0, len(sel)))
+    # back to normal after the impairment lifts
+    top_at = None
+    for now, _, h, _ in tr.video:
+        if now >= i1 and h == TOP_HEIGHT:
+            top_at = round(now - i1, 2)
+            break
+    bad_after = [now for now, lat, _, _ in tr.video if now >= i1 and lat is not None and lat > 0.2]
+    settle = round(max(bad_after) - i1, 2) if bad_after else 0.0
+    lat_all = window(t0 + 1, end)
+    out = {
+        "mode": "ours" if ours else "aiortc",
+        "scenario": scenario,
+        "latency_ms_during": {"p50": _pct(window(i0, i1), 50), "p95": _pct(window(i0, i1), 95)},
+        "latency_ms_all": {"p50": _pct(lat_all, 50), "p95": _pct(lat_all, 95)},
+        "stamps_read": f"{len(lat_all)}/{len(frames)}",
+        "freezes": len(gaps),
+        "freeze_s": round(sum(gaps), 2),
+        "audio_gaps_over_100ms": len(agaps),
+        "time_to_top_rung_s": top_at,
+        "latency_settled_under_200ms_after_s": settle,
+        "height_fps_per_s": per_s,
+        "t_rel": [[round(now - t0, 2), lat, h] for now, lat, h, _ in tr.video],
+        "bytes": [[round(now - t0, 2), b] for now, b in tr.bytes],
+        "impairment": [round(i0 - t0, 2), round(i1 - t0, 2)],
+    }
+    if loop is not None:
+        out["rung_changes"] = [[round(tt - t0, 2), r.height, r.fps, r.bitrate, why] for tt, r, why in loop.changes]
+        enc = loop.encoder
+        if enc is not None:
+            out["encoder"] = {"keyframes": enc.stats.keyframes, "forced": enc.stats.forced_keyframes,
+                              "bitrate_changes": enc.stats.bitrate_changes}
+    return out
+
+
+def _print(results: list[dict[str, Any]]) -> None:
+    print(f"{'scenario':8} {'mode':7} {'p50/p95 during':>16} {'p50/p95 all':>16} {'freezes':>12} "
+          f"{'audio gaps':>10} {'top rung':>9} {'lat<200ms':>9} keyframes")
+    for r in results:
+        d, a = r["latency_ms_during"], r["latency_ms_all"]
+        enc = r.get("encoder", {})
+        print(
+            f"{r['scenario']:8} {r['mode']:7} {d['p50']!s:>7}/{d['p95']!s:<8} {a['p50']!s:>7}/{a['p95']!s:<8} "
+            f"{r['freezes']:>4} ({r['freeze_s']:>4}s) {r['audio_gaps_over_100ms']:>10} "
+            f"{r['time_to_top_rung_s']!s:>9} {r['latency_settled_under_200ms_after_s']!s:>9} "
+            f"{enc.get('keyframes', '-')}"
+        )
+    for r in results:
+        hs = " ".join(f"{k}:{h}/{n}" for k, h, n in r["height_fps_per_s"])
+        print(f"{r['scenario']}/{r['mode']} height/fps per second: {hs}")
+        if "rung_changes" in r:
+            print(f"{r['scenario']}/{r['mode']} rung changes: {r['rung_changes']}")
+
+
+def _plot(results: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scen = sorted({r["scenario"] for r in results})
+    fig, axes = plt.subplots(3, len(scen), figsize=(7 * len(scen), 9), squeeze=False)
+    for col, s in enumerate(scen):
+        for r in (r for r in results if r["scenario"] == s):
+            b = np.array(r["bytes"], dtype=float)
+            if len(b) > 1:
+                rate = np.diff(b[:, 1]) * 8 / np.diff(b[:, 0]) / 1000
+                axes[0][col].plot(b[1:, 0], rate, label=r["mode"])
+            v = [(t, lat, h) for t, lat, h in r["t_rel"]]
+            axes[1][col].plot([x[0] for x in v], [x[2] for x in v], label=r["mode"])
+            pts = [(t, lat * 1000) for t, lat, _ in v if lat is not None]
+            axes[2][col].plot([p[0] for p in pts], [p[1] for p in pts], ".", ms=2, label=r["mode"])
+            for ax in axes[:, col]:
+                ax.axvspan(*r["impairment"], color="grey", alpha=0.08)
+        axes[0][col].set_title(f"{s}: received video kbps (relay out)")
+        axes[1][col].set_title("received height (px) = rung")
+        axes[2][col].set_title("glass-to-glass latency (ms)")
+        axes[2][col].set_yscale("log")
+        for ax in axes[:, col]:
+            ax.legend()
+            ax.set_xlabel("s")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+async def _main(args: argparse.Namespace) -> list[dict[str, Any]]:
+    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else []  # type: ignore[assignment]
+    logging.basicConfig(level=logging.WARNING)
+    times = {"warm": args.warm_s, "cap": args.cap_s, "loss": args.loss_s, "after": args.after_s}
+    results = []
+    for scenario in args.scenarios:
+        for ours in (True, False):
+            results.append(await run_case(ours, scenario, times))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="short phases (a smoke test, ~40 s)")
+    p.add_argument("--scenarios", nargs="+", default=["cap", "loss"], choices=["cap", "loss"])
+    p.add_argument("--warm-s", type=float, default=5.0)
+    p.add_argument("--cap-s", type=float, default=20.0)
+    p.add_argument("--loss-s", type=float, default=15.0)
+    p.add_argument("--after-s", type=float, default=12.0)
+    p.add_argument("--plot", type=Path, help="write a PNG plot here")
+    p.add_argument("--json", type=Path, help="write all results as JSON here")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.warm_s, args.cap_s, args.loss_s, args.after_s = 2.0, 4.0, 3.0, 3.0
+    results = asyncio.run(_main(args))
+    _print(results)
+    if args.json:
+        args.json.write_text(json.dumps(results))
+    if args.plot:
+        _plot(results, args.plot)
+        print(f"plot: {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

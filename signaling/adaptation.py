@@ -1,0 +1,217 @@
+"""Congestion-driven quality adaptation of one call: wires media.quality to the Session.
+
+:func:`attach_quality` is called once the answer is set (before media flows). It
+
+- puts a live encoder into the call's video sender (:mod:`media.encoder_control`), so the
+  bitrate follows the controller without a keyframe per change;
+- reads the RTCP that reaches that sender (receiver reports, REMB);
+- gives the caller's mic receiver a low-latency jitter buffer (:mod:`media.jitter`);
+- runs a :class:`~media.quality.QualityController` every ``interval_s`` and applies its rungs:
+  encoder bitrate, the video track's fps, the renderer's output height (and a new idle loop
+  at that size), and emits a :class:`~signaling.events.QualityChanged` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from aiortc import RTCPeerConnection
+
+from inference.render.base import Renderer
+from media.clock import MediaClock
+from media.encoder_control import LiveVideoEncoder, RtcpMonitor, install_encoder
+from media.jitter import LowLatencyJitterBuffer, install_mic_jitter_buffer
+from media.player import IdleLoop
+from media.quality import QualityController, QualityOptions, Rung
+from media.tracks import ClockedVideoTrack
+from signaling.events import ControlEvent, QualityChanged
+
+__all__ = ["AdaptationOptions", "QualityLoop", "QualitySession", "attach_quality"]
+
+log = logging.getLogger(__name__)
+
+
+class QualitySession(Protocol):
+    """What adaptation needs of a call (``signaling.session.Session`` has it)."""
+
+    pc: RTCPeerConnection
+    clock: MediaClock
+    video_track: ClockedVideoTrack
+    renderer: Renderer
+
+    def emit(self, event: ControlEvent) -> None: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdaptationOptions:
+    """``cap_to_renderer``: never ask the renderer for more than its starting height."""
+
+    quality: QualityOptions = field(default_factory=QualityOptions)
+    interval_s: float = 0.2
+    lag_window_s: float = 1.0
+    mic_max_wait_packets: int = 3
+    cap_to_renderer: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.02 <= self.interval_s <= 5:
+            raise ValueError(f"interval_s must be within 0.02..5, got {self.interval_s}")
+        if self.lag_window_s < self.interval_s:
+            raise ValueError("lag_window_s must be >= interval_s")
+        if self.mic_max_wait_packets < 1:
+            raise ValueError("mic_max_wait_packets must be >= 1")
+
+
+class QualityLoop:
+    """The running adaptation of one call; :meth:`stop` ends it."""
+
+    def __init__(
+        self,
+        session: QualitySession,
+        options: AdaptationOptions,
+        *,
+        on_change: Callable[[Rung, str], None] | None = None,
+    ) -> None:
+        self.session = session
+        self.options = options
+        self.controller = QualityController(options.quality)
+        self.encoder: LiveVideoEncoder | None = None
+        self.monitor: RtcpMonitor | None = None
+        self.mic_buffers: list[LowLatencyJitterBuffer] = []
+        self.changes: list[tuple[float, Rung, str]] = []  # (clock time, rung, reason)
+        self._on_change = on_change
+        self._max_height = session.renderer.frame_size[1]
+        self._drops: deque[tuple[float, int]] = deque()
+        self._sent: deque[tuple[float, int]] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._applying: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        pc, top = self.session.pc, self.controller.rung
+        for tr in pc.getTransceivers():
+            if tr.kind == "video" and tr.sender.track is self.session.video_track:
+                codecs = getattr(tr, "_codecs", [])
+                if not codecs:
+                    raise RuntimeError("no negotiated video codec: call after the answer is set")
+                try:
+                    self.encoder = install_encoder(
+                        tr.sender,
+                        codecs[0].mimeType,
+                        bitrate=top.bitrate,
+                        max_bitrate=self.controller.ladder[0].bitrate,
+                    )
+                except (ValueError, RuntimeError) as exc:  # VpxError is a RuntimeError
+                    # aiortc's own encoder stays: fps and size still adapt, bitrate by REMB
+                    log.warning("live encoder unavailable (%s): bitrate is aiortc's", exc)
+                self.monitor = RtcpMonitor(tr.sender, clock_rate=codecs[0].clockRate)
+            elif tr.kind == "audio" and tr.receiver.track is not None:
+                self.mic_buffers.append(
+                    install_mic_jitter_buffer(
+                        tr.receiver, max_wait_packets=self.options.mic_max_wait_packets
+                    )
+                )
+        if self.monitor is None:
+            raise RuntimeError("the call has no video sender for its video track")
+        self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        for task in (self._task, self._applying):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    @property
+    def rung(self) -> Rung:
+        return self.controller.rung
+
+    def height_for(self, rung: Rung) -> int:
+        """The output height used for ``rung`` (capped to the renderer's starting height)."""
+        if self.options.cap_to_renderer:
+            return min(rung.height, self._max_height)
+        return rung.height
+
+    def _render_lag(self, now: float) -> float:
+        """Seconds of video ticks the track dropped per second over the lag window."""
+        track = self.session.video_track
+        self._drops.append((now, track.frames_dropped))
+        while self._drops and self._drops[0][0] < now - self.options.lag_window_s:
+            self._drops.popleft()
+        if len(self._drops) < 2:
+            return 0.0
+        (t0, d0), (t1, d1) = self._drops[0], self._drops[-1]
+        return (d1 - d0) / track.fps / max(t1 - t0, self.options.interval_s)
+
+    def _send_bps(self, now: float) -> float | None:
+        """Video bitrate the encoder produced over the lag window (None without our encoder)."""
+        if self.encoder is None:
+            return None
+        self._sent.append((now, self.encoder.stats.bytes))
+        while self._sent and self._sent[0][0] < now - self.options.lag_window_s:
+            self._sent.popleft()
+        (t0, b0), (t1, b1) = self._sent[0], self._sent[-1]
+        if t1 - t0 < self.options.interval_s:
+            return None
+        return (b1 - b0) * 8 / (t1 - t0)
+
+    async def _run(self) -> None:
+        await self._apply(self.controller.rung, "start")
+        assert self.monitor is not None
+        while True:
+            await asyncio.sleep(self.options.interval_s)
+            now = self.session.clock.now()
+            snap = self.monitor.take()
+            rung = self.controller.update(
+                now,
+                remb_bps=snap.remb_bps,
+                fraction_lost=snap.fraction_lost,
+                rtt_s=snap.rtt_s,
+                jitter_s=snap.jitter_s,
+                render_lag_s=self._render_lag(now),
+                send_bps=self._send_bps(now),
+            )
+            if rung is not None:
+                if self._applying is not None and not self._applying.done():
+                    await self._applying  # one change at a time, in order
+                self._applying = asyncio.ensure_future(self._apply(rung, self.controller.reason))
+
+    async def _apply(self, rung: Rung, reason: str) -> None:
+        s = self.session
+        if self.encoder is not None:
+            self.encoder.set_bitrate(rung.bitrate)
+        s.video_track.fps = rung.fps
+        height = self.height_for(rung)
+        if s.renderer.frame_size[1] != height:
+            s.renderer.set_output_height(height)
+            idle = await asyncio.to_thread(s.renderer.idle_frames)
+            s.video_track.set_idle(IdleLoop(idle, s.renderer.fps))
+        self.changes.append((s.clock.now(), rung, reason))
+        log.info("quality -> %s (%s)", rung, reason)
+        s.emit(
+            QualityChanged(
+                rung=self.controller.ladder.index(rung),
+                height=height,
+                fps=rung.fps,
+                bitrate=rung.bitrate,
+                reason=reason,
+            )
+        )
+        if self._on_change is not None:
+            self._on_change(rung, reason)
+
+
+def attach_quality(
+    session: QualitySession,
+    options: AdaptationOptions | None = None,
+    *,
+    on_change: Callable[[Rung, str], None] | None = None,
+) -> QualityLoop:
+    """Start quality adaptation for a call whose answer is set; returns the running loop."""
+    loop = QualityLoop(session, options or AdaptationOptions(), on_change=on_change)
+    loop.start()
+    return loop

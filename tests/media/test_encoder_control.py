@@ -1,0 +1,232 @@
+"""Live encoders (rate changes without keyframes) and the RTCP monitor."""
+
+import asyncio
+import fractions
+
+import av
+import numpy as np
+import pytest
+from aiortc.codecs import get_decoder
+from aiortc.jitterbuffer import JitterFrame
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_PLI,
+    RtcpPsfbPacket,
+    RtcpReceiverInfo,
+    RtcpRrPacket,
+    RtcpSenderInfo,
+    RtcpSrPacket,
+    pack_remb_fci,
+)
+
+from media.encoder_control import (
+    LiveH264Encoder,
+    LiveVp8Encoder,
+    RtcpMonitor,
+    install_encoder,
+    make_encoder,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+FPS = 25
+
+
+def textured(i: int, size: int = 256) -> np.ndarray:
+    """Moving, noisy content: the encoder cannot make it tiny."""
+    y, x = np.mgrid[0:size, 0:size]
+    base = np.stack(
+        [np.sin(x / 9 + i * 0.3) * 60 + 128, (x + y + i * 7) % 256, np.cos(y / 7 - i * 0.2) * 90 + 128],
+        -1,
+    )
+    noise = np.random.default_rng(i).integers(-25, 25, base.shape)
+    return np.clip(base + noise, 0, 255).astype(np.uint8)
+
+
+def vframe(i: int, size: int = 256) -> av.VideoFrame:
+    f = av.VideoFrame.from_ndarray(textured(i, size), format="rgb24")
+    f.pts = i * (90000 // FPS)
+    f.time_base = fractions.Fraction(1, 90000)
+    return f
+
+
+def kbps(sizes: list[int]) -> float:
+    return sum(sizes) * 8 * FPS / len(sizes) / 1000
+
+
+def run_encoder(enc, n: int, *, change_at: dict[int, int], size_at: dict[int, int] | None = None):  # type: ignore[no-untyped-def]
+    """Encode n frames; returns per-frame payload byte counts."""
+    sizes = []
+    size = 256
+    for i in range(n):
+        if i in change_at:
+            enc.set_bitrate(change_at[i])
+        if size_at and i in size_at:
+            size = size_at[i]
+        payloads, ts = enc.encode(vframe(i, size))
+        assert ts == i * (90000 // FPS)
+        sizes.append(sum(len(p) for p in payloads))
+    return sizes
+
+
+@pytest.mark.parametrize("mime", ["video/VP8", "video/H264"])
+def test_bitrate_follows_without_keyframes(mime: str) -> None:
+    enc = make_encoder(mime, bitrate=1_500_000, max_bitrate=1_500_000)
+    sizes = run_encoder(enc, 150, change_at={50: 200_000, 100: 1_000_000})
+    high, low, back = kbps(sizes[10:50]), kbps(sizes[65:100]), kbps(sizes[115:150])
+    assert low < 0.45 * high, (high, low)
+    assert back > 2 * low, (low, back)
+    assert enc.stats.keyframes == 1  # only the very first frame
+    assert enc.stats.bitrate_changes == 2
+    assert not hasattr(enc, "target_bitrate")  # aiortc's REMB handler must not drive it
+
+
+@pytest.mark.parametrize("mime", ["video/VP8", "video/H264"])
+def test_keyframe_on_resize_and_when_forced(mime: str) -> None:
+    enc = make_encoder(mime, bitrate=500_000, max_bitrate=1_000_000)
+    run_encoder(enc, 20, change_at={}, size_at={10: 128})
+    assert enc.stats.keyframes == 2 and enc.stats.resolution_changes == 1
+    enc.encode(vframe(20, 128), force_keyframe=True)
+    assert enc.stats.keyframes == 3 and enc.stats.forced_keyframes == 1
+
+
+def test_vp8_stream_decodes_across_rate_and_size_changes() -> None:
+    enc = LiveVp8Encoder(bitrate=800_000)
+    decoder = get_decoder(RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96))
+    shapes = []
+    for i in range(30):
+        if i == 10:
+            enc.set_bitrate(150_000)
+        size = 256 if i < 20 else 192
+        payloads, ts = enc.encode(vframe(i, size))
+        # undo aiortc's packetization the way the receiver does
+        from aiortc.codecs.vpx import vp8_depayload
+
+        data = b"".join(vp8_depayload(p) for p in payloads)
+        for out in decoder.decode(JitterFrame(data=data, timestamp=ts)):
+            shapes.append((out.height, out.width))
+    assert len(shapes) == 30
+    assert shapes[0] == (256, 256) and shapes[-1] == (192, 192)
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="no live encoder"):
+        make_encoder("video/AV1", bitrate=500_000, max_bitrate=500_000)
+    with pytest.raises(ValueError, match="10 kbps"):
+        LiveVp8Encoder(bitrate=5)
+    with pytest.raises(ValueError, match="above max_bitrate"):
+        LiveH264Encoder(bitrate=2_000_000, max_bitrate=1_000_000)
+
+
+class FakeSender:
+    """The sender surface RtcpMonitor and install_encoder touch."""
+
+    kind = "video"
+
+    def __init__(self) -> None:
+        self._ssrc = 1234
+        self._RTCRtpSender__encoder = None
+        self.handled: list = []
+        self.sent: list = []
+
+    async def _handle_rtcp_packet(self, packet) -> None:  # type: ignore[no-untyped-def]
+        self.handled.append(packet)
+
+    async def _send_rtcp(self, packets) -> None:  # type: ignore[no-untyped-def]
+        self.sent.extend(packets)
+
+
+async def test_rtcp_monitor_reads_rr_rtt_and_remb() -> None:
+    now = [100.0]
+    sender = FakeSender()
+    mon = RtcpMonitor(sender, time_fn=lambda: now[0])  # type: ignore[arg-type]
+    ntp = (0x12345678 << 32) | 0x9ABC0000
+    sr = RtcpSrPacket(ssrc=1234, sender_info=RtcpSenderInfo(ntp, 0, 0, 0))
+    await sender._send_rtcp([sr])
+    assert sender.sent == [sr]  # still sent
+    now[0] = 100.35
+    lsr = (ntp >> 16) & 0xFFFFFFFF
+    rr = RtcpRrPacket(
+        ssrc=9,
+        reports=[
+            RtcpReceiverInfo(ssrc=1234, fraction_lost=64, packets_lost=3, highest_sequence=1,
+                             jitter=900, lsr=lsr, dlsr=int(0.1 * 65536)),
+            RtcpReceiverInfo(ssrc=555, fraction_lost=255, packets_lost=0, highest_sequence=1,
+                             jitter=0, lsr=0, dlsr=0),
+        ],
+    )
+    remb = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=9, media_ssrc=0, fci=pack_remb_fci(321_000, [1234]))
+    other = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=9, media_ssrc=0, fci=pack_remb_fci(1, [77]))
+    pli = RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=9, media_ssrc=1234)
+    for p in (rr, remb, other, pli):
+        await sender._handle_rtcp_packet(p)
+    assert sender.handled == [rr, remb, other, pli]  # aiortc still sees everything
+    snap = mon.take()
+    assert snap.fraction_lost == pytest.approx(0.25)
+    assert snap.jitter_s == pytest.approx(0.01)
+    assert snap.rtt_s == pytest.approx(0.25, abs=1e-3)
+    assert snap.remb_bps == 321_000
+    assert snap.reports == 1
+    assert mon.take().rtt_s is None  # nothing new
+
+
+def test_install_encoder_fills_the_senders_slot_once() -> None:
+    sender = FakeSender()
+    enc = install_encoder(sender, "video/VP8", bitrate=300_000, max_bitrate=2_000_000)  # type: ignore[arg-type]
+    assert sender._RTCRtpSender__encoder is enc
+    with pytest.raises(RuntimeError, match="already encodes"):
+        install_encoder(sender, "video/VP8", bitrate=300_000, max_bitrate=2_000_000)  # type: ignore[arg-type]
+
+
+async def test_live_sender_over_loopback_keeps_one_keyframe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real aiortc pair: rate changes on the live VP8 encoder reach the wire, no keyframes."""
+    from aiortc import VideoStreamTrack
+
+    from tests.rtc_helpers import connect_pair, loopback_pc, patch_loopback_ice
+
+    patch_loopback_ice(monkeypatch)
+
+    class Pattern(VideoStreamTrack):
+        i = 0
+
+        async def recv(self) -> av.VideoFrame:
+            pts, tb = await self.next_timestamp()
+            f = av.VideoFrame.from_ndarray(textured(self.i, 128), format="rgb24")
+            self.i += 1
+            f.pts, f.time_base = pts, tb
+            return f
+
+    a, b = loopback_pc(), loopback_pc()
+    sender = a.addTrack(Pattern())
+    got: list[int] = []
+
+    def on_track(track) -> None:  # type: ignore[no-untyped-def]
+        async def drain() -> None:
+            while True:
+                await track.recv()
+                got.append(1)
+
+        asyncio.ensure_future(drain())
+
+    b.on("track", on_track)
+    await a.setLocalDescription(await a.createOffer())
+    await b.setRemoteDescription(a.localDescription)
+    await b.setLocalDescription(await b.createAnswer())
+    await a.setRemoteDescription(b.localDescription)
+    mime = a.getTransceivers()[0]._codecs[0].mimeType
+    enc = install_encoder(sender, mime, bitrate=600_000, max_bitrate=1_000_000)
+    try:
+        async with asyncio.timeout(20):
+            while len(got) < 20:
+                await asyncio.sleep(0.05)
+            enc.set_bitrate(150_000)
+            n = len(got)
+            while len(got) < n + 20:
+                await asyncio.sleep(0.05)
+    finally:
+        await a.close()
+        await b.close()
+    assert enc.stats.frames >= 40
+    assert enc.stats.keyframes - enc.stats.forced_keyframes == 1
+    del connect_pair
