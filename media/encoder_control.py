@@ -69,6 +69,7 @@ class EncoderStats:
     forced_keyframes: int = 0  # keyframes asked for by aiortc (PLI / FIR)
     resolution_changes: int = 0
     out_of_order: int = 0  # frames skipped because their pts did not increase
+    paused: int = 0  # frames skipped while paused (draining a bottleneck queue)
     bitrate_changes: int = 0
     bytes: int = 0
 
@@ -83,9 +84,29 @@ class LiveVideoEncoder(Protocol):
 
     def set_bitrate(self, bitrate: int) -> None: ...
 
+    def pause(self, seconds: float) -> None: ...
+
     def encode(self, frame: Frame, force_keyframe: bool = False) -> tuple[list[bytes], int]: ...
 
     def pack(self, packet: Packet) -> tuple[list[bytes], int]: ...
+
+
+class _Pause:
+    """Skip frames for a while (a keyframe request still goes through)."""
+
+    def __init__(self) -> None:
+        self._until = 0.0
+
+    def start(self, seconds: float) -> None:
+        if not 0 <= seconds <= 5:
+            raise ValueError(f"pause must be within 0..5 s, got {seconds}")
+        self._until = max(self._until, time.monotonic() + seconds)
+
+    def skip(self, force_keyframe: bool, stats: EncoderStats) -> bool:
+        if force_keyframe or time.monotonic() >= self._until:
+            return False
+        stats.paused += 1
+        return True
 
 
 def _check_bitrate(bitrate: int) -> int:
@@ -104,6 +125,7 @@ class LiveVp8Encoder:
         self._lock = threading.Lock()
         self.picture_id = Vp8Encoder().picture_id  # random start, as aiortc does
         self._last_ts: int | None = None
+        self._pause = _Pause()
         self.stats = EncoderStats()
 
     @property
@@ -120,6 +142,10 @@ class LiveVp8Encoder:
             if self._vpx is not None:
                 self._vpx.set_bitrate(bitrate)
 
+    def pause(self, seconds: float) -> None:
+        """Send no video for ``seconds`` (the next frame after it is a normal delta frame)."""
+        self._pause.start(seconds)
+
     def encode(self, frame: Frame, force_keyframe: bool = False) -> tuple[list[bytes], int]:
         assert isinstance(frame, av.VideoFrame)
         if frame.pts is None or frame.time_base is None:
@@ -127,6 +153,8 @@ class LiveVp8Encoder:
         timestamp = convert_timebase(frame.pts, frame.time_base, VIDEO_TIME_BASE)
         if self._last_ts is not None and timestamp <= self._last_ts:
             self.stats.out_of_order += 1  # libvpx needs increasing pts: skip the frame
+            return [], timestamp
+        if self._pause.skip(force_keyframe, self.stats):
             return [], timestamp
         with self._lock:
             if self._vpx is None:
@@ -176,6 +204,7 @@ class LiveH264Encoder:
             raise ValueError(f"bitrate {bitrate} is above max_bitrate {max_bitrate}")
         self._codec: Any = None
         self._lock = threading.Lock()
+        self._pause = _Pause()
         self.stats = EncoderStats()
 
     @property
@@ -191,6 +220,10 @@ class LiveH264Encoder:
             self._bitrate = bitrate
             if self._codec is not None:
                 self._codec.bit_rate = bitrate
+
+    def pause(self, seconds: float) -> None:
+        """Send no video for ``seconds``."""
+        self._pause.start(seconds)
 
     def _open(self, width: int, height: int) -> Any:
         codec = av.CodecContext.create("libx264", "w")
@@ -236,6 +269,8 @@ class LiveH264Encoder:
         if frame.pts is None or frame.time_base is None:
             raise ValueError("video frames need pts and time_base")
         timestamp = convert_timebase(frame.pts, frame.time_base, VIDEO_TIME_BASE)
+        if self._pause.skip(force_keyframe, self.stats):
+            return [], timestamp
         with self._lock:
             nals = list(self._frames(frame, force_keyframe))
         self.stats.frames += 1

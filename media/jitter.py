@@ -1,4 +1,4 @@
-"""A receive jitter buffer for the caller's microphone that never keeps latency after loss.
+"""Receive jitter buffers that never keep latency after loss (mic audio; client video).
 
 aiortc's audio receiver uses ``JitterBuffer(capacity=16, prefetch=4)``: after one lost
 packet it waits until the buffer is full (16 packets) and from then on releases one frame
@@ -9,18 +9,31 @@ waits at most ``max_wait_packets`` for a missing one, and then skips ahead to th
 packet (the few frames in between are dropped and counted). Its latency after a loss is
 bounded by ``max_wait_packets`` frames.
 
-:func:`install_mic_jitter_buffer` replaces the buffer of one receiver (aiortc's private
+:class:`LowLatencyVideoJitterBuffer` is the video counterpart for an aiortc *client* (the
+bot, benchmarks): aiortc's video buffer (512 packets) waits for a hole until 512 more packets
+arrived — tens of seconds at a low bitrate — when a retransmission is lost too. This one gives
+up on a hole after ``max_wait_s``, skips to the next frame start and asks for a keyframe.
+
+The ``install_*`` functions replace the buffer of one receiver (aiortc's private
 ``_RTCRtpReceiver__jitter_buffer`` slot); nothing global is patched.
 """
 
 from __future__ import annotations
+
+import time
+from collections.abc import Callable
 
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtp import RtpPacket
 from aiortc.utils import uint16_add
 
-__all__ = ["LowLatencyJitterBuffer", "install_mic_jitter_buffer"]
+__all__ = [
+    "LowLatencyJitterBuffer",
+    "LowLatencyVideoJitterBuffer",
+    "install_mic_jitter_buffer",
+    "install_video_jitter_buffer",
+]
 
 _SLOT = "_RTCRtpReceiver__jitter_buffer"
 
@@ -97,5 +110,101 @@ def install_mic_jitter_buffer(
     if not hasattr(receiver, _SLOT):
         raise RuntimeError("this aiortc version has no receiver jitter buffer slot")
     buffer = LowLatencyJitterBuffer(max_wait_packets=max_wait_packets)
+    setattr(receiver, _SLOT, buffer)
+    return buffer
+
+
+class LowLatencyVideoJitterBuffer:
+    """Drop-in for aiortc's video ``JitterBuffer``: frames end at the RTP marker bit.
+
+    ``add(packet)`` returns ``(pli_flag, frame or None)``: the oldest complete frame (one per
+    call, as aiortc expects). A hole older than ``max_wait_s`` is given up: the buffer jumps
+    to the next frame start after it and returns ``pli_flag=True`` (the receiver then sends a
+    PLI, the sender a keyframe). ``time_fn`` is the clock of the waits.
+    """
+
+    capacity = 512
+
+    def __init__(
+        self, *, max_wait_s: float = 0.3, time_fn: Callable[[], float] = time.monotonic
+    ) -> None:
+        if max_wait_s <= 0:
+            raise ValueError(f"max_wait_s must be positive, got {max_wait_s}")
+        self.max_wait_s = max_wait_s
+        self._time = time_fn
+        self._next: int | None = None
+        self._packets: dict[int, RtpPacket] = {}
+        self._hole_since: float | None = None
+        self.frames_out = 0
+        self.gaps_skipped = 0
+        self.late = 0
+
+    def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        seq = packet.sequence_number
+        if self._next is None:
+            self._next = seq
+        if _diff(seq, self._next) < 0:
+            self.late += 1
+            return False, None
+        self._packets[seq] = packet
+        frame = self._pop_frame()
+        if frame is not None:
+            self._hole_since = None
+            return False, frame
+        now = self._time()
+        if self._hole_since is None:
+            self._hole_since = now
+            return False, None
+        if now - self._hole_since < self.max_wait_s:
+            return False, None
+        self._skip_hole()
+        self._hole_since = None
+        return True, self._pop_frame()
+
+    def _pop_frame(self) -> JitterFrame | None:
+        assert self._next is not None
+        seq, parts = self._next, []
+        while seq in self._packets:
+            parts.append(self._packets[seq])
+            if parts[-1].marker:
+                for p in parts:
+                    del self._packets[p.sequence_number]
+                self._next = uint16_add(seq, 1)
+                self.frames_out += 1
+                data = b"".join(getattr(p, "_data", p.payload) for p in parts)
+                return JitterFrame(data=data, timestamp=parts[0].timestamp)
+            seq = uint16_add(seq, 1)
+        return None
+
+    def _skip_hole(self) -> None:
+        """Drop up to the first stored packet that starts a frame (follows a marker)."""
+        assert self._next is not None
+        self.gaps_skipped += 1
+        starts = [
+            s
+            for s in self._packets
+            if _diff(s, self._next) > 0
+            and (prev := self._packets.get(uint16_add(s, -1))) is not None
+            and prev.marker
+        ]
+        if starts:
+            new = min(starts, key=lambda s: _diff(s, self._next or 0))
+        else:  # nothing usable yet: wait for the packet after the newest one
+            newest = max(self._packets, key=lambda s: _diff(s, self._next or 0))
+            new = uint16_add(newest, 1)
+        for s in [s for s in self._packets if _diff(s, new) < 0]:
+            del self._packets[s]
+        self._next = new
+
+
+def install_video_jitter_buffer(
+    receiver: RTCRtpReceiver, *, max_wait_s: float = 0.3
+) -> LowLatencyVideoJitterBuffer:
+    """Give a *video* receiver a :class:`LowLatencyVideoJitterBuffer` (before media flows)."""
+    if receiver.track is None or receiver.track.kind != "video":
+        raise ValueError("install_video_jitter_buffer needs a video receiver")
+    if not hasattr(receiver, _SLOT):
+        raise RuntimeError("this aiortc version has no receiver jitter buffer slot")
+    buffer = LowLatencyVideoJitterBuffer(max_wait_s=max_wait_s)
     setattr(receiver, _SLOT, buffer)
     return buffer

@@ -109,17 +109,23 @@ class AvPlayer:
                 f"audio has {len(audio)} samples but {len(frames)} frames at {self.fps} fps "
                 f"need exactly {expected} at {self.sample_rate} Hz"
             )
-        now = self._pos(self.clock.now())
-        guard = now + round(_GUARD_S * self.sample_rate)
-        if self._end >= guard:
-            start = self._end  # gapless
-        elif self._end > now:  # ends too soon to continue seamlessly: smallest gap possible
-            start = self._on_frame_grid(guard)
-        else:
-            start = self._on_frame_grid(now + round(self.lead_s * self.sample_rate))
+        start = self._next_start_pos()
         self._segments.append(_Segment(start, audio.copy(), list(frames)))
         self._end = start + len(audio)
         return start / self.sample_rate
+
+    def next_start(self) -> float:
+        """Clock time at which a segment pushed now would start (see ``push``)."""
+        return self._next_start_pos() / self.sample_rate
+
+    def _next_start_pos(self) -> int:
+        now = self._pos(self.clock.now())
+        guard = now + round(_GUARD_S * self.sample_rate)
+        if self._end >= guard:
+            return self._end  # gapless
+        if self._end > now:  # ends too soon to continue seamlessly: smallest gap possible
+            return self._on_frame_grid(guard)
+        return self._on_frame_grid(now + round(self.lead_s * self.sample_rate))
 
     def flush(self, at: float | None = None) -> float:
         """Barge-in: drop everything scheduled after ``at`` (default now).

@@ -12,7 +12,13 @@ Policy: down fast, up slowly.
   queue or a lagging renderer step down one rung. At most one step down per
   ``down_hold_s`` (the next report must see the effect of the last one). A REMB above the
   send rate is no signal: aiortc's estimate only grows to ~1.5x what it receives, so a
-  static picture that encodes small keeps it low without any congestion.
+  static picture that encodes small keeps it low without any congestion. While the
+  receiver reports loss (``remb_loss_guard``) and the RTT is not rising, REMB is ignored:
+  aiortc retransmits packets with their original send time, so its estimator reads every
+  repaired loss as a delay spike and its REMB sinks on a lossy but uncongested path.
+- *Drain*: a REMB under ``severe_ratio`` of the send rate means a queue is filling fast;
+  ``drain_s`` then asks the sender to pause video that long (audio goes on) so the
+  bottleneck queue empties instead of delaying every later frame.
 - *Up*: one rung at a time, only after ``up_hold_s`` without any congestion signal. A step
   up is a probe: congestion within ``probe_window_s`` of it sends the controller straight
   back and doubles the hold before that rung is tried again (up to ``max_up_hold_s``);
@@ -60,6 +66,9 @@ class QualityOptions:
     start_index: int = 0
     remb_headroom: float = 0.85  # a rung fits a REMB estimate if bitrate <= headroom * REMB
     loss_threshold: float = 0.05  # fraction lost (0..1) that counts as congestion
+    remb_loss_guard: float = 0.01  # reported loss above this: REMB alone is not trusted
+    severe_ratio: float = 0.5  # REMB under this share of the send rate: drain the queue
+    drain_s: float = 0.6
     rtt_rise_s: float = 0.12  # RTT above the smallest seen by this much = a queue
     rtt_window_s: float = 30.0  # the smallest RTT is taken over this window
     queue_threshold_s: float = 0.15  # sender queue depth that counts as congestion
@@ -82,6 +91,8 @@ class QualityOptions:
             raise ValueError(f"start_index {self.start_index} is outside the ladder")
         if not 0 < self.remb_headroom <= 1:
             raise ValueError(f"remb_headroom must be in (0, 1], got {self.remb_headroom}")
+        if not 0 < self.severe_ratio < 1 or not 0 <= self.drain_s <= 5:
+            raise ValueError("need 0 < severe_ratio < 1 and 0 <= drain_s <= 5")
         if not 0 < self.loss_threshold < 1:
             raise ValueError(f"loss_threshold must be in (0, 1), got {self.loss_threshold}")
         for name in ("rtt_rise_s", "rtt_window_s", "queue_threshold_s", "render_lag_threshold_s"):
@@ -108,6 +119,8 @@ class _State:
     probe: _Probe | None = None
     hold: dict[int, float] = field(default_factory=dict)  # rung index -> hold before trying it
     rtts: list[tuple[float, float]] = field(default_factory=list)  # (time, rtt)
+    loss: float = 0.0  # the last reported fraction lost
+    rtt_rising: bool = False  # the last RTT was over the baseline
 
 
 class QualityController:
@@ -117,6 +130,7 @@ class QualityController:
         self.options = options or QualityOptions()
         self._s = _State(index=self.options.start_index)
         self.reason = "start"  # why the last change happened (for logs and events)
+        self.drain_s = 0.0  # with a change: pause video this long to empty a queue
 
     @property
     def ladder(self) -> tuple[Rung, ...]:
@@ -162,24 +176,33 @@ class QualityController:
             raise ValueError(f"fraction_lost must be within 0..1, got {fraction_lost}")
 
         reasons: list[str] = []
-        fit = None
-        if remb_bps is not None:
-            sent = send_bps if send_bps is not None else self.rung.bitrate
-            if remb_bps < o.remb_headroom * min(sent, self.rung.bitrate):
+        if fraction_lost is not None:
+            s.loss = fraction_lost
+            if fraction_lost > o.loss_threshold:
+                reasons.append(f"loss {fraction_lost:.0%}")
+        if rtt_s is not None:
+            s.rtt_rising = self._rtt_rise(now, rtt_s, jitter_s or 0.0)
+            if s.rtt_rising:
+                reasons.append(f"rtt {rtt_s * 1000:.0f} ms")
+        fit, severe = None, False
+        if remb_bps is not None and (s.loss <= o.remb_loss_guard or s.rtt_rising):
+            sent = min(send_bps if send_bps is not None else self.rung.bitrate, self.rung.bitrate)
+            if remb_bps < o.remb_headroom * sent:
                 fit = self._remb_fit(remb_bps)
+                severe = remb_bps < o.severe_ratio * sent
                 reasons.append(f"remb {remb_bps / 1000:.0f} kbps")
-        if fraction_lost is not None and fraction_lost > o.loss_threshold:
-            reasons.append(f"loss {fraction_lost:.0%}")
-        if rtt_s is not None and self._rtt_rise(now, rtt_s, jitter_s or 0.0):
-            reasons.append(f"rtt {rtt_s * 1000:.0f} ms")
         if send_queue_s is not None and send_queue_s > o.queue_threshold_s:
             reasons.append(f"send queue {send_queue_s * 1000:.0f} ms")
         if render_lag_s is not None and render_lag_s > o.render_lag_threshold_s:
             reasons.append(f"render lag {render_lag_s * 1000:.0f} ms")
 
+        self.drain_s = 0.0
         if reasons:
             s.last_bad = now
-            return self._down(now, fit, "; ".join(reasons))
+            rung = self._down(now, fit, "; ".join(reasons))
+            if rung is not None and severe:
+                self.drain_s = o.drain_s
+            return rung
         return self._maybe_up(now)
 
     # ---- internals ---------------------------------------------------------------------

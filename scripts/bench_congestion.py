@@ -9,6 +9,9 @@ latency is measured on the decoded picture with the one shared clock. Scenarios:
 1. ``cap``: 400 kbps bottleneck (token bucket, 1 s queue) for ``--cap-s`` seconds, then none;
 2. ``loss``: 2 % loss and 50 ms one-way delay both ways for ``--loss-s`` seconds.
 
+The receiving peer (the bot's side) uses :class:`media.jitter.LowLatencyVideoJitterBuffer`
+in both runs (``--stock-receiver`` for aiortc's, which waits for 512 packets once a
+retransmission is lost: that measures aiortc's receiver, not the sender under test).
 Each runs twice, with our controller (``signaling.adaptation.attach_quality``) and with
 plain aiortc defaults (its VP8 encoder driven by REMB, 720 px 25 fps fixed). Printed:
 latency p50/p95 (during the impairment and overall), freezes (> 200 ms without a new
@@ -38,6 +41,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from media.clock import MediaClock  # noqa: E402
+from media.jitter import install_video_jitter_buffer  # noqa: E402
 from media.netem import Impairment, UdpRelay, connect_via_relay  # noqa: E402
 from media.player import AvPlayer, IdleLoop  # noqa: E402
 from media.tracks import ClockedAudioTrack, ClockedVideoTrack  # noqa: E402
@@ -167,7 +171,9 @@ async def _drain(track: MediaStreamTrack, clock: MediaClock, trace: Trace) -> No
         trace.video.append((now, lat, frame.height, frame.width))
 
 
-async def run_case(ours: bool, scenario: str, t: dict[str, float]) -> dict[str, Any]:
+async def run_case(
+    ours: bool, scenario: str, t: dict[str, float], *, stock_receiver: bool = False, queue_s: float = 1.0
+) -> dict[str, Any]:
     clock = MediaClock()
     renderer = StampRenderer(TOP_HEIGHT)
     player = AvPlayer(clock=clock)
@@ -187,6 +193,10 @@ async def run_case(ours: bool, scenario: str, t: dict[str, float]) -> dict[str, 
     loops: list[QualityLoop] = []
 
     def negotiated() -> None:
+        if not stock_receiver:
+            for tr in receiver.getTransceivers():
+                if tr.kind == "video":
+                    install_video_jitter_buffer(tr.receiver)
         if ours:  # as Session.accept does: after the descriptions, before media flows
             loops.append(attach_quality(session))
 
@@ -202,7 +212,7 @@ async def run_case(ours: bool, scenario: str, t: dict[str, float]) -> dict[str, 
             if not impaired and now >= imp_start:
                 impaired = True
                 if scenario == "cap":
-                    relay.impair(a_to_b=Impairment(rate_bps=400_000, queue_limit_s=1.0))
+                    relay.impair(a_to_b=Impairment(rate_bps=400_000, queue_limit_s=queue_s))
                 else:
                     lossy = Impairment(delay_s=0.05, loss=0.02)
                     relay.impair(a_to_b=lossy, b_to_a=lossy)
@@ -332,7 +342,11 @@ async def _main(args: argparse.Namespace) -> list[dict[str, Any]]:
     results = []
     for scenario in args.scenarios:
         for ours in (True, False):
-            results.append(await run_case(ours, scenario, times))
+            results.append(
+                await run_case(
+                    ours, scenario, times, stock_receiver=args.stock_receiver, queue_s=args.queue_s
+                )
+            )
     return results
 
 
@@ -344,6 +358,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cap-s", type=float, default=20.0)
     p.add_argument("--loss-s", type=float, default=15.0)
     p.add_argument("--after-s", type=float, default=12.0)
+    p.add_argument("--queue-s", type=float, default=1.0, help="bottleneck queue limit (s)")
+    p.add_argument(
+        "--stock-receiver",
+        action="store_true",
+        help="receive with aiortc's own video jitter buffer (stalls for good after a lost "
+        "retransmission) instead of media.jitter's bounded one",
+    )
     p.add_argument("--plot", type=Path, help="write a PNG plot here")
     p.add_argument("--json", type=Path, help="write all results as JSON here")
     args = p.parse_args(argv)

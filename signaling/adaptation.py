@@ -178,6 +178,8 @@ class QualityLoop:
             if rung is not None:
                 if self._applying is not None and not self._applying.done():
                     await self._applying  # one change at a time, in order
+                if self.controller.drain_s and self.encoder is not None:
+                    self.encoder.pause(self.controller.drain_s)
                 self._applying = asyncio.ensure_future(self._apply(rung, self.controller.reason))
 
     async def _apply(self, rung: Rung, reason: str) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -15,16 +16,31 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from aiortc import RTCSessionDescription
 
+from signaling.auth import AccessOptions, AccessPolicy, ApiKey, AuthError, KeyScope
 from signaling.config import Settings
 from signaling.events import ErrorEvent, Pong
+from signaling.guard import (
+    RedactedAccessLogger,
+    is_loopback_peer,
+    origin_middleware,
+    presented_key,
+    rate_limited,
+)
 from signaling.ice import enable_loopback_candidates, is_loopback_host
 from signaling.logs import bind_session
 from signaling.metrics import CONTENT_TYPE_LATEST, Metrics
+from signaling.ratelimit import RateLimiter, RateLimitOptions
 from signaling.services import Services, load_services
 from signaling.session import Session, SessionOptions
-from signaling.validation import BadRequest, parse_client_message, parse_offer
+from signaling.validation import (
+    BadRequest,
+    OfferRequest,
+    parse_client_message,
+    parse_offer,
+    parse_session_request,
+)
 
-__all__ = ["AppState", "create_app", "drain", "serve", "static_dir"]
+__all__ = ["AppState", "access_options", "create_app", "drain", "serve", "static_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +65,20 @@ class AppState:
     metrics: Metrics = field(default_factory=Metrics)
     draining: bool = False
     load: Callable[[Settings], Awaitable[Services]] = load_services
+    access: AccessPolicy = field(init=False)
+    http_limiter: RateLimiter = field(init=False)
+    scopes: dict[str, KeyScope] = field(default_factory=dict)
+    sockets: dict[str, web.WebSocketResponse] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        a = self.settings.access
+        self.access = AccessPolicy(access_options(self.settings))
+        self.http_limiter = RateLimiter(
+            RateLimitOptions(rate_per_s=a.requests_per_s, burst=a.request_burst)
+        )
 
     def forget(self, session: Session) -> None:
+        self.scopes.pop(session.id, None)
         if self.sessions.pop(session.id, None) is not None:
             self.metrics.active_sessions.set(len(self.sessions))
 
@@ -66,6 +94,31 @@ class AppState:
 STATE: web.AppKey[AppState] = web.AppKey("avatar_rtc_state", AppState)
 
 
+def access_options(settings: Settings) -> AccessOptions:
+    """The access rules the settings describe (``api_key`` is an unscoped key "default")."""
+    a = settings.access
+    keys = [
+        ApiKey(
+            name=k.name,
+            secret=k.key.get_secret_value(),
+            avatars=frozenset(k.avatars) if k.avatars is not None else None,
+            origins=frozenset(k.origins) if k.origins is not None else None,
+        )
+        for k in a.keys
+    ]
+    if settings.api_key is not None:
+        keys.append(ApiKey(name="default", secret=settings.api_key.get_secret_value()))
+    anonymous = a.anonymous if a.anonymous != "auto" else ("none" if keys else "loopback")
+    secret = a.token_secret.get_secret_value().encode() if a.token_secret is not None else b""
+    return AccessOptions(
+        keys=tuple(keys),
+        token_secret=secret,
+        token_ttl_s=a.token_ttl_s,
+        anonymous=anonymous,
+        allowed_origins=frozenset(a.allowed_origins),
+    )
+
+
 def create_app(
     settings: Settings,
     services: Services | None = None,
@@ -74,11 +127,16 @@ def create_app(
 ) -> web.Application:
     """Build the app. Without ``services``, ``loader`` loads the models in the background
     at startup (``/health/ready`` answers 503 until it is done)."""
-    app = web.Application(client_max_size=settings.max_sdp_bytes + 4096)
     state = AppState(settings=settings, services=services, load=loader)
+    loopback = is_loopback_host(settings.host)
+    app = web.Application(
+        client_max_size=settings.max_sdp_bytes + 4096,
+        middlewares=[origin_middleware(state.access, loopback_server=loopback)],
+    )
     app[STATE] = state
-    if is_loopback_host(settings.host):
+    if loopback:
         enable_loopback_candidates()
+    app.router.add_post("/session", _issue_token)
     app.router.add_post("/offer", _offer)
     app.router.add_get("/ws", _ws)
     app.router.add_get("/health/live", _live)
@@ -152,20 +210,41 @@ async def _offer(request: web.Request) -> web.Response:
         rejected.labels(reason="not_ready").inc()
         reason = state.load_error or "models are still loading"
         return _json_error(503, reason, **{"Retry-After": "5"})
-    if state.full:
-        rejected.labels(reason="busy").inc()
-        return _json_error(503, "server is busy: too many calls", **{"Retry-After": "10"})
+    limited = rate_limited(state.http_limiter, request)
+    if limited is not None:
+        rejected.labels(reason="rate_limited").inc()
+        return limited
+    bad: BadRequest | None = None
+    offer: OfferRequest | None = None
     try:
         raw = await request.read()
         offer = parse_offer(raw, max_bytes=state.settings.max_sdp_bytes)
     except BadRequest as exc:
-        rejected.labels(reason="bad_request").inc()
-        return _json_error(exc.status, exc.reason)
+        bad = exc
     except web.HTTPRequestEntityTooLarge:
+        bad = BadRequest("offer too large", status=413)
+    if offer is not None and offer.session is not None:
+        return await _resume(request, state, offer)
+    if state.full:
+        rejected.labels(reason="busy").inc()
+        return _json_error(503, "server is busy: too many calls", **{"Retry-After": "10"})
+    if offer is None:
+        assert bad is not None
         rejected.labels(reason="bad_request").inc()
-        return _json_error(413, "offer too large")
+        return _json_error(bad.status, bad.reason)
     services = state.services
     avatar = offer.avatar or state.settings.render.avatar
+    try:
+        scope = state.access.authorize_call(
+            offer.token or _bearer(request),
+            loopback_peer=is_loopback_peer(request),
+            now=time.time(),
+        )
+        scope.check_origin(request.headers.get("Origin"))
+        scope.check_avatar(avatar)
+    except AuthError as exc:
+        rejected.labels(reason="unauthorized").inc()
+        return _json_error(exc.status, exc.reason)
     try:
         renderer = await services.renderer_for(avatar)
     except KeyError:
@@ -178,6 +257,7 @@ async def _offer(request: web.Request) -> web.Response:
         lead_s=media.lead_ms / 1000.0,
         video_offset_s=media.video_offset_ms / 1000.0,
         heartbeat_timeout_s=state.settings.heartbeat_timeout_s,
+        resume_grace_s=state.settings.resume_grace_s,
         segmenter=services.segmenter_options,
     )
     session_id = secrets.token_urlsafe(12)
@@ -192,6 +272,7 @@ async def _offer(request: web.Request) -> web.Response:
         metrics=state.metrics,
     )
     state.sessions[session_id] = session
+    state.scopes[session_id] = scope
     state.metrics.sessions_total.inc()
     state.metrics.active_sessions.set(len(state.sessions))
     try:
@@ -200,37 +281,153 @@ async def _offer(request: web.Request) -> web.Response:
         await session.close()
         rejected.labels(reason="bad_sdp").inc()
         return _json_error(400, f"cannot use this offer (malformed SDP?): {exc}")
+    return _answer(state, session, answer)
+
+
+def _answer(state: AppState, session: Session, answer: RTCSessionDescription) -> web.Response:
     return web.json_response(
         {
             "sdp": answer.sdp,
             "type": answer.type,
-            "session": session_id,
+            "session": session.id,
+            "token": state.access.signer.session_token(session.id),
+            "resume_grace_s": state.settings.resume_grace_s,
             "ice_servers": state.settings.ice_servers,
         }
     )
 
 
-async def _ws(request: web.Request) -> web.WebSocketResponse:
+def _bearer(request: web.Request) -> str | None:
+    auth = request.headers.get("Authorization", "")
+    return auth[7:].strip() or None if auth[:7].lower() == "bearer " else None
+
+
+async def _resume(request: web.Request, state: AppState, offer: OfferRequest) -> web.Response:
+    """``/offer`` with ``session`` + its token: the same call on a new peer connection."""
+    assert offer.session is not None
+    session = state.sessions.get(offer.session)
+    if session is None or session.closed.is_set():
+        return _json_error(404, "unknown or expired session; start a new call")
+    if not state.access.signer.check_session_token(session.id, offer.token):
+        state.metrics.rejected_total.labels(reason="unauthorized").inc()
+        return _json_error(401, "invalid session token")
+    scope = state.scopes.get(session.id)
+    try:
+        if scope is not None:
+            scope.check_origin(request.headers.get("Origin"))
+    except AuthError as exc:
+        return _json_error(exc.status, exc.reason)
+    bind_session(session.id)
+    try:
+        answer = await session.resume(RTCSessionDescription(sdp=offer.sdp, type="offer"))
+    except Exception as exc:  # a bad SDP fails this resume; the call waits for another
+        log.info("session %s: resume failed: %s", session.id, exc)
+        return _json_error(400, f"cannot use this offer (malformed SDP?): {exc}")
+    return _answer(state, session, answer)
+
+
+async def _issue_token(request: web.Request) -> web.Response:
+    """``POST /session``: an access token for the presented API key (or anonymous)."""
     state = request.app[STATE]
-    ws = web.WebSocketResponse(heartbeat=None, max_msg_size=64 * 1024)
+    limited = rate_limited(state.http_limiter, request)
+    if limited is not None:
+        state.metrics.rejected_total.labels(reason="rate_limited").inc()
+        return limited
+    if state.draining:
+        return _json_error(503, "server is shutting down", **{"Retry-After": "30"})
+    try:
+        parse_session_request(await request.read())
+        scope = state.access.authenticate_key(
+            presented_key(request), loopback_peer=is_loopback_peer(request)
+        )
+        scope.check_origin(request.headers.get("Origin"))
+    except web.HTTPRequestEntityTooLarge:
+        return _json_error(413, "body too large")
+    except BadRequest as exc:
+        return _json_error(exc.status, exc.reason)
+    except AuthError as exc:
+        state.metrics.rejected_total.labels(reason="unauthorized").inc()
+        return _json_error(exc.status, exc.reason)
+    token, expires = state.access.signer.issue(scope, now=time.time())
+    return web.json_response(
+        {
+            "token": token,
+            "expires_in_s": state.access.signer.ttl_s,
+            "expires_at": expires,
+            "avatars": sorted(scope.avatars) if scope.avatars is not None else None,
+        }
+    )
+
+
+_MAX_STRIKES = 50  # messages refused by the rate limit before the socket is closed (1008)
+
+
+async def _ws(request: web.Request) -> web.StreamResponse:
+    """The control socket: ``/ws?session=ID&token=SESSION_TOKEN``. Opening it again (a
+    reconnect) replaces the previous socket; closing it with 1000 hangs up the call, any
+    other loss leaves the call running for a reconnect or a resume."""
+    state = request.app[STATE]
+    limited = rate_limited(state.http_limiter, request)
+    if limited is not None:
+        return limited
+    settings = state.settings
+    ws = web.WebSocketResponse(
+        heartbeat=settings.ws_heartbeat_s, max_msg_size=settings.max_text_chars * 4 + 1024
+    )
     await ws.prepare(request)
     session = state.sessions.get(request.query.get("session", ""))
-    if session is None:
+    if session is None or session.closed.is_set():
         await ws.close(code=4404, message=b"unknown session")
         return ws
+    if not state.access.signer.check_session_token(session.id, request.query.get("token")):
+        await ws.close(code=4401, message=b"invalid or missing session token")
+        return ws
+    scope = state.scopes.get(session.id)
+    try:
+        if scope is not None:
+            scope.check_origin(request.headers.get("Origin"))
+    except AuthError as exc:
+        await ws.close(code=4403, message=exc.reason.encode()[:120])
+        return ws
+    previous = state.sockets.get(session.id)
+    state.sockets[session.id] = ws
+    if previous is not None:
+        await previous.close(code=4409, message=b"replaced by a newer connection")
     session.ws_attached(True)
     sender = asyncio.create_task(_pump_events(session, ws))
+    limiter = RateLimiter(
+        RateLimitOptions(
+            rate_per_s=settings.access.messages_per_s,
+            burst=settings.access.message_burst,
+            max_keys=1,
+        )
+    )
+    strikes = 0
     try:
         async for msg in ws:
+            if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                continue
+            if limiter.check("", time.monotonic()) > 0:
+                strikes += 1
+                if strikes >= _MAX_STRIKES:
+                    await ws.close(code=1008, message=b"too many messages")
+                    break
+                session.emit(ErrorEvent(reason="too many messages; slow down"))
+                continue
+            session.touch()
             if msg.type != WSMsgType.TEXT:
                 session.emit(ErrorEvent(reason="only JSON text messages are accepted"))
                 continue
-            session.touch()
-            _handle_client_message(session, msg.data, state.settings.max_text_chars)
+            _handle_client_message(session, msg.data, settings.max_text_chars)
     finally:
         sender.cancel()
+        current = state.sockets.get(session.id) is ws
+        if current:
+            del state.sockets[session.id]
         session.ws_attached(False)
-        await session.close()
+        if current and ws.close_code == 1000:  # the client hung up
+            session.close_reason = "client hung up"
+            await session.close()
     return ws
 
 
@@ -317,7 +514,7 @@ async def serve(app: web.Application, host: str, port: int) -> None:
     """Run until SIGINT/SIGTERM, then drain (goodbyes) before closing the listener."""
     import signal
 
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(app, access_log_class=RedactedAccessLogger)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

@@ -257,9 +257,7 @@ class AccessPolicy:
             return True
         hostname = urlsplit(norm).hostname or ""
         return (
-            loopback_server
-            and not self.protected
-            and hostname in ("localhost", "127.0.0.1", "::1")
+            loopback_server and not self.protected and hostname in ("localhost", "127.0.0.1", "::1")
         )
 
     @property

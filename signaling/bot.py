@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -62,6 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout-s", type=float, default=30.0, help="bound of each wait")
     p.add_argument("--listen-s", type=float, help="record this long after the bot's last speech")
     p.add_argument("--settle-s", type=float, default=0.6, help="quiet time before asking")
+    auth = p.add_mutually_exclusive_group()
+    auth.add_argument("--token", help="access token from POST /session (or $AVATAR_RTC_TOKEN)")
+    auth.add_argument(
+        "--api-key", help="API key: the bot asks POST /session for a token (or $AVATAR_RTC_API_KEY)"
+    )
     lo = p.add_mutually_exclusive_group()
     lo.add_argument("--loopback-candidates", dest="loopback", action="store_true", default=None)
     lo.add_argument("--no-loopback-candidates", dest="loopback", action="store_false")
@@ -86,6 +92,8 @@ def main(argv: list[str]) -> int:
             listen_s=args.listen_s,
             settle_s=args.settle_s,
             loopback_candidates=args.loopback,
+            token=args.token or os.environ.get("AVATAR_RTC_TOKEN") or None,
+            api_key=None if args.token else args.api_key or os.environ.get("AVATAR_RTC_API_KEY"),
         )
     except ValueError as exc:
         print(f"avatar-rtc bot: error: {exc}", file=sys.stderr)

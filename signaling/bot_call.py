@@ -123,6 +123,7 @@ class BotCall:
         self.speech_end: float | None = None
         self.interrupt_start: float | None = None
         self.idle_from: float | None = None
+        self.session_token = ""
 
     def _on_audio(self, pcm: np.ndarray, t: float) -> None:
         self.first_audio.set()
@@ -135,9 +136,28 @@ class BotCall:
             coro = consume_video(track, self.media, recorder=self.recorder)
         self.tasks.append(asyncio.create_task(coro))
 
+    async def _access_token(self, http: aiohttp.ClientSession) -> str | None:
+        """The token for ``/offer``: given, or asked of ``POST /session`` with the API key."""
+        if self.o.api_key is None:
+            return self.o.token
+        url = f"{self.o.url.rstrip('/')}/session"
+        try:
+            async with http.post(url, headers={"Authorization": f"Bearer {self.o.api_key}"}) as r:
+                body = await r.json(content_type=None)
+                status = r.status
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise BotError(f"cannot get a session token from {url}: {exc}") from exc
+        if status != 200 or not isinstance(body, dict) or "token" not in body:
+            reason = body.get("error", body) if isinstance(body, dict) else body
+            raise BotError(f"session token refused ({status}): {reason}")
+        return str(body["token"])
+
     async def _offer(self, http: aiohttp.ClientSession, pc: RTCPeerConnection) -> str:
+        token = await self._access_token(http)
         await pc.setLocalDescription(await pc.createOffer())
         body: dict[str, Any] = {"sdp": pc.localDescription.sdp, "type": "offer"}
+        if token:
+            body["token"] = token
         if self.o.avatar:
             body["avatar"] = self.o.avatar
         if self.o.language:
@@ -160,6 +180,7 @@ class BotCall:
         if not isinstance(answer, dict) or not {"sdp", "type", "session"} <= answer.keys():
             raise BotError(f"malformed answer from {url}/offer: {text[:200]!r}")
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
+        self.session_token = str(answer.get("token") or "")
         return str(answer["session"])
 
     async def _read_ws(self, ws: aiohttp.ClientWebSocketResponse) -> None:
@@ -296,7 +317,10 @@ class BotCall:
             async with aiohttp.ClientSession(timeout=timeout) as http:
                 session = await self._offer(http, pc)
                 try:
-                    ws = await http.ws_connect(f"{o.url.rstrip('/')}/ws?session={session}")
+                    query = {"session": session}
+                    if self.session_token:
+                        query["token"] = self.session_token
+                    ws = await http.ws_connect(f"{o.url.rstrip('/')}/ws", params=query)
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     raise BotError(f"cannot open the control socket: {exc}") from exc
                 self.tasks += [

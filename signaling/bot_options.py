@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from signaling.ice import is_loopback_host
@@ -35,6 +35,8 @@ class BotOptions:
     listen_s: float | None = None
     settle_s: float = 0.6  # quiet time after the greeting before asking
     loopback_candidates: bool | None = None  # None: from LOOPBACK_ENV, else the URL's host
+    token: str | None = field(default=None, repr=False)  # access token from POST /session
+    api_key: str | None = field(default=None, repr=False)  # or a key: the bot asks for a token
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("http://", "https://")):
@@ -51,6 +53,8 @@ class BotOptions:
             raise ValueError("BotOptions.settle_s must be >= 0")
         if self.listen_s is not None and self.listen_s <= 0:
             raise ValueError("BotOptions.listen_s must be positive")
+        if self.token is not None and self.api_key is not None:
+            raise ValueError("BotOptions takes a token or an api_key, not both")
 
     def wants_loopback(self) -> bool:
         if self.loopback_candidates is not None:

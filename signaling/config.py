@@ -14,6 +14,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from signaling.auth import normalize_origin
+
 __all__ = ["ConfigError", "Settings", "load_settings"]
 
 
@@ -129,6 +131,11 @@ class ApiKeySettings(BaseModel):
             raise ValueError("must be at least 16 characters")
         return value
 
+    @field_validator("origins")
+    @classmethod
+    def _check_origins(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else [normalize_origin(o) for o in value]
+
 
 class AccessSettings(BaseModel):
     """Who may call: API keys, signed session tokens, origins, rate limits."""
@@ -144,6 +151,11 @@ class AccessSettings(BaseModel):
     request_burst: int = Field(20, ge=1, le=100000)
     messages_per_s: float = Field(20.0, gt=0, le=10000)  # per call: control messages
     message_burst: int = Field(60, ge=1, le=100000)
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        return [normalize_origin(o) for o in value]
 
 
 class Settings(BaseSettings):

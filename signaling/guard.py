@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.typedefs import Middleware
 
 from signaling.auth import AccessPolicy
 from signaling.ice import is_loopback_host
@@ -57,7 +58,7 @@ def rate_limited(limiter: RateLimiter, request: web.Request) -> web.Response | N
     )
 
 
-def origin_middleware(policy: AccessPolicy, *, loopback_server: bool) -> web.Middleware:
+def origin_middleware(policy: AccessPolicy, *, loopback_server: bool) -> Middleware:
     """Refuse cross-origin requests from pages not on the allow-list (403), answer CORS
     preflights for listed ones, and set ``frame-ancestors`` so only listed pages embed us."""
     ancestors = " ".join(["'self'", *sorted(policy.allowed_origins)])

@@ -31,6 +31,7 @@ from signaling.events import (
 from signaling.ice import rtc_configuration
 from signaling.metrics import Metrics
 from signaling.services import Services
+from signaling.supervise import SupervisedRenderer
 from signaling.turn import TurnRequest, TurnRunner
 
 __all__ = ["Session", "SessionOptions"]
@@ -45,18 +46,21 @@ class SessionOptions:
     fps: int = 25
     lead_s: float = 0.12
     video_offset_s: float = 0.0
-    heartbeat_timeout_s: float = 30.0
+    heartbeat_timeout_s: float = 8.0  # no WebSocket, no message, no mic media: hang up
+    resume_grace_s: float = 15.0  # peer connection lost: wait this long for a resume offer
     segmenter: SegmenterOptions = field(default_factory=SegmenterOptions)
     greet: bool = True
     max_queued_events: int = 512
 
     def __post_init__(self) -> None:
-        if self.fps <= 0 or self.heartbeat_timeout_s <= 0:
-            raise ValueError("fps and heartbeat_timeout_s must be positive")
+        if self.fps <= 0 or self.heartbeat_timeout_s <= 0 or self.resume_grace_s <= 0:
+            raise ValueError("fps, heartbeat_timeout_s and resume_grace_s must be positive")
 
 
 class Session:
-    """One call. Created by ``/offer``; closed on peer close, WebSocket close or silence."""
+    """One call. Created by ``/offer``; closed when the client hangs up (WebSocket close
+    1000), after ``heartbeat_timeout_s`` without any sign of life, or ``resume_grace_s``
+    after its peer connection was lost and not resumed (:meth:`resume`)."""
 
     def __init__(
         self,
@@ -73,28 +77,26 @@ class Session:
         self.metrics = metrics or Metrics()
         self.options = options
         self.clock = MediaClock()
-        self.renderer = renderer
-        self.pc = RTCPeerConnection(rtc_configuration(list(ice_servers)))  # type: ignore[arg-type]
+        self._services = services
+        self.supervisor = SupervisedRenderer(
+            renderer, restart=self._restart_renderer, on_failure=self._on_render_failure
+        )
+        self.renderer: Renderer = self.supervisor
+        self._ice_servers = list(ice_servers)
+        self.pc = self._new_peer()
         self.player = AvPlayer(
             clock=self.clock,
             fps=options.fps,
             lead_s=options.lead_s,
             video_offset_s=options.video_offset_s,
         )
-        self.audio_track = ClockedAudioTrack(self.player, self.clock)
-        self.video_track = ClockedVideoTrack(
-            self.player,
-            self.clock,
-            IdleLoop(renderer.idle_frames(), options.fps),
-            fps=options.fps,
-            on_frame=self._on_frame,
-        )
+        self.audio_track, self.video_track = self._new_tracks()
         self._dropped_seen = 0
         self._runner = TurnRunner(
             asr=services.asr,
             dialogue=services.dialogue_for_call(),
             tts=services.tts,
-            renderer=renderer,
+            renderer=self.renderer,
             sink=self.player,
             emit=self.emit,
             now=self.clock.now,
@@ -106,14 +108,38 @@ class Session:
         self._turn_task: asyncio.Task[None] | None = None
         self._turn = 0
         self._last_seen = self.clock.now()
-        self._ws_attached = False
+        self._ws_attached = 0
+        self._media_lost_at: float | None = self.clock.now()  # until the peer connects
+        self.resumes = 0
+        self.ws_attaches = 0
+        self.close_reason = ""
         self._greeted = False
         self._on_closed = on_closed
         self._closing: asyncio.Future[None] | None = None
         self.quality: QualityLoop | None = None
         self.closed = asyncio.Event()
-        self.pc.on("track", self._on_track)
-        self.pc.on("connectionstatechange", self._on_connection_state)
+        self._watching = False
+
+    def _new_peer(self) -> RTCPeerConnection:
+        pc = RTCPeerConnection(rtc_configuration(self._ice_servers))  # type: ignore[arg-type]
+        pc.on("track", self._on_track)
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            await self._on_connection_state(pc)
+
+        return pc
+
+    def _new_tracks(self) -> tuple[ClockedAudioTrack, ClockedVideoTrack]:
+        audio = ClockedAudioTrack(self.player, self.clock)
+        video = ClockedVideoTrack(
+            self.player,
+            self.clock,
+            IdleLoop(self.renderer.idle_frames(), self.options.fps),
+            fps=self.options.fps,
+            on_frame=self._on_frame,
+        )
+        return audio, video
 
     # ---- signaling -------------------------------------------------------------------
     async def accept(self, offer: RTCSessionDescription) -> RTCSessionDescription:
@@ -124,7 +150,46 @@ class Session:
         answer = await self.pc.createAnswer()
         await self.pc.setLocalDescription(answer)
         self.quality = attach_quality(self)
-        self._spawn(self._watchdog())
+        if not self._watching:
+            self._watching = True
+            self._spawn(self._watchdog())
+        self.hello()
+        return self.pc.localDescription
+
+    async def resume(self, offer: RTCSessionDescription) -> RTCSessionDescription:
+        """Continue this call on a new peer connection (the client lost the old one): the
+        conversation, the turn in progress and the queued events are kept."""
+        if self.closed.is_set():
+            raise RuntimeError(f"session {self.id} is closed")
+        old_pc, old_tracks, old_quality = (
+            self.pc,
+            (self.audio_track, self.video_track),
+            self.quality,
+        )
+        self.quality = None
+        if old_quality is not None:
+            await old_quality.stop()
+        for track in old_tracks:
+            track.stop()
+        self.pc = self._new_peer()
+        self.audio_track, self.video_track = self._new_tracks()
+        self._dropped_seen = 0
+        self._segmenter = Segmenter(self.options.segmenter)
+        self._media_lost_at = self.clock.now()
+        self.resumes += 1
+        self.touch()
+        self._spawn(self._close_peer(old_pc))
+        log.info("session %s: resuming on a new peer connection", self.id)
+        return await self.accept(offer)
+
+    async def _close_peer(self, pc: RTCPeerConnection) -> None:
+        try:
+            await pc.close()
+        except Exception:
+            log.exception("session %s: closing a replaced peer connection failed", self.id)
+
+    def hello(self) -> None:
+        """Queue the ``hello`` event (sent on every attach of a control WebSocket)."""
         self.emit(
             Hello(
                 session=self.id,
@@ -133,7 +198,6 @@ class Session:
                 mouth_box=list(getattr(self.renderer, "mouth_box", (0.3, 0.55, 0.7, 0.85))),
             )
         )
-        return self.pc.localDescription
 
     def emit(self, event: ControlEvent) -> None:
         """Queue an event for the control WebSocket (oldest dropped when nobody reads)."""
@@ -150,8 +214,17 @@ class Session:
         self._last_seen = self.clock.now()
 
     def ws_attached(self, attached: bool) -> None:
-        self._ws_attached = attached
+        """A control WebSocket opened (True) or went away (False)."""
+        self._ws_attached = max(0, self._ws_attached + (1 if attached else -1))
         self.touch()
+        if attached:
+            self.ws_attaches += 1
+            if self.ws_attaches > 1:  # a reconnect: tell the new socket what call this is
+                self.hello()
+
+    @property
+    def control_attached(self) -> bool:
+        return self._ws_attached > 0
 
     # ---- turns -------------------------------------------------------------------------
     def say_text(self, text: str) -> None:
@@ -239,8 +312,15 @@ class Session:
     async def _listen(self, track: MediaStreamTrack) -> None:
         async for frame in MicIngest(track):
             now = self.clock.now()
+            self._last_seen = now  # mic media is a sign of life
             began = time.perf_counter()
-            events = self._segmenter.push(frame, now)
+            try:
+                events = self._segmenter.push(frame, now)
+            except Exception:
+                log.exception("session %s: speech segmenter failed; resetting it", self.id)
+                self.metrics.errors_total.labels(kind="vad").inc()
+                self._segmenter = Segmenter(self.options.segmenter)
+                continue
             self.metrics.stage_seconds.labels(stage="vad").observe(time.perf_counter() - began)
             for event in events:
                 if isinstance(event, SpeechStarted):
@@ -255,26 +335,67 @@ class Session:
                     self.emit(SpeechEvent(event="ended", t=round(event.t, 3)))
 
     # ---- lifetime ---------------------------------------------------------------------
-    async def _on_connection_state(self) -> None:
-        state = self.pc.connectionState
-        if state == "connected" and not self._greeted and self.options.greet:
-            self._greeted = True
-            self._start_turn(greeting=True)
-        elif state in ("failed", "closed"):
-            await self.close()
+    async def _on_connection_state(self, pc: RTCPeerConnection) -> None:
+        if pc is not self.pc:
+            return  # a replaced peer connection closing
+        state = pc.connectionState
+        if state == "connected":
+            self._media_lost_at = None
+            self.touch()
+            if not self._greeted and self.options.greet:
+                self._greeted = True
+                self._start_turn(greeting=True)
+        elif state in ("failed", "closed") and self._media_lost_at is None:
+            log.info("session %s: peer connection %s; waiting for a resume", self.id, state)
+            self._media_lost_at = self.clock.now()
+
+    def liveness(self, now: float) -> str | None:
+        """Why the call should end at ``now`` (None: it lives). Pure given the state."""
+        if self._ws_attached:
+            self._last_seen = now
+        if now - self._last_seen > self.options.heartbeat_timeout_s:
+            return "no sign of life (heartbeat timeout)"
+        if (
+            self._media_lost_at is not None
+            and now - self._media_lost_at > self.options.resume_grace_s
+        ):
+            return "media connection lost and not resumed"
+        return None
 
     async def _watchdog(self) -> None:
+        period = min(1.0, self.options.heartbeat_timeout_s / 8)
         while not self.closed.is_set():
-            await asyncio.sleep(1.0)
-            if self.clock.now() - self._last_seen > self.options.heartbeat_timeout_s:
-                log.info("session %s: heartbeat timeout", self.id)
+            await asyncio.sleep(period)
+            reason = self.liveness(self.clock.now())
+            if reason is not None:
+                log.info("session %s: closing: %s", self.id, reason)
+                self.close_reason = reason
                 await self.close()
                 return
+
+    # ---- faults -----------------------------------------------------------------------
+    async def _restart_renderer(self) -> Renderer:
+        self._services.renderers.release(self.id)
+        return await self._services.renderer_for(self.options.avatar, session=self.id)
+
+    def _on_render_failure(self, exc: BaseException) -> None:
+        self.metrics.errors_total.labels(kind="render").inc()
+        self.emit(ErrorEvent(reason=f"renderer failed ({type(exc).__name__}); restarting it"))
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:  # contained: logged and counted, never raised into another call
+            log.error("session %s: task failed", self.id, exc_info=exc)
+            self.metrics.errors_total.labels(kind="task").inc()
+            self.emit(ErrorEvent(reason=f"internal error ({type(exc).__name__})"))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
         return task
 
     async def close(self) -> None:
@@ -297,6 +418,7 @@ class Session:
             task.cancel()
         if self.quality is not None:
             await self.quality.stop()
+        await self.supervisor.close()
         self.audio_track.stop()
         self.video_track.stop()
         self.emit(StateChanged(state="closed"))

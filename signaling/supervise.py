@@ -115,8 +115,11 @@ class SupervisedRenderer:
             now = self._now()
             self._recent = [t for t in self._recent if now - t < self.policy.window_s]
             if len(self._recent) >= self.policy.max_restarts:
-                log.error("renderer restarted %d times in %g s; staying on the idle loop",
-                          len(self._recent), self.policy.window_s)
+                log.error(
+                    "renderer restarted %d times in %g s; staying on the idle loop",
+                    len(self._recent),
+                    self.policy.window_s,
+                )
                 return
             await asyncio.sleep(self.policy.backoff_s * 2 ** len(self._recent))
             self._recent.append(self._now())

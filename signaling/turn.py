@@ -49,6 +49,15 @@ class MediaSink(Protocol):
 
     def push(self, audio: np.ndarray, frames: Sequence[np.ndarray]) -> float: ...
 
+    def next_start(self) -> float:
+        """Clock time at which media pushed now would start playing."""
+        ...
+
+    @property
+    def busy_until(self) -> float:
+        """Clock time at which everything scheduled so far has played."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class TurnRequest:
@@ -175,6 +184,15 @@ class TurnRunner:
         )
         return transcript
 
+    def _align_with_idle_loop(self, fps: int) -> None:
+        """When speech starts from silence, talk from the source frame the idle loop shows
+        at that moment (a video avatar then never jumps between idle and talking)."""
+        seek = getattr(self._renderer, "seek", None)  # optional: renderers with a timeline
+        now = self._now()
+        if seek is None or self._sink.busy_until > now:
+            return  # continuing speech that is scheduled or playing: no jump to make
+        seek(math.floor(self._sink.next_start() * fps + 1e-6))
+
     async def _play(self, chunk: PcmChunk, mark: Callable[[str], None]) -> AsyncIterator[float]:
         """Render one chunk of speech and push it to the sink batch by batch."""
         fps = self._renderer.fps
@@ -188,6 +206,7 @@ class TurnRunner:
             resample_int16(chunk.samples, chunk.sample_rate, RENDER_RATE),
             n_frames * (RENDER_RATE // fps),
         )
+        self._align_with_idle_loop(fps)
         done = 0
         last: np.ndarray | None = None
         began = self._now()

@@ -1,13 +1,21 @@
-// DOM of the call page: buttons, captions, avatar chooser. The wire logic is in call.js.
+// DOM of the call page: settings, buttons, captions, indicators. The wire logic is in call.js.
 import { CallClient } from "./call.js";
+import { Captions, markFirstFrame, QualityIndicator, showCaptions, showMicIndicator } from "./widgets.js";
 
 const $ = (id) => document.getElementById(id);
 const ui = {
   avatar: $("avatar"),
+  language: $("language"),
+  mic: $("mic"),
   connection: $("connection"),
+  quality: $("quality"),
+  qualityDetails: $("quality-details"),
   video: $("avatar-video"),
   agentState: $("agent-state"),
+  micIndicator: $("mic-indicator"),
   message: $("message"),
+  messageText: $("message-text"),
+  reconnect: $("reconnect"),
   captions: $("captions"),
   form: $("type-form"),
   text: $("type-text"),
@@ -25,18 +33,24 @@ const CONNECTION_LABELS = {
   closed: "Call ended",
 };
 const AGENT_LABELS = { listening: "Listening", thinking: "Thinking…", speaking: "Speaking" };
-const MAX_CAPTIONS = 50;
+const AUTO_RECONNECT_DELAY_MS = 1500;
+const params = new URLSearchParams(window.location.search);
+const captions = new Captions(ui.captions);
+const quality = new QualityIndicator(ui.quality, ui.qualityDetails);
 
 let call = null;
+let autoReconnects = 0;
 
-function showMessage(text) {
-  ui.message.textContent = text;
+function showMessage(text, { reconnect = false } = {}) {
+  ui.messageText.textContent = text;
   ui.message.hidden = !text;
+  ui.reconnect.hidden = !reconnect;
 }
 
 function setInCall(inCall) {
   ui.call.disabled = inCall;
   ui.avatar.disabled = inCall;
+  ui.language.disabled = inCall;
   for (const el of [ui.hangup, ui.interrupt, ui.mute, ui.text, ui.send]) el.disabled = !inCall;
   if (!inCall) {
     ui.agentState.hidden = true;
@@ -45,49 +59,13 @@ function setInCall(inCall) {
   }
 }
 
-function scrollCaptions() {
-  const box = ui.captions.parentElement;
-  box.scrollTop = box.scrollHeight;
-}
-
-function addCaption(who, text, key = null) {
-  if (key) {
-    const existing = ui.captions.querySelector(`[data-key="${CSS.escape(key)}"]`);
-    if (existing) {
-      existing.querySelector(".text").textContent += ` ${text}`;
-      scrollCaptions();
-      return;
-    }
-  }
-  const li = document.createElement("li");
-  li.className = `caption ${who}`;
-  if (key) li.dataset.key = key;
-  const label = document.createElement("span");
-  label.className = "who";
-  label.textContent = who === "caller" ? "You" : "Agent";
-  const body = document.createElement("span");
-  body.className = "text";
-  body.textContent = text;
-  li.append(label, body);
-  ui.captions.append(li);
-  while (ui.captions.children.length > MAX_CAPTIONS) ui.captions.firstElementChild.remove();
-  scrollCaptions();
-}
-
 async function loadAvatars() {
-  const wanted = new URLSearchParams(window.location.search).get("avatar");
+  const wanted = params.get("avatar");
   try {
     const resp = await fetch("/avatars");
     if (!resp.ok) throw new Error(String(resp.status));
     const { avatars = [], default: fallback = null } = await resp.json();
-    ui.avatar.replaceChildren(
-      ...avatars.map((name) => {
-        const opt = document.createElement("option");
-        opt.value = name;
-        opt.textContent = name;
-        return opt;
-      }),
-    );
+    ui.avatar.replaceChildren(...avatars.map((name) => new Option(name, name)));
     const pick = avatars.includes(wanted) ? wanted : fallback;
     if (pick) ui.avatar.value = pick;
     if (wanted && !avatars.includes(wanted)) showMessage(`Unknown avatar "${wanted}"; using ${pick}.`);
@@ -97,47 +75,112 @@ async function loadAvatars() {
   }
 }
 
+async function loadMicrophones() {
+  if (!navigator.mediaDevices?.enumerateDevices) {
+    ui.mic.disabled = true;
+    return;
+  }
+  const chosen = ui.mic.value;
+  const devices = (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === "audioinput");
+  const options = [new Option("default", "")];
+  devices.forEach((d, i) => {
+    if (d.deviceId && d.deviceId !== "default") options.push(new Option(d.label || `Microphone ${i + 1}`, d.deviceId));
+  });
+  ui.mic.replaceChildren(...options);
+  if ([...ui.mic.options].some((o) => o.value === chosen)) ui.mic.value = chosen;
+}
+
+function onFailure(detail) {
+  const { kind, message } = detail;
+  if (kind === "lost") {
+    if (autoReconnects === 0) {
+      autoReconnects += 1;
+      showMessage(`${message} Reconnecting…`);
+      setTimeout(() => reconnect(), AUTO_RECONNECT_DELAY_MS);
+    } else {
+      showMessage(message, { reconnect: true });
+    }
+  } else if (kind === "mic-denied" || kind === "no-mic") {
+    showMessage(message); // the call goes on; typing works
+  } else {
+    showMessage(message, { reconnect: kind === "network" && call?.session !== null });
+  }
+}
+
 function wire(client) {
   client.addEventListener("connection", (e) => {
     const { state } = e.detail;
     ui.connection.dataset.state = state;
     ui.connection.textContent = CONNECTION_LABELS[state] ?? state;
-    if (state === "closed") {
+    if (state === "connected") {
+      loadMicrophones().catch(() => {});
+      if (!ui.message.hidden && !ui.reconnect.hidden) showMessage("");
+    } else if (state === "closed") {
       setInCall(false);
       ui.video.srcObject = null;
+      delete ui.video.dataset.firstFrame;
     }
   });
   client.addEventListener("media", (e) => {
-    if (ui.video.srcObject !== e.detail.stream) ui.video.srcObject = e.detail.stream;
+    if (ui.video.srcObject !== e.detail.stream) {
+      ui.video.srcObject = e.detail.stream;
+      markFirstFrame(ui.video, "call-click");
+    }
     ui.video.play().catch(() => showMessage("Tap the video to hear the agent."));
   });
-  client.addEventListener("failure", (e) => showMessage(e.detail.message));
+  client.addEventListener("failure", (e) => onFailure(e.detail));
   client.addEventListener("state", (e) => {
     const { state } = e.detail;
     ui.agentState.hidden = !AGENT_LABELS[state];
     ui.agentState.textContent = AGENT_LABELS[state] ?? "";
     ui.agentState.dataset.state = state;
+    if (state === "listening") autoReconnects = 0; // the call works again
   });
-  client.addEventListener("transcript", (e) => addCaption("caller", e.detail.text));
-  client.addEventListener("reply_text", (e) =>
-    addCaption("agent", e.detail.text, `turn-${e.detail.turn}`),
-  );
   client.addEventListener("error", (e) => console.warn("server:", e.detail.reason));
+  showCaptions(client, captions);
+  showMicIndicator(client, ui.micIndicator);
+  quality.attach(client);
 }
 
-ui.call.addEventListener("click", async () => {
+async function startCall() {
   showMessage("");
-  call = new CallClient();
+  performance.clearMarks();
+  performance.clearMeasures();
+  performance.mark("call-click");
+  call = new CallClient({ apiKey: params.get("key") });
+  window.avatarCall = call; // for diagnostics from the console and browser automation
   wire(call);
   setInCall(true);
-  ui.call.disabled = true;
+  autoReconnects = 0;
   try {
-    await call.start({ avatar: ui.avatar.value || null, allowNoMic: true });
+    await call.start({
+      avatar: ui.avatar.value || null,
+      language: ui.language.value,
+      micDeviceId: ui.mic.value || null,
+      allowNoMic: true,
+    });
   } catch {
     setInCall(false); // the failure event has shown the reason
   }
-});
+}
 
+async function reconnect() {
+  if (!call) return startCall();
+  showMessage("Reconnecting…");
+  setInCall(true);
+  try {
+    await call.reconnect();
+    showMessage("");
+  } catch {
+    setInCall(false);
+  }
+}
+
+ui.call.addEventListener("click", startCall);
+ui.reconnect.addEventListener("click", () => {
+  autoReconnects = 1;
+  reconnect();
+});
 ui.hangup.addEventListener("click", () => call?.hangUp());
 ui.interrupt.addEventListener("click", () => call?.interrupt());
 ui.mute.addEventListener("click", () => {
@@ -146,12 +189,21 @@ ui.mute.addEventListener("click", () => {
   ui.mute.setAttribute("aria-pressed", String(muted));
   ui.mute.textContent = muted ? "Unmute" : "Mute";
 });
+ui.mic.addEventListener("change", () => {
+  call?.switchMic(ui.mic.value || null).catch((err) => showMessage(`Cannot use that microphone: ${err?.message ?? err}`));
+});
 ui.form.addEventListener("submit", (e) => {
   e.preventDefault();
   if (call?.sendText(ui.text.value)) ui.text.value = "";
 });
 ui.video.addEventListener("click", () => ui.video.play().catch(() => {}));
 window.addEventListener("pagehide", () => call?.hangUp());
+navigator.mediaDevices?.addEventListener?.("devicechange", () => loadMicrophones().catch(() => {}));
 
+if (params.get("lang") === "zh" || (!params.get("lang") && navigator.language?.startsWith("zh"))) {
+  ui.language.value = "zh";
+}
 setInCall(false);
+quality.render();
 loadAvatars();
+loadMicrophones().catch(() => {});

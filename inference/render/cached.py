@@ -6,7 +6,9 @@ yields the stored frames in batches; a miss renders through the wrapped renderer
 the clip when it finished (never a cancelled, partial one).
 
 Clips are stored compactly: every frame as its difference from the first (only the lower face
-and the eyes move while talking), then zlib, so a 3 s, 512 px clip takes a few MB, not 60.
+and the eyes move while talking), zlib-compressed in segments of ``batch_frames`` frames, so a
+3 s, 512 px clip takes a few MB, not 60, and a replay yields its first batch after decoding
+one segment.
 Blinks of a replayed clip repeat the ones of its first rendering; a video avatar's source
 frames would jump, so the factory wraps photo avatars only.
 """
@@ -17,7 +19,7 @@ import asyncio
 import hashlib
 import struct
 import zlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,14 +28,16 @@ import numpy as np
 from inference.cache import TieredCache, cache_key
 from inference.render.base import Renderer
 
-__all__ = ["CachedRenderer", "CachedRendererOptions", "decode_clip", "encode_clip"]
+__all__ = ["CachedRenderer", "CachedRendererOptions", "decode_clip", "encode_clip", "iter_clip"]
 
-_HEAD = struct.Struct("<IIII")  # frames, height, width, channels
+_HEAD = struct.Struct("<IIIII")  # frames, height, width, channels, frames per segment
+_SEG = struct.Struct("<I")  # compressed length of one segment
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CachedRendererOptions:
-    """``avatar_id`` and ``renderer_id`` name what besides the audio changes the frames."""
+    """``avatar_id`` and ``renderer_id`` name what besides the audio changes the frames;
+    ``batch_frames``: frames per stored segment (and per replayed batch)."""
 
     avatar_id: str
     renderer_id: str
@@ -49,31 +53,75 @@ class CachedRendererOptions:
             raise ValueError(f"compress_level must be within 0..9, got {self.compress_level}")
 
 
-def encode_clip(frames: Sequence[np.ndarray], level: int = 1) -> bytes:
-    """Frames (H, W, C) uint8 of one size as bytes: first frame, then differences, zlib."""
+def encode_clip(frames: Sequence[np.ndarray], level: int = 1, segment: int = 5) -> bytes:
+    """Frames (H, W, C) uint8 of one size as bytes: each frame as its difference from the
+    first, in zlib segments of ``segment`` frames (so replay can start after one segment)."""
     if not frames:
         raise ValueError("a clip needs at least one frame")
+    if segment < 1:
+        raise ValueError("segment must be >= 1")
     stack = np.stack([np.asarray(f, dtype=np.uint8) for f in frames])
     if stack.ndim != 4:
         raise ValueError(f"frames must be (H, W, C) arrays, got shape {stack.shape[1:]}")
     diff = stack.copy()
     diff[1:] -= stack[0]  # uint8 wrap-around: exact inverse below
     n, h, w, c = stack.shape
-    return _HEAD.pack(n, h, w, c) + zlib.compress(diff.tobytes(), level)
+    parts = [_HEAD.pack(n, h, w, c, segment)]
+    for start in range(0, n, segment):
+        packed = zlib.compress(diff[start : start + segment].tobytes(), level)
+        parts += [_SEG.pack(len(packed)), packed]
+    return b"".join(parts)
+
+
+def iter_clip(data: bytes) -> Iterator[list[np.ndarray]]:
+    """The frames of an :func:`encode_clip` clip, one segment at a time.
+
+    The segment table is checked before anything is yielded (ValueError when it does not
+    fit); each segment is decompressed only when it is reached.
+    """
+    if len(data) < _HEAD.size:
+        raise ValueError("cached clip is too short")
+    n, h, w, c, segment = _HEAD.unpack_from(data)
+    if n == 0 or segment == 0:
+        raise ValueError("cached clip is empty")
+    spans = []
+    pos = _HEAD.size
+    for _ in range(0, n, segment):
+        if pos + _SEG.size > len(data):
+            raise ValueError("cached clip is truncated")
+        (length,) = _SEG.unpack_from(data, pos)
+        pos += _SEG.size
+        spans.append((pos, pos + length))
+        pos += length
+    if pos != len(data):
+        raise ValueError("cached clip has the wrong size")
+    return _segments(data, spans, n, (h, w, c), segment)
+
+
+def _segments(
+    data: bytes, spans: list[tuple[int, int]], n: int, shape: tuple[int, int, int], segment: int
+) -> Iterator[list[np.ndarray]]:
+    first: np.ndarray | None = None
+    for k, (a, b) in enumerate(spans):
+        count = min(segment, n - k * segment)
+        try:
+            raw = zlib.decompress(data[a:b])
+        except zlib.error as exc:
+            raise ValueError(f"cached clip does not decompress: {exc}") from exc
+        if len(raw) != count * shape[0] * shape[1] * shape[2]:
+            raise ValueError("cached clip segment has the wrong size")
+        frames = np.frombuffer(raw, dtype=np.uint8).reshape(count, *shape).copy()
+        if first is None:
+            first = frames[0].copy()
+            frames[1:] += first
+        else:
+            frames += first
+        yield list(frames)
 
 
 def decode_clip(data: bytes) -> list[np.ndarray]:
-    """The inverse of :func:`encode_clip` (ValueError for bytes that do not decode)."""
-    n, h, w, c = _HEAD.unpack_from(data)
-    try:
-        raw = zlib.decompress(data[_HEAD.size :])
-    except zlib.error as exc:
-        raise ValueError(f"cached clip does not decompress: {exc}") from exc
-    if len(raw) != n * h * w * c or n == 0:
-        raise ValueError("cached clip has the wrong size")
-    stack = np.frombuffer(raw, dtype=np.uint8).reshape(n, h, w, c).copy()
-    stack[1:] += stack[0]
-    return list(stack)
+    """Every frame of an :func:`encode_clip` clip (ValueError for bytes that do not decode)."""
+    return [frame for part in iter_clip(data) for frame in part]
 
 
 class CachedRenderer:
@@ -114,22 +162,26 @@ class CachedRenderer:
     async def render(self, audio_16k: np.ndarray) -> AsyncIterator[list[np.ndarray]]:
         key = self.key(audio_16k)
         data = await self.cache.aget(key, kind="clip")
-        frames: list[np.ndarray] = []
         if data is not None:
             try:
-                frames = await asyncio.to_thread(decode_clip, data)
+                parts = iter_clip(data)
+                first = await asyncio.to_thread(next, parts)
             except (ValueError, struct.error):
-                frames = []
-        if frames:
-            step = self.options.batch_frames
-            for start in range(0, len(frames), step):
-                yield frames[start : start + step]
-            return
+                first = []
+            if first:
+                yield first
+                while (part := await asyncio.to_thread(next, parts, None)) is not None:
+                    yield part
+                return
         size = self.inner.frame_size
         collected: list[np.ndarray] = []
         async for batch in self.inner.render(audio_16k):
             collected.extend(batch)
             yield batch
         if collected and self.inner.frame_size == size:
-            level = self.options.compress_level
-            await asyncio.to_thread(lambda: self.cache.put(key, encode_clip(collected, level)))
+            opts = self.options
+            await asyncio.to_thread(
+                lambda: self.cache.put(
+                    key, encode_clip(collected, opts.compress_level, opts.batch_frames)
+                )
+            )

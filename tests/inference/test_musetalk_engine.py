@@ -59,7 +59,7 @@ def test_run_batch_shapes_and_untouched_background() -> None:
     for i, frame in enumerate(out):
         assert frame.shape == (128, 160, 3) and frame.dtype == np.uint8
         src = av.frames[i % 3]
-        x0, y0, x1, y1 = av.crop_boxes[i % 3]
+        _x0, y0, x1, y1 = av.crop_boxes[i % 3]
         assert np.array_equal(frame[:y0], src[:y0])
         assert np.array_equal(frame[:, x1 + 1 :], src[:, x1 + 1 :])
         # the upper half of the face (mask zero) keeps the source pixels

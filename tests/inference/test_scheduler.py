@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Sequence
@@ -67,7 +68,7 @@ class FakeEngine:
 
 
 def _results(futures: Sequence[Any], timeout: float = 10.0) -> list[Any]:
-    done, pending = wait(futures, timeout=timeout)
+    _done, pending = wait(futures, timeout=timeout)
     assert not pending, f"{len(pending)} frames never finished"
     return [f.result() for f in futures]
 
@@ -157,6 +158,10 @@ def test_fair_degrader_policy() -> None:
     assert p.stride(10000.0, 1000.0) == 4
 
 
+def _record_lateness(out: list[float], deadline: float, _fut: Any) -> None:
+    out.append(time.monotonic() - deadline)
+
+
 def test_light_load_meets_deadlines() -> None:
     eng = FakeEngine(cost=0.001)
     sched = RenderScheduler(eng, SchedulerOptions(max_batch=8))
@@ -170,7 +175,7 @@ def test_light_load_meets_deadlines() -> None:
         for i in range(20):
             d = t0 + 0.5 + i / 25
             f = sched.submit(s, i, (s, i), d)
-            f.add_done_callback(lambda _f, d=d: late.append(time.monotonic() - d))
+            f.add_done_callback(functools.partial(_record_lateness, late, d))
             futures.append(f)
     _results(futures)
     sched.close()

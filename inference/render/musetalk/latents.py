@@ -95,7 +95,7 @@ def encode_avatar(
         unet_ref.append(torch.cat([moments[:half], moments[half:]], dim=1))
         crops01.append(x.to(dtype))
     masks = torch.from_numpy(np.ascontiguousarray(avatar.masks, dtype=np.float32))
-    support = (avatar.masks > _MASK_EPS).any(axis=0)
+    support: np.ndarray = np.any(avatar.masks > _MASK_EPS, axis=0)
     rows, cols = np.flatnonzero(support.any(axis=1)), np.flatnonzero(support.any(axis=0))
     box = (int(rows[0]), int(cols[0]), int(cols[-1]) + 1) if len(rows) else (0, 0, CROP_SIZE)
     return AvatarLatents(

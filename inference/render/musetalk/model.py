@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,8 +38,9 @@ class MuseTalkModels:
     """The networks of one process, in eval mode, on one device and dtype."""
 
     arch: MuseTalkArch
-    unet: UNet2DConditionModel
-    vae: AutoencoderKL
+    # diffusers' lazily imported classes are opaque to mypy: typed by use, not by class
+    unet: Any  # UNet2DConditionModel
+    vae: Any  # AutoencoderKL
     whisper: WhisperEncoder
     feature_extractor: WhisperFeatureExtractor
 
@@ -58,7 +60,12 @@ class MuseTalkModels:
         dev = torch.device(device)
         dtype = dtype or self.dtype
         whisper_dtype = dtype if dev.type == "cuda" else torch.float32
-        for module, want in ((self.unet, dtype), (self.vae, dtype), (self.whisper, whisper_dtype)):
+        pairs: tuple[tuple[torch.nn.Module, torch.dtype], ...] = (
+            (self.unet, dtype),
+            (self.vae, dtype),
+            (self.whisper, whisper_dtype),
+        )
+        for module, want in pairs:
             if next(module.parameters()).dtype == want:
                 module.to(device=dev)
             else:
@@ -84,11 +91,12 @@ def build_models(arch: MuseTalkArch, *, seed: int | None = 0) -> MuseTalkModels:
     """
     if seed is not None:
         torch.manual_seed(seed)
-    unet = UNet2DConditionModel(**arch.unet)
-    vae = AutoencoderKL(**arch.vae)
+    unet: Any = UNet2DConditionModel(**arch.unet)
+    vae: Any = AutoencoderKL(**arch.vae)
     whisper = WhisperEncoder(_whisper_config(arch))
     fe = WhisperFeatureExtractor(**arch.mel)
-    for module in (unet, vae, whisper):
+    modules: tuple[torch.nn.Module, ...] = (unet, vae, whisper)
+    for module in modules:
         module.eval()
         module.requires_grad_(False)
     return MuseTalkModels(arch=arch, unet=unet, vae=vae, whisper=whisper, feature_extractor=fe)

@@ -5,15 +5,16 @@ A renderer is cheap: it holds the avatar's key, its call's session on the device
 into per-frame audio windows, submits every frame with its deadline (on screen
 ``start_latency_s`` after the audio arrived, then one frame period apart) and yields the
 frames in order as the scheduler's batches finish. Consecutive pieces play back to back,
-so a piece's first deadline is the later of that latency and the end of the previous piece. The previous piece's tail is kept as
-left audio context, so consecutive pieces of one reply join smoothly; ``clear`` (barge-in)
-drops it and cancels the frames not yet rendered.
+so a piece's first deadline is the later of that latency and the end of the previous
+piece. The previous piece's tail is kept as left audio context, so consecutive pieces of
+one reply join smoothly; ``clear`` (barge-in) drops it and cancels the frames not yet
+rendered.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,7 +54,7 @@ class RendererOptions:
 
 
 def _even(x: float) -> int:
-    return max(2, int(round(x / 2.0)) * 2)
+    return max(2, round(x / 2.0) * 2)
 
 
 class MuseTalkRenderer:
@@ -102,7 +103,7 @@ class MuseTalkRenderer:
             return list(frames)
         return [cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames]
 
-    async def render(self, audio_16k: np.ndarray) -> AsyncIterator[list[np.ndarray]]:
+    async def render(self, audio_16k: np.ndarray) -> AsyncGenerator[list[np.ndarray], None]:
         if audio_16k.ndim != 1 or audio_16k.dtype != np.int16:
             raise ValueError("render() takes 1-D int16 audio at 16 kHz")
         if len(audio_16k) == 0:

@@ -181,7 +181,7 @@ def load_musetalk(root: str | Path, *, arch: MuseTalkArch | None = None) -> Muse
         raise WeightsError(root, problems)
 
     models = build_models(arch, seed=None)
-    pairs: tuple[tuple[torch.nn.Module, str, bool], ...] = (
+    pairs: tuple[tuple[Any, str, bool], ...] = (
         (models.unet, "musetalkV15/unet.pth", False),
         (models.vae, "sd-vae/diffusion_pytorch_model.safetensors", False),
         (models.whisper, "whisper/pytorch_model.bin", True),
