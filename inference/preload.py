@@ -39,6 +39,7 @@ __all__ = [
     "PrefetchStats",
     "PreloadOptions",
     "Preloader",
+    "SpeculatingDialogue",
     "SpeculativePrefetcher",
     "faq_predictor",
     "machine_busy",
@@ -293,3 +294,20 @@ class SpeculativePrefetcher:
 
     async def close(self) -> None:
         await self._drop()
+
+
+class SpeculatingDialogue:
+    """A call's dialogue that first tells its prefetcher the final transcript (which keeps
+    or drops the speculation), then replies as ``inner`` does."""
+
+    def __init__(self, inner: Dialogue, prefetcher: SpeculativePrefetcher) -> None:
+        self.inner = inner
+        self.prefetcher = prefetcher
+
+    def greeting(self, language: str = "en") -> ReplySentence:
+        return self.inner.greeting(language)
+
+    async def reply(self, transcript: Transcript) -> AsyncIterator[ReplySentence]:
+        await self.prefetcher.final(transcript)
+        async for sentence in self.inner.reply(transcript):
+            yield sentence

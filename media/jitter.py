@@ -177,24 +177,42 @@ class LowLatencyVideoJitterBuffer:
         return None
 
     def _skip_hole(self) -> None:
-        """Drop up to the first stored packet that starts a frame (follows a marker)."""
+        """Jump to the oldest complete frame after the hole, else to the newest frame start."""
         assert self._next is not None
+        origin = self._next
         self.gaps_skipped += 1
-        starts = [
-            s
-            for s in self._packets
-            if _diff(s, self._next) > 0
-            and (prev := self._packets.get(uint16_add(s, -1))) is not None
-            and prev.marker
-        ]
-        if starts:
-            new = min(starts, key=lambda s: _diff(s, self._next or 0))
-        else:  # nothing usable yet: wait for the packet after the newest one
-            newest = max(self._packets, key=lambda s: _diff(s, self._next or 0))
-            new = uint16_add(newest, 1)
+        starts = sorted(
+            (
+                s
+                for s in self._packets
+                if _diff(s, origin) > 0
+                and (prev := self._packets.get(uint16_add(s, -1))) is not None
+                and prev.marker
+            ),
+            key=lambda s: _diff(s, origin),
+        )
+        new = None
+        for start in starts:
+            if self._complete(start):
+                new = start
+                break
+        if new is None:
+            if starts:
+                new = starts[-1]
+            else:  # nothing usable yet: wait for what comes after the newest packet
+                newest = max(self._packets, key=lambda s: _diff(s, origin))
+                new = uint16_add(newest, 1)
         for s in [s for s in self._packets if _diff(s, new) < 0]:
             del self._packets[s]
         self._next = new
+
+    def _complete(self, start: int) -> bool:
+        seq = start
+        while (p := self._packets.get(seq)) is not None:
+            if p.marker:
+                return True
+            seq = uint16_add(seq, 1)
+        return False
 
 
 def install_video_jitter_buffer(

@@ -13,6 +13,7 @@ their traffic to cross the relay rewrites those candidates (:func:`rewrite_candi
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import re
 from collections.abc import Callable
@@ -159,7 +160,7 @@ class UdpRelay:
         self._loop = loop
         for name in ("a", "b"):
             _, proto = await loop.create_datagram_endpoint(
-                lambda name=name: _Side(self, name), local_addr=(_LOOPBACK, 0)
+                functools.partial(_Side, self, name), local_addr=(_LOOPBACK, 0)
             )
             self._sides[name] = proto
 

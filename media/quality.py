@@ -6,18 +6,21 @@ current time as a parameter, and answers with the rung to switch to, or ``None``
 
 Policy: down fast, up slowly.
 
-- *Down*: a REMB estimate under what we actually send (``send_bps``; the rung's bitrate when
-  unknown) means the receiver saw overuse: it jumps straight to the highest rung that fits
-  the estimate. Loss, an RTT rise over the smallest RTT seen (a queue building up), a send
-  queue or a lagging renderer step down one rung. At most one step down per
-  ``down_hold_s`` (the next report must see the effect of the last one). A REMB above the
-  send rate is no signal: aiortc's estimate only grows to ~1.5x what it receives, so a
-  static picture that encodes small keeps it low without any congestion. While the
-  receiver reports loss (``remb_loss_guard``) and the RTT is not rising, REMB is ignored:
-  aiortc retransmits packets with their original send time, so its estimator reads every
-  repaired loss as a delay spike and its REMB sinks on a lossy but uncongested path.
-- *Drain*: a REMB under ``severe_ratio`` of the send rate means a queue is filling fast;
-  ``drain_s`` then asks the sender to pause video that long (audio goes on) so the
+- *Down*: loss, an RTT rise over the smallest RTT seen (a queue building up), a send queue
+  or a lagging renderer step down one rung, at most once per ``down_hold_s`` (the next
+  report must see the effect of the last step). A REMB estimate jumps straight to the
+  highest rung that fits it, but only when it *fell* (aiortc's estimator lowers it only on
+  overuse, to 0.85x of what it receives) and is under what we actually send (``send_bps``;
+  the rung's bitrate when unknown). Other REMBs are no signal: aiortc raises its estimate
+  by ~8 %/s up to ~1.5x of what it receives, so it lags behind a probe, and a static
+  picture that encodes small keeps it low, without any congestion. While the receiver
+  reports loss (``remb_loss_guard``) and the RTT is not rising, REMB is ignored: aiortc
+  retransmits packets with their original send time, so its estimator reads every repaired
+  loss as a delay spike and its REMB sinks on a lossy but uncongested path.
+- *Severe*: loss over ``severe_loss`` steps two rungs; an RTT over its minimum by more than
+  ``severe_queue_s`` (a deep queue) goes to the bottom rung. With a change, ``drain_s`` then
+  asks the sender to pause video (audio goes on) for about the queue's depth — or
+  ``options.drain_s`` after a REMB under ``severe_ratio`` of the send rate — so the
   bottleneck queue empties instead of delaying every later frame.
 - *Up*: one rung at a time, only after ``up_hold_s`` without any congestion signal. A step
   up is a probe: congestion within ``probe_window_s`` of it sends the controller straight
@@ -69,13 +72,16 @@ class QualityOptions:
     remb_loss_guard: float = 0.01  # reported loss above this: REMB alone is not trusted
     severe_ratio: float = 0.5  # REMB under this share of the send rate: drain the queue
     drain_s: float = 0.6
+    severe_queue_s: float = 0.4  # RTT this far over its minimum: a deep queue, go to the bottom
+    severe_loss: float = 0.2  # loss over this: two rungs at once
+    max_drain_s: float = 1.5
     rtt_rise_s: float = 0.12  # RTT above the smallest seen by this much = a queue
     rtt_window_s: float = 30.0  # the smallest RTT is taken over this window
     queue_threshold_s: float = 0.15  # sender queue depth that counts as congestion
     render_lag_threshold_s: float = 0.1  # renderer behind by this much = too heavy a rung
     down_hold_s: float = 1.0
     up_hold_s: float = 1.5
-    max_up_hold_s: float = 16.0
+    max_up_hold_s: float = 4.0
     probe_window_s: float = 2.5
 
     def __post_init__(self) -> None:
@@ -91,8 +97,10 @@ class QualityOptions:
             raise ValueError(f"start_index {self.start_index} is outside the ladder")
         if not 0 < self.remb_headroom <= 1:
             raise ValueError(f"remb_headroom must be in (0, 1], got {self.remb_headroom}")
-        if not 0 < self.severe_ratio < 1 or not 0 <= self.drain_s <= 5:
-            raise ValueError("need 0 < severe_ratio < 1 and 0 <= drain_s <= 5")
+        if not 0 < self.severe_ratio < 1 or not 0 <= self.drain_s <= self.max_drain_s <= 5:
+            raise ValueError("need 0 < severe_ratio < 1 and 0 <= drain_s <= max_drain_s <= 5")
+        if self.severe_queue_s <= self.rtt_rise_s or not 0 < self.severe_loss < 1:
+            raise ValueError("need severe_queue_s > rtt_rise_s and 0 < severe_loss < 1")
         if not 0 < self.loss_threshold < 1:
             raise ValueError(f"loss_threshold must be in (0, 1), got {self.loss_threshold}")
         for name in ("rtt_rise_s", "rtt_window_s", "queue_threshold_s", "render_lag_threshold_s"):
@@ -121,6 +129,7 @@ class _State:
     rtts: list[tuple[float, float]] = field(default_factory=list)  # (time, rtt)
     loss: float = 0.0  # the last reported fraction lost
     rtt_rising: bool = False  # the last RTT was over the baseline
+    remb: float | None = None  # the last REMB
 
 
 class QualityController:
@@ -176,20 +185,31 @@ class QualityController:
             raise ValueError(f"fraction_lost must be within 0..1, got {fraction_lost}")
 
         reasons: list[str] = []
+        last = len(o.ladder) - 1
+        fit: int | None = None  # the rung a severe signal asks for (multi-step)
+        drain = 0.0
         if fraction_lost is not None:
             s.loss = fraction_lost
             if fraction_lost > o.loss_threshold:
                 reasons.append(f"loss {fraction_lost:.0%}")
+                if fraction_lost > o.severe_loss:
+                    fit = min(last, s.index + 2)
         if rtt_s is not None:
-            s.rtt_rising = self._rtt_rise(now, rtt_s, jitter_s or 0.0)
-            if s.rtt_rising:
+            queue = self._rtt_rise(now, rtt_s, jitter_s or 0.0)
+            s.rtt_rising = queue is not None
+            if queue is not None:
                 reasons.append(f"rtt {rtt_s * 1000:.0f} ms")
-        fit, severe = None, False
-        if remb_bps is not None and (s.loss <= o.remb_loss_guard or s.rtt_rising):
+                if queue > o.severe_queue_s:  # a deep queue: bottom rung, let it drain
+                    fit, drain = last, min(o.max_drain_s, queue)
+        remb_fell = remb_bps is not None and (s.remb is None or remb_bps < 0.97 * s.remb)
+        if remb_bps is not None:
+            s.remb = remb_bps
+        if remb_bps is not None and remb_fell and (s.loss <= o.remb_loss_guard or s.rtt_rising):
             sent = min(send_bps if send_bps is not None else self.rung.bitrate, self.rung.bitrate)
             if remb_bps < o.remb_headroom * sent:
-                fit = self._remb_fit(remb_bps)
-                severe = remb_bps < o.severe_ratio * sent
+                fit = max(fit or 0, self._remb_fit(remb_bps))
+                if remb_bps < o.severe_ratio * sent:
+                    drain = max(drain, o.drain_s)
                 reasons.append(f"remb {remb_bps / 1000:.0f} kbps")
         if send_queue_s is not None and send_queue_s > o.queue_threshold_s:
             reasons.append(f"send queue {send_queue_s * 1000:.0f} ms")
@@ -200,8 +220,8 @@ class QualityController:
         if reasons:
             s.last_bad = now
             rung = self._down(now, fit, "; ".join(reasons))
-            if rung is not None and severe:
-                self.drain_s = o.drain_s
+            if rung is not None:
+                self.drain_s = drain
             return rung
         return self._maybe_up(now)
 
@@ -213,13 +233,14 @@ class QualityController:
                 return i
         return len(self.options.ladder) - 1
 
-    def _rtt_rise(self, now: float, rtt: float, jitter: float) -> bool:
+    def _rtt_rise(self, now: float, rtt: float, jitter: float) -> float | None:
+        """The queueing delay (RTT over its window minimum) if it counts as a rise."""
         s, o = self._s, self.options
         s.rtts.append((now, rtt))
         while s.rtts and s.rtts[0][0] < now - o.rtt_window_s:
             s.rtts.pop(0)
-        base = min(r for _, r in s.rtts)
-        return rtt > base + o.rtt_rise_s + 2 * jitter
+        queue = rtt - min(r for _, r in s.rtts)
+        return queue if queue > o.rtt_rise_s + 2 * jitter else None
 
     def _down(self, now: float, fit: int | None, reason: str) -> Rung | None:
         s, o = self._s, self.options
@@ -234,7 +255,7 @@ class QualityController:
             return None
         target = min(last, s.index + 1)
         if fit is not None:
-            target = max(target, fit)  # REMB: jump straight to the rung that fits
+            target = max(target, fit)  # a severe signal: several rungs at once
         if target == s.index:
             return None
         return self._set(now, target, reason, down=True)

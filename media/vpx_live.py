@@ -265,7 +265,9 @@ class VpxVp8Encoder:
     def __del__(self) -> None:
         self.close()
 
-    def encode(self, frame: av.VideoFrame, pts: int, *, keyframe: bool = False) -> tuple[bytes, bool]:
+    def encode(
+        self, frame: av.VideoFrame, pts: int, *, keyframe: bool = False
+    ) -> tuple[bytes, bool]:
         """Encode one frame at ``pts`` (90 kHz units). Returns (data, is_keyframe)."""
         if frame.format.name != "yuv420p":
             frame = frame.reformat(format="yuv420p")

@@ -28,6 +28,7 @@ import asyncio
 import json
 import logging
 import sys
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,13 +41,15 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from media.clock import MediaClock  # noqa: E402
-from media.jitter import install_video_jitter_buffer  # noqa: E402
-from media.netem import Impairment, UdpRelay, connect_via_relay  # noqa: E402
-from media.player import AvPlayer, IdleLoop  # noqa: E402
-from media.tracks import ClockedAudioTrack, ClockedVideoTrack  # noqa: E402
-from signaling.adaptation import QualityLoop, attach_quality  # noqa: E402
-from signaling.events import ControlEvent  # noqa: E402
+import itertools
+
+from media.clock import MediaClock
+from media.jitter import install_video_jitter_buffer
+from media.netem import Impairment, UdpRelay, connect_via_relay
+from media.player import AvPlayer, IdleLoop
+from media.tracks import ClockedAudioTrack, ClockedVideoTrack
+from signaling.adaptation import QualityLoop, attach_quality
+from signaling.events import ControlEvent
 
 BITS, CHECK = 16, 4
 TOP_HEIGHT = 720
@@ -56,7 +59,9 @@ TOP_HEIGHT = 720
 def stamp_bits(t_ms: int) -> list[int]:
     v = t_ms & 0xFFFF
     check = (v ^ (v >> 4) ^ (v >> 8) ^ (v >> 12)) & 0xF
-    return [(v >> (15 - i)) & 1 for i in range(BITS)] + [(check >> (3 - i)) & 1 for i in range(CHECK)]
+    return [(v >> (15 - i)) & 1 for i in range(BITS)] + [
+        (check >> (3 - i)) & 1 for i in range(CHECK)
+    ]
 
 
 def read_stamp(luma: np.ndarray) -> int | None:
@@ -64,7 +69,10 @@ def read_stamp(luma: np.ndarray) -> int | None:
     h, w = luma.shape
     bw, bh = w // (BITS + CHECK), max(8, h // 12)
     row = luma[bh // 4 : bh * 3 // 4]
-    bits = [int(row[:, i * bw + bw // 4 : i * bw + bw * 3 // 4].mean() > 128) for i in range(BITS + CHECK)]
+    bits = [
+        int(row[:, i * bw + bw // 4 : i * bw + bw * 3 // 4].mean() > 128)
+        for i in range(BITS + CHECK)
+    ]
     v = 0
     for b in bits[:BITS]:
         v = (v << 1) | b
@@ -90,13 +98,15 @@ class StampRenderer:
     def idle_frames(self) -> list[np.ndarray]:
         return [self.texture(self._h)]
 
-    async def render(self, audio_16k: np.ndarray) -> Any:  # not used by the bench
-        raise NotImplementedError("the bench renders through frame_at only")
+    def render(self, audio_16k: np.ndarray) -> AsyncIterator[list[np.ndarray]]:
+        raise NotImplementedError("the bench draws frames with frame_at only")
 
     def texture(self, h: int) -> np.ndarray:
         if h not in self._textures:
-            y, x = np.mgrid[0:h, 0:2 * h] / h * 40
-            base = np.stack([np.sin(x) * 60 + 128, np.cos(y * 1.3) * 60 + 128, np.sin(x + y) * 60 + 128], -1)
+            y, x = np.mgrid[0:h, 0 : 2 * h] / h * 40
+            base = np.stack(
+                [np.sin(x) * 60 + 128, np.cos(y * 1.3) * 60 + 128, np.sin(x + y) * 60 + 128], -1
+            )
             noise = np.random.default_rng(h).integers(-30, 30, base.shape)
             self._textures[h] = np.clip(base + noise, 0, 255).astype(np.uint8)
         return self._textures[h]
@@ -145,7 +155,9 @@ class BenchSession:
 # ---- one run ------------------------------------------------------------------------------
 @dataclass
 class Trace:
-    video: list[tuple[float, float | None, int, int]] = field(default_factory=list)  # now, lat, h, w
+    video: list[tuple[float, float | None, int, int]] = field(
+        default_factory=list
+    )  # now, lat, h, w
     audio: list[float] = field(default_factory=list)
     bytes: list[tuple[float, int]] = field(default_factory=list)
 
@@ -162,7 +174,9 @@ async def _drain(track: MediaStreamTrack, clock: MediaClock, trace: Trace) -> No
             continue
         assert isinstance(frame, av.VideoFrame)
         plane = frame.planes[0]
-        luma = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)[:, : frame.width]
+        luma = np.frombuffer(memoryview(plane), np.uint8).reshape(frame.height, plane.line_size)[
+            :, : frame.width
+        ]
         ms = read_stamp(luma)
         lat = None
         if ms is not None:
@@ -172,7 +186,12 @@ async def _drain(track: MediaStreamTrack, clock: MediaClock, trace: Trace) -> No
 
 
 async def run_case(
-    ours: bool, scenario: str, t: dict[str, float], *, stock_receiver: bool = False, queue_s: float = 1.0
+    ours: bool,
+    scenario: str,
+    t: dict[str, float],
+    *,
+    stock_receiver: bool = False,
+    queue_s: float = 1.0,
 ) -> dict[str, Any]:
     clock = MediaClock()
     renderer = StampRenderer(TOP_HEIGHT)
@@ -223,8 +242,8 @@ async def run_case(
             trace.bytes.append((now, relay.a_to_b.stats.bytes_out))
             await asyncio.sleep(0.25)
     finally:
-        for loop in loops:
-            await loop.stop()
+        for running in loops:
+            await running.stop()
         for task in tasks:
             task.cancel()
         await sender.close()
@@ -240,13 +259,17 @@ def _pct(xs: list[float], q: float) -> float | None:
     return round(float(np.percentile(xs, q)) * 1000, 1)
 
 
-def _summarize(tr: Trace, ours: bool, scenario: str, t0: float, i0: float, i1: float, end: float, loop: Any) -> dict[str, Any]:
+def _summarize(
+    tr: Trace, ours: bool, scenario: str, t0: float, i0: float, i1: float, end: float, loop: Any
+) -> dict[str, Any]:
     def window(a: float, b: float) -> list[float]:
         return [lat for now, lat, _, _ in tr.video if a <= now < b and lat is not None]
 
     frames = [now for now, *_ in tr.video if t0 + 1 <= now < end]
-    gaps = [b - a for a, b in zip(frames, frames[1:], strict=False) if b - a > 0.2]
-    agaps = [b - a for a, b in zip(tr.audio, tr.audio[1:], strict=False) if b - a > 0.1 and a > t0 + 1]
+    gaps = [b - a for a, b in itertools.pairwise(frames) if b - a > 0.2]
+    agaps = [
+        b - a for a, b in zip(tr.audio, tr.audio[1:], strict=False) if b - a > 0.1 and a > t0 + 1
+    ]
     per_s = []
     for k in range(int(end - t0)):
         sel = [(h, w) for now, _, h, w in tr.video if t0 + k <= now < t0 + k + 1]
@@ -277,22 +300,30 @@ def _summarize(tr: Trace, ours: bool, scenario: str, t0: float, i0: float, i1: f
         "impairment": [round(i0 - t0, 2), round(i1 - t0, 2)],
     }
     if loop is not None:
-        out["rung_changes"] = [[round(tt - t0, 2), r.height, r.fps, r.bitrate, why] for tt, r, why in loop.changes]
+        out["rung_changes"] = [
+            [round(tt - t0, 2), r.height, r.fps, r.bitrate, why] for tt, r, why in loop.changes
+        ]
         enc = loop.encoder
         if enc is not None:
-            out["encoder"] = {"keyframes": enc.stats.keyframes, "forced": enc.stats.forced_keyframes,
-                              "bitrate_changes": enc.stats.bitrate_changes}
+            out["encoder"] = {
+                "keyframes": enc.stats.keyframes,
+                "forced": enc.stats.forced_keyframes,
+                "bitrate_changes": enc.stats.bitrate_changes,
+            }
     return out
 
 
 def _print(results: list[dict[str, Any]]) -> None:
-    print(f"{'scenario':8} {'mode':7} {'p50/p95 during':>16} {'p50/p95 all':>16} {'freezes':>12} "
-          f"{'audio gaps':>10} {'top rung':>9} {'lat<200ms':>9} keyframes")
+    print(
+        f"{'scenario':8} {'mode':7} {'p50/p95 during':>16} {'p50/p95 all':>16} {'freezes':>12} "
+        f"{'audio gaps':>10} {'top rung':>9} {'lat<200ms':>9} keyframes"
+    )
     for r in results:
         d, a = r["latency_ms_during"], r["latency_ms_all"]
         enc = r.get("encoder", {})
+        lat = f"{d['p50']!s:>7}/{d['p95']!s:<8} {a['p50']!s:>7}/{a['p95']!s:<8} "
         print(
-            f"{r['scenario']:8} {r['mode']:7} {d['p50']!s:>7}/{d['p95']!s:<8} {a['p50']!s:>7}/{a['p95']!s:<8} "
+            f"{r['scenario']:8} {r['mode']:7} {lat}"
             f"{r['freezes']:>4} ({r['freeze_s']:>4}s) {r['audio_gaps_over_100ms']:>10} "
             f"{r['time_to_top_rung_s']!s:>9} {r['latency_settled_under_200ms_after_s']!s:>9} "
             f"{enc.get('keyframes', '-')}"
@@ -351,7 +382,9 @@ async def _main(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--quick", action="store_true", help="short phases (a smoke test, ~40 s)")
     p.add_argument("--scenarios", nargs="+", default=["cap", "loss"], choices=["cap", "loss"])
     p.add_argument("--warm-s", type=float, default=5.0)

@@ -196,30 +196,32 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--renderer musetalk needs --musetalk-dir")
     with tempfile.TemporaryDirectory() as tmp:
         out = asyncio.run(run(args, Path(tmp)))
-    a, s, p = out["audio"], out["script"], out["split"]
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
+    a, p = out["audio"], out["split"]
     w, h = p["size"]
-    extra = (
-        f" (decode={args.decode}, compile={args.compile})" if args.renderer == "musetalk" else ""
-    )
+    extra = f" decode={args.decode} compile={args.compile}" if args.renderer == "musetalk" else ""
     print(f"offline render, {args.renderer}{extra}, {w}×{h} @ 25 fps, H.264 + AAC")
     print(
         f"  audio file: {a['video_s']:.1f} s of video in {a['wall_s']:.2f} s "
         f"= {a['speed_x']:.2f} s of video per second"
     )
-    print(
-        f"  TTS script: {s['rows']} rows, {s['video_s']:.1f} s of video in {s['wall_s']:.2f} s "
-        f"= {s['speed_x']:.2f} s of video per second (voice load {s['tts_load_s']:.2f} s once)"
-    )
-    print(
-        f"  re-run of the script: {out['resume']['skipped']} rows skipped in "
-        f"{out['resume']['wall_s']:.2f} s"
-    )
+    if "script" in out:
+        s = out["script"]
+        print(
+            f"  TTS script: {s['rows']} rows, {s['video_s']:.1f} s of video in "
+            f"{s['wall_s']:.2f} s = {s['speed_x']:.2f} s of video per second "
+            f"(voice load {s['tts_load_s']:.2f} s once, not counted)"
+        )
+        print(
+            f"  re-run of the script: {out['resume']['skipped']} rows skipped in "
+            f"{out['resume']['wall_s']:.2f} s"
+        )
+    batches = f"; batch sizes {p['batch_sizes']}" if "batch_sizes" in p else ""
     print(
         f"  split: render {p['render_ms_per_frame']:.2f} ms/frame, "
-        f"encode {p['encode_ms_per_frame']:.2f} ms/frame (sequential)"
+        f"encode {p['encode_ms_per_frame']:.2f} ms/frame (one after the other){batches}"
     )
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=2))
     return 0
 
 

@@ -198,9 +198,15 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def load_trial(
-    sched: RenderScheduler, eng: MuseTalkEngine, sessions: int, seconds: float, warm: float
+    sched: RenderScheduler,
+    eng: MuseTalkEngine,
+    sessions: int,
+    seconds: float,
+    warm: float,
+    sentence_s: tuple[float, float] = (2.0, 4.0),
 ) -> dict[str, float]:
-    """``sessions`` calls talking continuously; lateness of frames due after ``warm`` s."""
+    """``sessions`` calls talking continuously (sentences of ``sentence_s`` seconds, each
+    arriving 0.5 s before the previous one ends); lateness of frames due after ``warm`` s."""
     clock = sched.clock
     late: list[float] = []
     rendered: dict[str, set[int]] = {}
@@ -263,6 +269,8 @@ def load_trial(
         sched.stats.dropped_late,
         sched.stats.frames,
         sched.stats.batches,
+        sched.stats.busy_s,
+        time.perf_counter(),
     )
     asyncio.run(main())
     lat = np.array(late)
@@ -275,6 +283,8 @@ def load_trial(
         "repeated": sched.stats.repeated - before[0],
         "dropped": sched.stats.dropped_late - before[1],
         "mean_batch": (sched.stats.frames - before[2]) / max(1, sched.stats.batches - before[3]),
+        "busy": (sched.stats.busy_s - before[4]) / (time.perf_counter() - before[5]),
+        "capacity": sched.stats.capacity_fps or 0.0,
         "min_fps": min(per_call) if per_call else 0.0,
         "max_fps": max(per_call) if per_call else 0.0,
     }
@@ -307,7 +317,9 @@ def load_test(
     for _ in range(2 if quick else 7):
         trials[n] = r = load_trial(sched, eng, n, seconds, warm, sentence_s)
         log(
-            f"{n} calls: p99 {r['p99_ms']:.0f} ms, repeated {r['repeated']}, dropped {r['dropped']}"
+            f"{n} calls: p99 {r['p99_ms']:.0f} ms, repeated {r['repeated']}, dropped "
+            f"{r['dropped']}, mean batch {r['mean_batch']:.1f}, engine busy {r['busy']:.0%}, "
+            f"capacity estimate {r['capacity']:.0f} fps"
         )
         ok = [k for k, v in trials.items() if passes(v)]
         bad = [k for k, v in trials.items() if not passes(v)]

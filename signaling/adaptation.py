@@ -40,10 +40,17 @@ log = logging.getLogger(__name__)
 class QualitySession(Protocol):
     """What adaptation needs of a call (``signaling.session.Session`` has it)."""
 
-    pc: RTCPeerConnection
-    clock: MediaClock
-    video_track: ClockedVideoTrack
-    renderer: Renderer
+    @property
+    def pc(self) -> RTCPeerConnection: ...
+
+    @property
+    def clock(self) -> MediaClock: ...
+
+    @property
+    def video_track(self) -> ClockedVideoTrack: ...
+
+    @property
+    def renderer(self) -> Renderer: ...
 
     def emit(self, event: ControlEvent) -> None: ...
 
@@ -193,7 +200,9 @@ class QualityLoop:
             idle = await asyncio.to_thread(s.renderer.idle_frames)
             s.video_track.set_idle(IdleLoop(idle, s.renderer.fps))
         self.changes.append((s.clock.now(), rung, reason))
-        log.info("quality -> %s (%s)", rung, reason)
+        log.info(
+            "quality -> %d px %d fps %d kbps (%s)", height, rung.fps, rung.bitrate // 1000, reason
+        )
         s.emit(
             QualityChanged(
                 rung=self.controller.ladder.index(rung),

@@ -291,7 +291,9 @@ def _answer(state: AppState, session: Session, answer: RTCSessionDescription) ->
             "type": answer.type,
             "session": session.id,
             "token": state.access.signer.session_token(session.id),
-            "resume_grace_s": state.settings.resume_grace_s,
+            "resume_grace_s": min(
+                state.settings.resume_grace_s, state.settings.heartbeat_timeout_s
+            ),
             "ice_servers": state.settings.ice_servers,
         }
     )
@@ -403,6 +405,7 @@ async def _ws(request: web.Request) -> web.StreamResponse:
         )
     )
     strikes = 0
+    flooded = False
     try:
         async for msg in ws:
             if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
@@ -410,6 +413,7 @@ async def _ws(request: web.Request) -> web.StreamResponse:
             if limiter.check("", time.monotonic()) > 0:
                 strikes += 1
                 if strikes >= _MAX_STRIKES:
+                    flooded = True  # our close: the call stays for a reconnect
                     await ws.close(code=1008, message=b"too many messages")
                     break
                 session.emit(ErrorEvent(reason="too many messages; slow down"))
@@ -425,7 +429,7 @@ async def _ws(request: web.Request) -> web.StreamResponse:
         if current:
             del state.sockets[session.id]
         session.ws_attached(False)
-        if current and ws.close_code == 1000:  # the client hung up
+        if current and not flooded and ws.close_code == 1000:  # the client hung up
             session.close_reason = "client hung up"
             await session.close()
     return ws

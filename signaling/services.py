@@ -38,6 +38,7 @@ from inference.dialogue import (
     make_dialogue,
 )
 from inference.dialogue.openai_chat import DEFAULT_PERSONA, DEFAULT_SYSTEM_PROMPT
+from inference.fallback import FallbackAsr, FallbackTts
 from inference.http import HttpTimeouts
 from inference.preload import Preloader, SpeculativePrefetcher, faq_predictor, preload_lines, warm
 from inference.render.base import Renderer
@@ -297,7 +298,11 @@ def _asr_options(settings: Settings) -> AsrOptions:
                 reset_after_s=a.service.breaker_reset_s,
             ),
         )
-    return WhisperAsrOptions(model_dir=a.model_dir, language=a.language)
+    return _embedded_asr_options(settings)
+
+
+def _embedded_asr_options(settings: Settings) -> WhisperAsrOptions:
+    return WhisperAsrOptions(model_dir=settings.asr.model_dir, language=settings.asr.language)
 
 
 def _dialogue_options(settings: Settings) -> DialogueOptions:
@@ -347,6 +352,11 @@ def _tts_options(settings: Settings) -> TtsOptions:
                 reset_after_s=t.service.breaker_reset_s,
             ),
         )
+    return _embedded_tts_options(settings)
+
+
+def _embedded_tts_options(settings: Settings) -> LanguageRouterTtsOptions:
+    t = settings.tts
     piper = PiperTtsOptions(
         voice=t.voice,
         noise_scale=t.noise_scale,
@@ -393,10 +403,17 @@ def _load_blocking(settings: Settings) -> Services:
     tts_options = _tts_options(settings)
     cache = _cache(settings.cache)
     c = settings.cache
+    asr = make_asr(_asr_options(settings))
+    if settings.asr.backend == "openai" and settings.asr.fallback_embedded:
+        asr = FallbackAsr(asr, make_asr(_embedded_asr_options(settings)))
+    tts = _cached_tts(make_tts(tts_options), tts_options, cache)
+    if settings.tts.backend == "openai" and settings.tts.fallback_embedded:
+        embedded = _embedded_tts_options(settings)
+        tts = FallbackTts(tts, _cached_tts(make_tts(embedded), embedded, cache))
     services = Services(
-        asr=make_asr(_asr_options(settings)),
+        asr=asr,
         dialogue=make_dialogue(dialogue_options),
-        tts=_cached_tts(make_tts(tts_options), tts_options, cache),
+        tts=tts,
         avatars=AvatarStore(Path(settings.render.avatars_dir)),
         renderers=_renderer_factory(settings),
         segmenter_options=_segmenter_options(settings),

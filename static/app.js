@@ -34,12 +34,13 @@ const CONNECTION_LABELS = {
 };
 const AGENT_LABELS = { listening: "Listening", thinking: "Thinking…", speaking: "Speaking" };
 const AUTO_RECONNECT_DELAY_MS = 1500;
+const AUTO_RECONNECT_EVERY_MS = 30000; // lost again sooner: offer the button instead
 const params = new URLSearchParams(window.location.search);
 const captions = new Captions(ui.captions);
 const quality = new QualityIndicator(ui.quality, ui.qualityDetails);
 
 let call = null;
-let autoReconnects = 0;
+let lastAutoReconnect = -Infinity;
 
 function showMessage(text, { reconnect = false } = {}) {
   ui.messageText.textContent = text;
@@ -93,8 +94,8 @@ async function loadMicrophones() {
 function onFailure(detail) {
   const { kind, message } = detail;
   if (kind === "lost") {
-    if (autoReconnects === 0) {
-      autoReconnects += 1;
+    if (performance.now() - lastAutoReconnect > AUTO_RECONNECT_EVERY_MS) {
+      lastAutoReconnect = performance.now();
       showMessage(`${message} Reconnecting…`);
       setTimeout(() => reconnect(), AUTO_RECONNECT_DELAY_MS);
     } else {
@@ -126,7 +127,10 @@ function wire(client) {
       ui.video.srcObject = e.detail.stream;
       markFirstFrame(ui.video, "call-click");
     }
-    ui.video.play().catch(() => showMessage("Tap the video to hear the agent."));
+    ui.video.play().catch((err) => {
+      console.warn("video.play():", err?.name, err?.message);
+      if (err?.name === "NotAllowedError") showMessage("Tap the video to hear the agent."); // autoplay blocked
+    });
   });
   client.addEventListener("failure", (e) => onFailure(e.detail));
   client.addEventListener("state", (e) => {
@@ -134,7 +138,6 @@ function wire(client) {
     ui.agentState.hidden = !AGENT_LABELS[state];
     ui.agentState.textContent = AGENT_LABELS[state] ?? "";
     ui.agentState.dataset.state = state;
-    if (state === "listening") autoReconnects = 0; // the call works again
   });
   client.addEventListener("error", (e) => console.warn("server:", e.detail.reason));
   showCaptions(client, captions);
@@ -151,7 +154,7 @@ async function startCall() {
   window.avatarCall = call; // for diagnostics from the console and browser automation
   wire(call);
   setInCall(true);
-  autoReconnects = 0;
+  lastAutoReconnect = -Infinity;
   try {
     await call.start({
       avatar: ui.avatar.value || null,
@@ -177,10 +180,7 @@ async function reconnect() {
 }
 
 ui.call.addEventListener("click", startCall);
-ui.reconnect.addEventListener("click", () => {
-  autoReconnects = 1;
-  reconnect();
-});
+ui.reconnect.addEventListener("click", () => reconnect());
 ui.hangup.addEventListener("click", () => call?.hangUp());
 ui.interrupt.addEventListener("click", () => call?.interrupt());
 ui.mute.addEventListener("click", () => {
@@ -200,9 +200,7 @@ ui.video.addEventListener("click", () => ui.video.play().catch(() => {}));
 window.addEventListener("pagehide", () => call?.hangUp());
 navigator.mediaDevices?.addEventListener?.("devicechange", () => loadMicrophones().catch(() => {}));
 
-if (params.get("lang") === "zh" || (!params.get("lang") && navigator.language?.startsWith("zh"))) {
-  ui.language.value = "zh";
-}
+if (params.get("lang") === "zh") ui.language.value = "zh";
 setInCall(false);
 quality.render();
 loadAvatars();

@@ -68,6 +68,7 @@ export class CallClient extends EventTarget {
     this.mic = null;
     this.session = null;
     this.sessionToken = null; // the call's capability: resume it after a lost connection
+    this.hello = null; // the server's last "hello": {session, avatar, fps, mouth_box}
     this.state = "idle"; // idle | connecting | connected | closed
     this.muted = false;
     this._options = null;
@@ -317,6 +318,7 @@ export class CallClient extends EventTarget {
     }
     if (!msg || typeof msg.type !== "string") return;
     if (msg.type === "state" && msg.state === "closed") this._serverEnded = true;
+    if (msg.type === "hello") this.hello = msg;
     this._emit(msg.type, msg);
   }
 

@@ -16,6 +16,7 @@ from inference.preload import (
     PrefetchOptions,
     Preloader,
     PreloadOptions,
+    SpeculatingDialogue,
     SpeculativePrefetcher,
     faq_predictor,
     preload_lines,
@@ -170,3 +171,22 @@ async def test_speculation_skips_when_busy(faq: FaqDialogue) -> None:
     spec.observe(_speech(2.0), 2.0)
     assert spec.stats.skipped_busy == 1 and spec.stats.started == 0
     await spec.close()
+
+
+async def test_speculating_dialogue_reports_the_final_transcript(faq: FaqDialogue) -> None:
+    hours = faq.entries[0].questions["en"][0]
+    spec = SpeculativePrefetcher(
+        asr=ScriptedAsr(ScriptedAsrOptions(transcripts=(hours,))),
+        predict=faq_predictor(faq, FaqDialogueOptions(), confidence=1.0),
+        warm_reply=lambda s: asyncio.sleep(0),
+        busy=lambda: False,
+    )
+    spec.observe(_speech(1.0), 1.0)
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if spec.prediction is not None:
+            break
+    dialogue = SpeculatingDialogue(faq, spec)
+    assert dialogue.greeting("en") == faq.greeting("en")
+    said = [s.text async for s in dialogue.reply(Transcript(text=hours))]
+    assert said and spec.stats.confirmed == 1

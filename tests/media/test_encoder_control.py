@@ -7,6 +7,7 @@ import av
 import numpy as np
 import pytest
 from aiortc.codecs import get_decoder
+from aiortc.codecs.vpx import vp8_depayload
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import (
@@ -37,7 +38,11 @@ def textured(i: int, size: int = 256) -> np.ndarray:
     """Moving, noisy content: the encoder cannot make it tiny."""
     y, x = np.mgrid[0:size, 0:size]
     base = np.stack(
-        [np.sin(x / 9 + i * 0.3) * 60 + 128, (x + y + i * 7) % 256, np.cos(y / 7 - i * 0.2) * 90 + 128],
+        [
+            np.sin(x / 9 + i * 0.3) * 60 + 128,
+            (x + y + i * 7) % 256,
+            np.cos(y / 7 - i * 0.2) * 90 + 128,
+        ],
         -1,
     )
     noise = np.random.default_rng(i).integers(-25, 25, base.shape)
@@ -93,18 +98,18 @@ def test_keyframe_on_resize_and_when_forced(mime: str) -> None:
 
 def test_vp8_stream_decodes_across_rate_and_size_changes() -> None:
     enc = LiveVp8Encoder(bitrate=800_000)
-    decoder = get_decoder(RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96))
+    decoder = get_decoder(
+        RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
+    )
     shapes = []
     for i in range(30):
         if i == 10:
             enc.set_bitrate(150_000)
         size = 256 if i < 20 else 192
         payloads, ts = enc.encode(vframe(i, size))
-        # undo aiortc's packetization the way the receiver does
-        from aiortc.codecs.vpx import vp8_depayload
-
         data = b"".join(vp8_depayload(p) for p in payloads)
         for out in decoder.decode(JitterFrame(data=data, timestamp=ts)):
+            assert isinstance(out, av.VideoFrame)
             shapes.append((out.height, out.width))
     assert len(shapes) == 30
     assert shapes[0] == (256, 256) and shapes[-1] == (192, 192)
@@ -150,13 +155,29 @@ async def test_rtcp_monitor_reads_rr_rtt_and_remb() -> None:
     rr = RtcpRrPacket(
         ssrc=9,
         reports=[
-            RtcpReceiverInfo(ssrc=1234, fraction_lost=64, packets_lost=3, highest_sequence=1,
-                             jitter=900, lsr=lsr, dlsr=int(0.1 * 65536)),
-            RtcpReceiverInfo(ssrc=555, fraction_lost=255, packets_lost=0, highest_sequence=1,
-                             jitter=0, lsr=0, dlsr=0),
+            RtcpReceiverInfo(
+                ssrc=1234,
+                fraction_lost=64,
+                packets_lost=3,
+                highest_sequence=1,
+                jitter=900,
+                lsr=lsr,
+                dlsr=int(0.1 * 65536),
+            ),
+            RtcpReceiverInfo(
+                ssrc=555,
+                fraction_lost=255,
+                packets_lost=0,
+                highest_sequence=1,
+                jitter=0,
+                lsr=0,
+                dlsr=0,
+            ),
         ],
     )
-    remb = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=9, media_ssrc=0, fci=pack_remb_fci(321_000, [1234]))
+    remb = RtcpPsfbPacket(
+        fmt=RTCP_PSFB_APP, ssrc=9, media_ssrc=0, fci=pack_remb_fci(321_000, [1234])
+    )
     other = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=9, media_ssrc=0, fci=pack_remb_fci(1, [77]))
     pli = RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=9, media_ssrc=1234)
     for p in (rr, remb, other, pli):
@@ -179,11 +200,13 @@ def test_install_encoder_fills_the_senders_slot_once() -> None:
         install_encoder(sender, "video/VP8", bitrate=300_000, max_bitrate=2_000_000)  # type: ignore[arg-type]
 
 
-async def test_live_sender_over_loopback_keeps_one_keyframe(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_live_sender_over_loopback_keeps_one_keyframe(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A real aiortc pair: rate changes on the live VP8 encoder reach the wire, no keyframes."""
     from aiortc import VideoStreamTrack
 
-    from tests.rtc_helpers import connect_pair, loopback_pc, patch_loopback_ice
+    from tests.rtc_helpers import loopback_pc, patch_loopback_ice
 
     patch_loopback_ice(monkeypatch)
 
@@ -200,14 +223,19 @@ async def test_live_sender_over_loopback_keeps_one_keyframe(monkeypatch: pytest.
     a, b = loopback_pc(), loopback_pc()
     sender = a.addTrack(Pattern())
     got: list[int] = []
+    enough = asyncio.Event()
+    want = [20]
+    tasks: list[asyncio.Task[None]] = []
 
     def on_track(track) -> None:  # type: ignore[no-untyped-def]
         async def drain() -> None:
             while True:
                 await track.recv()
                 got.append(1)
+                if len(got) >= want[0]:
+                    enough.set()
 
-        asyncio.ensure_future(drain())
+        tasks.append(asyncio.ensure_future(drain()))
 
     b.on("track", on_track)
     await a.setLocalDescription(await a.createOffer())
@@ -218,15 +246,15 @@ async def test_live_sender_over_loopback_keeps_one_keyframe(monkeypatch: pytest.
     enc = install_encoder(sender, mime, bitrate=600_000, max_bitrate=1_000_000)
     try:
         async with asyncio.timeout(20):
-            while len(got) < 20:
-                await asyncio.sleep(0.05)
+            await enough.wait()
             enc.set_bitrate(150_000)
-            n = len(got)
-            while len(got) < n + 20:
-                await asyncio.sleep(0.05)
+            enough.clear()
+            want[0] = len(got) + 20
+            await enough.wait()
     finally:
+        for t in tasks:
+            t.cancel()
         await a.close()
         await b.close()
     assert enc.stats.frames >= 40
     assert enc.stats.keyframes - enc.stats.forced_keyframes == 1
-    del connect_pair

@@ -8,7 +8,9 @@ from media.jitter import LowLatencyJitterBuffer, install_mic_jitter_buffer
 
 
 def packet(seq: int) -> RtpPacket:
-    p = RtpPacket(payload_type=111, sequence_number=seq & 0xFFFF, timestamp=(seq * 960) & 0xFFFFFFFF)
+    p = RtpPacket(
+        payload_type=111, sequence_number=seq & 0xFFFF, timestamp=(seq * 960) & 0xFFFFFFFF
+    )
     p.payload = seq.to_bytes(4, "big", signed=True)
     p._data = p.payload  # type: ignore[attr-defined]
     return p

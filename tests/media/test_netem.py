@@ -109,5 +109,5 @@ def test_sdp_candidate_rewrite() -> None:
     assert candidate_port(sdp) == 5000
     out = rewrite_candidates(sdp, 6000)
     assert "5000" not in out and out.count(" 6000 ") == 4
-    with pytest.raises(ValueError, match="no 127.0.0.1"):
+    with pytest.raises(ValueError, match=r"no 127\.0\.0\.1"):
         candidate_port("v=0\r\n")

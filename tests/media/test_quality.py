@@ -1,5 +1,7 @@
 """QualityController: time is driven directly."""
 
+import itertools
+
 import pytest
 
 from media.quality import DEFAULT_LADDER, QualityController, QualityOptions, Rung
@@ -30,7 +32,7 @@ def test_remb_jumps_straight_to_the_fitting_rung() -> None:
     assert r == Rung(height=256, fps=15, bitrate=300_000)
     assert "remb" in ctl.reason
     assert ctl.update(1.5, remb_bps=100_000, send_bps=290_000) is None  # within the hold
-    assert ctl.update(2.0, remb_bps=100_000, send_bps=290_000) == DEFAULT_LADDER[-1]
+    assert ctl.update(2.0, remb_bps=90_000, send_bps=290_000) == DEFAULT_LADDER[-1]
     assert ctl.update(3.5, remb_bps=50_000) is None  # already at the bottom
 
 
@@ -39,8 +41,19 @@ def test_remb_above_what_we_send_is_no_signal() -> None:
     ctl = QualityController()
     assert ctl.update(1.0, remb_bps=450_000, send_bps=300_000) is None
     assert ctl.update(2.0, remb_bps=450_000, send_bps=300_000) is None
-    # without send_bps the rung's bitrate is the reference
-    assert ctl.update(3.0, remb_bps=450_000) == DEFAULT_LADDER[3]
+    # without send_bps the rung's bitrate is the reference (and the REMB must have fallen)
+    assert ctl.update(3.0, remb_bps=400_000) == DEFAULT_LADDER[3]
+
+
+def test_a_remb_that_did_not_fall_is_no_signal() -> None:
+    """After a decrease aiortc's REMB climbs ~8 %/s: it lags behind a probe up."""
+    ctl = QualityController(QualityOptions(up_hold_s=1.0))
+    ctl.update(0.0, remb_bps=400_000, send_bps=2_000_000)
+    assert ctl.index == 3
+    assert ctl.update(1.2) == DEFAULT_LADDER[2]  # probe up to 600 kbps
+    for k, remb in enumerate((420_000, 450_000, 490_000)):  # rising, though under 600k
+        assert ctl.update(1.4 + 0.3 * k, remb_bps=remb, send_bps=600_000) is None
+    assert ctl.update(2.5, remb_bps=300_000, send_bps=600_000) == DEFAULT_LADDER[3]
 
 
 def test_loss_and_rtt_step_down_one_rung_per_hold() -> None:
@@ -48,9 +61,30 @@ def test_loss_and_rtt_step_down_one_rung_per_hold() -> None:
     assert ctl.update(0.0, rtt_s=0.02) is None  # baseline RTT
     assert ctl.update(1.0, fraction_lost=0.2) == DEFAULT_LADDER[1]
     assert ctl.update(1.5, fraction_lost=0.2) is None  # within the hold
-    assert ctl.update(2.0, rtt_s=0.5) == DEFAULT_LADDER[2]
-    assert "rtt" in ctl.reason
+    assert ctl.update(2.0, rtt_s=0.3) == DEFAULT_LADDER[2]
+    assert "rtt" in ctl.reason and ctl.drain_s == 0.0
     assert ctl.update(2.2, fraction_lost=0.01, rtt_s=0.03) is None  # small loss is tolerated
+
+
+def test_severe_signals_jump_and_ask_for_a_drain() -> None:
+    ctl = QualityController(QualityOptions(down_hold_s=1.0, severe_queue_s=0.4, max_drain_s=1.5))
+    ctl.update(0.0, rtt_s=0.02)
+    assert ctl.update(1.0, fraction_lost=0.3) == DEFAULT_LADDER[2]  # > 20 %: two rungs
+    assert ctl.drain_s == 0.0
+    assert ctl.update(2.0, rtt_s=1.0) == DEFAULT_LADDER[-1]  # ~1 s queue: bottom rung
+    assert ctl.drain_s == pytest.approx(0.98)
+    assert ctl.update(2.2) is None and ctl.drain_s == 0.0
+    # a REMB far under the send rate drains for options.drain_s
+    ctl2 = QualityController(QualityOptions(drain_s=0.6))
+    assert ctl2.update(1.0, remb_bps=600_000, send_bps=2_000_000) is not None
+    assert ctl2.drain_s == 0.6
+
+
+def test_remb_is_ignored_on_a_lossy_path_without_queueing() -> None:
+    ctl = QualityController()
+    ctl.update(0.0, rtt_s=0.1, fraction_lost=0.03)  # 3 % loss: repaired loss, no queue
+    assert ctl.update(1.0, remb_bps=900_000, send_bps=2_000_000) is None
+    assert ctl.update(2.0, rtt_s=0.5, remb_bps=900_000, send_bps=2_000_000) is not None
 
 
 def test_queue_and_render_lag_are_congestion() -> None:
@@ -69,7 +103,7 @@ def test_climbs_one_rung_per_hold_back_to_top() -> None:
     assert [r for _, r in changes] == list(reversed(DEFAULT_LADDER[:-1]))
     times = [t for t, _ in changes]
     assert times[0] == pytest.approx(1.6, abs=0.21)  # the first step up waits the hold
-    assert all(b - a >= 1.5 - 1e-6 for a, b in zip(times, times[1:], strict=False))
+    assert all(b - a >= 1.5 - 1e-6 for a, b in itertools.pairwise(times))
     assert times[-1] < 10.0
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from inference.asr import ScriptedAsr, ScriptedAsrOptions
 from inference.avatar import AvatarStore
@@ -41,3 +44,19 @@ def fake_services(avatars_root: Path) -> Services:
 @pytest.fixture
 def settings() -> Settings:
     return Settings(host="127.0.0.1", port=0, max_sessions=2, heartbeat_timeout_s=5.0)
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[web.Application], Awaitable[str]]]:
+    """``url = await serve(app)``: the app on 127.0.0.1, closed after the test."""
+    servers: list[TestServer] = []
+
+    async def start(app: web.Application) -> str:
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.port}"
+
+    yield start
+    for server in reversed(servers):
+        await server.close()
