@@ -9,7 +9,8 @@ Policy: down fast, up slowly.
 - *Down*: loss, an RTT rise over the smallest RTT seen (a queue building up), a send queue
   or a lagging renderer step down one rung, at most once per ``down_hold_s`` (the next
   report must see the effect of the last step). A REMB estimate jumps straight to the
-  highest rung that fits it, but only when it *fell* (aiortc's estimator lowers it only on
+  highest rung that fits it (the bottom rung when we send more than twice the estimate),
+  but only when it *fell* by 5 % (aiortc's estimator lowers it only on
   overuse, to 0.85x of what it receives) and is under what we actually send (``send_bps``;
   the rung's bitrate when unknown). Other REMBs are no signal: aiortc raises its estimate
   by ~8 %/s up to ~1.5x of what it receives, so it lags behind a probe, and a static
@@ -18,10 +19,11 @@ Policy: down fast, up slowly.
   retransmits packets with their original send time, so its estimator reads every repaired
   loss as a delay spike and its REMB sinks on a lossy but uncongested path.
 - *Severe*: loss over ``severe_loss`` steps two rungs; an RTT over its minimum by more than
-  ``severe_queue_s`` (a deep queue) goes to the bottom rung. With a change, ``drain_s`` then
-  asks the sender to pause video (audio goes on) for about the queue's depth — or
-  ``options.drain_s`` after a REMB under ``severe_ratio`` of the send rate — so the
-  bottleneck queue empties instead of delaying every later frame.
+  ``severe_queue_s`` (a deep queue) goes to the bottom rung. With a change, ``drain_s``
+  asks the sender to pause video (audio goes on) for about the queue's depth (the RTT
+  rise) — or ``options.drain_s`` after a REMB under ``severe_ratio`` of the send rate or a
+  loss over ``severe_loss`` — so the bottleneck queue empties instead of delaying every
+  later frame.
 - *Up*: one rung at a time, only after ``up_hold_s`` without any congestion signal. A step
   up is a probe: congestion within ``probe_window_s`` of it sends the controller straight
   back and doubles the hold before that rung is tried again (up to ``max_up_hold_s``);
@@ -70,8 +72,8 @@ class QualityOptions:
     remb_headroom: float = 0.85  # a rung fits a REMB estimate if bitrate <= headroom * REMB
     loss_threshold: float = 0.05  # fraction lost (0..1) that counts as congestion
     remb_loss_guard: float = 0.01  # reported loss above this: REMB alone is not trusted
-    severe_ratio: float = 0.5  # REMB under this share of the send rate: drain the queue
-    drain_s: float = 0.6
+    severe_ratio: float = 0.6  # REMB under this share of the send rate: drain the queue
+    drain_s: float = 1.0
     severe_queue_s: float = 0.4  # RTT this far over its minimum: a deep queue, go to the bottom
     severe_loss: float = 0.2  # loss over this: two rungs at once
     max_drain_s: float = 1.5
@@ -82,7 +84,7 @@ class QualityOptions:
     down_hold_s: float = 1.0
     up_hold_s: float = 1.5
     max_up_hold_s: float = 4.0
-    probe_window_s: float = 2.5
+    probe_window_s: float = 3.0
 
     def __post_init__(self) -> None:
         if not self.ladder:
@@ -192,24 +194,29 @@ class QualityController:
             s.loss = fraction_lost
             if fraction_lost > o.loss_threshold:
                 reasons.append(f"loss {fraction_lost:.0%}")
-                if fraction_lost > o.severe_loss:
-                    fit = min(last, s.index + 2)
+                if fraction_lost > o.severe_loss:  # a drop-tail queue is full: drain it
+                    fit, drain = min(last, s.index + 2), o.drain_s
         if rtt_s is not None:
             queue = self._rtt_rise(now, rtt_s, jitter_s or 0.0)
             s.rtt_rising = queue is not None
             if queue is not None:
                 reasons.append(f"rtt {rtt_s * 1000:.0f} ms")
-                if queue > o.severe_queue_s:  # a deep queue: bottom rung, let it drain
-                    fit, drain = last, min(o.max_drain_s, queue)
-        remb_fell = remb_bps is not None and (s.remb is None or remb_bps < 0.97 * s.remb)
+                drain = min(o.max_drain_s, queue)  # pause about as long as the queue is deep
+                if queue > o.severe_queue_s:  # a deep queue: bottom rung
+                    fit = last
+        remb_fell = remb_bps is not None and (s.remb is None or remb_bps < 0.95 * s.remb)
         if remb_bps is not None:
             s.remb = remb_bps
         if remb_bps is not None and remb_fell and (s.loss <= o.remb_loss_guard or s.rtt_rising):
             sent = min(send_bps if send_bps is not None else self.rung.bitrate, self.rung.bitrate)
             if remb_bps < o.remb_headroom * sent:
-                fit = max(fit or 0, self._remb_fit(remb_bps))
                 if remb_bps < o.severe_ratio * sent:
+                    # sending twice what gets through: a deep queue is filling; the bottom
+                    # rung leaves the most room to empty it
+                    fit = last
                     drain = max(drain, o.drain_s)
+                else:
+                    fit = max(fit or 0, self._remb_fit(remb_bps))
                 reasons.append(f"remb {remb_bps / 1000:.0f} kbps")
         if send_queue_s is not None and send_queue_s > o.queue_threshold_s:
             reasons.append(f"send queue {send_queue_s * 1000:.0f} ms")

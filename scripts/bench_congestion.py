@@ -64,15 +64,25 @@ def stamp_bits(t_ms: int) -> list[int]:
     ]
 
 
-def read_stamp(luma: np.ndarray) -> int | None:
-    """The 16-bit ms stamp in a decoded frame's luma plane, or None if unreadable."""
-    h, w = luma.shape
-    bw, bh = w // (BITS + CHECK), max(8, h // 12)
-    row = luma[bh // 4 : bh * 3 // 4]
-    bits = [
-        int(row[:, i * bw + bw // 4 : i * bw + bw * 3 // 4].mean() > 128)
+def _row_bits(luma: np.ndarray, row: int, bw: int, bh: int) -> list[int]:
+    band = luma[row * bh + bh // 4 : row * bh + bh * 3 // 4]
+    return [
+        int(band[:, i * bw + bw // 4 : i * bw + bw * 3 // 4].mean() > 128)
         for i in range(BITS + CHECK)
     ]
+
+
+def read_stamp(luma: np.ndarray) -> int | None:
+    """The 16-bit ms stamp in a decoded frame's luma plane, or None if unreadable.
+
+    Row 1 holds the bits and a 4-bit check, row 2 their complement: a corrupted picture
+    passes both by chance about once in a million.
+    """
+    h, w = luma.shape
+    bw, bh = w // (BITS + CHECK), max(8, h // 12)
+    bits, inverse = _row_bits(luma, 0, bw, bh), _row_bits(luma, 1, bw, bh)
+    if any(a == b for a, b in zip(bits, inverse, strict=True)):
+        return None
     v = 0
     for b in bits[:BITS]:
         v = (v << 1) | b
@@ -119,6 +129,7 @@ class StampRenderer:
         bw, bh = h // (BITS + CHECK), max(8, h // 12)
         for i, b in enumerate(stamp_bits(round(t * 1000))):
             img[:bh, i * bw : (i + 1) * bw] = 255 if b else 0
+            img[bh : 2 * bh, i * bw : (i + 1) * bw] = 0 if b else 255
         return img
 
 
@@ -225,20 +236,19 @@ async def run_case(
         t0 = clock.now()
         imp_start, imp_end = t0 + t["warm"], t0 + t["warm"] + t[scenario]
         end = imp_end + t["after"]
-        impaired = False
+        phase = "before"
         while clock.now() < end:
             now = clock.now()
-            if not impaired and now >= imp_start:
-                impaired = True
+            if phase == "before" and now >= imp_start:
+                phase = "during"
                 if scenario == "cap":
                     relay.impair(a_to_b=Impairment(rate_bps=400_000, queue_limit_s=queue_s))
                 else:
                     lossy = Impairment(delay_s=0.05, loss=0.02)
                     relay.impair(a_to_b=lossy, b_to_a=lossy)
-            if impaired and now >= imp_end:
-                impaired = False
+            elif phase == "during" and now >= imp_end:
+                phase = "after"
                 relay.impair(a_to_b=Impairment(), b_to_a=Impairment())
-                imp_end = float("inf")
             trace.bytes.append((now, relay.a_to_b.stats.bytes_out))
             await asyncio.sleep(0.25)
     finally:
@@ -283,12 +293,20 @@ def _summarize(
     bad_after = [now for now, lat, _, _ in tr.video if now >= i1 and lat is not None and lat > 0.2]
     settle = round(max(bad_after) - i1, 2) if bad_after else 0.0
     lat_all = window(t0 + 1, end)
+
+    def kbps(a: float, b: float) -> int | None:
+        sel = [(now, n) for now, n in tr.bytes if a <= now <= b]
+        if len(sel) < 2 or sel[-1][0] <= sel[0][0]:
+            return None
+        return round((sel[-1][1] - sel[0][1]) * 8 / (sel[-1][0] - sel[0][0]) / 1000)
+
     out = {
         "mode": "ours" if ours else "aiortc",
         "scenario": scenario,
         "latency_ms_during": {"p50": _pct(window(i0, i1), 50), "p95": _pct(window(i0, i1), 95)},
         "latency_ms_all": {"p50": _pct(lat_all, 50), "p95": _pct(lat_all, 95)},
         "stamps_read": f"{len(lat_all)}/{len(frames)}",
+        "kbps_before_during_after": [kbps(t0 + 1, i0), kbps(i0, i1), kbps(i1, end)],
         "freezes": len(gaps),
         "freeze_s": round(sum(gaps), 2),
         "audio_gaps_over_100ms": len(agaps),
@@ -329,6 +347,8 @@ def _print(results: list[dict[str, Any]]) -> None:
             f"{enc.get('keyframes', '-')}"
         )
     for r in results:
+        b, d, a = r["kbps_before_during_after"]
+        print(f"{r['scenario']}/{r['mode']} relay out kbps before/during/after: {b}/{d}/{a}")
         hs = " ".join(f"{k}:{h}/{n}" for k, h, n in r["height_fps_per_s"])
         print(f"{r['scenario']}/{r['mode']} height/fps per second: {hs}")
         if "rung_changes" in r:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
 import time
@@ -13,12 +12,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 from aiortc import RTCSessionDescription
 
 from signaling.auth import AccessOptions, AccessPolicy, ApiKey, AuthError, KeyScope
 from signaling.config import Settings
-from signaling.events import ErrorEvent, Pong
+from signaling.control import control_socket
 from signaling.guard import (
     RedactedAccessLogger,
     is_loopback_peer,
@@ -35,7 +34,6 @@ from signaling.session import Session, SessionOptions
 from signaling.validation import (
     BadRequest,
     OfferRequest,
-    parse_client_message,
     parse_offer,
     parse_session_request,
 )
@@ -240,13 +238,14 @@ async def _offer(request: web.Request) -> web.Response:
             loopback_peer=is_loopback_peer(request),
             now=time.time(),
         )
-        scope.check_origin(request.headers.get("Origin"))
+        scope.check_origin(request.headers.get("Origin"), own_host=request.host)
         scope.check_avatar(avatar)
     except AuthError as exc:
         rejected.labels(reason="unauthorized").inc()
         return _json_error(exc.status, exc.reason)
+    session_id = secrets.token_urlsafe(12)
     try:
-        renderer = await services.renderer_for(avatar)
+        renderer = await services.renderer_for(avatar, session=session_id)
     except KeyError:
         return _json_error(400, f"unknown avatar {avatar!r}")
     media = state.settings.media
@@ -260,7 +259,6 @@ async def _offer(request: web.Request) -> web.Response:
         resume_grace_s=state.settings.resume_grace_s,
         segmenter=services.segmenter_options,
     )
-    session_id = secrets.token_urlsafe(12)
     bind_session(session_id)  # every log line of this call, aiortc's included, carries it
     session = Session(
         session_id=session_id,
@@ -316,7 +314,7 @@ async def _resume(request: web.Request, state: AppState, offer: OfferRequest) ->
     scope = state.scopes.get(session.id)
     try:
         if scope is not None:
-            scope.check_origin(request.headers.get("Origin"))
+            scope.check_origin(request.headers.get("Origin"), own_host=request.host)
     except AuthError as exc:
         return _json_error(exc.status, exc.reason)
     bind_session(session.id)
@@ -342,7 +340,7 @@ async def _issue_token(request: web.Request) -> web.Response:
         scope = state.access.authenticate_key(
             presented_key(request), loopback_peer=is_loopback_peer(request)
         )
-        scope.check_origin(request.headers.get("Origin"))
+        scope.check_origin(request.headers.get("Origin"), own_host=request.host)
     except web.HTTPRequestEntityTooLarge:
         return _json_error(413, "body too large")
     except BadRequest as exc:
@@ -361,101 +359,8 @@ async def _issue_token(request: web.Request) -> web.Response:
     )
 
 
-_MAX_STRIKES = 50  # messages refused by the rate limit before the socket is closed (1008)
-
-
 async def _ws(request: web.Request) -> web.StreamResponse:
-    """The control socket: ``/ws?session=ID&token=SESSION_TOKEN``. Opening it again (a
-    reconnect) replaces the previous socket; closing it with 1000 hangs up the call, any
-    other loss leaves the call running for a reconnect or a resume."""
-    state = request.app[STATE]
-    limited = rate_limited(state.http_limiter, request)
-    if limited is not None:
-        return limited
-    settings = state.settings
-    ws = web.WebSocketResponse(
-        heartbeat=settings.ws_heartbeat_s, max_msg_size=settings.max_text_chars * 4 + 1024
-    )
-    await ws.prepare(request)
-    session = state.sessions.get(request.query.get("session", ""))
-    if session is None or session.closed.is_set():
-        await ws.close(code=4404, message=b"unknown session")
-        return ws
-    if not state.access.signer.check_session_token(session.id, request.query.get("token")):
-        await ws.close(code=4401, message=b"invalid or missing session token")
-        return ws
-    scope = state.scopes.get(session.id)
-    try:
-        if scope is not None:
-            scope.check_origin(request.headers.get("Origin"))
-    except AuthError as exc:
-        await ws.close(code=4403, message=exc.reason.encode()[:120])
-        return ws
-    previous = state.sockets.get(session.id)
-    state.sockets[session.id] = ws
-    if previous is not None:
-        await previous.close(code=4409, message=b"replaced by a newer connection")
-    session.ws_attached(True)
-    sender = asyncio.create_task(_pump_events(session, ws))
-    limiter = RateLimiter(
-        RateLimitOptions(
-            rate_per_s=settings.access.messages_per_s,
-            burst=settings.access.message_burst,
-            max_keys=1,
-        )
-    )
-    strikes = 0
-    flooded = False
-    try:
-        async for msg in ws:
-            if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
-                continue
-            if limiter.check("", time.monotonic()) > 0:
-                strikes += 1
-                if strikes >= _MAX_STRIKES:
-                    flooded = True  # our close: the call stays for a reconnect
-                    await ws.close(code=1008, message=b"too many messages")
-                    break
-                session.emit(ErrorEvent(reason="too many messages; slow down"))
-                continue
-            session.touch()
-            if msg.type != WSMsgType.TEXT:
-                session.emit(ErrorEvent(reason="only JSON text messages are accepted"))
-                continue
-            _handle_client_message(session, msg.data, settings.max_text_chars)
-    finally:
-        sender.cancel()
-        current = state.sockets.get(session.id) is ws
-        if current:
-            del state.sockets[session.id]
-        session.ws_attached(False)
-        if current and not flooded and ws.close_code == 1000:  # the client hung up
-            session.close_reason = "client hung up"
-            await session.close()
-    return ws
-
-
-def _handle_client_message(session: Session, data: str, max_text: int) -> None:
-    try:
-        message = parse_client_message(data, max_text_chars=max_text)
-    except BadRequest as exc:
-        session.emit(ErrorEvent(reason=exc.reason))
-        return
-    if message.type == "ping":
-        session.emit(Pong(t=message.t))
-    elif message.type == "interrupt":
-        session.interrupt()
-    elif message.type == "text" and message.text is not None:
-        session.say_text(message.text)
-
-
-async def _pump_events(session: Session, ws: web.WebSocketResponse) -> None:
-    while not ws.closed:
-        event = await session.next_event()
-        try:
-            await ws.send_str(json.dumps(event.to_json(), ensure_ascii=False))
-        except ConnectionResetError:
-            return
+    return await control_socket(request, request.app[STATE])
 
 
 async def _live(request: web.Request) -> web.Response:

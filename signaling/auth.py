@@ -71,14 +71,17 @@ class KeyScope:
         if self.avatars is not None and avatar not in self.avatars:
             raise AuthError(f"this key may not use avatar {avatar!r}", status=403)
 
-    def check_origin(self, origin: str | None) -> None:
-        """An origin-bound scope needs a request from one of its origins (browsers send it)."""
+    def check_origin(self, origin: str | None, *, own_host: str | None = None) -> None:
+        """An origin-bound scope needs a request from one of its origins (browsers send it),
+        or from the server's own pages (``own_host``: the kiosk page framed by a listed site;
+        ``frame-ancestors`` keeps other sites from framing it)."""
         if self.origins is None:
             return
         if origin is None:
             raise AuthError("this key is bound to web origins; the request has no Origin", 403)
         try:
-            if normalize_origin(origin) in self.origins:
+            norm = normalize_origin(origin)
+            if norm in self.origins or (own_host is not None and _same_host(norm, own_host)):
                 return
         except ValueError:
             pass
@@ -123,6 +126,15 @@ class AccessOptions:
         names = [k.name for k in self.keys]
         if len(set(names)) != len(names):
             raise ValueError("API key names must be unique")
+
+
+def _same_host(norm_origin: str, host: str) -> bool:
+    """``norm_origin`` (normalized) names ``host`` (a Host header, port included or not)."""
+    netloc = urlsplit(norm_origin).netloc
+    try:
+        return netloc in (host.lower(), normalize_origin(f"http://{host}")[len("http://") :])
+    except ValueError:
+        return False
 
 
 def _b64(data: bytes) -> str:
@@ -250,8 +262,7 @@ class AccessPolicy:
             norm = normalize_origin(origin)
         except ValueError:
             return False
-        netloc = urlsplit(norm).netloc
-        if netloc == host.lower() or netloc == normalize_origin(f"http://{host}")[7:]:
+        if _same_host(norm, host):
             return True
         if norm in self._origins:
             return True

@@ -278,7 +278,8 @@ class ProbeCall:
 
 
 def process_stats() -> dict[str, float]:
-    """RSS (MiB), open file descriptors, threads and asyncio tasks of this process."""
+    """RSS (MiB), open file descriptors, threads (of which executor pool threads) and asyncio
+    tasks of this process."""
     rss_kb = 0
     with open("/proc/self/status", encoding="ascii") as f:
         for line in f:
@@ -288,10 +289,13 @@ def process_stats() -> dict[str, float]:
         tasks = len(asyncio.all_tasks())
     except RuntimeError:
         tasks = 0
+    threads = threading.enumerate()
     return {
         "rss_mb": rss_kb / 1024.0,
         "fds": float(len(os.listdir("/proc/self/fd"))),
-        "threads": float(threading.active_count()),
+        "threads": float(len(threads)),
+        # the event loop's default executor (asyncio.to_thread): grows on demand up to its cap
+        "pool_threads": float(sum(t.name.startswith("asyncio_") for t in threads)),
         "tasks": float(tasks),
     }
 

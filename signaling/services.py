@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -40,7 +41,14 @@ from inference.dialogue import (
 from inference.dialogue.openai_chat import DEFAULT_PERSONA, DEFAULT_SYSTEM_PROMPT
 from inference.fallback import FallbackAsr, FallbackTts
 from inference.http import HttpTimeouts
-from inference.preload import Preloader, SpeculativePrefetcher, faq_predictor, preload_lines, warm
+from inference.preload import (
+    Preloader,
+    SpeculativePrefetcher,
+    faq_predictor,
+    machine_busy,
+    preload_lines,
+    warm,
+)
 from inference.render.base import Renderer
 from inference.render.cached import CachedRenderer, CachedRendererOptions
 from inference.render.warp import WarpOptions, WarpRenderer
@@ -142,6 +150,7 @@ class Services:
     dialogue_options: DialogueOptions | None = None
     _loaded: dict[str, PreparedAvatar] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    preload_busy: Callable[[], bool] = machine_busy  # preloading waits while this is True
     _preloads: dict[str, asyncio.Task[int]] = field(default_factory=dict)
 
     def avatar(self, name: str) -> PreparedAvatar:
@@ -212,7 +221,8 @@ class Services:
             lines = await preload_lines(
                 self.dialogue, languages=plan.preload_languages, faq_answers=plan.preload_faq
             )
-            done = await Preloader(tts=self.tts, renderer=renderer).run(lines)
+            preloader = Preloader(tts=self.tts, renderer=renderer, busy=self.preload_busy)
+            done = await preloader.run(lines)
             log.info("preload %s: %d sentences warmed; cache %s", name, done, self.cache_stats())
             return done
         except asyncio.CancelledError:

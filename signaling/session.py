@@ -350,7 +350,8 @@ class Session:
             self._media_lost_at = self.clock.now()
 
     def liveness(self, now: float) -> str | None:
-        """Why the call should end at ``now`` (None: it lives). Pure given the state."""
+        """Why the call should end at ``now`` (None: it lives); an attached control socket
+        counts as a sign of life."""
         if self._ws_attached:
             self._last_seen = now
         if now - self._last_seen > self.options.heartbeat_timeout_s:
@@ -419,6 +420,7 @@ class Session:
         if self.quality is not None:
             await self.quality.stop()
         await self.supervisor.close()
+        self._services.renderers.release(self.id)  # its place on a render scheduler
         self.audio_track.stop()
         self.video_track.stop()
         self.emit(StateChanged(state="closed"))

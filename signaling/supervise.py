@@ -64,6 +64,7 @@ class SupervisedRenderer:
         self.restarts = 0
         self._recent: list[float] = []
         self._restarting: asyncio.Task[None] | None = None
+        self._height: int | None = None
 
     @property
     def healthy(self) -> bool:
@@ -77,6 +78,7 @@ class SupervisedRenderer:
         return (w, h)
 
     def set_output_height(self, height: int) -> None:
+        self._height = height  # a restarted renderer gets it too
         if self._inner is not None:
             self._inner.set_output_height(height)
 
@@ -124,7 +126,10 @@ class SupervisedRenderer:
             await asyncio.sleep(self.policy.backoff_s * 2 ** len(self._recent))
             self._recent.append(self._now())
             try:
-                self._inner = await self._restart()
+                fresh = await self._restart()
+                if self._height is not None:
+                    fresh.set_output_height(self._height)
+                self._inner = fresh
                 self.restarts += 1
                 log.info("renderer restarted")
             except Exception:

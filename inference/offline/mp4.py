@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -101,6 +102,7 @@ class Mp4Writer:
         self.fps = fps
         self.frames_written = 0
         self._closed = False
+        self._lock = threading.Lock()  # abort (a cancelled job) waits for a write in a thread
         rate = audio.rate if audio.rate in AAC_RATES else 48000
         self._audio = resample_int16(audio.samples, audio.rate, rate)
         self._rate = rate
@@ -134,6 +136,12 @@ class Mp4Writer:
 
     def write(self, frames: Sequence[np.ndarray]) -> None:
         """Encode ``frames`` (and the audio they cover)."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the writer is closed")
+            self._write(frames)
+
+    def _write(self, frames: Sequence[np.ndarray]) -> None:
         import av
 
         width, height = self.size
@@ -151,8 +159,12 @@ class Mp4Writer:
 
     def commit(self) -> Path:
         """Flush the encoders, close the file and rename it into place; returns the path."""
-        if self._closed:
-            raise RuntimeError("the writer is closed")
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the writer is closed")
+            return self._commit()
+
+    def _commit(self) -> Path:
         try:
             self._write_audio(len(self._audio))
             self._mux(self._video.encode(None))
@@ -161,12 +173,16 @@ class Mp4Writer:
             self._closed = True
             os.replace(self._tmp, self.path)
         except BaseException:
-            self.abort()
+            self._abort()
             raise
         return self.path
 
     def abort(self) -> None:
-        """Close and delete the temporary file (idempotent)."""
+        """Close and delete the temporary file (idempotent; waits for a write in progress)."""
+        with self._lock:
+            self._abort()
+
+    def _abort(self) -> None:
         if not self._closed:
             self._closed = True
             try:

@@ -101,7 +101,8 @@ class MuseTalkFrames:
             raise ValueError("frames() takes 1-D int16 audio at 16 kHz")
         await self._call(self.engine.add_avatar, avatar)
         if not self._warm and self.engine.device.type == "cuda":
-            seconds = await self._call(self.engine.warmup, (8, 2), all_sizes=False)
+            # compiled graphs: every padded batch size once, so no clip meets a recompilation
+            seconds = await self._call(self.engine.warmup, (8, 2), all_sizes=self.options.compile)
             self._warm = True
             _log.info("musetalk warm-up %.1f s; batch cap %d", seconds, self._cap())
         n = frame_count(len(audio_16k), self.fps)

@@ -122,8 +122,10 @@ class BatchRenderer:
                 bar.set_description(f"{job.id} ({k}/{len(jobs)})")
                 try:
                     results.append(await self.render(job, bar))
-                except OfflineInputError:
-                    raise
+                except OfflineInputError as exc:
+                    if not self.options.keep_going:
+                        raise
+                    results.append(JobResult(job, "failed", error=str(exc)))
                 except Exception as exc:
                     if not self.options.keep_going:
                         raise RenderFailed(f"job {job.id!r} failed: {exc}") from exc
@@ -135,8 +137,10 @@ class BatchRenderer:
         t0 = time.perf_counter()
         avatar = await asyncio.to_thread(self._avatars, job.avatar)
         key = await asyncio.to_thread(self._key, job, avatar) if job.resume else ""
-        if job.resume and await asyncio.to_thread(Manifest.is_done, job.out, key):
-            return JobResult(job, "skipped")
+        if job.resume:
+            if await asyncio.to_thread(Manifest.is_done, job.out, key):
+                return JobResult(job, "skipped")
+            await asyncio.to_thread(_remove_stale_temporaries, job.out)
         pcm = await self._audio(job)
         audio_16k = await asyncio.to_thread(pcm.to_16k)
         expected = -(-len(audio_16k) * self.frames.fps // RENDER_RATE)
@@ -229,3 +233,10 @@ class BatchRenderer:
             producer.cancel()
             if writer is not None:
                 writer.abort()  # no-op after commit; removes the temporary file otherwise
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Temporary files of ``out`` left by a run that was killed (SIGKILL, power loss)."""
+    if out.parent.is_dir():
+        for stale in out.parent.glob(f".{out.name}.*.tmp"):
+            stale.unlink(missing_ok=True)

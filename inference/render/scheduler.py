@@ -164,6 +164,8 @@ class RenderScheduler:
         self._ok_since_oom = 0
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._calls: deque[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], Future[Any]]]
+        self._calls = deque()
 
     # ---- lifecycle -----------------------------------------------------------------------
     def start(self, *, warmup: bool = True) -> None:
@@ -183,9 +185,12 @@ class RenderScheduler:
         with self._cond:
             self._closed = True
             pending, self._heap = self._heap, []
+            calls, self._calls = list(self._calls), deque()
             self._cond.notify_all()
         for req in pending:
             self._fail(req, RuntimeError(f"scheduler {self.name} closed"))
+        for *_, fut in calls:
+            _settle(fut, exc=RuntimeError(f"scheduler {self.name} closed"))
         if self._thread is not None:
             self._thread.join(timeout=10)
 
@@ -287,13 +292,42 @@ class RenderScheduler:
             batch.append(req)
         return batch
 
-    def _run(self) -> None:
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
+        """Run ``fn`` on the worker thread before the next batch (e.g. audio features), so
+        one thread owns the device and no other thread's kernels interleave with a batch."""
+        fut: Future[Any] = Future()
+        with self._cond:
+            if self._closed:
+                raise RuntimeError(f"scheduler {self.name} is closed")
+            if self._thread is None:
+                raise RuntimeError(f"scheduler {self.name} is not started")
+            self._calls.append((fn, args, kwargs, fut))
+            self._cond.notify()
+        return fut
+
+    def _run_calls(self) -> None:
         while True:
             with self._cond:
-                while not self._heap and not self._closed:
+                if not self._calls:
+                    return
+                fn, args, kwargs, fut = self._calls.popleft()
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn(*args, **kwargs))
+            except Exception as exc:
+                fut.set_exception(exc)
+
+    def _run(self) -> None:
+        while True:
+            self._run_calls()
+            with self._cond:
+                while not self._heap and not self._calls and not self._closed:
                     self._cond.wait()
                 if self._closed:
                     return
+                if self._calls:
+                    continue
                 if len(self._heap) < self._cap and self.options.linger_s > 0:
                     slack = self._heap[0].deadline - self.clock()
                     if slack > 4 * self.options.linger_s:

@@ -21,6 +21,7 @@ from tests.browser.harness import (
 
 ARTIFACTS = ROOT / "artifacts" / "browser"
 QUESTION = "What are your opening hours?"
+EMBED_KEY = "pk_embed_test_0123456789abcdef"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -49,8 +50,13 @@ def host_port() -> int:
 
 @pytest.fixture(scope="session")
 def server(artifacts: Path, host_port: int) -> Iterator[str]:
-    # The embedding page's origin is allowed to frame the kiosk page and call the server.
-    env = {"AVATAR_RTC_ACCESS__ALLOWED_ORIGINS": json.dumps([f"http://127.0.0.1:{host_port}"])}
+    # A public embed key bound to the third-party page's origin (which may then frame the
+    # kiosk and call the server); keyless callers on loopback (the call page) stay allowed.
+    key = {"name": "embed", "key": EMBED_KEY, "origins": [f"http://127.0.0.1:{host_port}"]}
+    env = {
+        "AVATAR_RTC_ACCESS__KEYS": json.dumps([key]),
+        "AVATAR_RTC_ACCESS__ANONYMOUS": "loopback",
+    }
     with run_server(log=artifacts / "server.log", env=env) as url:
         yield url
 

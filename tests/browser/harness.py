@@ -53,9 +53,10 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> No
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"avatar-rtc serve exited with {proc.returncode}")
-        with contextlib.suppress(OSError), urllib.request.urlopen(
-            url + "/health/ready", timeout=2
-        ) as r:
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(url + "/health/ready", timeout=2) as r,
+        ):
             if r.status == 200:
                 return
         time.sleep(0.3)
@@ -180,7 +181,7 @@ async def launch_chromium(
     """A fresh headless chromium (new user-data dir); yields its BrowserContext."""
     from playwright.async_api import async_playwright
 
-    if not CHROMIUM.exists():
+    if not await asyncio.to_thread(CHROMIUM.exists):
         raise FileNotFoundError(f"{CHROMIUM} is missing: install Debian's chromium (apt)")
     with tempfile.TemporaryDirectory(prefix="avatar-rtc-chromium-") as profile:
         async with async_playwright() as pw:
@@ -200,7 +201,9 @@ async def launch_chromium(
 
 _SAMPLE_VIDEO_JS = """
 async ([selector, count, intervalMs, box]) => {
-  const video = document.querySelector(selector);
+  // "host >>> inner": look inside the open shadow root of `host`.
+  const video = selector.split(">>>").map((s) => s.trim()).reduce(
+    (scope, part) => (scope?.shadowRoot ?? scope)?.querySelector(part), document);
   if (!video) throw new Error(`no video element ${selector}`);
   const [x0, y0, x1, y1] = box;
   const canvas = document.createElement("canvas");
@@ -248,7 +251,8 @@ async ([count, intervalMs]) => {
     await new Promise((r) => setTimeout(r, intervalMs));
     const cur = await read();
     const dd = cur.d - prev.d;
-    out.push({ t: performance.now(), rms: dd > 0 ? Math.sqrt(Math.max(0, cur.e - prev.e) / dd) : 0 });
+    const rms = dd > 0 ? Math.sqrt(Math.max(0, cur.e - prev.e) / dd) : 0;
+    out.push({ t: performance.now(), rms });
     prev = cur;
   }
   return out;
@@ -264,7 +268,8 @@ async def sample_video(
     interval_ms: int = 150,
     box: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0),
 ) -> list[dict[str, Any]]:
-    """``count`` 64×64 grey samples of the playing video (of ``box``, normalized
+    """``count`` 64×64 grey samples of the playing video ``selector`` (``"host >>> inner"``
+    looks into a shadow root) (of ``box``, normalized
     ``x0, y0, x1, y1``, e.g. the ``mouth_box`` of the server's hello): mean level and mean
     absolute change from the previous sample, in grey levels (0..255)."""
     result: list[dict[str, Any]] = await frame.evaluate(

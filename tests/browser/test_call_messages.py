@@ -115,3 +115,52 @@ async def test_lost_connection_reconnects_on_a_phone_screen(
         "document.querySelector('#connection').dataset.state === 'connected'", timeout=15_000
     )
     assert await page.locator("#message").is_hidden()
+
+
+async def test_settings_language_microphone_and_mute(quiet_browser: Any, server: str) -> None:
+    page = await quiet_browser.new_page()
+    await page.goto(server + "/")
+    await page.select_option("#language", "zh")
+    async with page.expect_request("**/offer") as offered:
+        await page.click("#call")
+    body = json.loads((await offered.value).post_data or "{}")
+    assert body["language"] == "zh" and body["avatar"] == "astronaut"
+    await page.wait_for_function(
+        "document.querySelector('#connection').dataset.state === 'connected'"
+    )
+    # The greeting comes in Chinese, captioned as such.
+    await page.wait_for_function(
+        "[...document.querySelectorAll('#captions .caption.agent')].some("
+        "  (li) => li.lang === 'zh' && /[\\u4e00-\\u9fff]/.test(li.textContent))",
+        timeout=15_000,
+    )
+    # The microphone is captured with echo cancellation and noise suppression on.
+    settings = await page.evaluate("window.avatarCall.mic.getAudioTracks()[0].getSettings()")
+    assert settings["echoCancellation"] is True and settings["noiseSuppression"] is True
+
+    # The picker lists the microphones (with labels, once allowed); choosing one swaps the
+    # track being sent without a new call.
+    await page.wait_for_function("document.querySelector('#mic').options.length > 2")
+    choices = await page.evaluate(
+        "[...document.querySelector('#mic').options].map((o) => [o.value, o.textContent])"
+    )
+    device, label = choices[-1]
+    assert device and label
+    session = await page.evaluate("window.avatarCall.session")
+    await page.select_option("#mic", device)
+    await page.wait_for_function(
+        "(id) => window.avatarCall.pc.getSenders().some("
+        "  (s) => s.track && s.track.getSettings().deviceId === id)",
+        arg=device,
+    )
+    assert await page.evaluate("window.avatarCall.session") == session
+    indicator = page.locator("#mic-indicator")
+    assert await indicator.is_visible()
+    assert label in (await indicator.get_attribute("title") or "")
+
+    # Muted: the track is disabled and the privacy indicator goes off; unmuted: back on.
+    await page.click("#mute")
+    await indicator.wait_for(state="hidden")
+    assert not await page.evaluate("window.avatarCall.mic.getAudioTracks()[0].enabled")
+    await page.click("#mute")
+    await indicator.wait_for(state="visible")

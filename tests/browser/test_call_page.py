@@ -29,9 +29,7 @@ async def agent_captions(page: Any) -> list[str]:
 
 async def stats_figures(page: Any) -> dict[str, float]:
     """The quality indicator's getStats figures (data-* attributes), as numbers."""
-    data: dict[str, str] = await page.evaluate(
-        "({...document.querySelector('#quality').dataset})"
-    )
+    data: dict[str, str] = await page.evaluate("({...document.querySelector('#quality').dataset})")
     out: dict[str, float] = {}
     for key, value in data.items():
         try:
@@ -99,6 +97,7 @@ async def test_spoken_question_gets_captioned_answer_and_moving_video(
     figures = during_reply[-1]
     assert figures.get("fps", 0) > 5, during_reply
     assert "audioDelayMs" in figures and "videoDelayMs" in figures, figures
+    assert "rung" in figures, figures  # the server's quality event reached the indicator
     level = await page.get_attribute("#quality", "data-level")
     assert level in ("good", "fair", "poor")
     await page.screenshot(path=str(artifacts / "call-answered.png"))
@@ -126,7 +125,9 @@ async def test_interrupt_silences_the_avatar(
     page = await quiet_browser.new_page()
     await page.goto(server + "/")
     await page.click("#call")
-    await page.wait_for_function("document.querySelector('#connection').dataset.state === 'connected'")
+    await page.wait_for_function(
+        "document.querySelector('#connection').dataset.state === 'connected'"
+    )
     await page.fill("#type-text", "What is your return policy?")
     await page.click("#send")
     await page.wait_for_function(
@@ -147,11 +148,7 @@ async def test_interrupt_silences_the_avatar(
         "document.querySelector('#agent-state').dataset.state === 'listening'", timeout=3_000
     )
     quiet_from = next(
-        (
-            i
-            for i in range(len(after))
-            if all(s["rms"] < SILENT_RMS for s in after[i:])
-        ),
+        (i for i in range(len(after)) if all(s["rms"] < SILENT_RMS for s in after[i:])),
         None,
     )
     assert quiet_from is not None and quiet_from < len(after) - 5, after

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.browser.conftest import QUESTION
+from tests.browser.conftest import EMBED_KEY, QUESTION
 from tests.browser.harness import sample_video
 from tests.browser.test_call_page import faq_answer
 
@@ -33,26 +33,31 @@ HOST_PAGE = """<!doctype html>
     window.events = [];
     for (const type of ["ready", "phase", "connection", "state", "transcript", "reply_text",
                         "mic", "failure", "ended"]) {{
-      document.addEventListener(`avatar-rtc:${{type}}`, (e) => window.events.push({{ type, detail: e.detail }}));
+      document.addEventListener(`avatar-rtc:${{type}}`,
+                                (e) => window.events.push({{ type, detail: e.detail }}));
     }}
   </script>
-  <script src="{server}/static/embed.js" data-avatar="astronaut" data-lang="en"
-          data-idle="{idle}" data-target="#help"></script>
+  <script src="{server}/static/embed.js" data-key="{key}" data-avatar="astronaut"
+          data-lang="en" data-idle="{idle}" data-target="#help" data-mode="{mode}"></script>
 </body>
 </html>
 """
+AGENT = "document.querySelector('avatar-rtc-agent').shadowRoot"
 
 
 @pytest.fixture
 async def host_page(server: str, host_port: int) -> AsyncIterator[str]:
-    """A third-party page (another origin: another port) that embeds the avatar."""
-    html = HOST_PAGE.format(server=server, idle=IDLE_S)
+    """A third-party page (another origin: another port) that embeds the avatar:
+    ``/inline`` (the default mode, with the embed key) and ``/frame`` (iframe mode)."""
 
-    async def index(request: web.Request) -> web.Response:
+    async def page(request: web.Request) -> web.Response:
+        mode = request.match_info["mode"]
+        key = EMBED_KEY if mode == "inline" else ""
+        html = HOST_PAGE.format(server=server, idle=IDLE_S, mode=mode, key=key)
         return web.Response(text=html, content_type="text/html")
 
     app = web.Application()
-    app.router.add_get("/", index)
+    app.router.add_get("/{mode:inline|frame}", page)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", host_port)
@@ -80,45 +85,51 @@ async def host_events(page: Any, type_: str) -> list[dict[str, Any]]:
     return events
 
 
-async def test_kiosk_embedded_on_another_origin_answers_and_ends_after_silence(
+async def test_inline_embed_with_key_answers_and_ends_after_silence(
     talking_browser: Any, server: str, host_page: str, artifacts: Path
 ) -> None:
     expected = faq_answer(QUESTION)
     page = await talking_browser.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    await page.goto(host_page)
-    frame = await kiosk_frame(page)
-    assert frame.url.startswith(server + "/static/kiosk.html?")
+    await page.goto(host_page + "inline")
     assert not page.url.startswith(server)  # the host page really is another origin
+    await page.wait_for_function("window.events.some((e) => e.type === 'ready')")
 
-    # Sized by the host page: the agent fills the host's box, the iframe fills the agent.
-    help_box = await page.locator("#help").bounding_box()
+    # Sized by the host page: the agent fills the host's box, the kiosk fills the agent.
     agent_box = await page.locator("avatar-rtc-agent").bounding_box()
-    frame_box = await page.locator("avatar-rtc-agent iframe").bounding_box()
-    assert help_box and agent_box and frame_box
+    kiosk_box = await page.locator("avatar-rtc-agent .kiosk").bounding_box()
+    assert agent_box and kiosk_box
     assert abs(agent_box["width"] - 420) <= 1 and abs(agent_box["height"] - 560) <= 1
-    assert frame_box == agent_box
+    assert kiosk_box == agent_box
 
     # Idle: the attract loop runs, the microphone is off.
-    await frame.locator("#attract").wait_for(state="visible")
-    assert await frame.locator("#mic-indicator").is_hidden()
-    await page.wait_for_function("window.events.some((e) => e.type === 'ready')")
+    attract = page.locator("avatar-rtc-agent [data-ref=attract]")
+    await attract.wait_for(state="visible")
+    first_line = await page.locator("avatar-rtc-agent [data-ref=attractLine]").inner_text()
+    await page.wait_for_function(
+        f"(first) => {AGENT}.querySelector('[data-ref=attractLine]').textContent !== first",
+        arg=first_line,
+        timeout=5_000,
+    )
+    assert await page.locator("avatar-rtc-agent [data-ref=mic]").is_hidden()
     await page.screenshot(path=str(artifacts / "embed-attract.png"))
 
-    # A touch anywhere on the attract screen starts the call (the pulsing button too).
-    await frame.click("#attract", position={"x": 20, "y": 20})
-    await frame.wait_for_function(
-        "document.querySelector('#mic-indicator').dataset.active === 'true'"
-        " && !document.querySelector('#mic-indicator').hidden"
+    # A touch anywhere on the attract screen starts the call, with the page's embed key.
+    async with page.expect_response(lambda r: r.url == server + "/session") as issued:
+        await attract.click(position={"x": 20, "y": 20})
+    assert (await issued.value).status == 200
+    await page.wait_for_function(
+        f"{AGENT}.querySelector('[data-ref=mic]').dataset.active === 'true'"
+        f" && !{AGENT}.querySelector('[data-ref=mic]').hidden"
     )
-    await frame.wait_for_function(
-        "(want) => [...document.querySelectorAll('#captions .caption.agent .text')].some("
+    await page.wait_for_function(
+        f"(want) => [...{AGENT}.querySelectorAll('.caption.agent .text')].some("
         "  (el) => el.textContent.replace(/\\s+/g, ' ').trim() === want)",
         arg=expected,
         timeout=40_000,
     )
-    samples = await sample_video(frame, "#avatar-video", count=6, interval_ms=120)
+    samples = await sample_video(page, "avatar-rtc-agent >>> video", count=6, interval_ms=120)
     assert statistics.mean(s["mean"] for s in samples) > 30, samples
     assert samples[-1]["time"] > samples[0]["time"]
     await page.screenshot(path=str(artifacts / "embed-answered.png"))
@@ -130,13 +141,45 @@ async def test_kiosk_embedded_on_another_origin_answers_and_ends_after_silence(
     assert any("opening hours" in d["text"].lower() for d in await host_events(page, "transcript"))
 
     # Nobody speaks any more: the kiosk warns, hangs up, turns the mic off, attracts again.
-    await frame.locator("#countdown").wait_for(state="visible", timeout=(IDLE_S + 25) * 1000)
+    countdown = page.locator("avatar-rtc-agent [data-ref=countdown]")
+    await countdown.wait_for(state="visible", timeout=(IDLE_S + 25) * 1000)
     await page.screenshot(path=str(artifacts / "embed-countdown.png"))
     await page.wait_for_function(
         "window.events.some((e) => e.type === 'ended')", timeout=(IDLE_S + 5) * 1000
     )
-    await frame.wait_for_function("document.querySelector('#mic-indicator').hidden")
+    await page.wait_for_function(f"{AGENT}.querySelector('[data-ref=mic]').hidden")
     assert {"active": False} in await host_events(page, "mic")
-    await frame.locator("#attract").wait_for(state="visible", timeout=10_000)
-    assert await frame.locator("#captions .caption").count() == 0  # nothing left on screen
+    await attract.wait_for(state="visible", timeout=10_000)
+    assert await page.locator("avatar-rtc-agent .caption").count() == 0  # nothing left
     assert errors == []
+
+
+async def test_frame_embed_runs_the_kiosk_page_in_an_iframe(
+    quiet_browser: Any, server: str, host_page: str, artifacts: Path
+) -> None:
+    page = await quiet_browser.new_page()
+    await page.goto(host_page + "frame")
+    frame = await kiosk_frame(page)
+    assert frame.url.startswith(server + "/static/kiosk.html?")
+    agent_box = await page.locator("avatar-rtc-agent").bounding_box()
+    frame_box = await page.locator("avatar-rtc-agent iframe").bounding_box()
+    assert agent_box and frame_box and frame_box == agent_box
+    assert abs(agent_box["width"] - 420) <= 1 and abs(agent_box["height"] - 560) <= 1
+    await page.wait_for_function("window.events.some((e) => e.type === 'ready')")
+
+    # The host page starts the call through the element; the kiosk page in the frame runs it.
+    await page.evaluate("document.querySelector('avatar-rtc-agent').start()")
+    await frame.wait_for_function(
+        "!document.querySelector('[data-ref=mic]').hidden"
+        " && document.querySelector('.kiosk').dataset.phase === 'call'"
+    )
+    await page.wait_for_function(
+        "window.events.some((e) => e.type === 'connection' && e.detail.state === 'connected')"
+    )
+    await frame.wait_for_function(
+        "document.querySelector('video').dataset.firstFrame === 'true'", timeout=10_000
+    )
+    await page.screenshot(path=str(artifacts / "embed-frame.png"))
+    await page.evaluate("document.querySelector('avatar-rtc-agent').end()")
+    await frame.wait_for_function("document.querySelector('[data-ref=mic]').hidden")
+    assert {"active": False} in await host_events(page, "mic")

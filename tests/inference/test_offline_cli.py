@@ -131,6 +131,7 @@ def test_script_resumes_where_it_stopped(
     assert sorted(p.name for p in out.iterdir()) == ["r1.mp4", "r1.mp4.json"]
     first = (out / "r1.mp4").stat().st_mtime_ns
 
+    (out / ".r2.mp4.0badf00d.tmp").write_bytes(b"left by a killed run")
     again = _CountingFrames(WarpFrames(small))
     assert _run(avatars_dir, script, out, again) == 0
     assert again.calls == 2  # only r2 and r3

@@ -27,12 +27,12 @@ def test_starts_at_top_and_stays_when_clean() -> None:
 
 def test_remb_jumps_straight_to_the_fitting_rung() -> None:
     ctl = QualityController(QualityOptions(down_hold_s=1.0))
-    r = ctl.update(1.0, remb_bps=400_000, send_bps=1_900_000)
+    r = ctl.update(1.0, remb_bps=400_000, send_bps=600_000)
     # 0.85 * 400k = 340k: the 300k rung fits, three rungs down at once
     assert r == Rung(height=256, fps=15, bitrate=300_000)
     assert "remb" in ctl.reason
     assert ctl.update(1.5, remb_bps=100_000, send_bps=290_000) is None  # within the hold
-    assert ctl.update(2.0, remb_bps=90_000, send_bps=290_000) == DEFAULT_LADDER[-1]
+    assert ctl.update(2.0, remb_bps=80_000, send_bps=290_000) == DEFAULT_LADDER[-1]
     assert ctl.update(3.5, remb_bps=50_000) is None  # already at the bottom
 
 
@@ -42,13 +42,21 @@ def test_remb_above_what_we_send_is_no_signal() -> None:
     assert ctl.update(1.0, remb_bps=450_000, send_bps=300_000) is None
     assert ctl.update(2.0, remb_bps=450_000, send_bps=300_000) is None
     # without send_bps the rung's bitrate is the reference (and the REMB must have fallen)
-    assert ctl.update(3.0, remb_bps=400_000) == DEFAULT_LADDER[3]
+    assert ctl.update(3.0, remb_bps=1_500_000) is None  # it rose: no signal
+    assert ctl.update(4.0, remb_bps=1_300_000) == DEFAULT_LADDER[2]  # 0.85 * 1.3M fits 600k
+
+
+def test_remb_far_under_the_send_rate_aims_under_it_and_drains() -> None:
+    ctl = QualityController(QualityOptions(severe_ratio=0.5, drain_s=0.6))
+    # we send 1.9 Mbps, 400 kbps gets through: aim at 200 kbps, pause to drain the queue
+    assert ctl.update(1.0, remb_bps=400_000, send_bps=1_900_000) == DEFAULT_LADDER[-1]
+    assert ctl.drain_s == 0.6
 
 
 def test_a_remb_that_did_not_fall_is_no_signal() -> None:
     """After a decrease aiortc's REMB climbs ~8 %/s: it lags behind a probe up."""
     ctl = QualityController(QualityOptions(up_hold_s=1.0))
-    ctl.update(0.0, remb_bps=400_000, send_bps=2_000_000)
+    ctl.update(0.0, remb_bps=400_000, send_bps=600_000)
     assert ctl.index == 3
     assert ctl.update(1.2) == DEFAULT_LADDER[2]  # probe up to 600 kbps
     for k, remb in enumerate((420_000, 450_000, 490_000)):  # rising, though under 600k
@@ -62,7 +70,7 @@ def test_loss_and_rtt_step_down_one_rung_per_hold() -> None:
     assert ctl.update(1.0, fraction_lost=0.2) == DEFAULT_LADDER[1]
     assert ctl.update(1.5, fraction_lost=0.2) is None  # within the hold
     assert ctl.update(2.0, rtt_s=0.3) == DEFAULT_LADDER[2]
-    assert "rtt" in ctl.reason and ctl.drain_s == 0.0
+    assert "rtt" in ctl.reason and ctl.drain_s == pytest.approx(0.28)
     assert ctl.update(2.2, fraction_lost=0.01, rtt_s=0.03) is None  # small loss is tolerated
 
 
@@ -70,12 +78,12 @@ def test_severe_signals_jump_and_ask_for_a_drain() -> None:
     ctl = QualityController(QualityOptions(down_hold_s=1.0, severe_queue_s=0.4, max_drain_s=1.5))
     ctl.update(0.0, rtt_s=0.02)
     assert ctl.update(1.0, fraction_lost=0.3) == DEFAULT_LADDER[2]  # > 20 %: two rungs
-    assert ctl.drain_s == 0.0
+    assert ctl.drain_s == 1.0  # and the full queue behind that loss drains
     assert ctl.update(2.0, rtt_s=1.0) == DEFAULT_LADDER[-1]  # ~1 s queue: bottom rung
     assert ctl.drain_s == pytest.approx(0.98)
     assert ctl.update(2.2) is None and ctl.drain_s == 0.0
     # a REMB far under the send rate drains for options.drain_s
-    ctl2 = QualityController(QualityOptions(drain_s=0.6))
+    ctl2 = QualityController(QualityOptions(drain_s=0.6, max_drain_s=1.5))
     assert ctl2.update(1.0, remb_bps=600_000, send_bps=2_000_000) is not None
     assert ctl2.drain_s == 0.6
 
@@ -110,7 +118,7 @@ def test_climbs_one_rung_per_hold_back_to_top() -> None:
 def test_failed_probe_backs_off_exponentially() -> None:
     opts = QualityOptions(up_hold_s=1.0, max_up_hold_s=4.0, probe_window_s=2.0)
     ctl = QualityController(opts)
-    ctl.update(0.0, remb_bps=400_000)  # -> index 3 (300k)
+    ctl.update(0.0, remb_bps=400_000, send_bps=600_000)  # -> index 3 (300k)
     assert ctl.index == 3
     t = 0.0
     holds = []

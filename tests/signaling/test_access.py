@@ -16,6 +16,7 @@ from pydantic import SecretStr
 
 from signaling.app import STATE, create_app
 from signaling.auth import KeyScope
+from signaling.bot import BotError, BotOptions, run_bot
 from signaling.config import Settings
 from signaling.guard import RedactedAccessLogger
 from signaling.loadgen import OfferRefused, ProbeCall, ProbeOptions
@@ -197,3 +198,16 @@ def test_access_log_and_config_never_hold_secrets(
     dumped = json.dumps(protected.model_copy(update={"api_key": SecretStr("a" * 20)}).masked())
     for secret in (BACKEND_KEY, KIOSK_KEY, "t" * 32, "a" * 20):
         assert secret not in dumped
+
+
+async def test_bot_calls_with_an_api_key(
+    protected: Settings, fake_services: Services, serve: Serve
+) -> None:
+    url = await serve(create_app(protected, services=fake_services))
+    with pytest.raises(BotError, match="401"):
+        await run_bot(BotOptions(url=url, text="Hours?", timeout_s=10))
+    report = await run_bot(
+        BotOptions(url=url, text="When are you open?", api_key=BACKEND_KEY, timeout_s=20)
+    )
+    assert not report.errors, report.errors
+    assert "nine to five" in report.reply_text

@@ -65,6 +65,10 @@ def test_scopes_limit_avatars_and_origins() -> None:
         with pytest.raises(AuthError):
             scope.check_origin(bad)
     KeyScope(name="any").check_origin(None)
+    # The server's own kiosk page, framed by a listed site, calls from the server's origin.
+    scope.check_origin("http://avatar.example:8080", own_host="avatar.example:8080")
+    with pytest.raises(AuthError):
+        scope.check_origin("http://other.example:8080", own_host="avatar.example:8080")
 
 
 def test_keys_and_anonymous_callers() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from inference.dialogue import OpenAiChatCall
@@ -19,7 +20,11 @@ async def test_services_wire_llm_cache_and_preload(tmp_path: Path, avatars_root:
             "dialogue": {"backend": "openai", "service": {"base_url": "http://127.0.0.1:9/v1"}},
             "tts": {"backend": "fake"},
             "render": {"avatars_dir": str(avatars_root), "output_height": 128},
-            "cache": {"dir": str(tmp_path / "cache"), "preload_languages": ["en", "zh"]},
+            "cache": {
+                "dir": str(tmp_path / "cache"),
+                "preload": False,
+                "preload_languages": ["en", "zh"],
+            },
         },
     )
     services = await load_services(settings)
@@ -27,6 +32,9 @@ async def test_services_wire_llm_cache_and_preload(tmp_path: Path, avatars_root:
         assert isinstance(services.tts, CachedTts)
         a, b = services.dialogue_for_call(), services.dialogue_for_call()
         assert isinstance(a, OpenAiChatCall) and a is not b
+        assert services.start_preload(settings.render.avatar) is None  # preload is off
+        services.cache_plan = replace(services.cache_plan, preload=True)
+        services.preload_busy = lambda: False  # don't wait for a quiet machine in tests
         task = services.start_preload(settings.render.avatar)
         assert task is not None
         warmed = await task

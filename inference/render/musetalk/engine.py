@@ -2,7 +2,7 @@
 
 One ``MuseTalkEngine`` per device; the ``RenderScheduler`` of that device calls
 ``run_batch`` from its single worker thread. Jobs of one batch may come from different
-calls and different avatars. On CUDA it runs in fp16, channels-last, optionally through
+calls and different avatars. On CUDA it runs in fp16 (NCHW or channels-last), optionally through
 ``torch.compile`` with a dynamic batch dimension (one compilation for every batch size),
 and sizes its largest batch from the free device memory measured after warm-up.
 
@@ -57,6 +57,7 @@ class EngineOptions:
     margin_rows: int = 2  # latent rows of context decoded above the mask
     max_batch: int = 64
     batch_multiple: int | None = None  # pad batches to a multiple (default: 8 on CUDA, 1 on CPU)
+    channels_last: bool = False  # NHWC convolutions on CUDA (measured slower here: see bench)
     memory_fraction: float = 0.85
 
     def __post_init__(self) -> None:
@@ -83,7 +84,9 @@ class MuseTalkEngine:
     def __init__(self, models: MuseTalkModels, options: EngineOptions | None = None) -> None:
         self.options = options or EngineOptions()
         self.device = torch.device(self.options.device)
-        self.models = models.to(self.device, self.options.dtype)
+        self.models = models.to(
+            self.device, self.options.dtype, channels_last=self.options.channels_last
+        )
         self.dtype = self.options.dtype
         self.audio = AudioEncoder(self.models, device=self.device)
         tokens = 10 * models.arch.audio_layers
@@ -138,7 +141,7 @@ class MuseTalkEngine:
         return (image * 0.5 + 0.5).clamp(0.0, 1.0)
 
     def _prep(self, x: torch.Tensor, *, spatial: bool = False) -> torch.Tensor:
-        if self.device.type == "cuda":
+        if self.device.type == "cuda" and self.options.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if self.options.compile:
             torch._dynamo.maybe_mark_dynamic(x, 0)

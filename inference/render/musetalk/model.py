@@ -52,7 +52,13 @@ class MuseTalkModels:
     def dtype(self) -> torch.dtype:
         return next(self.unet.parameters()).dtype
 
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> MuseTalkModels:
+    def to(
+        self,
+        device: torch.device | str,
+        dtype: torch.dtype | None = None,
+        *,
+        channels_last: bool = False,
+    ) -> MuseTalkModels:
         """Move every network (in place) and return self.
 
         The whisper encoder stays float32 on the CPU, where half precision is slow.
@@ -70,9 +76,9 @@ class MuseTalkModels:
                 module.to(device=dev)
             else:
                 module.to(device=dev, dtype=want)
-        if dev.type == "cuda":
-            self.unet.to(memory_format=torch.channels_last)
-            self.vae.to(memory_format=torch.channels_last)
+        fmt = torch.channels_last if dev.type == "cuda" and channels_last else torch.contiguous_format
+        self.unet.to(memory_format=fmt)
+        self.vae.to(memory_format=fmt)
         return self
 
     def mel_filters(self) -> np.ndarray:

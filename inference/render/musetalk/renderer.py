@@ -2,7 +2,7 @@
 
 A renderer is cheap: it holds the avatar's key, its call's session on the device's
 ``RenderScheduler`` and a little audio context. ``render`` turns one piece of reply audio
-into per-frame audio windows, submits every frame with its deadline (on screen
+into per-frame audio windows (on the scheduler's worker thread, which owns the device), submits every frame with its deadline (on screen
 ``start_latency_s`` after the audio arrived, then one frame period apart) and yields the
 frames in order as the scheduler's batches finish. Consecutive pieces play back to back,
 so a piece's first deadline is the later of that latency and the end of the previous
@@ -110,7 +110,8 @@ class MuseTalkRenderer:
             return
         opts = self.options
         tail = self._tail if opts.carry_context else self._tail[:0]
-        windows = await asyncio.to_thread(self._windows, np.concatenate([tail, audio_16k]))
+        joined = np.concatenate([tail, audio_16k])
+        windows = await asyncio.wrap_future(self._scheduler.call(self._windows, joined))
         skip = len(tail) * self.fps // SAMPLE_RATE
         windows = windows[skip : skip + frame_count(len(audio_16k), self.fps)]
         self._remember_tail(audio_16k)
@@ -126,7 +127,7 @@ class MuseTalkRenderer:
         stream = AudioFeatureStream(self._engine.audio, self.options.audio)
         pending: list[Future[Any]] = []
         async for chunk in chunks:
-            windows = await asyncio.to_thread(stream.push, chunk)
+            windows = await asyncio.wrap_future(self._scheduler.call(stream.push, chunk))
             pending.extend(self._submit(windows))
             while len(pending) >= self.options.yield_frames:
                 head, pending = (
@@ -134,7 +135,7 @@ class MuseTalkRenderer:
                     pending[self.options.yield_frames :],
                 )
                 yield [await self._wait(f) for f in head]
-        pending.extend(self._submit(await asyncio.to_thread(stream.end)))
+        pending.extend(self._submit(await asyncio.wrap_future(self._scheduler.call(stream.end))))
         async for frames in self._collect(pending):
             yield frames
 
