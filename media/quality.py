@@ -24,10 +24,12 @@ Policy: down fast, up slowly.
   rise) — or ``options.drain_s`` after a REMB under ``severe_ratio`` of the send rate or a
   loss over ``severe_loss`` — so the bottleneck queue empties instead of delaying every
   later frame.
-- *Up*: one rung at a time, only after ``up_hold_s`` without any congestion signal. A step
+- *Up*: one rung at a time, only after ``up_hold_s`` without any congestion signal and (once
+  RTTs are known) a clean RTT measured ``settle_s`` after the last change: a queue that a
+  rung above the link's rate fills slowly shows up in the RTT only about a second later. A step
   up is a probe: congestion within ``probe_window_s`` of it sends the controller straight
-  back and doubles the hold before that rung is tried again (up to ``max_up_hold_s``);
-  a probe that survives resets the hold.
+  back. Every rung left because of congestion (a failed probe or later) doubles its hold
+  before it is tried again (up to ``max_up_hold_s``); a probe that survives resets it.
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ class QualityOptions:
     up_hold_s: float = 1.5
     max_up_hold_s: float = 4.0
     probe_window_s: float = 3.0
+    settle_s: float = 1.0  # an RTT this long after the last change must be clean to go up
 
     def __post_init__(self) -> None:
         if not self.ladder:
@@ -132,6 +135,7 @@ class _State:
     loss: float = 0.0  # the last reported fraction lost
     rtt_rising: bool = False  # the last RTT was over the baseline
     remb: float | None = None  # the last REMB
+    clean_rtt_at: float | None = None  # when the last RTT without a rise arrived
 
 
 class QualityController:
@@ -199,6 +203,8 @@ class QualityController:
         if rtt_s is not None:
             queue = self._rtt_rise(now, rtt_s, jitter_s or 0.0)
             s.rtt_rising = queue is not None
+            if queue is None:
+                s.clean_rtt_at = now
             if queue is not None:
                 reasons.append(f"rtt {rtt_s * 1000:.0f} ms")
                 drain = min(o.max_drain_s, queue)  # pause about as long as the queue is deep
@@ -265,6 +271,8 @@ class QualityController:
             target = max(target, fit)  # a severe signal: several rungs at once
         if target == s.index:
             return None
+        # the rung we leave was not sustainable: wait longer before trying it again
+        s.hold[s.index] = min(o.max_up_hold_s, 2 * self.up_hold(s.index))
         return self._set(now, target, reason, down=True)
 
     def _maybe_up(self, now: float) -> Rung | None:
@@ -279,6 +287,8 @@ class QualityController:
         target = s.index - 1
         if now - quiet_since < self.up_hold(target):
             return None
+        if s.rtts and (s.clean_rtt_at is None or s.clean_rtt_at - quiet_since < o.settle_s):
+            return None  # no clean RTT yet from a time the last change had settled in
         if s.probe is not None:  # the last probe stayed clean for a whole hold: trusted
             s.hold.pop(s.probe.index, None)
         s.probe = _Probe(index=target, since=now)

@@ -74,9 +74,14 @@ def _bot(argv: list[str]) -> int:
 
 
 def _prepare(argv: list[str]) -> int:
-    from inference.avatar.cli import main as prepare_main
+    """``avatar-rtc prepare INPUT --name NAME`` (and ``avatar-rtc prepare list``)."""
+    from inference.avatar.cli import main as avatar_main
 
-    return prepare_main(argv)
+    if argv and argv[0] in ("prepare", "list"):
+        return avatar_main(argv)
+    if argv and argv[0] in ("-h", "--help"):
+        return avatar_main(["prepare", "--help"])
+    return avatar_main(["prepare", *argv])
 
 
 def _render(argv: list[str]) -> int:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -97,18 +98,18 @@ def mouth_box(avatar: PreparedAvatar, margin: float = 0.35) -> tuple[float, floa
     )
 
 
-class RendererFactory:
+class RendererFactory(Protocol):
     """Makes a cheap per-call renderer from a process-wide prepared avatar."""
 
-    def make(self, avatar: PreparedAvatar, *, session: str) -> Renderer:
-        raise NotImplementedError
+    def make(self, avatar: PreparedAvatar, *, session: str) -> Renderer: ...
 
     def release(self, session: str) -> None:
         """Forget what the factory kept for ``session`` (its place on a GPU, say)."""
+        ...
 
 
 @dataclass
-class WarpRendererFactory(RendererFactory):
+class WarpRendererFactory:
     """Warp renderers that share one precomputation (``WarpAssets``) per avatar."""
 
     options: WarpOptions = field(default_factory=WarpOptions)
@@ -122,6 +123,9 @@ class WarpRendererFactory(RendererFactory):
             if assets is None:
                 assets = self._assets[key] = WarpAssets(avatar)
         return WarpRenderer(avatar, options=self.options, assets=assets)
+
+    def release(self, session: str) -> None:
+        """Warp renderers hold nothing per call beyond themselves."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -40,6 +40,7 @@ const TEXT = {
     start: "Tap to talk",
     privacy: "The microphone is on only during a conversation.",
     mic: "Microphone on",
+    names: { caller: "You", agent: "Assistant" },
     stop: "Stop",
     end: "End",
     lines: [
@@ -60,6 +61,7 @@ const TEXT = {
     start: "轻触开始对话",
     privacy: "仅在对话期间开启麦克风。",
     mic: "麦克风已开启",
+    names: { caller: "您", agent: "客服" },
     stop: "停止",
     end: "结束",
     lines: ["问我营业时间", "问我如何退货", "问我订单在哪里", "问我支付方式"],
@@ -78,7 +80,15 @@ const BACK_TO_ATTRACT_MS = 4000;
 export class Kiosk extends EventTarget {
   constructor(
     container,
-    { baseUrl = "", avatar = null, language = "en", idleMs = 20000, apiKey = null, fullscreen = false } = {},
+    {
+      baseUrl = "",
+      avatar = null,
+      language = "en",
+      idleMs = 20000,
+      apiKey = null,
+      fullscreen = false,
+      keyTarget = null, // where Enter / Space start a call (default: the kiosk itself)
+    } = {},
   ) {
     super();
     if (!(idleMs >= 5000)) throw new RangeError(`idleMs must be at least 5000, got ${idleMs}`);
@@ -97,13 +107,13 @@ export class Kiosk extends EventTarget {
     this.ui.micLabel.textContent = this.text.mic;
     this.ui.interrupt.textContent = this.text.stop;
     this.ui.end.textContent = this.text.end;
-    this.captions = new Captions(this.ui.captions, { max: 6 });
+    this.captions = new Captions(this.ui.captions, { max: 6, names: this.text.names });
     this.quality = new QualityIndicator(this.ui.quality);
     this.watch = new SilenceWatch({ idleMs, warnMs: Math.min(5000, idleMs / 2) });
     this.call = null;
     this._timers = { attract: null, watch: null, back: null };
     this._reconnected = false;
-    this._bindInput();
+    this._bindInput(keyTarget ?? this.root);
     this._attract();
   }
 
@@ -127,7 +137,7 @@ export class Kiosk extends EventTarget {
     this.ui.message.hidden = !text;
   }
 
-  _bindInput() {
+  _bindInput(keyTarget) {
     const { ui } = this;
     ui.attract.addEventListener("click", () => this.start());
     ui.start.addEventListener("click", (e) => {
@@ -135,7 +145,7 @@ export class Kiosk extends EventTarget {
       this.start();
     });
     this.root.tabIndex = 0;
-    this.root.addEventListener("keydown", (e) => {
+    keyTarget.addEventListener("keydown", (e) => {
       if (this.phase === "attract" && (e.key === "Enter" || e.key === " ")) {
         e.preventDefault();
         this.start();

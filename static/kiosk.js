@@ -31,6 +31,7 @@ const kiosk = new Kiosk(document.body, {
   idleMs: 1000 * Math.min(600, Math.max(5, Number(params.get("idle")) || 20)),
   apiKey: fragment.get("key") || null,
   fullscreen: !embedded,
+  keyTarget: document,
 });
 document.documentElement.lang = kiosk.options.language;
 for (const type of EVENTS) kiosk.addEventListener(type, (e) => tellHost(type, e.detail));

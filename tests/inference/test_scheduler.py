@@ -239,3 +239,18 @@ def test_pool_places_calls_on_the_least_loaded_device() -> None:
     pool.close()
     with pytest.raises(ValueError):
         SchedulerPool([])
+
+
+def test_calls_run_on_the_worker_thread_between_batches() -> None:
+    eng = FakeEngine()
+    sched = RenderScheduler(eng, SchedulerOptions(linger_s=0))
+    with pytest.raises(RuntimeError, match="not started"):
+        sched.call(lambda: None)
+    sched.start(warmup=False)
+    name = sched.call(lambda: threading.current_thread().name).result(timeout=5)
+    assert name == "render-worker"
+    with pytest.raises(ZeroDivisionError):
+        sched.call(lambda: 1 / 0).result(timeout=5)
+    sched.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        sched.call(lambda: None)

@@ -177,3 +177,21 @@ def test_bad_inputs_are_rejected() -> None:
         Rung(height=100, fps=0, bitrate=100_000)
     with pytest.raises(ValueError, match="fraction_lost"):
         QualityController().update(0.0, fraction_lost=3.0)
+
+
+def test_a_rung_left_under_congestion_waits_longer() -> None:
+    ctl = QualityController(QualityOptions(up_hold_s=1.5, max_up_hold_s=4.0))
+    assert ctl.update(0.0, fraction_lost=0.1) == DEFAULT_LADDER[1]
+    assert ctl.up_hold(0) == 3.0
+    changes = run_quiet(ctl, 0.2, 6.0)
+    assert changes[0][1] == DEFAULT_LADDER[0]
+    assert changes[0][0] == pytest.approx(3.0, abs=0.21)
+
+
+def test_going_up_waits_for_a_clean_rtt_after_the_change_settled() -> None:
+    ctl = QualityController(QualityOptions(up_hold_s=1.0, settle_s=1.0))
+    ctl.update(0.0, rtt_s=0.02)
+    assert ctl.update(0.1, fraction_lost=0.1) == DEFAULT_LADDER[1]
+    for k in range(2, 26):  # no RTCP for 2.5 s: no evidence, no step up
+        assert ctl.update(k / 10) is None
+    assert ctl.update(2.6, rtt_s=0.02) == DEFAULT_LADDER[0]

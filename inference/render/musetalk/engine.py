@@ -2,8 +2,8 @@
 
 One ``MuseTalkEngine`` per device; the ``RenderScheduler`` of that device calls
 ``run_batch`` from its single worker thread. Jobs of one batch may come from different
-calls and different avatars. On CUDA it runs in fp16 (NCHW or channels-last), optionally through
-``torch.compile`` with a dynamic batch dimension (one compilation for every batch size),
+calls and different avatars. On CUDA it runs in fp16 (NCHW or channels-last), optionally
+through ``torch.compile`` with a dynamic batch dimension (one compilation for all sizes),
 and sizes its largest batch from the free device memory measured after warm-up.
 
 ``decode="mask"`` decodes only the latent rows from a few rows above the avatar's mask

@@ -76,7 +76,9 @@ class MuseTalkModels:
                 module.to(device=dev)
             else:
                 module.to(device=dev, dtype=want)
-        fmt = torch.channels_last if dev.type == "cuda" and channels_last else torch.contiguous_format
+        fmt = (
+            torch.channels_last if dev.type == "cuda" and channels_last else torch.contiguous_format
+        )
         self.unet.to(memory_format=fmt)
         self.vae.to(memory_format=fmt)
         return self

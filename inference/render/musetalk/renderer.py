@@ -2,7 +2,8 @@
 
 A renderer is cheap: it holds the avatar's key, its call's session on the device's
 ``RenderScheduler`` and a little audio context. ``render`` turns one piece of reply audio
-into per-frame audio windows (on the scheduler's worker thread, which owns the device), submits every frame with its deadline (on screen
+into per-frame audio windows (on the scheduler's worker thread, which owns the device),
+submits every frame with its deadline (on screen
 ``start_latency_s`` after the audio arrived, then one frame period apart) and yields the
 frames in order as the scheduler's batches finish. Consecutive pieces play back to back,
 so a piece's first deadline is the later of that latency and the end of the previous
