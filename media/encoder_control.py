@@ -36,8 +36,10 @@ from aiortc.mediastreams import VIDEO_TIME_BASE, convert_timebase
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtp import (
     RTCP_PSFB_APP,
+    RTCP_RTPFB_NACK,
     RtcpPsfbPacket,
     RtcpRrPacket,
+    RtcpRtpfbPacket,
     RtcpSrPacket,
     unpack_remb_fci,
 )
@@ -325,10 +327,11 @@ class RtcpSnapshot:
     jitter_s: float | None = None
     rtt_s: float | None = None
     reports: int = 0
+    nacked: int = 0  # packets the receiver asked to be sent again (repaired loss)
 
 
 class RtcpMonitor:
-    """Reads the RTCP that reaches one sender: receiver reports and REMB.
+    """Reads the RTCP that reaches one sender: receiver reports, NACKs and REMB.
 
     ``clock_rate`` converts RR jitter (RTP units) to seconds. ``time_fn`` must be a clock
     that both the sender-report timestamps and the arrivals are measured on.
@@ -349,6 +352,7 @@ class RtcpMonitor:
         self._sr_sent: dict[int, float] = {}  # middle 32 bits of the SR NTP time -> sent at
         self._pending: dict[str, float] = {}
         self._reports = 0
+        self._nacked = 0
         self.last: RtcpSnapshot = RtcpSnapshot()
         handle, send = sender._handle_rtcp_packet, sender._send_rtcp
 
@@ -385,6 +389,9 @@ class RtcpMonitor:
                 if report.lsr and sent is not None:
                     rtt = self._time() - sent - report.dlsr / 65536
                     self._pending["rtt_s"] = max(0.0, rtt)
+        elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+            if packet.media_ssrc == ssrc:
+                self._nacked += len(packet.lost)
         elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
             try:
                 bitrate, ssrcs = unpack_remb_fci(packet.fci)
@@ -402,8 +409,10 @@ class RtcpMonitor:
             jitter_s=p.get("jitter_s"),
             rtt_s=p.get("rtt_s"),
             reports=self._reports,
+            nacked=self._nacked,
         )
         self._pending = {}
         self._reports = 0
+        self._nacked = 0
         self.last = snap
         return snap

@@ -15,7 +15,8 @@ Policy: down fast, up slowly.
   the rung's bitrate when unknown). Other REMBs are no signal: aiortc raises its estimate
   by ~8 %/s up to ~1.5x of what it receives, so it lags behind a probe, and a static
   picture that encodes small keeps it low, without any congestion. While the receiver
-  reports loss (``remb_loss_guard``) and the RTT is not rising, REMB is ignored: aiortc
+  reports loss or NACKs packets (``remb_loss_guard``) and the RTT is not rising, REMB is
+  ignored: aiortc
   retransmits packets with their original send time, so its estimator reads every repaired
   loss as a delay spike and its REMB sinks on a lossy but uncongested path.
 - *Severe*: loss over ``severe_loss`` steps two rungs; an RTT over its minimum by more than
@@ -136,6 +137,7 @@ class _State:
     rtt_rising: bool = False  # the last RTT was over the baseline
     remb: float | None = None  # the last REMB
     clean_rtt_at: float | None = None  # when the last RTT without a rise arrived
+    repaired: float = 0.0  # the last share of packets NACKed
 
 
 class QualityController:
@@ -175,10 +177,13 @@ class QualityController:
         send_queue_s: float | None = None,
         render_lag_s: float | None = None,
         send_bps: float | None = None,
+        repaired_loss: float | None = None,
     ) -> Rung | None:
         """Feed the measurements known at ``now`` (None = no new value); returns a new rung.
 
         ``send_bps`` is the video rate actually sent lately (REMB is compared with it).
+        ``repaired_loss`` is the share of packets the receiver NACKed lately: loss that
+        retransmission repaired, which receiver reports do not count as lost.
 
         ``fraction_lost`` is 0..1 (RTCP's 8-bit value / 256). ``jitter_s`` is informative:
         it widens the RTT margin (jittery paths have noisier RTTs). Call it regularly (for
@@ -210,10 +215,13 @@ class QualityController:
                 drain = min(o.max_drain_s, queue)  # pause about as long as the queue is deep
                 if queue > o.severe_queue_s:  # a deep queue: bottom rung
                     fit = last
+        if repaired_loss is not None:
+            s.repaired = repaired_loss
         remb_fell = remb_bps is not None and (s.remb is None or remb_bps < 0.95 * s.remb)
         if remb_bps is not None:
             s.remb = remb_bps
-        if remb_bps is not None and remb_fell and (s.loss <= o.remb_loss_guard or s.rtt_rising):
+        lossy = max(s.loss, s.repaired) > o.remb_loss_guard
+        if remb_bps is not None and remb_fell and (not lossy or s.rtt_rising):
             sent = min(send_bps if send_bps is not None else self.rung.bitrate, self.rung.bitrate)
             if remb_bps < o.remb_headroom * sent:
                 if remb_bps < o.severe_ratio * sent:

@@ -95,6 +95,7 @@ class QualityLoop:
         self._max_height = session.renderer.frame_size[1]
         self._drops: deque[tuple[float, int]] = deque()
         self._sent: deque[tuple[float, int]] = deque()
+        self._nacks: deque[tuple[float, int, int]] = deque()  # (time, nacked, bytes sent)
         self._task: asyncio.Task[None] | None = None
         self._applying: asyncio.Task[None] | None = None
 
@@ -166,6 +167,18 @@ class QualityLoop:
             return None
         return (b1 - b0) * 8 / (t1 - t0)
 
+    def _repaired_loss(self, now: float, nacked: int) -> float | None:
+        """Share of video packets NACKed over the last 2 s (packets estimated from bytes)."""
+        if self.encoder is None:
+            return None
+        self._nacks.append((now, nacked, self.encoder.stats.bytes))
+        while self._nacks and self._nacks[0][0] < now - 2.0:
+            self._nacks.popleft()
+        sent = self._nacks[-1][2] - self._nacks[0][2]
+        if sent <= 0:
+            return None
+        return min(1.0, sum(n for _, n, _ in self._nacks) / max(1.0, sent / 1100))
+
     async def _run(self) -> None:
         await self._apply(self.controller.rung, "start")
         assert self.monitor is not None
@@ -181,6 +194,7 @@ class QualityLoop:
                 jitter_s=snap.jitter_s,
                 render_lag_s=self._render_lag(now),
                 send_bps=self._send_bps(now),
+                repaired_loss=self._repaired_loss(now, snap.nacked),
             )
             if rung is not None:
                 if self._applying is not None and not self._applying.done():

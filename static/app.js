@@ -36,6 +36,7 @@ const AGENT_LABELS = { listening: "Listening", thinking: "Thinking…", speaking
 const AUTO_RECONNECT_DELAY_MS = 1500;
 const AUTO_RECONNECT_EVERY_MS = 30000; // lost again sooner: offer the button instead
 const params = new URLSearchParams(window.location.search);
+const fragment = new URLSearchParams(window.location.hash.slice(1));
 const captions = new Captions(ui.captions);
 const quality = new QualityIndicator(ui.quality, ui.qualityDetails);
 
@@ -150,7 +151,7 @@ async function startCall() {
   performance.clearMarks();
   performance.clearMeasures();
   performance.mark("call-click");
-  call = new CallClient({ apiKey: params.get("key") });
+  call = new CallClient({ apiKey: fragment.get("key") }); // #key=…: never sent to a server
   window.avatarCall = call; // for diagnostics from the console and browser automation
   wire(call);
   setInCall(true);

@@ -171,6 +171,7 @@ def chromium_args(fake_audio: str) -> list[str]:
         "--disable-component-update",
         "--disable-sync",
         "--no-first-run",
+        "--disable-dev-shm-usage",  # containers' small /dev/shm crashes renderers
     ]
 
 

@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.browser.harness import ROOT
+
+pytestmark = pytest.mark.browser
 
 
 def test_bench_browser_runs(server: str, tmp_path: Path) -> None:

@@ -6,6 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+pytestmark = pytest.mark.browser
+
 PHONE = {"width": 390, "height": 844}
 
 _DENY_MIC = """

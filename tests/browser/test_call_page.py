@@ -7,10 +7,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from inference.dialogue import FaqDialogueOptions, make_dialogue
 from inference.dialogue.faq import FaqDialogue
 from tests.browser.conftest import QUESTION
 from tests.browser.harness import sample_audio_levels, sample_video
+
+pytestmark = pytest.mark.browser
 
 SILENT_RMS = 0.003  # received audio quieter than this counts as silence (speech is ~0.1-0.4)
 

@@ -14,6 +14,8 @@ from tests.browser.conftest import EMBED_KEY, QUESTION
 from tests.browser.harness import sample_video
 from tests.browser.test_call_page import faq_answer
 
+pytestmark = pytest.mark.browser
+
 IDLE_S = 6  # the kiosk ends a call after this long without speech
 
 HOST_PAGE = """<!doctype html>

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+pytestmark = pytest.mark.browser
+
 
 async def run_js(browser: Any, server: str, script: str) -> Any:
     page = await browser.new_page()

@@ -56,7 +56,7 @@ async def test_turn_after_preload_is_all_cache_hits(faq: FaqDialogue) -> None:
     cache = TieredCache(CacheOptions())
     inner_tts, tts, inner_r, renderer = _stack(cache)
     lines = await preload_lines(faq, faq_answers=3)
-    done = await Preloader(tts=tts, renderer=renderer).run(lines)
+    done = await Preloader(tts=tts, renderer=renderer, busy=lambda: False).run(lines)
     assert done == len(lines) and len(inner_tts.said) == len(lines)
     rendered = len(inner_r.renders)
     sink = ListSink()

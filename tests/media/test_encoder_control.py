@@ -13,9 +13,11 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import (
     RTCP_PSFB_APP,
     RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
     RtcpPsfbPacket,
     RtcpReceiverInfo,
     RtcpRrPacket,
+    RtcpRtpfbPacket,
     RtcpSenderInfo,
     RtcpSrPacket,
     pack_remb_fci,
@@ -180,15 +182,18 @@ async def test_rtcp_monitor_reads_rr_rtt_and_remb() -> None:
     )
     other = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=9, media_ssrc=0, fci=pack_remb_fci(1, [77]))
     pli = RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=9, media_ssrc=1234)
-    for p in (rr, remb, other, pli):
+    nack = RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=9, media_ssrc=1234)
+    nack.lost = [5, 6, 9]
+    for p in (rr, remb, other, pli, nack):
         await sender._handle_rtcp_packet(p)
-    assert sender.handled == [rr, remb, other, pli]  # aiortc still sees everything
+    assert sender.handled == [rr, remb, other, pli, nack]  # aiortc still sees everything
     snap = mon.take()
     assert snap.fraction_lost == pytest.approx(0.25)
     assert snap.jitter_s == pytest.approx(0.01)
     assert snap.rtt_s == pytest.approx(0.25, abs=1e-3)
     assert snap.remb_bps == 321_000
     assert snap.reports == 1
+    assert snap.nacked == 3
     assert mon.take().rtt_s is None  # nothing new
 
 

@@ -195,3 +195,9 @@ def test_going_up_waits_for_a_clean_rtt_after_the_change_settled() -> None:
     for k in range(2, 26):  # no RTCP for 2.5 s: no evidence, no step up
         assert ctl.update(k / 10) is None
     assert ctl.update(2.6, rtt_s=0.02) == DEFAULT_LADDER[0]
+
+
+def test_repaired_loss_also_silences_remb() -> None:
+    ctl = QualityController()
+    ctl.update(0.0, rtt_s=0.1, fraction_lost=0.0, repaired_loss=0.03)  # NACKs, RR says 0
+    assert ctl.update(1.0, remb_bps=900_000, send_bps=2_000_000) is None
