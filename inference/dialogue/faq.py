@@ -138,6 +138,18 @@ class FaqIndex:
             weights.append(_ANSWER_WEIGHT)
         return _LanguageIndex(docs, owners, weights)
 
+    def top(self, text: str, language: str, k: int) -> list[FaqMatch]:
+        """The ``k`` highest-scoring entries for ``text`` (score > 0), best first."""
+        if language not in self._indexes:
+            raise ValueError(f"unsupported language {language!r}; expected one of {LANGUAGES}")
+        scores = self._indexes[language].entry_scores(self.tokens(text, language))
+        order = np.argsort(-scores, kind="stable")[: max(0, k)]
+        return [
+            FaqMatch(entry=self._kb.entries[int(i)], score=float(scores[int(i)]), language=language)
+            for i in order
+            if scores[int(i)] > 0.0
+        ]
+
     def best(self, text: str, language: str | None = None) -> FaqMatch | None:
         """The highest-scoring entry for ``text`` (language detected if not given), any score."""
         lang = language or detect_language(text)

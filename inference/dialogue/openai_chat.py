@@ -27,8 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from inference.dialogue.faq import FaqIndex
 from inference.dialogue.knowledge_base import KbEntry
 from inference.dialogue.prompt import ChatMessage, build_messages, trim_history
@@ -203,12 +201,8 @@ class OpenAiChatDialogue:
         k = self.options.kb_top_k
         if k == 0 or not text.strip():
             return []
-        # FaqIndex has no public top-k yet (only best()); its per-language index does.
-        lang_index = self._index._indexes[language]
-        scores = lang_index.entry_scores(self._index.tokens(text, language))
-        order = np.argsort(-scores, kind="stable")[:k]
-        entries = self._index.knowledge_base.entries
-        return [entries[int(i)] for i in order if scores[int(i)] >= self.options.kb_min_score]
+        found = self._index.top(text, language, k)
+        return [m.entry for m in found if m.score >= self.options.kb_min_score]
 
     def reply(self, transcript: Transcript) -> AsyncIterator[ReplySentence]:
         """A reply without conversation memory (use :meth:`for_call` in calls)."""
