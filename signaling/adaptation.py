@@ -150,9 +150,9 @@ class QualityLoop:
         self._drops.append((now, track.frames_dropped))
         while self._drops and self._drops[0][0] < now - self.options.lag_window_s:
             self._drops.popleft()
-        if len(self._drops) < 2:
-            return 0.0
         (t0, d0), (t1, d1) = self._drops[0], self._drops[-1]
+        if t1 - t0 < 0.8 * self.options.lag_window_s:
+            return 0.0  # not a full window yet (the call's first second stalls anyway)
         return (d1 - d0) / track.fps / max(t1 - t0, self.options.interval_s)
 
     def _send_bps(self, now: float) -> float | None:

@@ -397,6 +397,9 @@ class RenderScheduler:
         self.stats.oom_retries += 1
         self._cap = max(1, len(batch) // 2)
         self.stats.batch_cap = self._cap
+        shrink = getattr(self.engine, "shrink_batch", None)
+        if shrink is not None:  # engines that pad batches to a fixed size must shrink too
+            shrink(self._cap)
         self._ok_since_oom = 0
         _log.warning("out of memory at batch %d; retrying at %d", len(batch), self._cap)
         with self._cond:

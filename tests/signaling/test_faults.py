@@ -65,7 +65,9 @@ class DyingRenderer:
                 raise RuntimeError("render worker died")
 
 
-class SometimesDyingFactory(RendererFactory):
+class SometimesDyingFactory:
+    """Makes the next ``dying_next`` renderers dying ones; otherwise the real factory's."""
+
     def __init__(self, inner: RendererFactory) -> None:
         self.inner = inner
         self.dying_next = 0
@@ -78,6 +80,9 @@ class SometimesDyingFactory(RendererFactory):
             self.dying_next -= 1
             return DyingRenderer(renderer)
         return renderer
+
+    def release(self, session: str) -> None:
+        self.inner.release(session)
 
 
 def errors(call: ProbeCall) -> list[str]:

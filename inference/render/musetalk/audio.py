@@ -243,21 +243,23 @@ class AudioFeatureStream:
             ready.append(i)
             i += 1
         layers, dim = self._enc.layers, self._enc.dim
+        dev, dt = self._enc.device, self._enc.dtype
         if not ready:
-            return torch.zeros(0, wf * layers, dim, device=self._enc.device, dtype=self._enc.dtype)
-        feats = torch.cat(self._feats) if self._feats else None
-        pad = torch.zeros(wf, layers, dim, device=self._enc.device, dtype=self._enc.dtype)
-        out = []
-        for f in ready:
-            lo = pf * (f - o.left_frames)
-            hi = lo + wf
-            win = pad.clone()
-            a, b = max(lo, 0), min(hi, computed)
-            if feats is not None and b > a:
-                win[a - lo : b - lo] = feats[a:b]
-            out.append(win.reshape(wf * layers, dim))
+            return torch.zeros(0, wf * layers, dim, device=dev, dtype=dt)
+        # one gather: zeros before the audio and past what is computed (or past its end)
+        left = pf * o.left_frames
+        feats = torch.cat(self._feats) if self._feats else torch.zeros(0, layers, dim, device=dev)
+        padded = torch.cat(
+            [
+                torch.zeros(left, layers, dim, device=dev, dtype=dt),
+                feats[:computed].to(dt),
+                torch.zeros(pf * (i - self._next_frame) + wf, layers, dim, device=dev, dtype=dt),
+            ]
+        )
+        starts = torch.tensor(ready, device=dev) * pf
+        index = starts[:, None] + torch.arange(wf, device=dev)[None, :]
         self._next_frame = i
-        return torch.stack(out)
+        return padded[index].reshape(len(ready), wf * layers, dim)
 
 
 def windows_for_audio(

@@ -3,8 +3,9 @@
 One ``MuseTalkEngine`` per device; the ``RenderScheduler`` of that device calls
 ``run_batch`` from its single worker thread. Jobs of one batch may come from different
 calls and different avatars. On CUDA it runs in fp16 (NCHW or channels-last), optionally
-through ``torch.compile`` with a dynamic batch dimension (one compilation for all sizes),
-and sizes its largest batch from the free device memory measured after warm-up.
+through ``torch.compile`` (one static graph at the batch cap, every batch padded to it, or
+one graph with a dynamic batch), and sizes its largest batch from the free device memory
+measured after warm-up.
 
 ``decode="mask"`` decodes only the latent rows from a few rows above the avatar's mask
 downwards: the blend keeps the source pixels wherever the mask is zero, so rows above it
@@ -53,6 +54,9 @@ class EngineOptions:
     device: str = "cpu"
     half: bool | None = None  # default: fp16 on CUDA, fp32 on the CPU
     compile: bool = False
+    # one static graph at max_batch (every batch padded to it: the fastest kernels), or one
+    # graph with a dynamic batch dimension (no padding beyond batch_multiple)
+    dynamic_batch: bool = False
     decode: Literal["full", "mask"] = "full"
     margin_rows: int = 2  # latent rows of context decoded above the mask
     max_batch: int = 64
@@ -100,9 +104,10 @@ class MuseTalkEngine:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         if self.options.compile:
-            unet = torch.compile(self._unet_eager)
-            decode = torch.compile(self._decode_eager)
-            decode_part = torch.compile(self._decode_eager)
+            dyn = None if self.options.dynamic_batch else False
+            unet = torch.compile(self._unet_eager, dynamic=dyn)
+            decode = torch.compile(self._decode_eager, dynamic=dyn)
+            decode_part = torch.compile(self._decode_eager, dynamic=dyn)
         self._unet, self._decode, self._decode_part = unet, decode, decode_part
 
     def configure(
@@ -143,7 +148,7 @@ class MuseTalkEngine:
     def _prep(self, x: torch.Tensor, *, spatial: bool = False) -> torch.Tensor:
         if self.device.type == "cuda" and self.options.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        if self.options.compile:
+        if self.options.compile and self.options.dynamic_batch:
             torch._dynamo.maybe_mark_dynamic(x, 0)
             if spatial:
                 torch._dynamo.maybe_mark_dynamic(x, 2)
@@ -161,7 +166,7 @@ class MuseTalkEngine:
             raise ValueError(
                 f"audio windows must be {tuple(self._pe.shape)}, got {tuple(audio.shape[1:])}"
             )
-        if self.options.compile:
+        if self.options.compile and self.options.dynamic_batch:
             torch._dynamo.maybe_mark_dynamic(audio, 0)
         return self._unet(self._prep(refs), audio)
 
@@ -249,6 +254,10 @@ class MuseTalkEngine:
         return self.blend(jobs, faces)[:n]
 
     def _padded_size(self, n: int) -> int:
+        if self.options.compile and not self.options.dynamic_batch:
+            if n > self.options.max_batch:
+                raise ValueError(f"batch of {n} exceeds max_batch {self.options.max_batch}")
+            return self.options.max_batch
         m = self.options.batch_multiple
         if m is None:
             m = 8 if self.device.type == "cuda" else 1
@@ -263,6 +272,13 @@ class MuseTalkEngine:
         if not self._avatars:
             raise RuntimeError("add an avatar before warm-up")
         t0 = time.perf_counter()
+        if self.options.compile and not self.options.dynamic_batch:
+            self._warm([self.options.max_batch])  # the one static graph
+            cap = self.max_batch_size()
+            if cap < self.options.max_batch:  # free memory says less: recompile smaller
+                self.shrink_batch(cap)
+                self._warm([cap])
+            return time.perf_counter() - t0
         self._warm(batch_sizes)
         if all_sizes and self.device.type == "cuda":
             cap = self.max_batch_size()
@@ -285,6 +301,11 @@ class MuseTalkEngine:
                 peak = torch.cuda.max_memory_allocated(self.device) - base
                 per = int(peak / len(jobs))
                 self._per_frame_bytes = max(self._per_frame_bytes or 0, per)
+
+    def shrink_batch(self, size: int) -> None:
+        """Lower the batch cap (the scheduler calls this after out-of-memory); a static
+        compiled graph is rebuilt for the new size on the next batch."""
+        self.configure(max_batch=max(1, min(size, self.options.max_batch)))
 
     def max_batch_size(self) -> int:
         """Largest batch the free device memory allows, capped by ``options.max_batch``."""

@@ -1,0 +1,127 @@
+"""The RTCP that reaches one call's video sender, read for the quality controller.
+
+:class:`RtcpMonitor` wraps one sender's ``_handle_rtcp_packet`` and ``_send_rtcp`` (instance
+attributes: only this sender is affected, aiortc still handles every packet): receiver
+reports give fraction lost, jitter and RTT (from our own sender-report send times), NACKs
+the repaired loss, REMB packets the receiver's estimate.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiortc.rtcrtpsender import RTCRtpSender
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_RTPFB_NACK,
+    RtcpPsfbPacket,
+    RtcpRrPacket,
+    RtcpRtpfbPacket,
+    RtcpSrPacket,
+    unpack_remb_fci,
+)
+
+__all__ = ["RtcpMonitor", "RtcpSnapshot"]
+
+
+@dataclass(frozen=True, slots=True)
+class RtcpSnapshot:
+    """What arrived since the last :meth:`RtcpMonitor.take` (None = nothing new)."""
+
+    remb_bps: float | None = None
+    fraction_lost: float | None = None
+    jitter_s: float | None = None
+    rtt_s: float | None = None
+    reports: int = 0
+    nacked: int = 0  # packets the receiver asked to be sent again (repaired loss)
+
+
+class RtcpMonitor:
+    """Reads the RTCP that reaches one sender: receiver reports, NACKs and REMB.
+
+    ``clock_rate`` converts RR jitter (RTP units) to seconds. ``time_fn`` must be a clock
+    that both the sender-report timestamps and the arrivals are measured on.
+    """
+
+    def __init__(
+        self,
+        sender: RTCRtpSender,
+        *,
+        clock_rate: int = 90000,
+        time_fn: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if clock_rate <= 0:
+            raise ValueError(f"clock_rate must be positive, got {clock_rate}")
+        self._sender = sender
+        self._clock_rate = clock_rate
+        self._time = time_fn
+        self._sr_sent: dict[int, float] = {}  # middle 32 bits of the SR NTP time -> sent at
+        self._pending: dict[str, float] = {}
+        self._reports = 0
+        self._nacked = 0
+        self.last: RtcpSnapshot = RtcpSnapshot()
+        handle, send = sender._handle_rtcp_packet, sender._send_rtcp
+
+        async def _handle(packet: Any) -> None:
+            self.feed(packet)
+            await handle(packet)
+
+        async def _send(packets: list[Any]) -> None:
+            for p in packets:
+                if isinstance(p, RtcpSrPacket):
+                    self.sent_sr(p.sender_info.ntp_timestamp)
+            await send(packets)
+
+        sender._handle_rtcp_packet = _handle  # type: ignore[method-assign]
+        sender._send_rtcp = _send  # type: ignore[method-assign]
+
+    def sent_sr(self, ntp_timestamp: int) -> None:
+        """Note that a sender report with this 64-bit NTP timestamp left now."""
+        self._sr_sent[(ntp_timestamp >> 16) & 0xFFFFFFFF] = self._time()
+        while len(self._sr_sent) > 16:
+            self._sr_sent.pop(next(iter(self._sr_sent)))
+
+    def feed(self, packet: Any) -> None:
+        """Read one parsed RTCP packet (others are ignored)."""
+        ssrc = self._sender._ssrc
+        if isinstance(packet, RtcpRrPacket | RtcpSrPacket):
+            for report in packet.reports:
+                if report.ssrc != ssrc:
+                    continue
+                self._reports += 1
+                self._pending["fraction_lost"] = report.fraction_lost / 256
+                self._pending["jitter_s"] = report.jitter / self._clock_rate
+                sent = self._sr_sent.get(report.lsr)
+                if report.lsr and sent is not None:
+                    rtt = self._time() - sent - report.dlsr / 65536
+                    self._pending["rtt_s"] = max(0.0, rtt)
+        elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+            if packet.media_ssrc == ssrc:
+                self._nacked += len(packet.lost)
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            try:
+                bitrate, ssrcs = unpack_remb_fci(packet.fci)
+            except ValueError:
+                return
+            if ssrc in ssrcs:
+                self._pending["remb_bps"] = float(bitrate)
+
+    def take(self) -> RtcpSnapshot:
+        """The values received since the last call."""
+        p = self._pending
+        snap = RtcpSnapshot(
+            remb_bps=p.get("remb_bps"),
+            fraction_lost=p.get("fraction_lost"),
+            jitter_s=p.get("jitter_s"),
+            rtt_s=p.get("rtt_s"),
+            reports=self._reports,
+            nacked=self._nacked,
+        )
+        self._pending = {}
+        self._reports = 0
+        self._nacked = 0
+        self.last = snap
+        return snap
