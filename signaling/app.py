@@ -192,6 +192,8 @@ async def _close_sessions(app: web.Application) -> None:
     if state.loader is not None and not state.loader.done():
         state.loader.cancel()
     await drain(app, timeout_s=0.0)
+    if state.services is not None:
+        await state.services.aclose()  # background preloading
 
 
 def _json_error(status: int, reason: str, **headers: str) -> web.Response:
@@ -403,6 +405,8 @@ async def _metrics(request: web.Request) -> web.Response:
             for i in range(torch.cuda.device_count()):
                 used = torch.cuda.memory_allocated(i)
                 state.metrics.gpu_memory_bytes.labels(device=f"cuda:{i}").set(used)
+    if state.services is not None:
+        state.metrics.sync_cache(state.services.cache_stats())
     return web.Response(body=state.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -66,6 +66,24 @@ class Metrics:
             "avatar_gpu_memory_bytes", "GPU memory allocated", ["device"], registry=r
         )
         self.barge_ins_total = Counter("avatar_barge_ins_total", "Barge-ins", registry=r)
+        self._cache_seen: dict[tuple[str, str], int] = {}
+
+    def sync_cache(self, stats: dict[str, object]) -> None:
+        """Bring ``avatar_cache_total`` up to the cache's own counters (called on scrape)."""
+        by_kind = stats.get("by_kind", {})
+        if not isinstance(by_kind, dict):
+            return
+        for kind, counts in by_kind.items():
+            if not isinstance(counts, dict):
+                continue
+            for result in ("hits", "misses"):
+                label = "hit" if result == "hits" else "miss"
+                key = (str(kind), label)
+                total = int(counts.get(result, 0))
+                delta = total - self._cache_seen.get(key, 0)
+                if delta > 0:
+                    self.cache_total.labels(cache=kind, result=label).inc(delta)
+                    self._cache_seen[key] = total
 
     def observe_turn(self, stages: dict[str, float]) -> None:
         """Record one turn's timings (ms after speech end, as TurnRunner reports them)."""

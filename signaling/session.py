@@ -12,6 +12,7 @@ from typing import Any
 
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 
+from inference.preload import SpeculatingDialogue
 from inference.render.base import Renderer
 from inference.types import Utterance
 from media.clock import MediaClock
@@ -92,9 +93,15 @@ class Session:
         )
         self.audio_track, self.video_track = self._new_tracks()
         self._dropped_seen = 0
+        # Speculation: while the caller speaks, a confident FAQ match of the speech so far
+        # is synthesized and rendered into the cache; the final transcript keeps or drops it.
+        self._prefetch = services.prefetcher_for_call(self.renderer, options.language)
+        dialogue = services.dialogue_for_call()
+        if self._prefetch is not None:
+            dialogue = SpeculatingDialogue(dialogue, self._prefetch)
         self._runner = TurnRunner(
             asr=services.asr,
-            dialogue=services.dialogue_for_call(),
+            dialogue=dialogue,
             tts=services.tts,
             renderer=self.renderer,
             sink=self.player,
@@ -322,6 +329,8 @@ class Session:
                 self._segmenter = Segmenter(self.options.segmenter)
                 continue
             self.metrics.stage_seconds.labels(stage="vad").observe(time.perf_counter() - began)
+            if self._prefetch is not None:
+                self._prefetch.observe(self._segmenter.current_speech(), now)
             for event in events:
                 if isinstance(event, SpeechStarted):
                     self.emit(SpeechEvent(event="started", t=round(event.t, 3)))
@@ -420,6 +429,8 @@ class Session:
         if self.quality is not None:
             await self.quality.stop()
         await self.supervisor.close()
+        if self._prefetch is not None:
+            await self._prefetch.close()
         self._services.renderers.release(self.id)  # its place on a render scheduler
         self.audio_track.stop()
         self.video_track.stop()

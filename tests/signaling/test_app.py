@@ -137,3 +137,15 @@ def test_log_lines_carry_the_session(capsys: pytest.CaptureFixture[str]) -> None
         assert record["event"] == "from a library"
     finally:
         logging.getLogger().handlers.clear()
+
+
+def test_cache_counters_follow_the_cache() -> None:
+    from signaling.metrics import Metrics
+
+    m = Metrics()
+    m.sync_cache({"by_kind": {"tts": {"hits": 3, "misses": 2}}})
+    m.sync_cache({"by_kind": {"tts": {"hits": 5, "misses": 2}, "clip": {"hits": 0, "misses": 1}}})
+    text = m.render().decode()
+    assert 'avatar_cache_total{cache="tts",result="hit"} 5.0' in text
+    assert 'avatar_cache_total{cache="tts",result="miss"} 2.0' in text
+    assert 'avatar_cache_total{cache="clip",result="miss"} 1.0' in text
