@@ -30,7 +30,8 @@ Policy: down fast, up slowly.
   rung above the link's rate fills slowly shows up in the RTT only about a second later. A step
   up is a probe: congestion within ``probe_window_s`` of it sends the controller straight
   back. Every rung left because of congestion (a failed probe or later) doubles its hold
-  before it is tried again (up to ``max_up_hold_s``); a probe that survives resets it.
+  before it is tried again (up to ``max_up_hold_s``); a probe that survives resets it and
+  halves the holds of the rungs above.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class QualityOptions:
     remb_headroom: float = 0.85  # a rung fits a REMB estimate if bitrate <= headroom * REMB
     loss_threshold: float = 0.05  # fraction lost (0..1) that counts as congestion
     remb_loss_guard: float = 0.01  # reported loss above this: REMB alone is not trusted
-    severe_ratio: float = 0.6  # REMB under this share of the send rate: drain the queue
+    severe_ratio: float = 0.7  # REMB under this share of the send rate: drain the queue
     drain_s: float = 1.0
     severe_queue_s: float = 0.4  # RTT this far over its minimum: a deep queue, go to the bottom
     severe_loss: float = 0.2  # loss over this: two rungs at once
@@ -88,7 +89,7 @@ class QualityOptions:
     up_hold_s: float = 1.5
     max_up_hold_s: float = 4.0
     probe_window_s: float = 3.0
-    settle_s: float = 1.0  # an RTT this long after the last change must be clean to go up
+    settle_s: float = 0.5  # an RTT this long after the last change must be clean to go up
 
     def __post_init__(self) -> None:
         if not self.ladder:
@@ -287,8 +288,7 @@ class QualityController:
         s, o = self._s, self.options
         probe = s.probe
         if probe is not None and now - probe.since > o.probe_window_s:
-            s.hold.pop(probe.index, None)  # it held: the rung is trusted again
-            s.probe = None
+            self._probe_passed(probe.index)  # it held: the rung is trusted again
         if s.index == 0:
             return None
         quiet_since = max(t for t in (s.last_bad, s.last_change) if t is not None)
@@ -298,9 +298,17 @@ class QualityController:
         if s.rtts and (s.clean_rtt_at is None or s.clean_rtt_at - quiet_since < o.settle_s):
             return None  # no clean RTT yet from a time the last change had settled in
         if s.probe is not None:  # the last probe stayed clean for a whole hold: trusted
-            s.hold.pop(s.probe.index, None)
+            self._probe_passed(s.probe.index)
         s.probe = _Probe(index=target, since=now)
         return self._set(now, target, "probe up", down=False)
+
+    def _probe_passed(self, index: int) -> None:
+        s, o = self._s, self.options
+        s.probe = None
+        s.hold.pop(index, None)
+        for i in range(index):  # the rungs above it look less risky now
+            if i in s.hold:
+                s.hold[i] = max(o.up_hold_s, s.hold[i] / 2)
 
     def _set(self, now: float, index: int, reason: str, *, down: bool) -> Rung:
         s = self._s

@@ -6,9 +6,10 @@
 (a) reference-style, as MuseTalk's realtime script does it: eager fp16, batch 20, full VAE
     decode, frames to the host as float, then per frame cv2 resize + numpy mask blend on the
     CPU in a consumer thread (overlapping the GPU, as that script's frame thread does).
-(b) ours: ``MuseTalkEngine`` (fp16, channels-last, torch.compile with a dynamic batch, blend
-    on the GPU, one uint8 transfer per batch), with the full decode and with the decode of
-    only the latent window under the mask (quality checked against the full decode).
+(b) ours: ``MuseTalkEngine`` (fp16, torch.compile as one static graph at the batch cap,
+    channels-last only if an eager A/B check says it is faster, blend on the GPU, one uint8
+    transfer per batch), with the full decode and with the decode of only the latent window
+    under the mask (quality checked against the full decode).
 Then the largest number of simultaneous 25 fps calls whose frames all meet their deadline
 at p99, under a simulated load through ``RenderScheduler`` (audio features included).
 Random weights: the speed is that of the real architecture; the pictures are noise.

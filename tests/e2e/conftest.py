@@ -52,8 +52,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     out = (log / "e2e-server.log").open("wb")
     cmd = [sys.executable, "-m", "signaling.cli", "serve", "--port", str(port)]
     cmd += ["--avatars-dir", str(avatars)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, proc)

@@ -35,13 +35,19 @@ def said(text: str) -> str:
 
 
 async def test_spoken_question_gets_the_faq_answer_with_moving_lips(
-    server: str, speak  # type: ignore[no-untyped-def]
+    server: str,
+    speak,  # type: ignore[no-untyped-def]
 ) -> None:
     question = "What are your opening hours?"
     record = ARTIFACTS / "e2e-opening-hours.mp4"
     report = await run_bot(
-        BotOptions(url=server, audio=speak(question), record=record,
-                   report=ARTIFACTS / "e2e-opening-hours.json", timeout_s=40)
+        BotOptions(
+            url=server,
+            audio=speak(question),
+            record=record,
+            report=ARTIFACTS / "e2e-opening-hours.json",
+            timeout_s=40,
+        )
     )
     assert not report.errors, report.errors
     assert report.transcript is not None and "opening hours" in report.transcript.lower()
@@ -119,7 +125,9 @@ def test_bot_rejects_unreadable_wav(server: str, tmp_path: Path) -> None:
     bad.write_bytes(b"RIFF....not a wav at all" + np.arange(100, dtype=np.uint8).tobytes())
     proc = subprocess.run(
         [sys.executable, "-m", "signaling.cli", "bot", "--url", server, "--audio", str(bad)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode != 0
     assert "bad.wav" in proc.stderr + proc.stdout

@@ -27,7 +27,7 @@ def test_starts_at_top_and_stays_when_clean() -> None:
 
 def test_remb_jumps_straight_to_the_fitting_rung() -> None:
     ctl = QualityController(QualityOptions(down_hold_s=1.0))
-    r = ctl.update(1.0, remb_bps=400_000, send_bps=600_000)
+    r = ctl.update(1.0, remb_bps=400_000, send_bps=520_000)
     # 0.85 * 400k = 340k: the 300k rung fits, three rungs down at once
     assert r == Rung(height=256, fps=15, bitrate=300_000)
     assert "remb" in ctl.reason
@@ -42,8 +42,8 @@ def test_remb_above_what_we_send_is_no_signal() -> None:
     assert ctl.update(1.0, remb_bps=450_000, send_bps=300_000) is None
     assert ctl.update(2.0, remb_bps=450_000, send_bps=300_000) is None
     # without send_bps the rung's bitrate is the reference (and the REMB must have fallen)
-    assert ctl.update(3.0, remb_bps=1_500_000) is None  # it rose: no signal
-    assert ctl.update(4.0, remb_bps=1_300_000) == DEFAULT_LADDER[2]  # 0.85 * 1.3M fits 600k
+    assert ctl.update(3.0, remb_bps=1_700_000) is None  # it rose: no signal
+    assert ctl.update(4.0, remb_bps=1_500_000) == DEFAULT_LADDER[1]  # 0.85 * 1.5M fits 1.2M
 
 
 def test_remb_far_under_the_send_rate_aims_under_it_and_drains() -> None:
@@ -56,12 +56,12 @@ def test_remb_far_under_the_send_rate_aims_under_it_and_drains() -> None:
 def test_a_remb_that_did_not_fall_is_no_signal() -> None:
     """After a decrease aiortc's REMB climbs ~8 %/s: it lags behind a probe up."""
     ctl = QualityController(QualityOptions(up_hold_s=1.0))
-    ctl.update(0.0, remb_bps=400_000, send_bps=600_000)
+    ctl.update(0.0, remb_bps=400_000, send_bps=520_000)
     assert ctl.index == 3
     assert ctl.update(1.2) == DEFAULT_LADDER[2]  # probe up to 600 kbps
     for k, remb in enumerate((420_000, 450_000, 490_000)):  # rising, though under 600k
-        assert ctl.update(1.4 + 0.3 * k, remb_bps=remb, send_bps=600_000) is None
-    assert ctl.update(2.5, remb_bps=300_000, send_bps=600_000) == DEFAULT_LADDER[3]
+        assert ctl.update(1.4 + 0.3 * k, remb_bps=remb, send_bps=520_000) is None
+    assert ctl.update(2.5, remb_bps=300_000, send_bps=520_000) == DEFAULT_LADDER[3]
 
 
 def test_loss_and_rtt_step_down_one_rung_per_hold() -> None:
@@ -118,7 +118,7 @@ def test_climbs_one_rung_per_hold_back_to_top() -> None:
 def test_failed_probe_backs_off_exponentially() -> None:
     opts = QualityOptions(up_hold_s=1.0, max_up_hold_s=4.0, probe_window_s=2.0)
     ctl = QualityController(opts)
-    ctl.update(0.0, remb_bps=400_000, send_bps=600_000)  # -> index 3 (300k)
+    ctl.update(0.0, remb_bps=400_000, send_bps=520_000)  # -> index 3 (300k)
     assert ctl.index == 3
     t = 0.0
     holds = []

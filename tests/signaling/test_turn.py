@@ -135,7 +135,7 @@ async def test_empty_transcript_goes_back_to_listening() -> None:
 
 async def test_cancelling_a_turn_stops_rendering() -> None:
     renderer = RecordingRenderer(batch=1)
-    runner, player, _, _ = make_runner(renderer)
+    runner, _, _, _ = make_runner(renderer)
     task = asyncio.create_task(runner.run(TurnRequest(turn=1, speech_end=10.0, text="Hi")))
     for _ in range(20):
         await asyncio.sleep(0)

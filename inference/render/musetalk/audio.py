@@ -91,12 +91,15 @@ class AudioWindowOptions:
 class AudioEncoder:
     """Log-mel front end plus the whisper encoder; shared by every stream of a process."""
 
-    def __init__(self, models: MuseTalkModels, *, device: torch.device | str | None = None) -> None:
+    def __init__(
+        self, models: MuseTalkModels, *, device: torch.device | str | None = None, chunk: int = 0
+    ) -> None:
         self._whisper = models.whisper
         self.device = torch.device(device) if device is not None else models.device
         self.dtype = next(self._whisper.parameters()).dtype
         self.layers = models.arch.audio_layers
         self.dim = models.arch.audio_dim
+        self.chunk = chunk or (8 if self.device.type == "cuda" else 1)
         fe = models.feature_extractor
         self.window_samples = int(fe.n_samples)
         self._n_fft = int(fe.n_fft)
@@ -120,10 +123,20 @@ class AudioEncoder:
 
     @torch.inference_mode()
     def encode(self, windows: torch.Tensor) -> torch.Tensor:
-        """(n, samples) windows -> (n, positions, layers, dim) hidden states (all layers)."""
-        mel = self.log_mel(windows.to(self.device, torch.float32)).to(self.dtype)
-        out = self._whisper(mel, output_hidden_states=True)
-        return torch.stack(out.hidden_states, dim=2)
+        """(n, samples) windows -> (n, positions, layers, dim) hidden states (all layers).
+
+        Runs in chunks of ``chunk`` windows (the last one zero-padded), so the device sees
+        one input shape: no cuDNN autotuning or FFT planning in the middle of a call."""
+        n = windows.shape[0]
+        pad = -n % self.chunk
+        if pad:
+            windows = torch.cat([windows, windows.new_zeros(pad, windows.shape[1])])
+        outs = []
+        for part in windows.split(self.chunk):
+            mel = self.log_mel(part.to(self.device, torch.float32)).to(self.dtype)
+            out = self._whisper(mel, output_hidden_states=True)
+            outs.append(torch.stack(out.hidden_states, dim=2))
+        return torch.cat(outs)[:n]
 
 
 class AudioFeatureStream:
