@@ -398,7 +398,7 @@ def _renderer_factory(settings: Settings) -> RendererFactory:
     if r.renderer == "musetalk":
         from signaling.musetalk_factory import musetalk_factory
 
-        return musetalk_factory(r.musetalk_dir)
+        return musetalk_factory(r.musetalk_dir, output_height=r.output_height)
     return WarpRendererFactory(WarpOptions(fps=r.fps, output_long_side=r.output_height))
 
 
@@ -441,7 +441,10 @@ def _load_blocking(settings: Settings) -> Services:
         ),
         dialogue_options=dialogue_options,
     )
-    services.avatar(settings.render.avatar)  # prepare/load the default avatar before ready
+    avatar = services.avatar(settings.render.avatar)  # prepared/loaded before ready
+    warm = getattr(services.renderers, "warm", None)  # GPU renderers compile here, not in a call
+    if warm is not None:
+        warm(avatar)
     return services
 
 
