@@ -142,8 +142,10 @@ class ClockedVideoTrack(MediaStreamTrack):
     def fps(self, value: int) -> None:
         """Change the frame rate; the next tick is the next one of the new grid."""
         value = self._check_fps(value)
-        if value != self._fps and self._last_t is not None:
-            self._j = math.floor(self._last_t * value + 1e-6)
+        if value != self._fps and self._j >= 0:
+            # Count from the tick already scheduled (recv may be sleeping towards it), so
+            # the next timestamp is always later than every one handed out.
+            self._j = math.floor(self._j / self._fps * value + 1e-6)
         self._fps = value
 
     def set_idle(self, idle: IdleLoop) -> None:
@@ -167,6 +169,8 @@ class ClockedVideoTrack(MediaStreamTrack):
             if newest > j:
                 self.frames_dropped += newest - j
                 j = newest
+            if j / self._fps <= self._last_t:  # never repeat or go back in time
+                j = math.floor(self._last_t * self._fps + 1e-6) + 1
         self._j = j
         t = j / self._fps
         await self.clock.sleep_until(t)

@@ -18,6 +18,7 @@ from inference.types import Utterance
 from media.clock import MediaClock
 from media.ingest import MicIngest
 from media.player import AvPlayer, IdleLoop
+from media.quality import Rung
 from media.tracks import ClockedAudioTrack, ClockedVideoTrack
 from media.vad import Segmenter, SegmenterOptions, SpeechDropped, SpeechStarted, UtteranceReady
 from signaling.adaptation import QualityLoop, attach_quality
@@ -156,7 +157,7 @@ class Session:
         self.pc.addTrack(self.video_track)
         answer = await self.pc.createAnswer()
         await self.pc.setLocalDescription(answer)
-        self.quality = attach_quality(self)
+        self.quality = attach_quality(self, on_change=self._on_quality)
         if not self._watching:
             self._watching = True
             self._spawn(self._watchdog())
@@ -304,6 +305,11 @@ class Session:
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(task), timeout_s)
 
+    def _on_quality(self, rung: Rung, reason: str) -> None:
+        if self.quality is not None:
+            index = self.quality.controller.ladder.index(rung)
+            self.metrics.quality_rung.labels(session=self.id).set(index)
+
     def _on_frame(self, t: float, is_reply_frame: bool) -> None:
         self.metrics.frames_total.labels(outcome="reply" if is_reply_frame else "idle").inc()
         dropped = self.video_track.frames_dropped
@@ -428,6 +434,8 @@ class Session:
             task.cancel()
         if self.quality is not None:
             await self.quality.stop()
+            with contextlib.suppress(KeyError):
+                self.metrics.quality_rung.remove(self.id)
         await self.supervisor.close()
         if self._prefetch is not None:
             await self._prefetch.close()

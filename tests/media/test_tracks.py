@@ -152,3 +152,25 @@ async def test_barge_in_flush_silences_both_tracks_at_once() -> None:
     assert (f.to_ndarray() == 0).all()
     assert (await _recv_at(clock, v, 0.08)).to_ndarray(format="rgb24")[0, 0, 0] == 9
     assert not player.speaking(clock.now())
+
+
+async def test_fps_change_while_a_frame_is_scheduled_keeps_pts_increasing() -> None:
+    clock = ManualClock(1.0)
+    player = AvPlayer(clock=clock, fps=25)
+    track = ClockedVideoTrack(player, clock, IdleLoop([np.zeros((16, 16, 3), np.uint8)]), fps=25)
+    pts: list[int] = []
+    for fps_after in (10, 25, 15):
+        pending = asyncio.ensure_future(track.recv())
+        await asyncio.sleep(0)  # recv is now sleeping towards its tick
+        track.fps = fps_after
+        clock.advance(0.2)
+        frame = await pending
+        assert frame.pts is not None
+        pts.append(frame.pts)
+        nxt = asyncio.ensure_future(track.recv())
+        await asyncio.sleep(0)
+        clock.advance(0.2)
+        frame = await nxt
+        assert frame.pts is not None
+        pts.append(frame.pts)
+    assert pts == sorted(set(pts)), pts
