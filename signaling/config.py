@@ -110,7 +110,9 @@ class RenderSettings(BaseModel):
 class MediaSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     lead_ms: int = Field(120, ge=0, le=2000)  # delay between scheduling and playing reply media
-    video_offset_ms: int = Field(0, ge=-500, le=500)  # fixed A/V compensation at the client
+    # Fixed A/V compensation: the audio path (Opus framing + receive buffer) is ~40 ms longer
+    # than the video path at browser and bot clients on loopback, so video waits that much.
+    video_offset_ms: int = Field(40, ge=-500, le=500)
     vad_aggressiveness: int = Field(2, ge=0, le=3)
     end_silence_ms: int = Field(500, ge=100, le=3000)
     min_utterance_s: float = Field(0.5, ge=0.0, le=5.0)
