@@ -125,7 +125,12 @@ def create_app(
 ) -> web.Application:
     """Build the app. Without ``services``, ``loader`` loads the models in the background
     at startup (``/health/ready`` answers 503 until it is done)."""
-    state = AppState(settings=settings, services=services, load=loader)
+    state = AppState(
+        settings=settings,
+        services=services,
+        load=loader,
+        metrics=Metrics(enabled=settings.metrics_enabled),
+    )
     loopback = is_loopback_host(settings.host)
     app = web.Application(
         client_max_size=settings.max_sdp_bytes + 4096,
@@ -398,6 +403,8 @@ def _gpu_ok(state: AppState) -> bool:
 
 async def _metrics(request: web.Request) -> web.Response:
     state = request.app[STATE]
+    if not state.metrics.enabled:
+        return _json_error(404, "metrics are turned off (metrics_enabled: false)")
     if state.settings.render.renderer == "musetalk":
         import torch
 

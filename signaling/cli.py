@@ -23,6 +23,14 @@ def _serve(argv: list[str]) -> int:
     parser.add_argument("--avatars-dir", type=Path, help="folder of prepared avatars")
     parser.add_argument("--max-sessions", type=int, help="concurrent call limit")
     parser.add_argument("--log-format", choices=["console", "json"])
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--no-metrics",
+        dest="metrics_enabled",
+        action="store_false",
+        default=None,
+        help="turn /metrics and its counters off",
+    )
     args = parser.parse_args(argv)
 
     from signaling.app import create_app, serve
@@ -30,7 +38,7 @@ def _serve(argv: list[str]) -> int:
     from signaling.logs import configure_logging, get_logger
 
     overrides: dict[str, Any] = {}
-    for key in ("host", "port", "max_sessions", "log_format"):
+    for key in ("host", "port", "max_sessions", "log_format", "log_level", "metrics_enabled"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     render: dict[str, Any] = {}
@@ -44,7 +52,7 @@ def _serve(argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"avatar-rtc: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_format)
+    configure_logging(settings.log_format, level=settings.log_level.upper())
     get_logger("avatar_rtc").info("configuration", config=settings.masked())
     app = create_app(settings)
     print(f"avatar-rtc: serving on http://{settings.host}:{settings.port}/", flush=True)

@@ -180,6 +180,8 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(2000, ge=1, le=100000)
     api_key: SecretStr | None = None
     log_format: Literal["console", "json"] = "console"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    metrics_enabled: bool = True  # /metrics and the counters behind it
     asr: AsrSettings = Field(default_factory=AsrSettings)
     dialogue: DialogueSettings = Field(default_factory=DialogueSettings)
     tts: TtsSettings = Field(default_factory=TtsSettings)

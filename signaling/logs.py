@@ -16,7 +16,7 @@ import structlog
 __all__ = ["bind_session", "configure_logging", "get_logger"]
 
 
-def configure_logging(fmt: str = "console", level: int = logging.INFO) -> None:
+def configure_logging(fmt: str = "console", level: int | str = logging.INFO) -> None:
     """Route structlog and stdlib logging through one formatter (``console`` or ``json``)."""
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,

@@ -7,6 +7,7 @@ process never share counters.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -15,15 +16,55 @@ __all__ = ["CONTENT_TYPE_LATEST", "STAGES", "Metrics"]
 
 # Stage names of ``stage_seconds`` (turn timings are ms after the caller's speech end).
 STAGES = ("vad", "asr", "llm_first_token", "tts_first_audio", "render_batch", "encode")
+_METRIC_NAMES = (
+    "stage_seconds",
+    "turn_seconds",
+    "active_sessions",
+    "sessions_total",
+    "rejected_total",
+    "errors_total",
+    "frames_total",
+    "batch_size",
+    "quality_rung",
+    "cache_total",
+    "gpu_memory_bytes",
+    "barge_ins_total",
+)
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+class _Off:
+    """Stands in for every metric when metrics are turned off: each call does nothing."""
+
+    def labels(self, *args: object, **kwargs: object) -> _Off:
+        return self
+
+    def observe(self, value: float) -> None:
+        pass
+
+    def inc(self, amount: float = 1.0) -> None:
+        pass
+
+    def set(self, value: float) -> None:
+        pass
+
+    def remove(self, *labels: object) -> None:
+        pass
 
 
 @dataclass
 class Metrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    enabled: bool = True
 
     def __post_init__(self) -> None:
         r = self.registry
+        self._cache_seen: dict[tuple[str, str], int] = {}
+        if not self.enabled:
+            off: Any = _Off()
+            for name in _METRIC_NAMES:
+                setattr(self, name, off)
+            return
         self.stage_seconds = Histogram(
             "avatar_stage_seconds",
             "Duration of a pipeline stage",
@@ -66,7 +107,6 @@ class Metrics:
             "avatar_gpu_memory_bytes", "GPU memory allocated", ["device"], registry=r
         )
         self.barge_ins_total = Counter("avatar_barge_ins_total", "Barge-ins", registry=r)
-        self._cache_seen: dict[tuple[str, str], int] = {}
 
     def sync_cache(self, stats: dict[str, object]) -> None:
         """Bring ``avatar_cache_total`` up to the cache's own counters (called on scrape)."""

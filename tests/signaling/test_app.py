@@ -149,3 +149,27 @@ def test_cache_counters_follow_the_cache() -> None:
     assert 'avatar_cache_total{cache="tts",result="hit"} 5.0' in text
     assert 'avatar_cache_total{cache="tts",result="miss"} 2.0' in text
     assert 'avatar_cache_total{cache="clip",result="miss"} 1.0' in text
+
+
+def test_metrics_can_be_turned_off() -> None:
+    from signaling.metrics import Metrics
+
+    m = Metrics(enabled=False)
+    m.stage_seconds.labels(stage="asr").observe(0.1)
+    m.frames_total.labels(outcome="reply").inc()
+    m.quality_rung.labels(session="x").set(2)
+    m.quality_rung.remove("x")
+    m.observe_turn({"first_sent": 120.0})
+    m.sync_cache({"by_kind": {"tts": {"hits": 1, "misses": 0}}})
+    assert b"avatar_" not in m.render()
+
+
+async def test_metrics_endpoint_off(settings: Settings, fake_services: Services) -> None:
+    app = create_app(settings.model_copy(update={"metrics_enabled": False}), services=fake_services)
+    server, url = await start(app)
+    try:
+        async with ClientSession() as http:
+            async with http.get(url + "/metrics") as r:
+                assert r.status == 404
+    finally:
+        await server.close()
