@@ -20,10 +20,6 @@ import numpy as np
 
 from inference.asr import (
     Asr,
-    AsrOptions,
-    OpenAiAsrOptions,
-    ScriptedAsrOptions,
-    WhisperAsrOptions,
     make_asr,
 )
 from inference.avatar import DEFAULT_AVATAR_NAME, AvatarNotFound, AvatarStore, PreparedAvatar
@@ -34,14 +30,10 @@ from inference.dialogue import (
     DialogueOptions,
     FaqDialogue,
     FaqDialogueOptions,
-    OpenAiChatOptions,
-    ScriptedDialogueOptions,
     dialogue_for_call,
     make_dialogue,
 )
-from inference.dialogue.openai_chat import DEFAULT_PERSONA, DEFAULT_SYSTEM_PROMPT
 from inference.fallback import FallbackAsr, FallbackTts
-from inference.http import HttpTimeouts
 from inference.preload import (
     Preloader,
     SpeculativePrefetcher,
@@ -54,22 +46,24 @@ from inference.render.base import Renderer
 from inference.render.cached import CachedRenderer, CachedRendererOptions
 from inference.render.warp import WarpOptions, WarpRenderer
 from inference.render.warp_assets import WarpAssets
-from inference.resilience import BreakerOptions, RetryOptions
 from inference.tts import (
     CachedTts,
     CachedTtsOptions,
-    EspeakTtsOptions,
-    FakeTtsOptions,
-    LanguageRouterTtsOptions,
-    OpenAiTtsOptions,
-    PiperTtsOptions,
     Tts,
     TtsOptions,
     make_tts,
 )
 from inference.types import ReplySentence
 from media.vad import SegmenterOptions
-from signaling.config import CacheSettings, ServiceSettings, Settings
+from signaling.config import CacheSettings, Settings
+from signaling.stage_options import (
+    asr_options,
+    dialogue_options,
+    embedded_asr_options,
+    embedded_tts_options,
+    segmenter_options,
+    tts_options,
+)
 
 log = logging.getLogger(__name__)
 
@@ -285,101 +279,6 @@ def _version(package: str) -> str:
         return "0"
 
 
-def _timeouts(s: ServiceSettings) -> HttpTimeouts:
-    return HttpTimeouts(
-        connect_s=s.connect_timeout_s, first_byte_s=s.first_byte_timeout_s, read_s=s.read_timeout_s
-    )
-
-
-def _api_key(s: ServiceSettings) -> str | None:
-    return s.api_key.get_secret_value() if s.api_key is not None else None
-
-
-def _asr_options(settings: Settings) -> AsrOptions:
-    a = settings.asr
-    if a.backend == "fake":
-        return ScriptedAsrOptions()
-    if a.backend == "openai":
-        return OpenAiAsrOptions(
-            base_url=a.service.base_url,
-            model=a.service.model,
-            api_key=_api_key(a.service),
-            language=a.language,
-            timeouts=_timeouts(a.service),
-            retry=RetryOptions(attempts=a.service.attempts),
-            breaker=BreakerOptions(
-                failure_threshold=a.service.breaker_failures,
-                reset_after_s=a.service.breaker_reset_s,
-            ),
-        )
-    return _embedded_asr_options(settings)
-
-
-def _embedded_asr_options(settings: Settings) -> WhisperAsrOptions:
-    return WhisperAsrOptions(model_dir=settings.asr.model_dir, language=settings.asr.language)
-
-
-def _dialogue_options(settings: Settings) -> DialogueOptions:
-    d = settings.dialogue
-    if d.backend == "fake":
-        return ScriptedDialogueOptions()
-    if d.backend == "openai":
-        return OpenAiChatOptions(
-            base_url=d.service.base_url,
-            model=d.service.model,
-            api_key=_api_key(d.service),
-            persona=d.persona if d.persona is not None else DEFAULT_PERSONA,
-            system_prompt=d.system_prompt if d.system_prompt is not None else DEFAULT_SYSTEM_PROMPT,
-            kb_path=d.knowledge_base,
-            kb_top_k=d.kb_top_k,
-            history_tokens=d.history_tokens,
-            max_tokens=d.max_tokens,
-            temperature=d.temperature,
-            timeouts=_timeouts(d.service),
-            retry=RetryOptions(attempts=d.service.attempts),
-            breaker=BreakerOptions(
-                failure_threshold=d.service.breaker_failures,
-                reset_after_s=d.service.breaker_reset_s,
-            ),
-        )
-    if d.knowledge_base is not None:
-        return FaqDialogueOptions(kb_path=d.knowledge_base)
-    return FaqDialogueOptions()
-
-
-def _tts_options(settings: Settings) -> TtsOptions:
-    t = settings.tts
-    if t.backend == "fake":
-        return FakeTtsOptions()
-    if t.backend == "openai":
-        return OpenAiTtsOptions(
-            base_url=t.service.base_url,
-            model=t.service.model,
-            voice=t.service_voice,
-            api_key=_api_key(t.service),
-            response_format=t.service_format,
-            pcm_sample_rate=t.service_pcm_rate,
-            timeouts=_timeouts(t.service),
-            retry=RetryOptions(attempts=t.service.attempts),
-            breaker=BreakerOptions(
-                failure_threshold=t.service.breaker_failures,
-                reset_after_s=t.service.breaker_reset_s,
-            ),
-        )
-    return _embedded_tts_options(settings)
-
-
-def _embedded_tts_options(settings: Settings) -> LanguageRouterTtsOptions:
-    t = settings.tts
-    piper = PiperTtsOptions(
-        voice=t.voice,
-        noise_scale=t.noise_scale,
-        noise_w_scale=t.noise_w_scale,
-        length_scale=t.length_scale,
-    )
-    return LanguageRouterTtsOptions(routes={"en": piper, "zh": EspeakTtsOptions(voice=t.zh_voice)})
-
-
 def _cache(c: CacheSettings) -> TieredCache | None:
     if not c.enabled:
         return None
@@ -402,35 +301,25 @@ def _renderer_factory(settings: Settings) -> RendererFactory:
     return WarpRendererFactory(WarpOptions(fps=r.fps, output_long_side=r.output_height))
 
 
-def _segmenter_options(settings: Settings) -> SegmenterOptions:
-    m = settings.media
-    return SegmenterOptions(
-        aggressiveness=m.vad_aggressiveness,
-        end_silence_ms=m.end_silence_ms,
-        min_utterance_s=m.min_utterance_s,
-        max_segment_s=m.max_segment_s,
-    )
-
-
 def _load_blocking(settings: Settings) -> Services:
-    dialogue_options = _dialogue_options(settings)
-    tts_options = _tts_options(settings)
+    dialogue_opts = dialogue_options(settings)
+    tts_opts = tts_options(settings)
     cache = _cache(settings.cache)
     c = settings.cache
-    asr = make_asr(_asr_options(settings))
+    asr = make_asr(asr_options(settings))
     if settings.asr.backend == "openai" and settings.asr.fallback_embedded:
-        asr = FallbackAsr(asr, make_asr(_embedded_asr_options(settings)))
-    tts = _cached_tts(make_tts(tts_options), tts_options, cache)
+        asr = FallbackAsr(asr, make_asr(embedded_asr_options(settings)))
+    tts = _cached_tts(make_tts(tts_opts), tts_opts, cache)
     if settings.tts.backend == "openai" and settings.tts.fallback_embedded:
-        embedded = _embedded_tts_options(settings)
+        embedded = embedded_tts_options(settings)
         tts = FallbackTts(tts, _cached_tts(make_tts(embedded), embedded, cache))
     services = Services(
         asr=asr,
-        dialogue=make_dialogue(dialogue_options),
+        dialogue=make_dialogue(dialogue_opts),
         tts=tts,
         avatars=AvatarStore(Path(settings.render.avatars_dir)),
         renderers=_renderer_factory(settings),
-        segmenter_options=_segmenter_options(settings),
+        segmenter_options=segmenter_options(settings),
         cache=cache,
         cache_plan=CachePlan(
             clips=c.clips,
@@ -439,7 +328,7 @@ def _load_blocking(settings: Settings) -> Services:
             preload_languages=tuple(c.preload_languages),
             speculate=c.speculate,
         ),
-        dialogue_options=dialogue_options,
+        dialogue_options=dialogue_opts,
     )
     avatar = services.avatar(settings.render.avatar)  # prepared/loaded before ready
     warm = getattr(services.renderers, "warm", None)  # GPU renderers compile here, not in a call
