@@ -14,6 +14,7 @@ from inference.asr.base import Asr
 from inference.asr.fake import ScriptedAsr, ScriptedAsrOptions
 from inference.asr.openai_http import OpenAiAsr, OpenAiAsrOptions
 from inference.asr.whisper import AsrModelError, WhisperAsr, WhisperAsrOptions
+from inference.registry import build_backend
 
 __all__ = [
     "ASR_BACKENDS",
@@ -46,10 +47,4 @@ _FACTORIES: dict[type[Any], Callable[[Any], Asr]] = {
 
 def make_asr(options: AsrOptions) -> Asr:
     """Build the ASR backend that ``options`` configures."""
-    try:
-        factory = _FACTORIES[type(options)]
-    except KeyError:
-        known = ", ".join(t.__name__ for t in _FACTORIES)
-        name = type(options).__name__
-        raise TypeError(f"no ASR backend for {name}; known: {known}") from None
-    return factory(options)
+    return build_backend(_FACTORIES, options, "ASR")

@@ -18,6 +18,7 @@ from inference.dialogue.fake import ScriptedDialogue, ScriptedDialogueOptions
 from inference.dialogue.faq import FaqDialogue, FaqDialogueOptions
 from inference.dialogue.openai_chat import OpenAiChatCall, OpenAiChatDialogue, OpenAiChatOptions
 from inference.dialogue.sentences import SentenceSplitter, SentenceSplitterOptions, split_sentences
+from inference.registry import build_backend
 
 __all__ = [
     "DIALOGUE_BACKENDS",
@@ -54,13 +55,7 @@ _FACTORIES: dict[type[Any], Callable[[Any], Dialogue]] = {
 
 def make_dialogue(options: DialogueOptions) -> Dialogue:
     """Build the dialogue backend that ``options`` configures."""
-    try:
-        factory = _FACTORIES[type(options)]
-    except KeyError:
-        known = ", ".join(t.__name__ for t in _FACTORIES)
-        name = type(options).__name__
-        raise TypeError(f"no dialogue backend for {name}; known: {known}") from None
-    return factory(options)
+    return build_backend(_FACTORIES, options, "dialogue")
 
 
 @runtime_checkable

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from inference.registry import build_backend
 from inference.tts.base import Tts
 from inference.tts.cached import CachedTts, CachedTtsOptions
 from inference.tts.espeak import EspeakNotFoundError, EspeakTts, EspeakTtsOptions
@@ -101,10 +102,4 @@ _FACTORIES: dict[type[Any], Callable[[Any], Tts]] = {
 
 def make_tts(options: TtsOptions) -> Tts:
     """Build the TTS backend that ``options`` configures."""
-    try:
-        factory = _FACTORIES[type(options)]
-    except KeyError:
-        known = ", ".join(t.__name__ for t in _FACTORIES)
-        name = type(options).__name__
-        raise TypeError(f"no TTS backend for {name}; known: {known}") from None
-    return factory(options)
+    return build_backend(_FACTORIES, options, "TTS")
