@@ -144,6 +144,16 @@ class Segmenter:
         """True between SpeechStarted and the end of that speech."""
         return self._speaking
 
+    @property
+    def trailing_silence_frames(self) -> int:
+        """Unvoiced 20 ms frames at the end of the speech in progress (0 when not speaking)."""
+        return self._trailing if self._speaking else 0
+
+    @property
+    def voiced_frames(self) -> int:
+        """Voiced 20 ms frames of the speech in progress so far (0 when not speaking)."""
+        return self._voiced if self._speaking else 0
+
     def current_speech(self) -> np.ndarray | None:
         """The audio of the speech in progress so far (a copy), None when not speaking."""
         if not self._speaking or not self._seg:

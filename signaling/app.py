@@ -18,6 +18,7 @@ from aiortc import RTCSessionDescription
 from signaling.auth import AccessOptions, AccessPolicy, ApiKey, AuthError, KeyScope
 from signaling.config import Settings
 from signaling.control import control_socket
+from signaling.early_asr import EarlyAsrOptions
 from signaling.guard import (
     RedactedAccessLogger,
     is_loopback_peer,
@@ -265,6 +266,9 @@ async def _offer(request: web.Request) -> web.Response:
         heartbeat_timeout_s=state.settings.heartbeat_timeout_s,
         resume_grace_s=state.settings.resume_grace_s,
         segmenter=services.segmenter_options,
+        early_asr=EarlyAsrOptions(
+            enabled=media.early_asr_pause_ms > 0, pause_ms=max(20, media.early_asr_pause_ms)
+        ),
     )
     bind_session(session_id)  # every log line of this call, aiortc's included, carries it
     session = Session(

@@ -117,6 +117,8 @@ class MediaSettings(BaseModel):
     end_silence_ms: int = Field(500, ge=100, le=3000)
     min_utterance_s: float = Field(0.5, ge=0.0, le=5.0)
     max_segment_s: float = Field(8.0, ge=1.0, le=60.0)
+    # Transcribe during the end-of-speech silence, after this much of it (0 turns it off).
+    early_asr_pause_ms: int = Field(160, ge=0, le=2000)
 
 
 class ApiKeySettings(BaseModel):

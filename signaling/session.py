@@ -14,7 +14,7 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 
 from inference.preload import SpeculatingDialogue
 from inference.render.base import Renderer
-from inference.types import Utterance
+from inference.types import Transcript, Utterance
 from media.clock import MediaClock
 from media.ingest import MicIngest
 from media.player import AvPlayer, IdleLoop
@@ -22,6 +22,7 @@ from media.quality import Rung
 from media.tracks import ClockedAudioTrack, ClockedVideoTrack
 from media.vad import Segmenter, SegmenterOptions, SpeechDropped, SpeechStarted, UtteranceReady
 from signaling.adaptation import QualityLoop, attach_quality
+from signaling.early_asr import EarlyAsr, EarlyAsrOptions
 from signaling.events import (
     BargeIn,
     ControlEvent,
@@ -51,6 +52,7 @@ class SessionOptions:
     heartbeat_timeout_s: float = 8.0  # no WebSocket, no message, no mic media: hang up
     resume_grace_s: float = 15.0  # peer connection lost: wait this long for a resume offer
     segmenter: SegmenterOptions = field(default_factory=SegmenterOptions)
+    early_asr: EarlyAsrOptions = field(default_factory=EarlyAsrOptions)
     greet: bool = True
     max_queued_events: int = 512
 
@@ -111,6 +113,7 @@ class Session:
             observer=_MetricsObserver(self.metrics),
         )
         self._segmenter = Segmenter(options.segmenter)
+        self._early = EarlyAsr(services.asr, options=options.early_asr)
         self._events: asyncio.Queue[ControlEvent] = asyncio.Queue(options.max_queued_events)
         self._tasks: set[asyncio.Task[None]] = set()
         self._turn_task: asyncio.Task[None] | None = None
@@ -255,6 +258,7 @@ class Session:
         utterance: Utterance | None = None,
         greeting: bool = False,
         verbatim: bool = False,
+        early_transcript: asyncio.Task[Transcript] | None = None,
     ) -> None:
         self._cancel_turn()
         self.player.flush()
@@ -268,6 +272,7 @@ class Session:
             greeting=greeting,
             verbatim=verbatim,
             language=self.options.language,
+            early_transcript=early_transcript,
         )
         self._turn_task = self._spawn(self._run_turn(req))
 
@@ -337,6 +342,14 @@ class Session:
             self.metrics.stage_seconds.labels(stage="vad").observe(time.perf_counter() - began)
             if self._prefetch is not None:
                 self._prefetch.observe(self._segmenter.current_speech(), now)
+            seg = self._segmenter
+            self._early.observe(
+                speaking=seg.speaking,
+                voiced=seg.voiced_frames,
+                trailing=seg.trailing_silence_frames,
+                speech=seg.current_speech,
+                now=now,
+            )
             for event in events:
                 if isinstance(event, SpeechStarted):
                     self.emit(SpeechEvent(event="started", t=round(event.t, 3)))
@@ -345,8 +358,12 @@ class Session:
                 elif isinstance(event, UtteranceReady):
                     self.emit(SpeechEvent(event="ended", t=round(event.end_s, 3)))
                     utt = Utterance(samples=event.samples, start_s=event.start_s, end_s=event.end_s)
-                    self._start_turn(utterance=utt)
+                    early = self._early.take() if event.complete else None
+                    if early is None:
+                        self._early.drop()
+                    self._start_turn(utterance=utt, early_transcript=early)
                 elif isinstance(event, SpeechDropped):
+                    self._early.drop()
                     self.emit(SpeechEvent(event="ended", t=round(event.t, 3)))
 
     # ---- lifetime ---------------------------------------------------------------------
@@ -439,6 +456,7 @@ class Session:
         await self.supervisor.close()
         if self._prefetch is not None:
             await self._prefetch.close()
+        await self._early.close()
         self._services.renderers.release(self.id)  # its place on a render scheduler
         self.audio_track.stop()
         self.video_track.stop()

@@ -70,6 +70,8 @@ class TurnRequest:
     greeting: bool = False
     verbatim: bool = False  # say ``text`` as it is (a goodbye), no dialogue
     language: str = "en"
+    # The utterance's transcript already under way (early ASR during the end-of-speech pause).
+    early_transcript: asyncio.Task[Transcript] | None = None
 
 
 def detect_language(text: str) -> str:
@@ -167,10 +169,23 @@ class TurnRunner:
         self._emit(Timings(turn=req.turn, stages=dict(marks)))
         return marks
 
+    async def _early(self, req: TurnRequest) -> Transcript | None:
+        """The early transcript when there is one and it worked (else the turn runs ASR)."""
+        if req.early_transcript is None:
+            return None
+        try:
+            return await req.early_transcript
+        except asyncio.CancelledError:
+            if req.early_transcript.cancelled() and not _current_cancelling():
+                return None  # only the early attempt was cancelled, not this turn
+            raise
+        except Exception:
+            return None
+
     async def _transcript(self, req: TurnRequest, mark: Callable[[str], None]) -> Transcript | None:
         if req.utterance is not None:
             began = self._now()
-            transcript = await self._asr.transcribe(req.utterance)
+            transcript = await self._early(req) or await self._asr.transcribe(req.utterance)
             self._observer.stage("asr", self._now() - began)
             mark("asr_done")
         elif req.text is not None:
@@ -226,6 +241,11 @@ class TurnRunner:
             # A renderer that came up short: keep the voice, hold the last face.
             rest = [last] * (n_frames - done)
             yield self._sink.push(audio_out[done * per_frame_out :], rest)
+
+
+def _current_cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _fit(samples: np.ndarray, length: int) -> np.ndarray:
