@@ -129,6 +129,8 @@ class MuseTalkFrames:
                 if not _is_oom(exc) or count == 1:
                     raise
                 self._oom_cap = max(1, count // 2)
+                # A static compiled graph pads every batch to the engine's cap: lower that too.
+                self.engine.shrink_batch(self._oom_cap)
                 _log.warning(
                     "out of GPU memory at batch %d; retrying with %d", count, self._oom_cap
                 )

@@ -27,6 +27,10 @@ class _OomEngine:
         self.inner, self.limit = inner, limit
         self.device, self.audio = inner.device, inner.audio
         self.tried: list[int] = []
+        self.shrunk: list[int] = []
+
+    def shrink_batch(self, size: int) -> None:
+        self.shrunk.append(size)
 
     def add_avatar(self, avatar: Any) -> Any:
         return self.inner.add_avatar(avatar)
@@ -65,6 +69,7 @@ async def test_out_of_memory_halves_the_batch(engine: MuseTalkEngine) -> None:
     batches = [b async for b in frames.frames(make_avatar(), speech_like(0.3), height=128)]
     assert sum(len(b) for b in batches) == 8
     assert oom.tried[:3] == [8, 4, 2] and frames.batch_sizes == [2, 2, 2, 2]
+    assert oom.shrunk == [4, 2]  # a static compiled graph's cap follows the halving
     frames.close()
 
 
