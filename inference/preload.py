@@ -229,9 +229,16 @@ class SpeculativePrefetcher:
         self.prediction: str | None = None
         self.stats = PrefetchStats()
 
-    def observe(self, speech: np.ndarray | None, now: float) -> None:
-        """``speech``: the current utterance's 16 kHz audio so far, None when not speaking."""
+    def observe(
+        self, speech: np.ndarray | Callable[[], np.ndarray | None] | None, now: float
+    ) -> None:
+        """``speech``: the current utterance's 16 kHz audio so far (or a function giving it,
+        called only when a speculation may start), None when not speaking."""
         opts = self.options
+        if callable(speech):
+            if self._last_at is not None and now - self._last_at < opts.interval_s:
+                return  # cheap early exit: no copy of the speech on most frames
+            speech = speech()
         if speech is None:
             self._last_at = None
             return

@@ -341,7 +341,7 @@ class Session:
                 continue
             self.metrics.stage_seconds.labels(stage="vad").observe(time.perf_counter() - began)
             if self._prefetch is not None:
-                self._prefetch.observe(self._segmenter.current_speech(), now)
+                self._prefetch.observe(self._segmenter.current_speech, now)
             seg = self._segmenter
             self._early.observe(
                 speaking=seg.speaking,

@@ -213,14 +213,16 @@ class TurnRunner:
         fps = self._renderer.fps
         n_frames = max(1, math.ceil(chunk.duration_s * fps))
         per_frame_out = self._output_rate // fps
-        audio_out = _fit(
-            resample_int16(chunk.samples, chunk.sample_rate, self._output_rate),
-            n_frames * per_frame_out,
+        # Resampling a sentence takes tens of ms: off the loop, so no video tick is missed.
+        out_rate, render_rate = self._output_rate, RENDER_RATE
+        resampled = await asyncio.to_thread(
+            lambda: (
+                resample_int16(chunk.samples, chunk.sample_rate, out_rate),
+                resample_int16(chunk.samples, chunk.sample_rate, render_rate),
+            )
         )
-        audio_render = _fit(
-            resample_int16(chunk.samples, chunk.sample_rate, RENDER_RATE),
-            n_frames * (RENDER_RATE // fps),
-        )
+        audio_out = _fit(resampled[0], n_frames * per_frame_out)
+        audio_render = _fit(resampled[1], n_frames * (RENDER_RATE // fps))
         self._align_with_idle_loop(fps)
         done = 0
         last: np.ndarray | None = None
