@@ -108,8 +108,12 @@ class StampRenderer:
     def idle_frames(self) -> list[np.ndarray]:
         return [self.texture(self._h)]
 
-    def render(self, audio_16k: np.ndarray) -> AsyncIterator[list[np.ndarray]]:
-        raise NotImplementedError("the bench draws frames with frame_at only")
+    async def render(self, audio_16k: np.ndarray) -> AsyncIterator[list[np.ndarray]]:
+        """The bench's moving texture for as many frames as the audio covers (the bench
+        itself draws with ``frame_at``; this keeps the Renderer contract whole)."""
+        n = -(-len(audio_16k) * self.fps // 16000)
+        for start in range(0, n, 5):
+            yield [self.texture(self._h)] * min(5, n - start)
 
     def texture(self, h: int) -> np.ndarray:
         if h not in self._textures:
