@@ -137,15 +137,18 @@ async def test_cancelling_a_turn_stops_rendering() -> None:
     renderer = RecordingRenderer(batch=1)
     runner, _, _, _ = make_runner(renderer)
     task = asyncio.create_task(runner.run(TurnRequest(turn=1, speech_end=10.0, text="Hi")))
-    for _ in range(20):
-        await asyncio.sleep(0)
+    for _ in range(500):  # until the first frames are out (resampling runs on a thread)
+        if renderer.count >= 2:
+            break
+        await asyncio.sleep(0.002)
+    assert renderer.count >= 2
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     count = renderer.count
     for _ in range(20):
-        await asyncio.sleep(0)
-    assert renderer.count == count
+        await asyncio.sleep(0.002)
+    assert renderer.count == count  # nothing rendered after the cancel
     assert count < sum(n // 640 for n in renderer.audio_lengths)
 
 
