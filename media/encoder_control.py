@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import fractions
 import logging
+import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -84,21 +85,45 @@ class LiveVideoEncoder(Protocol):
 
 
 class _Pause:
-    """Skip frames for a while (a keyframe request still goes through)."""
+    """Skips frames while paused; keyframe requests (PLI/FIR) wait for the pause to end and
+    come at most once per ``min_key_interval_s``.
 
-    def __init__(self) -> None:
+    A receiver behind a full bottleneck queue keeps asking for keyframes; each one is the
+    largest frame there is, so answering every request (or ending a drain for it) refills
+    the queue that the pause is emptying.
+    """
+
+    def __init__(
+        self, *, min_key_interval_s: float = 0.5, time_fn: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.min_key_interval_s = min_key_interval_s
+        self._time = time_fn
         self._until = 0.0
+        self._want_key = False
+        self._last_key = -math.inf
 
     def start(self, seconds: float) -> None:
         if not 0 <= seconds <= 5:
             raise ValueError(f"pause must be within 0..5 s, got {seconds}")
-        self._until = max(self._until, time.monotonic() + seconds)
+        self._until = max(self._until, self._time() + seconds)
 
-    def skip(self, force_keyframe: bool, stats: EncoderStats) -> bool:
-        if force_keyframe or time.monotonic() >= self._until:
-            return False
-        stats.paused += 1
-        return True
+    def admit(self, force_keyframe: bool, stats: EncoderStats) -> tuple[bool, bool]:
+        """(encode this frame?, as a forced keyframe?)"""
+        now = self._time()
+        self._want_key |= force_keyframe
+        if now < self._until:
+            stats.paused += 1
+            return False, False
+        if self._want_key and now - self._last_key >= self.min_key_interval_s:
+            self._want_key = False
+            self._last_key = now
+            return True, True
+        return True, False
+
+    def keyframe_sent(self) -> None:
+        """A keyframe went out (e.g. on a size change): it answers any pending request."""
+        self._want_key = False
+        self._last_key = self._time()
 
 
 def _check_bitrate(bitrate: int) -> int:
@@ -110,14 +135,14 @@ def _check_bitrate(bitrate: int) -> int:
 class LiveVp8Encoder:
     """VP8 for aiortc on a live libvpx encoder; packetized like aiortc's ``Vp8Encoder``."""
 
-    def __init__(self, *, bitrate: int) -> None:
+    def __init__(self, *, bitrate: int, time_fn: Callable[[], float] = time.monotonic) -> None:
         self._bitrate = _check_bitrate(bitrate)
         load_libvpx()  # fail here, not in aiortc's encode thread
         self._vpx: VpxVp8Encoder | None = None
         self._lock = threading.Lock()
         self.picture_id = Vp8Encoder().picture_id  # random start, as aiortc does
         self._last_ts: int | None = None
-        self._pause = _Pause()
+        self._pause = _Pause(time_fn=time_fn)
         self.stats = EncoderStats()
 
     @property
@@ -146,7 +171,8 @@ class LiveVp8Encoder:
         if self._last_ts is not None and timestamp <= self._last_ts:
             self.stats.out_of_order += 1  # libvpx needs increasing pts: skip the frame
             return [], timestamp
-        if self._pause.skip(force_keyframe, self.stats):
+        go, force_keyframe = self._pause.admit(force_keyframe, self.stats)
+        if not go:
             return [], timestamp
         with self._lock:
             if self._vpx is None:
@@ -162,6 +188,8 @@ class LiveVp8Encoder:
                 self._vpx = VpxVp8Encoder(frame.width, frame.height, self._bitrate)
                 data, key = self._vpx.encode(frame, timestamp, keyframe=True)
         self._last_ts = timestamp
+        if key:
+            self._pause.keyframe_sent()
         self._count(len(data), key, force_keyframe)
         payloads = Vp8Encoder._packetize(data, self.picture_id) if data else []
         self.picture_id = (self.picture_id + 1) % (1 << 15)
@@ -189,14 +217,16 @@ class LiveH264Encoder:
     codec context's ``bit_rate``. A size change re-opens it (a keyframe).
     """
 
-    def __init__(self, *, bitrate: int, max_bitrate: int) -> None:
+    def __init__(
+        self, *, bitrate: int, max_bitrate: int, time_fn: Callable[[], float] = time.monotonic
+    ) -> None:
         self._bitrate = _check_bitrate(bitrate)
         self._max = _check_bitrate(max_bitrate)
         if self._bitrate > self._max:
             raise ValueError(f"bitrate {bitrate} is above max_bitrate {max_bitrate}")
         self._codec: Any = None
         self._lock = threading.Lock()
-        self._pause = _Pause()
+        self._pause = _Pause(time_fn=time_fn)
         self.stats = EncoderStats()
 
     @property
@@ -252,6 +282,7 @@ class LiveH264Encoder:
         for packet in self._codec.encode(frame):
             self.stats.bytes += packet.size
             if packet.is_keyframe:
+                self._pause.keyframe_sent()
                 self.stats.keyframes += 1
                 self.stats.forced_keyframes += int(force_keyframe)
             yield from H264Encoder._split_bitstream(bytes(packet))
@@ -261,7 +292,8 @@ class LiveH264Encoder:
         if frame.pts is None or frame.time_base is None:
             raise ValueError("video frames need pts and time_base")
         timestamp = convert_timebase(frame.pts, frame.time_base, VIDEO_TIME_BASE)
-        if self._pause.skip(force_keyframe, self.stats):
+        go, force_keyframe = self._pause.admit(force_keyframe, self.stats)
+        if not go:
             return [], timestamp
         with self._lock:
             nals = list(self._frames(frame, force_keyframe))
@@ -276,13 +308,19 @@ class LiveH264Encoder:
         )
 
 
-def make_encoder(mime_type: str, *, bitrate: int, max_bitrate: int) -> LiveVideoEncoder:
+def make_encoder(
+    mime_type: str,
+    *,
+    bitrate: int,
+    max_bitrate: int,
+    time_fn: Callable[[], float] = time.monotonic,
+) -> LiveVideoEncoder:
     """A live encoder for ``video/VP8`` or ``video/H264`` (case-insensitive)."""
     mime = mime_type.lower()
     if mime == "video/vp8":
-        return LiveVp8Encoder(bitrate=bitrate)
+        return LiveVp8Encoder(bitrate=bitrate, time_fn=time_fn)
     if mime == "video/h264":
-        return LiveH264Encoder(bitrate=bitrate, max_bitrate=max_bitrate)
+        return LiveH264Encoder(bitrate=bitrate, max_bitrate=max_bitrate, time_fn=time_fn)
     raise ValueError(f"no live encoder for {mime_type!r} (VP8 and H.264 are supported)")
 
 

@@ -1,41 +1,48 @@
-"""Congestion-driven quality ladder: a pure state machine that picks a rung.
+"""Congestion-driven quality ladder: a pure state machine that picks a rung and a bitrate.
 
 :class:`QualityController` takes network and pipeline measurements (REMB estimate, RTCP
 receiver-report loss, RTT and jitter, the sender's queue depth, the renderer's lag) with the
-current time as a parameter, and answers with the rung to switch to, or ``None`` to stay.
+current time as a parameter. It keeps a *target bitrate*; the rung is the best one whose
+bitrate fits under the target, and the encoder gets the target itself (up to the next
+rung's bitrate), so the rate can follow the link between rungs without a size change.
 
 Policy: down fast, up slowly.
 
-- *Down*: loss, an RTT rise over the smallest RTT seen (a queue building up), a send queue
-  or a lagging renderer step down one rung, at most once per ``down_hold_s`` (the next
-  report must see the effect of the last step). A REMB estimate jumps straight to the
-  highest rung that fits it (the bottom rung when we send more than twice the estimate),
-  but only when it *fell* by 5 % (aiortc's estimator lowers it only on
-  overuse, to 0.85x of what it receives) and is under what we actually send (``send_bps``;
-  the rung's bitrate when unknown). Other REMBs are no signal: aiortc raises its estimate
-  by ~8 %/s up to ~1.5x of what it receives, so it lags behind a probe, and a static
-  picture that encodes small keeps it low, without any congestion. While the receiver
-  reports loss or NACKs packets (``remb_loss_guard``) and the RTT is not rising, REMB is
-  ignored: aiortc
-  retransmits packets with their original send time, so its estimator reads every repaired
-  loss as a delay spike and its REMB sinks on a lossy but uncongested path.
-- *Severe*: loss over ``severe_loss`` steps two rungs; an RTT over its minimum by more than
-  ``severe_queue_s`` (a deep queue) goes to the bottom rung. With a change, ``drain_s``
-  asks the sender to pause video (audio goes on) for about the queue's depth (the RTT
-  rise) — or ``options.drain_s`` after a REMB under ``severe_ratio`` of the send rate or a
-  loss over ``severe_loss`` — so the bottleneck queue empties instead of delaying every
-  later frame.
-- *Up*: one rung at a time, only after ``up_hold_s`` without any congestion signal and (once
-  RTTs are known) a clean RTT measured ``settle_s`` after the last change: a queue that a
-  rung above the link's rate fills slowly shows up in the RTT only about a second later. A step
-  up is a probe: congestion within ``probe_window_s`` of it sends the controller straight
-  back. Every rung left because of congestion (a failed probe or later) doubles its hold
-  before it is tried again (up to ``max_up_hold_s``); a probe that survives resets it and
-  halves the holds of the rungs above.
+- *Down*: congestion cuts the target at once (at most once per ``down_hold_s`` unless the
+  signal is severe; the next report must see the effect of the last cut):
+  - a REMB estimate sets it to the estimate, but only when it *fell* by 5 % (aiortc's
+    estimator lowers it only on overuse, to 0.85x of what it receives) and is under what
+    we actually send (``send_bps``; the rung's bitrate when unknown). Other REMBs are no
+    signal: aiortc raises its estimate by ~8 %/s up to ~1.5x of what it receives, so it
+    lags behind a probe, and a static picture that encodes small keeps it low without any
+    congestion. While the receiver reports loss or NACKs packets (``remb_loss_guard``) and
+    the RTT is not rising, REMB is ignored: aiortc retransmits packets with their original
+    send time, so its estimator reads every repaired loss as a delay spike.
+  - loss over ``loss_threshold`` multiplies it by (1 - loss / 2); an RTT over its window
+    minimum by ``rtt_rise_s`` (a queue) by ``backoff``; a send queue or a lagging renderer
+    steps one rung down.
+  - *severe* signals: loss over ``severe_loss``, an RTT ``severe_queue_s`` over its minimum
+    (a deep queue) or a REMB under ``severe_ratio`` of the send rate (we send far more than
+    gets through) go to the bottom rung. With them ``drain_s`` asks the sender to pause
+    video (audio goes on) for about the queue's depth, so the bottleneck queue empties
+    instead of delaying every later frame.
+  What got through when congestion was seen is kept as the link's *capacity*.
+- *Up*: after ``up_hold_s`` without congestion (and, once RTTs are known, with a clean RTT
+  measured since), the target grows by ``probe_gain`` per second while it is near the
+  known capacity (a gentle probe: a queue grows slowly and the next report catches it),
+  and by ``ramp_gain`` per second when far under it. When the receiver gets more than
+  ``near_capacity`` times the capacity, the link got better: that rate is the new capacity
+  and the probe's gain doubles (up to ``ramp_gain``) each time this repeats without
+  congestion. Without receiver rates, passing that margin with a clean RTT ``settle_s``
+  later and nothing bad for ``ramp_after_s`` forgets the capacity.
+  Rungs go up one at a time as the target passes their bitrate, each a probe: congestion
+  within ``probe_window_s`` of it doubles that rung's hold before it is tried again (up to
+  ``max_up_hold_s``); a probe that survives resets it.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 __all__ = ["DEFAULT_LADDER", "QualityController", "QualityOptions", "Rung"]
@@ -73,23 +80,28 @@ class QualityOptions:
 
     ladder: tuple[Rung, ...] = DEFAULT_LADDER
     start_index: int = 0
-    remb_headroom: float = 0.85  # a rung fits a REMB estimate if bitrate <= headroom * REMB
     loss_threshold: float = 0.05  # fraction lost (0..1) that counts as congestion
     remb_loss_guard: float = 0.01  # reported loss above this: REMB alone is not trusted
     severe_ratio: float = 0.7  # REMB under this share of the send rate: drain the queue
     drain_s: float = 1.0
     severe_queue_s: float = 0.4  # RTT this far over its minimum: a deep queue, go to the bottom
-    severe_loss: float = 0.2  # loss over this: two rungs at once
+    severe_loss: float = 0.2  # loss over this: bottom rung and drain
     max_drain_s: float = 1.5
     rtt_rise_s: float = 0.12  # RTT above the smallest seen by this much = a queue
     rtt_window_s: float = 30.0  # the smallest RTT is taken over this window
     queue_threshold_s: float = 0.15  # sender queue depth that counts as congestion
     render_lag_threshold_s: float = 0.1  # renderer behind by this much = too heavy a rung
+    backoff: float = 0.85  # target after a queue is seen: this share of it
     down_hold_s: float = 1.0
-    up_hold_s: float = 1.5
+    up_hold_s: float = 1.0  # quiet time after congestion before growing; per rung step up
     max_up_hold_s: float = 4.0
-    probe_window_s: float = 3.0
-    settle_s: float = 0.5  # an RTT this long after the last change must be clean to go up
+    probe_window_s: float = 2.0
+    probe_gain: float = 0.1  # target growth per second near the known capacity
+    ramp_gain: float = 0.4  # target growth per second far from it
+    near_capacity: float = 1.15  # within [capacity / this, capacity * this]: probe gently
+    settle_s: float = 1.0  # past that margin, wait this long for a clean RTT before ramping
+    ramp_after_s: float = 3.0  # ... and this long without any congestion
+    saturated_before_s: float = 0.3  # the link was full this long before a severe signal
 
     def __post_init__(self) -> None:
         if not self.ladder:
@@ -102,8 +114,6 @@ class QualityOptions:
                 )
         if not 0 <= self.start_index < len(self.ladder):
             raise ValueError(f"start_index {self.start_index} is outside the ladder")
-        if not 0 < self.remb_headroom <= 1:
-            raise ValueError(f"remb_headroom must be in (0, 1], got {self.remb_headroom}")
         if not 0 < self.severe_ratio < 1 or not 0 <= self.drain_s <= self.max_drain_s <= 5:
             raise ValueError("need 0 < severe_ratio < 1 and 0 <= drain_s <= max_drain_s <= 5")
         if self.severe_queue_s <= self.rtt_rise_s or not 0 < self.severe_loss < 1:
@@ -117,6 +127,10 @@ class QualityOptions:
             raise ValueError("need 0 < up_hold_s <= max_up_hold_s")
         if self.down_hold_s < 0 or self.probe_window_s < 0:
             raise ValueError("down_hold_s and probe_window_s must be >= 0")
+        if not 0 < self.backoff < 1:
+            raise ValueError(f"backoff must be in (0, 1), got {self.backoff}")
+        if not 0 < self.probe_gain <= self.ramp_gain <= 2 or self.near_capacity <= 1:
+            raise ValueError("need 0 < probe_gain <= ramp_gain <= 2 and near_capacity > 1")
 
 
 @dataclass(slots=True)
@@ -128,9 +142,19 @@ class _Probe:
 @dataclass(slots=True)
 class _State:
     index: int
+    target: float
+    capacity: float | None = None  # what got through when congestion was last seen
+    measure_until: float = -math.inf  # delivered rates until then are the link's rate
+    severe_at: float = -math.inf  # when the last severe signal came
+    delivered_seen: bool = False  # receiver reports carry delivered rates
+    boost: float = 1.0  # probe_gain multiplier: doubles each time the link proves better
+    measured: float = 0.0  # the best delivered rate seen while measuring
+    capacity_cap: float = math.inf  # the capacity the severe signal itself implied
+    passed_at: float | None = None  # when the target passed the capacity's upper margin
     last_change: float | None = None
     last_down: float | None = None
     last_bad: float | None = None
+    last_update: float | None = None
     probe: _Probe | None = None
     hold: dict[int, float] = field(default_factory=dict)  # rung index -> hold before trying it
     rtts: list[tuple[float, float]] = field(default_factory=list)  # (time, rtt)
@@ -142,11 +166,12 @@ class _State:
 
 
 class QualityController:
-    """Picks a rung of the ladder from congestion signals; time is passed in (``now``)."""
+    """Picks a rung and a bitrate from congestion signals; time is passed in (``now``)."""
 
     def __init__(self, options: QualityOptions | None = None) -> None:
         self.options = options or QualityOptions()
-        self._s = _State(index=self.options.start_index)
+        start = self.options.start_index
+        self._s = _State(index=start, target=float(self.options.ladder[start].bitrate))
         self.reason = "start"  # why the last change happened (for logs and events)
         self.drain_s = 0.0  # with a change: pause video this long to empty a queue
 
@@ -162,6 +187,24 @@ class QualityController:
     @property
     def rung(self) -> Rung:
         return self.options.ladder[self._s.index]
+
+    @property
+    def target(self) -> float:
+        """The target bitrate (bps) the controller believes the link carries."""
+        return self._s.target
+
+    @property
+    def capacity(self) -> float | None:
+        """What got through when congestion was last seen (bps), until the link improves."""
+        return self._s.capacity
+
+    @property
+    def bitrate(self) -> int:
+        """The encoder's bitrate: the target, within the rung's and the next rung's rates."""
+        s, ladder = self._s, self.options.ladder
+        ceiling = ladder[s.index - 1].bitrate if s.index > 0 else ladder[0].bitrate
+        floor = ladder[-1].bitrate // 2 if s.index == len(ladder) - 1 else ladder[s.index].bitrate
+        return int(min(ceiling, max(floor, s.target)))
 
     def up_hold(self, index: int) -> float:
         """Seconds without congestion needed before stepping up to rung ``index``."""
@@ -179,43 +222,57 @@ class QualityController:
         render_lag_s: float | None = None,
         send_bps: float | None = None,
         repaired_loss: float | None = None,
+        delivered_bps: float | None = None,
+        delivered_window_s: float | None = None,
     ) -> Rung | None:
         """Feed the measurements known at ``now`` (None = no new value); returns a new rung.
 
         ``send_bps`` is the video rate actually sent lately (REMB is compared with it).
         ``repaired_loss`` is the share of packets the receiver NACKed lately: loss that
         retransmission repaired, which receiver reports do not count as lost.
+        ``delivered_bps`` is the rate that reached the receiver over the last
+        ``delivered_window_s``; measured from just before a severe signal until the
+        queue has drained, it is the link's rate and becomes the capacity; a delivered
+        rate well above the capacity shows the link got better.
 
         ``fraction_lost`` is 0..1 (RTCP's 8-bit value / 256). ``jitter_s`` is informative:
         it widens the RTT margin (jittery paths have noisier RTTs). Call it regularly (for
-        example every 200 ms), also without new measurements, so holds can expire.
+        example every 200 ms), also without new measurements, so the target can grow.
+        Read :attr:`bitrate` after each call: it can change without a rung change.
         """
         o, s = self.options, self._s
         if s.last_change is None:
             s.last_change = now
+        # growth per elapsed time, but never more than a second's worth in one call
+        dt = 0.0 if s.last_update is None else min(1.0, max(0.0, now - s.last_update))
+        s.last_update = now
         if fraction_lost is not None and not 0 <= fraction_lost <= 1:
             raise ValueError(f"fraction_lost must be within 0..1, got {fraction_lost}")
+        sent = min(send_bps if send_bps is not None else self.bitrate, self.bitrate)
 
         reasons: list[str] = []
-        last = len(o.ladder) - 1
-        fit: int | None = None  # the rung a severe signal asks for (multi-step)
+        cut: float | None = None  # the target congestion asks for
+        severe = False
         drain = 0.0
         if fraction_lost is not None:
             s.loss = fraction_lost
             if fraction_lost > o.loss_threshold:
                 reasons.append(f"loss {fraction_lost:.0%}")
+                cut = s.target * (1 - fraction_lost / 2)
+                if sent >= o.ladder[-1].bitrate:  # not while paused: that says nothing
+                    s.capacity = sent * (1 - fraction_lost)
                 if fraction_lost > o.severe_loss:  # a drop-tail queue is full: drain it
-                    fit, drain = min(last, s.index + 2), o.drain_s
+                    severe, drain = True, o.drain_s
         if rtt_s is not None:
             queue = self._rtt_rise(now, rtt_s, jitter_s or 0.0)
             s.rtt_rising = queue is not None
             if queue is None:
                 s.clean_rtt_at = now
-            if queue is not None:
+            else:
                 reasons.append(f"rtt {rtt_s * 1000:.0f} ms")
+                cut = min(cut or math.inf, s.target * o.backoff)
                 drain = min(o.max_drain_s, queue)  # pause about as long as the queue is deep
-                if queue > o.severe_queue_s:  # a deep queue: bottom rung
-                    fit = last
+                severe = severe or queue > o.severe_queue_s
         if repaired_loss is not None:
             s.repaired = repaired_loss
         remb_fell = remb_bps is not None and (s.remb is None or remb_bps < 0.95 * s.remb)
@@ -223,35 +280,58 @@ class QualityController:
             s.remb = remb_bps
         lossy = max(s.loss, s.repaired) > o.remb_loss_guard
         if remb_bps is not None and remb_fell and (not lossy or s.rtt_rising):
-            sent = min(send_bps if send_bps is not None else self.rung.bitrate, self.rung.bitrate)
-            if remb_bps < o.remb_headroom * sent:
-                if remb_bps < o.severe_ratio * sent:
-                    # sending twice what gets through: a deep queue is filling; the bottom
-                    # rung leaves the most room to empty it
-                    fit = last
-                    drain = max(drain, o.drain_s)
-                else:
-                    fit = max(fit or 0, self._remb_fit(remb_bps))
+            if remb_bps < o.backoff * sent:
                 reasons.append(f"remb {remb_bps / 1000:.0f} kbps")
+                cut = min(cut or math.inf, remb_bps)
+                s.capacity = remb_bps / o.backoff  # aiortc's REMB is 0.85x what arrives
+                if remb_bps < o.severe_ratio * sent:
+                    # sending far more than gets through: a deep queue is filling; the
+                    # bottom rung leaves the most room to empty it
+                    severe, drain = True, max(drain, o.drain_s)
+        step_down = False
         if send_queue_s is not None and send_queue_s > o.queue_threshold_s:
             reasons.append(f"send queue {send_queue_s * 1000:.0f} ms")
+            step_down = True
         if render_lag_s is not None and render_lag_s > o.render_lag_threshold_s:
             reasons.append(f"render lag {render_lag_s * 1000:.0f} ms")
+            step_down = True
+
+        if delivered_bps is not None:
+            s.delivered_seen = True
+            began = now - (delivered_window_s or 0.0)
+            if now <= s.measure_until and began >= s.severe_at - o.saturated_before_s:
+                # a full queue drains at the link's rate: the best rate seen meanwhile (a
+                # window from before the onset mixes in the old rate; later ones idle)
+                s.measured = max(s.measured, delivered_bps, o.ladder[-1].bitrate)
+                s.capacity = min(s.capacity_cap, s.measured)
+                s.target = max(o.ladder[-1].bitrate / 2, min(s.target, s.capacity * o.backoff))
+            elif s.capacity is not None and delivered_bps > s.capacity * o.near_capacity:
+                # it carried more: the link got better; probe on from there, faster each
+                # time this repeats without congestion in between
+                s.capacity = delivered_bps
+                s.boost = min(s.boost * 2, o.ramp_gain / o.probe_gain)
 
         self.drain_s = 0.0
         if reasons:
             s.last_bad = now
-            rung = self._down(now, fit, "; ".join(reasons))
+            s.passed_at, s.boost = None, 1.0
+            if severe and now > s.measure_until:  # a new episode (not its stale echoes)
+                s.measure_until = now + drain + 2.5
+                s.severe_at, s.measured = now, 0.0
+                s.capacity_cap = max(
+                    s.capacity if s.capacity is not None else math.inf, o.ladder[-1].bitrate
+                )
+            rung = self._down(now, cut, severe, step_down, "; ".join(reasons))
             if rung is not None:
                 self.drain_s = drain
             return rung
-        return self._maybe_up(now)
+        return self._maybe_up(now, dt)
 
     # ---- internals ---------------------------------------------------------------------
-    def _remb_fit(self, remb_bps: float) -> int:
-        budget = remb_bps * self.options.remb_headroom
+    def _fit(self, target: float) -> int:
+        """The best rung whose bitrate fits under ``target``."""
         for i, rung in enumerate(self.options.ladder):
-            if rung.bitrate <= budget:
+            if rung.bitrate <= target:
                 return i
         return len(self.options.ladder) - 1
 
@@ -264,43 +344,79 @@ class QualityController:
         queue = rtt - min(r for _, r in s.rtts)
         return queue if queue > o.rtt_rise_s + 2 * jitter else None
 
-    def _down(self, now: float, fit: int | None, reason: str) -> Rung | None:
+    def _down(
+        self, now: float, cut: float | None, severe: bool, step_down: bool, reason: str
+    ) -> Rung | None:
         s, o = self._s, self.options
         last = len(o.ladder) - 1
         probe = s.probe
-        if probe is not None and probe.index == s.index and now - probe.since <= o.probe_window_s:
-            # the probe failed: back off before trying this rung again
+        failed = (
+            probe is not None and probe.index == s.index and now - probe.since <= o.probe_window_s
+        )
+        if not failed and not severe and s.last_down is not None:
+            if now - s.last_down < o.down_hold_s:
+                return None  # the last cut has not reached the reports yet
+        if failed and probe is not None:  # back off before trying this rung again
             s.hold[probe.index] = min(o.max_up_hold_s, 2 * self.up_hold(probe.index))
             s.probe = None
-            return self._set(now, min(last, s.index + 1), f"probe failed: {reason}", down=True)
-        if s.last_down is not None and now - s.last_down < o.down_hold_s:
+            reason = f"probe failed: {reason}"
+        s.last_down = now
+        target = s.target if cut is None else min(s.target, cut)
+        if severe:
+            target = min(target, o.ladder[last].bitrate)
+        if step_down or failed:  # at least one rung down
+            target = min(target, o.ladder[s.index].bitrate * o.backoff)
+        s.target = max(target, o.ladder[last].bitrate / 2)
+        index = max(s.index, self._fit(s.target))
+        if index == s.index:
+            self.reason = reason  # a bitrate cut within the rung
             return None
-        target = min(last, s.index + 1)
-        if fit is not None:
-            target = max(target, fit)  # a severe signal: several rungs at once
-        if target == s.index:
-            return None
-        # the rung we leave was not sustainable: wait longer before trying it again
-        s.hold[s.index] = min(o.max_up_hold_s, 2 * self.up_hold(s.index))
-        return self._set(now, target, reason, down=True)
+        if not failed:  # the rung we leave was not sustainable: wait longer for it too
+            s.hold[s.index] = min(o.max_up_hold_s, 2 * self.up_hold(s.index))
+        return self._set(now, index, reason)
 
-    def _maybe_up(self, now: float) -> Rung | None:
+    def _maybe_up(self, now: float, dt: float) -> Rung | None:
         s, o = self._s, self.options
         probe = s.probe
         if probe is not None and now - probe.since > o.probe_window_s:
             self._probe_passed(probe.index)  # it held: the rung is trusted again
+        quiet_since = max(t for t in (s.last_bad, s.last_change) if t is not None)
+        if s.last_bad is not None and now - s.last_bad < o.up_hold_s:
+            return None
+        if s.rtts and (s.clean_rtt_at is None or s.clean_rtt_at < quiet_since):
+            return None  # no clean RTT yet since the last change or congestion
+        self._grow(now, dt)
         if s.index == 0:
             return None
-        quiet_since = max(t for t in (s.last_bad, s.last_change) if t is not None)
         target = s.index - 1
-        if now - quiet_since < self.up_hold(target):
+        changed = s.last_change if s.last_change is not None else now
+        if self._fit(s.target) > target or now - changed < self.up_hold(target):
             return None
-        if s.rtts and (s.clean_rtt_at is None or s.clean_rtt_at - quiet_since < o.settle_s):
-            return None  # no clean RTT yet from a time the last change had settled in
-        if s.probe is not None:  # the last probe stayed clean for a whole hold: trusted
-            self._probe_passed(s.probe.index)
         s.probe = _Probe(index=target, since=now)
-        return self._set(now, target, "probe up", down=False)
+        return self._set(now, target, "probe up")
+
+    def _grow(self, now: float, dt: float) -> None:
+        s, o = self._s, self.options
+        top = float(o.ladder[0].bitrate)
+        if s.target >= top or dt <= 0:
+            s.target = min(s.target, top)
+            return
+        near = s.capacity is not None and s.target * o.near_capacity >= s.capacity
+        gain = o.probe_gain * s.boost if near else o.ramp_gain
+        if s.capacity is not None and s.target > s.capacity * o.near_capacity:
+            # past the old limit: the link got better once a report from a second later
+            # (time for a queue to show) is clean too
+            if s.passed_at is None:
+                s.passed_at = now
+            clean = s.clean_rtt_at if s.rtts else now
+            quiet = s.last_bad is None or now - s.last_bad >= o.ramp_after_s
+            if s.delivered_seen:
+                pass  # only a delivered rate above it proves more (see update)
+            elif quiet and clean is not None and clean - s.passed_at >= o.settle_s:
+                s.capacity, s.passed_at = None, None
+            else:
+                gain = o.probe_gain * s.boost
+        s.target = min(top, s.target * (1 + gain) ** dt)
 
     def _probe_passed(self, index: int) -> None:
         s, o = self._s, self.options
@@ -310,11 +426,11 @@ class QualityController:
             if i in s.hold:
                 s.hold[i] = max(o.up_hold_s, s.hold[i] / 2)
 
-    def _set(self, now: float, index: int, reason: str, *, down: bool) -> Rung:
+    def _set(self, now: float, index: int, reason: str) -> Rung:
         s = self._s
+        if index > s.index:
+            s.last_down = now
         s.index = index
         s.last_change = now
-        if down:
-            s.last_down = now
         self.reason = reason
         return self.options.ladder[index]

@@ -2,7 +2,8 @@
 
 :class:`RtcpMonitor` wraps one sender's ``_handle_rtcp_packet`` and ``_send_rtcp`` (instance
 attributes: only this sender is affected, aiortc still handles every packet): receiver
-reports give fraction lost, jitter and RTT (from our own sender-report send times), NACKs
+reports give fraction lost, jitter, RTT (from our own sender-report send times) and the
+rate that reached the receiver between two reports, NACKs
 the repaired loss, REMB packets the receiver's estimate.
 """
 
@@ -37,6 +38,8 @@ class RtcpSnapshot:
     rtt_s: float | None = None
     reports: int = 0
     nacked: int = 0  # packets the receiver asked to be sent again (repaired loss)
+    delivered_bps: float | None = None  # what reached the receiver between its last reports
+    delivered_window_s: float | None = None  # ... over this long (ending now)
 
 
 class RtcpMonitor:
@@ -62,6 +65,8 @@ class RtcpMonitor:
         self._pending: dict[str, float] = {}
         self._reports = 0
         self._nacked = 0
+        self._last_rr: tuple[float, int] | None = None  # (arrival, packets delivered)
+        self._last_sent: tuple[int, int] = (0, 0)  # the sender's (octets, packets) then
         self.last: RtcpSnapshot = RtcpSnapshot()
         handle, send = sender._handle_rtcp_packet, sender._send_rtcp
 
@@ -98,6 +103,7 @@ class RtcpMonitor:
                 if report.lsr and sent is not None:
                     rtt = self._time() - sent - report.dlsr / 65536
                     self._pending["rtt_s"] = max(0.0, rtt)
+                self._delivered(report.highest_sequence - report.packets_lost)
         elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
             if packet.media_ssrc == ssrc:
                 self._nacked += len(packet.lost)
@@ -109,6 +115,24 @@ class RtcpMonitor:
             if ssrc in ssrcs:
                 self._pending["remb_bps"] = float(bitrate)
 
+    def _delivered(self, packets: int) -> None:
+        """Delivered rate between two receiver reports (packets x our mean packet size)."""
+        now = self._time()
+        octets = getattr(self._sender, "_RTCRtpSender__octet_count", 0)
+        count = getattr(self._sender, "_RTCRtpSender__packet_count", 0)
+        last, self._last_rr = self._last_rr, (now, packets)
+        sent, self._last_sent = self._last_sent, (octets, count)
+        if last is None or now - last[0] < 0.2 or packets < last[1]:
+            return
+        # the mean size of the packets sent lately (a low rung sends smaller ones)
+        if count > sent[1]:
+            mean = (octets - sent[0]) / (count - sent[1])
+        else:
+            mean = octets / count if count else 1100.0
+        size = mean + 12 + 28  # RTP, UDP and IP headers
+        self._pending["delivered_bps"] = (packets - last[1]) * size * 8 / (now - last[0])
+        self._pending["delivered_window_s"] = now - last[0]
+
     def take(self) -> RtcpSnapshot:
         """The values received since the last call."""
         p = self._pending
@@ -119,6 +143,8 @@ class RtcpMonitor:
             rtt_s=p.get("rtt_s"),
             reports=self._reports,
             nacked=self._nacked,
+            delivered_bps=p.get("delivered_bps"),
+            delivered_window_s=p.get("delivered_window_s"),
         )
         self._pending = {}
         self._reports = 0

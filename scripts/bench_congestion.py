@@ -175,6 +175,7 @@ class Trace:
     )  # now, lat, h, w
     audio: list[float] = field(default_factory=list)
     bytes: list[tuple[float, int]] = field(default_factory=list)
+    control: list[tuple[float, float, float | None]] = field(default_factory=list)
 
 
 async def _drain(track: MediaStreamTrack, clock: MediaClock, trace: Trace) -> None:
@@ -254,6 +255,9 @@ async def run_case(
                 phase = "after"
                 relay.impair(a_to_b=Impairment(), b_to_a=Impairment())
             trace.bytes.append((now, relay.a_to_b.stats.bytes_out))
+            if loops:
+                ctl = loops[0].controller
+                trace.control.append((now, ctl.target, ctl.capacity))
             await asyncio.sleep(0.25)
     finally:
         for running in loops:
@@ -314,6 +318,12 @@ def _summarize(
         "freezes": len(gaps),
         "freeze_s": round(sum(gaps), 2),
         "audio_gaps_over_100ms": len(agaps),
+        "audio_gaps": [
+            [round(a - t0, 2), round(b - a, 3)]
+            for a, b in itertools.pairwise(tr.audio)
+            if b - a > 0.1 and a > t0 + 1
+        ],
+        "control": [[round(now - t0, 2), tg, cap] for now, tg, cap in tr.control],
         "time_to_top_rung_s": top_at,
         "latency_settled_under_200ms_after_s": settle,
         "height_fps_per_s": per_s,
@@ -373,6 +383,11 @@ def _plot(results: list[dict[str, Any]], path: Path) -> None:
             if len(b) > 1:
                 rate = np.diff(b[:, 1]) * 8 / np.diff(b[:, 0]) / 1000
                 axes[0][col].plot(b[1:, 0], rate, label=r["mode"])
+            if r.get("control"):
+                c = r["control"]
+                axes[0][col].plot(
+                    [x[0] for x in c], [x[1] / 1000 for x in c], "--", label="ours: target"
+                )
             v = [(t, lat, h) for t, lat, h in r["t_rel"]]
             axes[1][col].plot([x[0] for x in v], [x[2] for x in v], label=r["mode"])
             pts = [(t, lat * 1000) for t, lat, _ in v if lat is not None]

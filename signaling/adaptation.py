@@ -5,10 +5,13 @@
 - puts a live encoder into the call's video sender (:mod:`media.encoder_control`), so the
   bitrate follows the controller without a keyframe per change;
 - reads the RTCP that reaches that sender (receiver reports, REMB);
+- limits that sender's retransmissions to a share of its bitrate
+  (:mod:`media.retransmit`), none while it drains a queue;
 - gives the caller's mic receiver a low-latency jitter buffer (:mod:`media.jitter`);
-- runs a :class:`~media.quality.QualityController` every ``interval_s`` and applies its rungs:
-  encoder bitrate, the video track's fps, the renderer's output height (and a new idle loop
-  at that size), and emits a :class:`~signaling.events.QualityChanged` event.
+- runs a :class:`~media.quality.QualityController` every ``interval_s`` and applies its
+  target bitrate to the encoder (between rungs too) and its rungs: the video track's fps,
+  the renderer's output height (and a new idle loop at that size), and emits a
+  :class:`~signaling.events.QualityChanged` event.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from media.encoder_control import LiveVideoEncoder, RtcpMonitor, install_encoder
 from media.jitter import LowLatencyJitterBuffer, install_mic_jitter_buffer
 from media.player import IdleLoop
 from media.quality import QualityController, QualityOptions, Rung
+from media.retransmit import RetransmitLimiter
 from media.tracks import ClockedVideoTrack
 from signaling.events import ControlEvent, QualityChanged
 
@@ -64,6 +68,7 @@ class AdaptationOptions:
     lag_window_s: float = 1.0
     mic_max_wait_packets: int = 3
     cap_to_renderer: bool = True
+    retransmit_share: float = 0.3  # retransmissions may use this share of the video bitrate
 
     def __post_init__(self) -> None:
         if not 0.02 <= self.interval_s <= 5:
@@ -72,6 +77,8 @@ class AdaptationOptions:
             raise ValueError("lag_window_s must be >= interval_s")
         if self.mic_max_wait_packets < 1:
             raise ValueError("mic_max_wait_packets must be >= 1")
+        if not 0 < self.retransmit_share <= 1:
+            raise ValueError("retransmit_share must be in (0, 1]")
 
 
 class QualityLoop:
@@ -89,6 +96,8 @@ class QualityLoop:
         self.controller = QualityController(options.quality)
         self.encoder: LiveVideoEncoder | None = None
         self.monitor: RtcpMonitor | None = None
+        self.retransmits: RetransmitLimiter | None = None
+        self.audio_monitor: RtcpMonitor | None = None  # more RTT samples, same path
         self.mic_buffers: list[LowLatencyJitterBuffer] = []
         self.changes: list[tuple[float, Rung, str]] = []  # (clock time, rung, reason)
         self._on_change = on_change
@@ -117,7 +126,14 @@ class QualityLoop:
                     # aiortc's own encoder stays: fps and size still adapt, bitrate by REMB
                     log.warning("live encoder unavailable (%s): bitrate is aiortc's", exc)
                 self.monitor = RtcpMonitor(tr.sender, clock_rate=codecs[0].clockRate)
-            elif tr.kind == "audio" and tr.receiver.track is not None:
+                self.retransmits = RetransmitLimiter(
+                    tr.sender, self._video_bitrate, share=self.options.retransmit_share
+                )
+            elif tr.kind == "audio":
+                if self.audio_monitor is None:
+                    self.audio_monitor = RtcpMonitor(tr.sender, clock_rate=48000)
+                if tr.receiver.track is None:
+                    continue
                 self.mic_buffers.append(
                     install_mic_jitter_buffer(
                         tr.receiver, max_wait_packets=self.options.mic_max_wait_packets
@@ -143,6 +159,9 @@ class QualityLoop:
         if self.options.cap_to_renderer:
             return min(rung.height, self._max_height)
         return rung.height
+
+    def _video_bitrate(self) -> float:
+        return self.encoder.bitrate if self.encoder is not None else self.controller.rung.bitrate
 
     def _render_lag(self, now: float) -> float:
         """Seconds of video ticks the track dropped per second over the lag window."""
@@ -186,27 +205,41 @@ class QualityLoop:
             await asyncio.sleep(self.options.interval_s)
             now = self.session.clock.now()
             snap = self.monitor.take()
+            rtts = [snap.rtt_s]
+            if self.audio_monitor is not None:
+                rtts.append(self.audio_monitor.take().rtt_s)
+            rtt = max((r for r in rtts if r is not None), default=None)
             rung = self.controller.update(
                 now,
                 remb_bps=snap.remb_bps,
                 fraction_lost=snap.fraction_lost,
-                rtt_s=snap.rtt_s,
+                rtt_s=rtt,
                 jitter_s=snap.jitter_s,
                 render_lag_s=self._render_lag(now),
                 send_bps=self._send_bps(now),
                 repaired_loss=self._repaired_loss(now, snap.nacked),
+                delivered_bps=snap.delivered_bps,
+                delivered_window_s=snap.delivered_window_s,
             )
             if rung is not None:
                 if self._applying is not None and not self._applying.done():
                     await self._applying  # one change at a time, in order
-                if self.controller.drain_s and self.encoder is not None:
-                    self.encoder.pause(self.controller.drain_s)
+                drain = self.controller.drain_s
+                if drain and self.encoder is not None:
+                    self.encoder.pause(drain)
+                if drain and self.retransmits is not None:
+                    self.retransmits.pause(drain)
                 self._applying = asyncio.ensure_future(self._apply(rung, self.controller.reason))
+            elif self.encoder is not None:
+                # the target moves between rungs too: follow it without a size change
+                want = self.controller.bitrate
+                if abs(want - self.encoder.bitrate) > 0.03 * self.encoder.bitrate:
+                    self.encoder.set_bitrate(want)
 
     async def _apply(self, rung: Rung, reason: str) -> None:
         s = self.session
         if self.encoder is not None:
-            self.encoder.set_bitrate(rung.bitrate)
+            self.encoder.set_bitrate(self.controller.bitrate)
         s.video_track.fps = rung.fps
         height = self.height_for(rung)
         if s.renderer.frame_size[1] != height:
@@ -222,7 +255,7 @@ class QualityLoop:
                 rung=self.controller.ladder.index(rung),
                 height=height,
                 fps=rung.fps,
-                bitrate=rung.bitrate,
+                bitrate=self.controller.bitrate,
                 reason=reason,
             )
         )

@@ -91,11 +91,36 @@ def test_bitrate_follows_without_keyframes(mime: str) -> None:
 
 @pytest.mark.parametrize("mime", ["video/VP8", "video/H264"])
 def test_keyframe_on_resize_and_when_forced(mime: str) -> None:
-    enc = make_encoder(mime, bitrate=500_000, max_bitrate=1_000_000)
+    now = [100.0]
+    enc = make_encoder(mime, bitrate=500_000, max_bitrate=1_000_000, time_fn=lambda: now[0])
     run_encoder(enc, 20, change_at={}, size_at={10: 128})
     assert enc.stats.keyframes == 2 and enc.stats.resolution_changes == 1
+    now[0] += 1.0
     enc.encode(vframe(20, 128), force_keyframe=True)
     assert enc.stats.keyframes == 3 and enc.stats.forced_keyframes == 1
+
+
+@pytest.mark.parametrize("mime", ["video/VP8", "video/H264"])
+def test_keyframe_requests_are_throttled_and_wait_for_a_pause(mime: str) -> None:
+    """A receiver behind a full queue asks again and again: one keyframe per interval,
+    and none while the sender drains (the request is served when the pause ends)."""
+    now = [100.0]
+    enc = make_encoder(mime, bitrate=500_000, max_bitrate=1_000_000, time_fn=lambda: now[0])
+    enc.encode(vframe(0, 128))  # the first frame is a keyframe
+    for i in range(1, 6):  # asked for on every frame within 0.2 s of it
+        now[0] += 0.04
+        enc.encode(vframe(i, 128), force_keyframe=True)
+    assert enc.stats.keyframes == 1
+    now[0] += 0.5
+    enc.encode(vframe(6, 128))  # the pending request is served once the interval is over
+    assert enc.stats.keyframes == 2 and enc.stats.forced_keyframes == 1
+    enc.pause(1.0)
+    now[0] += 0.6
+    enc.encode(vframe(7, 128), force_keyframe=True)  # paused: skipped, request kept
+    assert enc.stats.paused == 1 and enc.stats.keyframes == 2
+    now[0] += 0.5
+    enc.encode(vframe(8, 128))
+    assert enc.stats.keyframes == 3 and enc.stats.forced_keyframes == 2
 
 
 def test_vp8_stream_decodes_across_rate_and_size_changes() -> None:
