@@ -29,9 +29,11 @@ Policy: down fast, up slowly.
   What got through when congestion was seen is kept as the link's *capacity*.
 - *Up*: after ``up_hold_s`` without congestion (and, once RTTs are known, with a clean RTT
   measured since), the target grows by ``probe_gain`` per second while it is near the
-  known capacity (a gentle probe: a queue grows slowly and the next report catches it),
+  known capacity (a gentle probe: a queue grows slowly and the next report catches it;
+  it stops at ``near_capacity`` times the capacity until the receiver shows more; that
+  margin widens with the gain below),
   and by ``ramp_gain`` per second when far under it. When the receiver gets more than
-  ``near_capacity`` times the capacity, the link got better: that rate is the new capacity
+  half that margin over the capacity, the link got better: that rate is the new capacity
   and the probe's gain doubles (up to ``ramp_gain``) each time this repeats without
   congestion. Without receiver rates, passing that margin with a clean RTT ``settle_s``
   later and nothing bad for ``ramp_after_s`` forgets the capacity.
@@ -297,6 +299,7 @@ class QualityController:
             step_down = True
 
         if delivered_bps is not None:
+            raise_at = (1 + o.near_capacity) / 2  # the probe's ceiling is near_capacity
             s.delivered_seen = True
             began = now - (delivered_window_s or 0.0)
             if now <= s.measure_until and began >= s.severe_at - o.saturated_before_s:
@@ -305,13 +308,18 @@ class QualityController:
                 s.measured = max(s.measured, delivered_bps, o.ladder[-1].bitrate)
                 s.capacity = min(s.capacity_cap, s.measured)
                 s.target = max(o.ladder[-1].bitrate / 2, min(s.target, s.capacity * o.backoff))
-            elif s.capacity is not None and delivered_bps > s.capacity * o.near_capacity:
+            elif s.capacity is not None and delivered_bps > s.capacity * raise_at:
                 # it carried more: the link got better; probe on from there, faster each
                 # time this repeats without congestion in between
                 s.capacity = delivered_bps
                 s.boost = min(s.boost * 2, o.ramp_gain / o.probe_gain)
 
         self.drain_s = 0.0
+        if reasons and s.severe_at < now <= s.measure_until and not step_down:
+            # echoes of the queue a severe signal already answered (reports sent while it
+            # drained): no new cut, but no growth either
+            s.last_bad = now
+            return None
         if reasons:
             s.last_bad = now
             s.passed_at, s.boost = None, 1.0
@@ -416,7 +424,10 @@ class QualityController:
                 s.capacity, s.passed_at = None, None
             else:
                 gain = o.probe_gain * s.boost
-        s.target = min(top, s.target * (1 + gain) ** dt)
+        # the probe stops a margin over the capacity, a margin that widens with the boost
+        margin = 1 + (o.near_capacity - 1) * s.boost
+        ceiling = top if s.capacity is None else min(top, s.capacity * margin)
+        s.target = min(ceiling, s.target * (1 + gain) ** dt)
 
     def _probe_passed(self, index: int) -> None:
         s, o = self._s, self.options
