@@ -30,10 +30,11 @@ Policy: down fast, up slowly.
 - *Up*: after ``up_hold_s`` without congestion (and, once RTTs are known, with a clean RTT
   measured since), the target grows by ``probe_gain`` per second while it is near the
   known capacity (a gentle probe: a queue grows slowly and the next report catches it;
-  it stops at ``near_capacity`` times the capacity until the receiver shows more; that
-  margin widens with the gain below),
+  it stops at ``probe_ceiling`` times the capacity until the receiver shows more; that
+  margin widens with the gain below; sending ``overdrive`` times what the receiver gets
+  is congestion too),
   and by ``ramp_gain`` per second when far under it. When the receiver gets more than
-  half that margin over the capacity, the link got better: that rate is the new capacity
+  ``near_capacity`` times the capacity, the link got better: that rate is the new capacity
   and the probe's gain doubles (up to ``ramp_gain``) each time this repeats without
   congestion. Without receiver rates, passing that margin with a clean RTT ``settle_s``
   later and nothing bad for ``ramp_after_s`` forgets the capacity.
@@ -101,6 +102,8 @@ class QualityOptions:
     probe_gain: float = 0.1  # target growth per second near the known capacity
     ramp_gain: float = 0.4  # target growth per second far from it
     near_capacity: float = 1.15  # within [capacity / this, capacity * this]: probe gently
+    probe_ceiling: float = 1.25  # the gentle probe stops this far over the capacity
+    overdrive: float = 1.25  # sending this much more than arrives: a queue is growing
     settle_s: float = 1.0  # past that margin, wait this long for a clean RTT before ramping
     ramp_after_s: float = 3.0  # ... and this long without any congestion
     saturated_before_s: float = 0.3  # the link was full this long before a severe signal
@@ -133,6 +136,8 @@ class QualityOptions:
             raise ValueError(f"backoff must be in (0, 1), got {self.backoff}")
         if not 0 < self.probe_gain <= self.ramp_gain <= 2 or self.near_capacity <= 1:
             raise ValueError("need 0 < probe_gain <= ramp_gain <= 2 and near_capacity > 1")
+        if self.probe_ceiling <= self.near_capacity or self.overdrive <= 1:
+            raise ValueError("need probe_ceiling > near_capacity and overdrive > 1")
 
 
 @dataclass(slots=True)
@@ -299,7 +304,6 @@ class QualityController:
             step_down = True
 
         if delivered_bps is not None:
-            raise_at = (1 + o.near_capacity) / 2  # the probe's ceiling is near_capacity
             s.delivered_seen = True
             began = now - (delivered_window_s or 0.0)
             if now <= s.measure_until and began >= s.severe_at - o.saturated_before_s:
@@ -308,7 +312,17 @@ class QualityController:
                 s.measured = max(s.measured, delivered_bps, o.ladder[-1].bitrate)
                 s.capacity = min(s.capacity_cap, s.measured)
                 s.target = max(o.ladder[-1].bitrate / 2, min(s.target, s.capacity * o.backoff))
-            elif s.capacity is not None and delivered_bps > s.capacity * raise_at:
+            elif (
+                s.capacity is not None
+                and s.boost == 1.0
+                and send_bps is not None
+                and send_bps > o.overdrive * delivered_bps
+            ):
+                # we send clearly more than arrives: a queue is growing in between
+                reasons.append(f"delivered {delivered_bps / 1000:.0f} kbps")
+                cut = min(cut or math.inf, delivered_bps * o.backoff)
+                s.capacity = delivered_bps
+            elif s.capacity is not None and delivered_bps > s.capacity * o.near_capacity:
                 # it carried more: the link got better; probe on from there, faster each
                 # time this repeats without congestion in between
                 s.capacity = delivered_bps
@@ -425,7 +439,7 @@ class QualityController:
             else:
                 gain = o.probe_gain * s.boost
         # the probe stops a margin over the capacity, a margin that widens with the boost
-        margin = 1 + (o.near_capacity - 1) * s.boost
+        margin = 1 + (o.probe_ceiling - 1) * s.boost
         ceiling = top if s.capacity is None else min(top, s.capacity * margin)
         s.target = min(ceiling, s.target * (1 + gain) ** dt)
 

@@ -10,8 +10,9 @@
 - gives the caller's mic receiver a low-latency jitter buffer (:mod:`media.jitter`);
 - runs a :class:`~media.quality.QualityController` every ``interval_s`` and applies its
   target bitrate to the encoder (between rungs too) and its rungs: the video track's fps,
-  the renderer's output height (and a new idle loop at that size), and emits a
-  :class:`~signaling.events.QualityChanged` event.
+  the renderer's frame rate (one that can render fewer frames does), its output height
+  (and a new idle loop at that size), and emits a :class:`~signaling.events.QualityChanged`
+  event.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Protocol
 
 from aiortc import RTCPeerConnection
 
-from inference.render.base import Renderer
+from inference.render.base import FrameRateFollower, Renderer
 from media.clock import MediaClock
 from media.encoder_control import LiveVideoEncoder, RtcpMonitor, install_encoder
 from media.jitter import LowLatencyJitterBuffer, install_mic_jitter_buffer
@@ -241,6 +242,8 @@ class QualityLoop:
         if self.encoder is not None:
             self.encoder.set_bitrate(self.controller.bitrate)
         s.video_track.fps = rung.fps
+        if isinstance(s.renderer, FrameRateFollower):  # draw no more than the track sends
+            s.renderer.set_render_fps(rung.fps)
         height = self.height_for(rung)
         if s.renderer.frame_size[1] != height:
             s.renderer.set_output_height(height)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from inference.render.base import Renderer
+from inference.render.base import FrameRateFollower, Renderer
 
 __all__ = ["RestartPolicy", "SupervisedRenderer"]
 
@@ -65,6 +65,7 @@ class SupervisedRenderer:
         self._recent: list[float] = []
         self._restarting: asyncio.Task[None] | None = None
         self._height: int | None = None
+        self._render_fps: int | None = None
 
     @property
     def healthy(self) -> bool:
@@ -81,6 +82,15 @@ class SupervisedRenderer:
         self._height = height  # a restarted renderer gets it too
         if self._inner is not None:
             self._inner.set_output_height(height)
+
+    @property
+    def render_fps(self) -> int:
+        return self._render_fps or self.fps
+
+    def set_render_fps(self, fps: int) -> None:
+        self._render_fps = fps  # a restarted renderer gets it too
+        if isinstance(self._inner, FrameRateFollower):
+            self._inner.set_render_fps(fps)
 
     def idle_frames(self) -> Sequence[np.ndarray]:
         return self._idle
@@ -129,6 +139,8 @@ class SupervisedRenderer:
                 fresh = await self._restart()
                 if self._height is not None:
                     fresh.set_output_height(self._height)
+                if self._render_fps is not None and isinstance(fresh, FrameRateFollower):
+                    fresh.set_render_fps(self._render_fps)
                 self._inner = fresh
                 self.restarts += 1
                 log.info("renderer restarted")

@@ -156,6 +156,7 @@ class CachedRenderer:
             self.options.renderer_id,
             f"{w}x{h}",
             self.inner.fps,
+            getattr(self.inner, "render_fps", self.inner.fps),  # fewer drawn at low rungs
             audio_hash.hexdigest(),
         )
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..avatar.model import PreparedAvatar
+from .base import render_plan
 from .warp_assets import BLINK_PROFILE, WarpAssets
 from .warp_audio import MouthShapes, MouthTrackOptions, mouth_shapes, num_frames
 from .warp_fields import apply_blink
@@ -96,6 +97,7 @@ class WarpRenderer:
         self._rng = random.Random(self.options.seed)
         self._next_blink = self._blink_gap()
         self._step = 0  # frames rendered so far (drives blinks and the video cursor)
+        self._render_fps = self.fps
 
     # -- Renderer protocol -------------------------------------------------------------------
 
@@ -120,15 +122,36 @@ class WarpRenderer:
             self.frame_size, fps=self.fps, seconds=opts.idle_seconds, breathing=opts.breathing
         )
 
+    @property
+    def render_fps(self) -> int:
+        return self._render_fps
+
+    def set_render_fps(self, fps: int) -> None:
+        """Draw only ``fps`` frames per second (each repeated to fill ``self.fps``)."""
+        if fps <= 0:
+            raise ValueError(f"render fps must be positive, got {fps}")
+        self._render_fps = min(int(fps), self.fps)
+
     async def render(self, audio_16k: np.ndarray) -> AsyncIterator[list[np.ndarray]]:
-        """Yield the frames for ``audio_16k`` in batches; frame i covers [i/fps, (i+1)/fps)."""
+        """Yield the frames for ``audio_16k`` in batches; frame i covers [i/fps, (i+1)/fps).
+
+        At a ``render_fps`` under ``fps`` only the frames of :func:`render_plan` are drawn;
+        the others repeat them (the same array)."""
         shapes = mouth_shapes(audio_16k, self.fps, options=self.options.track)
         total = num_frames(len(audio_16k), self.fps)
+        order = render_plan(total, self.fps, self._render_fps)
         batch = self.options.batch_frames
         for start in range(0, total, batch):
             plan = [self._plan_next() for _ in range(min(batch, total - start))]
-            frames = await asyncio.to_thread(self._draw_batch, shapes, start, plan)
-            yield frames
+            end = start + len(plan)
+            # within the batch: the planned frame, or the batch's edge for one beyond it
+            wanted = [min(max(order[i], start), end - 1) for i in range(start, end)]
+            picks = sorted(set(wanted))
+            drawn = await asyncio.to_thread(
+                self._draw_batch, shapes, [plan[j - start] for j in picks], picks
+            )
+            by_index = dict(zip(picks, drawn, strict=True))
+            yield [by_index[j] for j in wanted]
 
     # -- direct use (tests, benchmarks, offline rendering) ----------------------------------
 
@@ -146,7 +169,7 @@ class WarpRenderer:
         """Every frame for ``audio_16k`` at once, in the calling thread."""
         shapes = mouth_shapes(audio_16k, self.fps, options=self.options.track)
         plan = [self._plan_next() for _ in range(num_frames(len(audio_16k), self.fps))]
-        return self._draw_batch(shapes, 0, plan)
+        return self._draw_batch(shapes, plan, list(range(len(plan))))
 
     def draw(
         self, openness: float, width: float = 0.0, *, blink: float = 0.0, source_index: int = 0
@@ -187,11 +210,14 @@ class WarpRenderer:
         return max(len(BLINK_PROFILE) + 1, round(self._rng.uniform(lo, hi) * self.fps))
 
     def _draw_batch(
-        self, shapes: MouthShapes, start: int, plan: list[tuple[int, float]]
+        self,
+        shapes: MouthShapes,
+        plan: list[tuple[int, float]],
+        frames: list[int],
     ) -> list[np.ndarray]:
+        """Draw ``frames`` (indices into the sentence), ``plan`` holding each one's entry."""
         out = []
-        for offset, (index, blink) in enumerate(plan):
-            i = start + offset
+        for i, (index, blink) in zip(frames, plan, strict=True):
             openness = float(shapes.openness[i]) if i < len(shapes) else 0.0
             width = float(shapes.width[i]) if i < len(shapes) else 0.0
             out.append(self.draw(openness, width, blink=blink, source_index=index))

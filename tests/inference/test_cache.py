@@ -181,3 +181,26 @@ async def test_cached_renderer_keys_on_audio_and_size() -> None:
     other = CachedRenderer(inner, cache, CachedRendererOptions(avatar_id="b", renderer_id="r1"))
     _ = [b async for b in other.render(audio)]
     assert len(inner.renders) == 4 and cache.stats.by_kind["clip"] == [1, 4]
+
+
+async def test_cached_renderer_keys_on_the_render_rate() -> None:
+    """A clip drawn at a low rung's rate (repeated frames) is not replayed at full rate."""
+
+    class Following(CountingRenderer):
+        render_fps = 25
+
+        def set_render_fps(self, fps: int) -> None:
+            self.render_fps = fps
+
+    cache = TieredCache(CacheOptions())
+    inner = Following()
+    r = CachedRenderer(inner, cache, CachedRendererOptions(avatar_id="a", renderer_id="r1"))
+    audio = (np.arange(640 * 10) % 300).astype(np.int16)
+    _ = [b async for b in r.render(audio)]
+    r.set_render_fps(10)  # reaches the inner renderer through the wrapper
+    assert inner.render_fps == 10
+    _ = [b async for b in r.render(audio)]
+    assert len(inner.renders) == 2
+    r.set_render_fps(25)
+    _ = [b async for b in r.render(audio)]
+    assert len(inner.renders) == 2  # the full-rate clip again

@@ -12,7 +12,7 @@ import pytest
 
 from inference.avatar import PreparedAvatar, default_avatar
 from inference.avatar.geometry import LEFT_EYE, RIGHT_EYE
-from inference.render.base import Renderer
+from inference.render.base import FrameRateFollower, Renderer, render_plan
 from inference.render.warp import (
     BLINK_PROFILE,
     WarpAssets,
@@ -238,3 +238,47 @@ def test_renderers_share_per_avatar_assets(avatar: PreparedAvatar) -> None:
     other = replace(avatar, name="other")
     with pytest.raises(ValueError, match="another avatar"):
         WarpRenderer(other, assets=assets)
+
+
+def test_render_plan_keeps_frames_near_their_sound() -> None:
+    assert render_plan(7, 25, 25) == list(range(7)) == render_plan(7, 25, 30)
+    for fps, rfps in ((25, 10), (25, 15), (25, 20), (30, 12)):
+        plan = render_plan(250, fps, rfps)
+        assert len(plan) == 250
+        # within half a render tick of its own time, and one frame drawn per tick
+        assert all(abs(j - i) <= fps / rfps / 2 + 1 for i, j in enumerate(plan))
+        assert len(set(plan)) == pytest.approx(250 * rfps / fps, abs=1)
+        assert plan == sorted(plan)
+    with pytest.raises(ValueError):
+        render_plan(3, 25, 0)
+
+
+async def test_a_lower_render_fps_draws_fewer_frames(
+    avatar: PreparedAvatar, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The quality ladder's low rungs: same frame count and timing, a third of the work."""
+    renderer = WarpRenderer(avatar, options=NO_BLINKS)
+    assert isinstance(renderer, FrameRateFollower) and renderer.render_fps == 25
+    drawn = [0]
+    draw = renderer.draw
+
+    def counting(*args: object, **kwargs: object) -> np.ndarray:
+        drawn[0] += 1
+        return draw(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(renderer, "draw", counting)
+    audio, _ = _speechlike(2.0)
+    full_frames = []
+    async for batch in renderer.render(audio):
+        full_frames.extend(batch)
+    assert drawn[0] == 50 and len({id(f) for f in full_frames}) == 50
+    renderer.set_render_fps(10)
+    drawn[0] = 0
+    low = []
+    async for batch in renderer.render(audio):
+        low.extend(batch)
+    assert len(low) == 50 and all(f.shape == full_frames[0].shape for f in low)
+    assert 18 <= drawn[0] <= 24  # ~10 per second (batch edges add a few)
+    assert len({id(f) for f in low}) == drawn[0]  # the rest repeat drawn frames
+    with pytest.raises(ValueError):
+        renderer.set_render_fps(0)

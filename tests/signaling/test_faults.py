@@ -12,7 +12,7 @@ from aiohttp import web
 
 from inference.avatar import PreparedAvatar
 from inference.dialogue.base import Dialogue
-from inference.render.base import Renderer
+from inference.render.base import FrameRateFollower, Renderer
 from inference.types import ReplySentence, Transcript
 from signaling.app import STATE, create_app
 from signaling.config import Settings
@@ -202,3 +202,36 @@ async def test_supervised_renderer_fills_with_idle_frames_and_caps_restarts() ->
 def test_restart_policy_is_validated() -> None:
     with pytest.raises(ValueError, match="max_restarts"):
         RestartPolicy(max_restarts=-1)
+
+
+class _Following(_Fake):
+    def __init__(self, fail: bool) -> None:
+        super().__init__(fail)
+        self.render_fps = 25
+
+    def set_render_fps(self, fps: int) -> None:
+        self.render_fps = fps
+
+
+async def test_supervised_renderer_passes_the_render_rate_on_also_after_a_restart() -> None:
+    made: list[_Following] = []
+
+    async def restart() -> Renderer:
+        made.append(_Following(fail=False))
+        return made[-1]
+
+    first = _Following(fail=True)
+    r = SupervisedRenderer(
+        first, restart=restart, policy=RestartPolicy(max_restarts=1, window_s=60, backoff_s=0.0)
+    )
+    assert isinstance(r, FrameRateFollower) and r.render_fps == 25
+    r.set_render_fps(10)  # a low quality rung
+    assert first.render_fps == 10 and r.render_fps == 10
+    await _frames(r)  # fails: restarted in the background
+    for _ in range(50):
+        if made:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.01)
+    assert made and made[0].render_fps == 10
+    await r.close()

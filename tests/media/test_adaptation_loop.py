@@ -1,0 +1,130 @@
+"""attach_quality on real aiortc peers through a capped relay: every part follows a step down."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+from aiortc import RTCPeerConnection
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from inference.render.base import FrameRateFollower
+from media.clock import MediaClock
+from media.netem import Impairment, UdpRelay, connect_via_relay
+from media.player import AvPlayer, IdleLoop
+from media.retransmit import RetransmitLimiter
+from media.tracks import ClockedAudioTrack, ClockedVideoTrack
+from signaling.adaptation import attach_quality
+from signaling.events import ControlEvent, QualityChanged
+from tests.rtc_helpers import loopback_pc, patch_loopback_ice
+
+
+class NoiseRenderer:
+    """Square frames of fresh noise (expensive to encode), any height, any render rate."""
+
+    fps = 25
+
+    def __init__(self) -> None:
+        self.height = 360
+        self.render_fps = 25
+        self._rng = np.random.default_rng(0)
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        return self.height, self.height
+
+    def set_output_height(self, height: int) -> None:
+        self.height = height
+
+    def set_render_fps(self, fps: int) -> None:
+        self.render_fps = fps
+
+    def idle_frames(self) -> list[np.ndarray]:
+        return [
+            self._rng.integers(0, 255, (self.height, self.height, 3), dtype=np.uint8)
+            for _ in range(8)
+        ]
+
+    async def render(self, audio_16k: np.ndarray) -> AsyncIterator[list[np.ndarray]]:
+        yield self.idle_frames()
+
+
+@dataclass
+class FakeSession:
+    pc: RTCPeerConnection
+    clock: MediaClock
+    video_track: ClockedVideoTrack
+    renderer: NoiseRenderer
+    events: list[ControlEvent] = field(default_factory=list)
+
+    def emit(self, event: ControlEvent) -> None:
+        self.events.append(event)
+
+
+async def _drain(track: MediaStreamTrack) -> None:
+    while True:
+        try:
+            await track.recv()
+        except MediaStreamError:
+            return
+
+
+@pytest.mark.timeout(60)
+async def test_a_bottleneck_moves_bitrate_rung_fps_and_renderer_together(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    patch_loopback_ice(monkeypatch)
+    clock = MediaClock()
+    renderer = NoiseRenderer()
+    assert isinstance(renderer, FrameRateFollower)
+    player = AvPlayer(clock=clock)
+    video = ClockedVideoTrack(player, clock, IdleLoop(renderer.idle_frames()), fps=25)
+    sender, receiver = loopback_pc(), loopback_pc()
+    sender.addTransceiver("audio", direction="sendrecv")
+    sender.getTransceivers()[0].sender.replaceTrack(ClockedAudioTrack(player, clock))
+    sender.addTrack(video)
+    tasks: list[asyncio.Task[None]] = []
+    receiver.on("track", lambda tr: tasks.append(asyncio.ensure_future(_drain(tr))))
+    relay = UdpRelay(seed=3)
+    await relay.start()
+    session = FakeSession(sender, clock, video, renderer)
+    loops = []
+    try:
+        async with asyncio.timeout(20):
+            await connect_via_relay(
+                sender, receiver, relay, negotiated=lambda: loops.append(attach_quality(session))
+            )
+        loop = loops[0]
+        video_sender = next(t.sender for t in sender.getTransceivers() if t.kind == "video")
+        assert loop.retransmits is not None and "_retransmit" in vars(video_sender)
+        assert isinstance(loop.retransmits, RetransmitLimiter)
+        await asyncio.sleep(2.0)
+        relay.impair(a_to_b=Impairment(rate_bps=150_000, queue_limit_s=0.5))
+
+        def settled() -> bool:  # a step down, fully applied (changes come last)
+            ctl = loop.controller
+            return ctl.index > 0 and loop.changes[-1][1] == ctl.rung
+
+        for _ in range(300):  # the first step down (REMB / RTT / loss), within 15 s
+            await asyncio.sleep(0.05)
+            if settled():
+                break
+        assert settled(), "no step down under a 150 kbps bottleneck"
+        rung, index = loop.controller.rung, loop.controller.index
+        assert renderer.render_fps == rung.fps == video.fps
+        assert renderer.height == min(rung.height, 360)
+        above = loop.controller.ladder[index - 1].bitrate
+        assert loop.encoder is not None and loop.encoder.bitrate <= above
+        changed = [e for e in session.events if isinstance(e, QualityChanged)]
+        assert changed and changed[-1].fps == rung.fps
+    finally:
+        for running in loops:
+            await running.stop()
+        for task in tasks:
+            task.cancel()
+        await sender.close()
+        await receiver.close()
+        relay.close()
