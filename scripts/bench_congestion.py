@@ -18,7 +18,7 @@ latency p50/p95 (during the impairment and overall), freezes (> 200 ms without a
 frame), audio gaps, received height/fps per second, time back to the top rung. A PNG plot
 of received bitrate, height and latency over time is written with ``--plot``.
 
-    .venv/bin/python scripts/bench_congestion.py [--quick] [--plot out.png] [--json out.json]
+    .venv/bin/python scripts/bench_congestion.py [--quick] [--repeat N] [--plot out.png] [--json out.json]
 """
 
 from __future__ import annotations
@@ -369,6 +369,31 @@ def _print(results: list[dict[str, Any]]) -> None:
             print(f"{r['scenario']}/{r['mode']} rung changes: {r['rung_changes']}")
 
 
+def _print_medians(results: list[dict[str, Any]]) -> None:
+    """Median over the runs of each scenario and controller (the machine is noisy)."""
+
+    def med(xs: list[float | None]) -> str:
+        vals = [x for x in xs if x is not None]
+        return f"{float(np.median(vals)):.1f}" if vals else "-"
+
+    print(f"medians over {1 + max(r['run'] for r in results)} runs:")
+    print(
+        f"{'scenario':8} {'mode':7} {'p95 during ms':>13} {'p95 all ms':>10} {'freezes':>7} "
+        f"{'audio gaps':>10} {'top rung s':>10}  per run p95 during"
+    )
+    keys = dict.fromkeys((r["scenario"], r["mode"]) for r in results)
+    for scenario, mode in keys:
+        rs = [r for r in results if r["scenario"] == scenario and r["mode"] == mode]
+        p95 = [r["latency_ms_during"]["p95"] for r in rs]
+        print(
+            f"{scenario:8} {mode:7} {med(p95):>13} "
+            f"{med([r['latency_ms_all']['p95'] for r in rs]):>10} "
+            f"{med([r['freezes'] for r in rs]):>7} "
+            f"{med([r['audio_gaps_over_100ms'] for r in rs]):>10} "
+            f"{med([r['time_to_top_rung_s'] for r in rs]):>10}  {p95}"
+        )
+
+
 def _plot(results: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -410,13 +435,14 @@ async def _main(args: argparse.Namespace) -> list[dict[str, Any]]:
     logging.basicConfig(level=logging.WARNING)
     times = {"warm": args.warm_s, "cap": args.cap_s, "loss": args.loss_s, "after": args.after_s}
     results = []
-    for scenario in args.scenarios:
-        for ours in (True, False):
-            results.append(
-                await run_case(
+    for run in range(args.repeat):
+        for scenario in args.scenarios:
+            for ours in (True, False):
+                r = await run_case(
                     ours, scenario, times, stock_receiver=args.stock_receiver, queue_s=args.queue_s
                 )
-            )
+                r["run"] = run
+                results.append(r)
     return results
 
 
@@ -437,17 +463,27 @@ def main(argv: list[str] | None = None) -> int:
         help="receive with aiortc's own video jitter buffer (stalls for good after a lost "
         "retransmission) instead of media.jitter's bounded one",
     )
-    p.add_argument("--plot", type=Path, help="write a PNG plot here")
+    p.add_argument(
+        "--repeat", type=int, default=1, help="run everything N times; prints the medians too"
+    )
+    p.add_argument("--plot", type=Path, help="write a PNG plot here (of the first run)")
     p.add_argument("--json", type=Path, help="write all results as JSON here")
     args = p.parse_args(argv)
     if args.quick:
         args.warm_s, args.cap_s, args.loss_s, args.after_s = 2.0, 4.0, 3.0, 3.0
+    if args.repeat < 1:
+        p.error("--repeat must be >= 1")
     results = asyncio.run(_main(args))
-    _print(results)
+    for run in range(args.repeat):
+        if args.repeat > 1:
+            print(f"-- run {run + 1} of {args.repeat}")
+        _print([r for r in results if r["run"] == run])
+    if args.repeat > 1:
+        _print_medians(results)
     if args.json:
         args.json.write_text(json.dumps(results))
     if args.plot:
-        _plot(results, args.plot)
+        _plot([r for r in results if r["run"] == 0], args.plot)
         print(f"plot: {args.plot}")
     return 0
 
