@@ -18,7 +18,7 @@ latency p50/p95 (during the impairment and overall), freezes (> 200 ms without a
 frame), audio gaps, received height/fps per second, time back to the top rung. A PNG plot
 of received bitrate, height and latency over time is written with ``--plot``.
 
-    .venv/bin/python scripts/bench_congestion.py [--quick] [--repeat N] [--plot out.png] [--json out.json]
+    .venv/bin/python scripts/bench_congestion.py [--quick] [--repeat N] [--plot P] [--json J]
 """
 
 from __future__ import annotations

@@ -2,16 +2,21 @@
 
     PYTHONPATH=. python scripts/bench_render.py --out docs/bench_render_h100.txt
     PYTHONPATH=. python scripts/bench_render.py --arch tiny --device cpu --quick   # smoke
+    PYTHONPATH=. python scripts/bench_render.py --explore nchw,cl,cl-dtuned        # variants
 
-(a) reference-style, as MuseTalk's realtime script does it: eager fp16, batch 20, full VAE
-    decode, frames to the host as float, then per frame cv2 resize + numpy mask blend on the
-    CPU in a consumer thread (overlapping the GPU, as that script's frame thread does).
+(a) reference-style, as MuseTalk's realtime script does it: eager fp16 NCHW, batch 20, full
+    VAE decode, frames to the host as float, then per frame cv2 resize + numpy mask blend on
+    the CPU in a consumer thread (overlapping the GPU, as that script's frame thread does).
 (b) ours: ``MuseTalkEngine`` (fp16, torch.compile as one static graph at the batch cap,
-    channels-last only if an eager A/B check says it is faster, blend on the GPU, one uint8
-    transfer per batch), with the full decode and with the decode of only the latent window
-    under the mask (quality checked against the full decode).
+    channels-last, the decoder with coordinate-descent tuning, blend on the GPU, uint8 frames
+    to the host on a copy stream), batches back to back as the scheduler runs them, with
+    the full decode and with the decode of only the latent window under the mask (quality
+    checked against the full decode).
 Then the largest number of simultaneous 25 fps calls whose frames all meet their deadline
-at p99, under a simulated load through ``RenderScheduler`` (audio features included).
+at p99, under a simulated load through ``RenderScheduler`` (audio features on its audio
+lane, as the renderer computes them), after one warm-up trial that is not counted.
+``--explore`` instead compares compile variants of the full path, the audio lane's overlap
+with rendering, and the mask-window decode's quality for several margins.
 Random weights: the speed is that of the real architecture; the pictures are noise.
 """
 
@@ -21,13 +26,17 @@ import argparse
 import asyncio
 import dataclasses
 import functools
+import gc
+import getpass
 import math
+import os
 import queue
 import statistics
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -47,6 +56,7 @@ from inference.render.musetalk import (
     windows_for_audio,
 )
 from inference.render.musetalk.config import LATENT_SCALE
+from inference.render.musetalk.engine import TUNED_INDUCTOR
 from inference.render.scheduler import RenderScheduler, SchedulerOptions
 
 FPS = 25
@@ -194,22 +204,30 @@ def reference_path(
     return batch * batches / wall, statistics.median(ms[1:]), out
 
 
-def memory_format_ab(eng: MuseTalkEngine, windows: torch.Tensor, batch: int) -> tuple[float, float]:
-    """Eager ms per batch of UNet + full decode in NCHW and in channels-last."""
-    jobs = jobs_for(eng, windows, batch)
-    out: list[float] = []
-    for nhwc in (False, True):
-        eng.models.to(eng.device, eng.dtype, channels_last=nhwc)
-        eng.options = dataclasses.replace(eng.options, channels_last=nhwc)
+def pipelined(eng: MuseTalkEngine, batches: Sequence[Sequence[FrameJob]]) -> float:
+    """Seconds for ``batches`` back to back as the scheduler runs them: batch k+1 queued
+    once batch k is computed, k's frames handed out while k+1 runs."""
+    sync(eng.device)
+    t0 = time.perf_counter()
+    prev = None
+    for jobs in batches:
+        if prev is not None:
+            prev.wait_computed()
+        cur = eng.submit_batch(jobs)
+        if prev is not None:
+            eng.finish_batch(prev)
+        prev = cur
+    if prev is not None:
+        eng.finish_batch(prev)
+    return time.perf_counter() - t0
 
-        def step() -> None:
-            with torch.inference_mode():
-                eng.decode_faces(jobs, eng.predict_latents(jobs), "full")
 
-        out.append(time_call(step, eng.device, 3) * 1000)
-    eng.models.to(eng.device, eng.dtype, channels_last=False)
-    eng.options = dataclasses.replace(eng.options, channels_last=False)
-    return out[0], out[1]
+def inductor_cache_warm() -> bool:
+    """Whether torch.compile's on-disk cache already holds entries (an earlier process)."""
+    user = getpass.getuser()
+    default = Path(tempfile.gettempdir()) / f"torchinductor_{user}"
+    root = Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR", default))
+    return root.is_dir() and any(root.iterdir())
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -259,8 +277,9 @@ def load_trial(
         while arrival < t_end:
             await asyncio.sleep(max(0.0, arrival - clock()))
             audio = speech_like(rng.uniform(*sentence_s), seed=k * 1000 + frame_no)
-            if precomputed is None:  # features on the scheduler's worker, as the renderer does
-                windows = await asyncio.wrap_future(sched.call(windows_for_audio, eng.audio, audio))
+            if precomputed is None:  # features on the scheduler's audio lane, as the renderer
+                feats = sched.call_audio(windows_for_audio, eng.audio, audio)
+                windows = await asyncio.wrap_future(feats)
             else:
                 windows = precomputed[: len(audio) * FPS // 16000]
             start = max(clock() + 0.3, play_end)
@@ -295,6 +314,7 @@ def load_trial(
         sched.stats.batches,
         sched.stats.busy_s,
         time.perf_counter(),
+        sched.stats.device_s,
     )
     asyncio.run(main())
     lat = np.array(late)
@@ -308,6 +328,7 @@ def load_trial(
         "dropped": sched.stats.dropped_late - before[1],
         "mean_batch": (sched.stats.frames - before[2]) / max(1, sched.stats.batches - before[3]),
         "busy": (sched.stats.busy_s - before[4]) / (time.perf_counter() - before[5]),
+        "gpu": (sched.stats.device_s - before[6]) / (time.perf_counter() - before[5]),
         "capacity": sched.stats.capacity_fps or 0.0,
         "min_fps": min(per_call) if per_call else 0.0,
         "max_fps": max(per_call) if per_call else 0.0,
@@ -327,8 +348,10 @@ def load_test(
     seconds: float,
     quick: bool,
     windows: torch.Tensor,
+    deadline: float = math.inf,
 ) -> None:
-    """Search the largest number of calls that meet their deadlines; then overload."""
+    """Search the largest number of calls that meet their deadlines; then overload.
+    No trial starts after ``deadline`` (perf_counter seconds)."""
     fps_best, b_best = best
     say(f"load test: {mode} decode (mask-window PSNR {q_mask:.1f} dB vs 30), batch cap {b_best}")
     eng.configure(decode=mode, max_batch=b_best)  # type: ignore[arg-type]
@@ -339,12 +362,26 @@ def load_test(
     sentence_s = (0.4, 0.8) if quick else (2.0, 4.0)
     n = max(1, int(0.75 * fps_best / FPS))
     trials: dict[int, dict[str, float]] = {}
+    trial_s = warm + seconds + 5.0
+
+    def time_left() -> bool:
+        return time.perf_counter() + trial_s < deadline
+
+    if not quick:  # first-time costs (pinned host frames, the lanes' first calls) stay out
+        r = load_trial(sched, eng, n, 3.0, 0.5, sentence_s)
+        say(
+            f"warm-up trial, {n} calls for 3 s (not counted): p99 {r['p99_ms']:.0f} ms, "
+            f"repeated {int(r['repeated'])}, dropped {int(r['dropped'])}"
+        )
     for _ in range(2 if quick else 7):
+        if not time_left():
+            log("load test: time budget spent, search stopped")
+            break
         trials[n] = r = load_trial(sched, eng, n, seconds, warm, sentence_s)
         log(
             f"{n} calls: p99 {r['p99_ms']:.0f} ms, repeated {r['repeated']}, dropped "
             f"{r['dropped']}, mean batch {r['mean_batch']:.1f}, engine busy {r['busy']:.0%}, "
-            f"capacity estimate {r['capacity']:.0f} fps"
+            f"GPU busy {r['gpu']:.0%}, capacity estimate {r['capacity']:.0f} fps"
         )
         ok = [k for k, v in trials.items() if passes(v)]
         bad = [k for k, v in trials.items() if not passes(v)]
@@ -357,13 +394,14 @@ def load_test(
     say("")
     say(
         f"{'calls':>5} {'frames':>7} {'p99 late ms':>12} {'max late ms':>12} {'repeated':>9} "
-        f"{'dropped':>8} {'mean batch':>10}  meets p99"
+        f"{'dropped':>8} {'mean batch':>10} {'GPU busy':>8}  meets p99"
     )
     for k in sorted(trials):
         r = trials[k]
         say(
             f"{k:>5} {int(r['frames']):>7} {r['p99_ms']:>12.1f} {r['max_ms']:>12.1f} "
-            f"{int(r['repeated']):>9} {int(r['dropped']):>8} {r['mean_batch']:>10.1f}  "
+            f"{int(r['repeated']):>9} {int(r['dropped']):>8} {r['mean_batch']:>10.1f} "
+            f"{r['gpu']:>8.0%}  "
             f"{'yes' if passes(r) else 'no'}"
         )
     ok = [k for k, v in trials.items() if passes(v)]
@@ -374,19 +412,197 @@ def load_test(
     )
     bad = [k for k, v in trials.items() if not passes(v)]
     probe = min(bad) if bad else n_max + 2
+    if not time_left():
+        say("diagnostic and overload trials skipped: time budget spent")
+        sched.close()
+        return
     r = load_trial(sched, eng, probe, seconds, warm, sentence_s, precomputed=windows)
     say(
         f"diagnostic, {probe} calls with audio features precomputed (GPU renders only): p99 "
         f"{r['p99_ms']:.1f} ms, repeated {int(r['repeated'])}, dropped {int(r['dropped'])}, "
-        f"mean batch {r['mean_batch']:.1f}, engine busy {r['busy']:.0%}"
+        f"mean batch {r['mean_batch']:.1f}, engine busy {r['busy']:.0%}, GPU busy {r['gpu']:.0%}"
     )
     over = max(2, round(n_max * 1.4)) if n_max else 2
+    if not time_left():
+        say("overload trial skipped: time budget spent")
+        sched.close()
+        return
     r = load_trial(sched, eng, over, seconds, warm, sentence_s)
     say(
         f"overload, {over} calls: stride {sched.stats.stride}, rendered fps per call "
         f"min {r['min_fps']:.1f} / max {r['max_fps']:.1f}, p99 lateness {r['p99_ms']:.0f} ms"
     )
     sched.close()
+
+
+# compile variants of the full path compared by --explore
+_TUNED = dict(TUNED_INDUCTOR)
+VARIANTS: dict[str, dict[str, object]] = {
+    "nchw": {"channels_last": False, "decode_inductor": {}},
+    "cl": {"channels_last": True, "decode_inductor": {}},
+    "cl-tuned": {"channels_last": True, "unet_inductor": _TUNED, "decode_inductor": _TUNED},
+    "cl-dtuned": {"channels_last": True, "decode_inductor": _TUNED},  # the default
+    "nchw-tuned": {"channels_last": False, "unet_inductor": _TUNED, "decode_inductor": _TUNED},
+    "cl-dfreeze": {"channels_last": True, "decode_inductor": {**_TUNED, "freezing": True}},
+}
+
+
+def audio_overlap(
+    say: Callable[[str], None], eng: MuseTalkEngine, windows: torch.Tensor, b: int, quick: bool
+) -> None:
+    """Render throughput alone and with audio features computed meanwhile on the audio
+    lane (a 3 s sentence every 1/7 s, about what 20 calls ask for)."""
+    sentence = speech_like(0.6 if quick else 3.0, seed=5)
+
+    def feats() -> float:
+        t0 = time.perf_counter()
+        with eng.audio_lane():
+            windows_for_audio(eng.audio, sentence)
+        return time.perf_counter() - t0
+
+    alone = statistics.median([feats() for _ in range(6)])
+    n = 3 if quick else 12
+    batches = [jobs_for(eng, windows, b, k * b) for k in range(n)]
+    pipelined(eng, batches[:2])
+    render = pipelined(eng, batches)
+    lat: list[float] = []
+    stop = threading.Event()
+
+    def lane() -> None:
+        period = 1 / 7
+        nxt = time.perf_counter()
+        while not stop.is_set():
+            lat.append(feats())
+            nxt += period
+            time.sleep(max(0.0, nxt - time.perf_counter()))
+
+    th = threading.Thread(target=lane)
+    th.start()
+    both = pipelined(eng, batches)
+    stop.set()
+    th.join()
+    serial = render + alone * 7 * render  # old way: features between batches on one thread
+    say(
+        f"audio features, 3 s sentence: {alone * 1000:.1f} ms alone; render {n * b / render:.1f}"
+        f" fps alone, {n * b / both:.1f} fps with 7 sentences/s on the audio lane (their "
+        f"latency median {statistics.median(lat) * 1000:.1f} ms, max {max(lat) * 1000:.1f} ms)"
+        f"; on the render thread it would be about {n * b / serial:.1f} fps"
+    )
+
+
+def explore(args: argparse.Namespace, say: Callable[[str], None]) -> int:
+    """Compare compile variants of the full path at one batch size; then the mask-window
+    decode's quality for several margins (eager)."""
+    t_start = time.perf_counter()
+    device = torch.device(args.device)
+    quick = args.quick
+    arch = official_arch() if args.arch == "official" else tiny_arch()
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    models = build_models(arch)
+    avatar = synthetic_avatar(4 if quick else 50, width, height)
+    b = 4 if quick else max(int(v) for v in args.batches.split(","))
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    say(f"explore: {gpu} | torch {torch.__version__} | {arch.name} | batch {b}")
+    say(
+        f"{'variant':<11} {'compile s':>9} {'unet ms':>8} {'decode ms':>9} {'blend ms':>8} "
+        f"{'sync ms':>8} {'pipe ms':>8} {'pipe fps':>9} {'max|d| vs 1st':>14}"
+    )
+    windows: torch.Tensor | None = None
+    first: torch.Tensor | None = None
+    reps = 2 if quick else 6
+    for name in args.explore.split(","):
+        if time.perf_counter() - t_start > args.explore_budget:
+            say(f"{name}: skipped (time budget)")
+            continue
+        eng: MuseTalkEngine | None = None
+        try:
+            opts = EngineOptions(
+                device=str(device),
+                compile=device.type == "cuda" and not args.no_compile,
+                max_batch=b,
+                **VARIANTS[name],  # type: ignore[arg-type]
+            )
+            eng = MuseTalkEngine(models, opts)
+            eng.add_avatar(avatar)
+            if windows is None:
+                windows = windows_for_audio(eng.audio, speech_like(8.0, seed=1))
+            jobs = jobs_for(eng, windows, b)
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                lat = eng.predict_latents(jobs)
+                faces = eng.decode_faces(jobs, lat, "full")
+                eng.run_batch(jobs)
+            sync(device)
+            compile_s = time.perf_counter() - t0
+            diff = 0.0 if first is None else float((faces.float() - first).abs().max())
+            if first is None:
+                first = faces.float()
+
+            def unet(e: MuseTalkEngine = eng, j: list[FrameJob] = jobs) -> object:
+                return e.predict_latents(j)
+
+            def decode(
+                e: MuseTalkEngine = eng, j: list[FrameJob] = jobs, x: torch.Tensor = lat
+            ) -> object:
+                return e.decode_faces(j, x, "full")
+
+            def blend(
+                e: MuseTalkEngine = eng, j: list[FrameJob] = jobs, f: torch.Tensor = faces
+            ) -> object:
+                return e.blend(j, f)
+
+            def whole(e: MuseTalkEngine = eng, j: list[FrameJob] = jobs) -> object:
+                return e.run_batch(j)
+
+            t_unet, t_dec, t_blend, t_sync = (
+                time_call(fn, device, reps) * 1000 for fn in (unet, decode, blend, whole)
+            )
+            n = 3 if quick else 10
+            batches = [jobs_for(eng, windows, b, k * b) for k in range(n)]
+            pipelined(eng, batches[:2])
+            t_pipe = pipelined(eng, batches) / n * 1000
+            say(
+                f"{name:<11} {compile_s:>9.0f} {t_unet:>8.1f} {t_dec:>9.1f} {t_blend:>8.1f} "
+                f"{t_sync:>8.1f} {t_pipe:>8.1f} {b / t_pipe * 1000:>9.1f} {diff:>14.4f}"
+            )
+            if name == args.explore.split(",")[0]:
+                audio_overlap(say, eng, windows, b, quick)
+        except Exception as exc:  # a variant that fails to compile is a result, not the end
+            say(f"{name}: failed: {type(exc).__name__}: {str(exc)[:300]}")
+        finally:
+            del eng
+            torch._dynamo.reset()
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    # mask-window quality against the full decode for several margins (eager, fp16 on CUDA)
+    eng = MuseTalkEngine(models, EngineOptions(device=str(device)))
+    eng.add_avatar(avatar)
+    assert windows is not None
+    qb = 4 if quick else 32
+    qjobs = jobs_for(eng, windows, qb, 7)
+    boxes = [tuple(int(v) for v in avatar.crop_boxes[j.index]) for j in qjobs]
+
+    def regions(frames: list[np.ndarray]) -> np.ndarray:
+        cut = [f[y0:y1, x0:x1].ravel() for f, (x0, y0, x1, y1) in zip(frames, boxes, strict=True)]
+        return np.concatenate(cut)
+
+    with torch.inference_mode():
+        lat = eng.predict_latents(qjobs)
+        full = regions(eng.blend(qjobs, eng.decode_faces(qjobs, lat, "full")))
+        g_full = gflop(lambda: eng.decode_faces(qjobs[:4], lat[:4], "full"), 4)
+        for m in (2, 3, 4, 6, 8):
+            eng.options = dataclasses.replace(eng.options, margin_rows=m)
+            part = regions(eng.blend(qjobs, eng.decode_faces(qjobs, lat, "mask")))
+            g = gflop(lambda: eng.decode_faces(qjobs[:4], lat[:4], "mask"), 4)
+            r0, c0, c1 = eng.decode_window(qjobs)
+            say(
+                f"mask window, margin {m} rows: latent rows {r0}-31 cols "
+                f"{c0}-{c1 - 1}, decode "
+                f"{g:.1f} of {g_full:.1f} GFLOP/frame, PSNR vs full {psnr(full, part):.2f} dB"
+            )
+    say(f"explore took {time.perf_counter() - t_start:.0f} s")
+    return 0
 
 
 def main() -> int:
@@ -407,6 +623,20 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="tiny numbers, for a smoke test")
     ap.add_argument("--load-seconds", type=float, default=6.0)
     ap.add_argument("--out", type=Path, help="also write the report here")
+    ap.add_argument(
+        "--explore",
+        metavar="VARIANTS",
+        help=f"compare compile variants of the full path instead ({','.join(VARIANTS)})",
+    )
+    ap.add_argument("--explore-budget", type=float, default=420.0, help="seconds for variants")
+    ap.add_argument(
+        "--channels-last", action=argparse.BooleanOptionalAction, default=True, help="ours"
+    )
+    ap.add_argument("--decode-inductor", choices=["tuned", "default"], default="tuned")
+    ap.add_argument("--margin-rows", type=int, default=EngineOptions().margin_rows)
+    ap.add_argument(
+        "--time-budget", type=float, default=560.0, help="no new load trial after this (s)"
+    )
     args = ap.parse_args()
     device = torch.device(args.device)
     width, height = (int(v) for v in args.size.lower().split("x"))
@@ -420,6 +650,12 @@ def main() -> int:
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text("\n".join(lines) + "\n")
 
+    if args.explore:
+        return explore(args, say)
+    t_begin = time.perf_counter()
+    cache_note = (
+        "inductor cache warm from an earlier process" if inductor_cache_warm() else "cold cache"
+    )
     arch = official_arch() if args.arch == "official" else tiny_arch()
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     tflops = dense_tflops(device, quick)
@@ -427,7 +663,10 @@ def main() -> int:
     models = build_models(arch)
     avatar = synthetic_avatar(4 if quick else 50, width, height)
     compile_ = not args.no_compile and device.type == "cuda"
-    ref = MuseTalkEngine(models, EngineOptions(device=str(device), compile=False))
+    # the reference runs NCHW, as MuseTalk does
+    ref_opts = EngineOptions(device=str(device), compile=False, channels_last=False)
+    ref_opts = dataclasses.replace(ref_opts, margin_rows=args.margin_rows)
+    ref = MuseTalkEngine(models, ref_opts)
     sizes = [2, 4] if quick else [int(b) for b in args.batches.split(",")]
     if compile_ and not args.dynamic:
         sizes = [max(sizes)]  # one static graph; smaller batches are padded to it
@@ -446,13 +685,7 @@ def main() -> int:
     ref_batch, ref_n = (4, 3) if quick else (20, 15)
     ref_fps, ref_ms, ref_frames = reference_path(ref, avatar, windows, ref_batch, ref_n)
     log(f"reference {ref_fps:.1f} fps")
-    nchw_ms, nhwc_ms = memory_format_ab(ref, windows, 4 if quick else 32)
-    say_later = (
-        f"eager memory-format check, UNet + full decode at batch {4 if quick else 32}: "
-        f"NCHW {nchw_ms:.1f} ms, channels-last {nhwc_ms:.1f} ms -> "
-        + ("channels-last" if nhwc_ms < nchw_ms else "NCHW")
-    )
-    log(say_later)
+    decode_inductor = dict(TUNED_INDUCTOR) if args.decode_inductor == "tuned" else {}
     ours = MuseTalkEngine(
         models,
         EngineOptions(
@@ -460,13 +693,22 @@ def main() -> int:
             compile=compile_,
             dynamic_batch=args.dynamic,
             max_batch=max(sizes),
-            channels_last=nhwc_ms < nchw_ms,
+            channels_last=args.channels_last,
+            decode_inductor=decode_inductor,
+            margin_rows=args.margin_rows,
         ),
     )
     ours.add_avatar(avatar)
+    layout = "channels-last" if args.channels_last else "NCHW"
+    tuning = ", ".join(f"{k}={v}" for k, v in decode_inductor.items()) or "defaults"
+    say_later = f"ours: {layout}; inductor defaults for the UNet, for the decoder {tuning}"
+    if not compile_:
+        say_later = f"ours: {layout}, not compiled"
 
     t0 = time.perf_counter()
     ours.warmup()  # compiles (full decode) and sizes the batch from free memory
+    sync(device)
+    compile_full = time.perf_counter() - t0
     sizes = [b for b in sizes if b <= ours.options.max_batch] or [ours.options.max_batch]
     with torch.inference_mode():
         for b in sorted({max(2, min(sizes)), max(sizes)}):  # compile the mask-window graph
@@ -477,17 +719,22 @@ def main() -> int:
     log(f"warm-up/compile {compile_s:.0f} s; memory-based max batch {ours.max_batch_size()}")
 
     results: dict[tuple[str, int], float] = {}
+    latency: dict[tuple[str, int], float] = {}
     for mode in ("full", "mask"):
+        ours.configure(decode=mode)  # type: ignore[arg-type]
         for b in sizes:
             jobs = jobs_for(ours, windows, b, 3)
 
-            def step(jobs: list[FrameJob] = jobs, mode: str = mode) -> None:
-                with torch.inference_mode():
-                    faces = ours.decode_faces(jobs, ours.predict_latents(jobs), mode)
-                    ours.blend(jobs, faces)
+            def step(jobs: list[FrameJob] = jobs) -> None:
+                ours.run_batch(jobs)
 
-            results[(mode, b)] = time_call(step, device, 2 if quick else 6)
+            latency[(mode, b)] = time_call(step, device, 2 if quick else 4)
+            n = 3 if quick else 12
+            batches = [jobs_for(ours, windows, b, k * b) for k in range(n)]
+            pipelined(ours, batches[:2])
+            results[(mode, b)] = pipelined(ours, batches) / n
             log(f"ours {mode} b={b}: {b / results[(mode, b)]:.1f} fps")
+    ours.configure(decode="full")
 
     # quality: window decode vs full decode, and our GPU blend vs the CPU blend, same frames
     # the first ref_batch jobs are the reference's first timed batch
@@ -524,8 +771,9 @@ def main() -> int:
         f"mask window {g_mask:.1f} (latent rows {r0}-31, cols {c0}-{c1 - 1})"
     )
     say(
-        f"warm-up incl. torch.compile: {compile_s:.0f} s (once per process, before any call); "
-        f"memory-based batch cap {ours.max_batch_size()}"
+        f"warm-up incl. torch.compile: {compile_s:.0f} s (full-decode graphs {compile_full:.0f}"
+        f" s; once per process, before any call; {cache_note}); memory-based batch cap "
+        f"{ours.max_batch_size()}"
     )
     say("")
     head = f"{'path':<56} {'batch':>5} {'ms/batch':>9} {'frames/s':>9} {'GFLOP/frame':>11}"
@@ -539,6 +787,7 @@ def main() -> int:
     for mode, g in (("full", g_unet + g_full), ("mask", g_unet + g_mask)):
         what = "full decode" if mode == "full" else "mask-window decode"
         kind = kind if args.dynamic or not compile_ else "compiled fp16 (static)"
+        lat_ms = ", ".join(f"{latency[(mode, b)] * 1000:.1f}" for b in sizes)
         for b in sizes:
             say(
                 row(
@@ -551,10 +800,13 @@ def main() -> int:
             fps = b / results[(mode, b)]
             if fps > best.get(mode, (0.0, 0))[0]:
                 best[mode] = (fps, b)
+        say(f"{'':<56} one batch alone, submit to frames on the host: {lat_ms} ms")
+    say("(b) rows: batches back to back as the scheduler runs them (next batch queued once")
+    say("    the last is computed; its frames cross to the host meanwhile on a copy stream)")
     say("")
     say(
-        f"quality, mask-window vs full decode (blended frames, crop boxes): PSNR {q_mask:.1f} dB, "
-        f"max |diff| {maxdiff}/255"
+        f"quality, mask-window vs full decode (blended frames, crop boxes; {args.margin_rows} "
+        f"latent rows of margin): PSNR {q_mask:.1f} dB, max |diff| {maxdiff}/255"
     )
     say(f"quality, our GPU blend vs the reference CPU blend (same frames): PSNR {q_blend:.1f} dB")
     mode = "mask" if q_mask >= 30.0 else "full"
@@ -562,9 +814,9 @@ def main() -> int:
         f"ratio ours/reference frames/s: full decode {best['full'][0] / ref_fps:.2f}x, "
         f"mask-window decode {best['mask'][0] / ref_fps:.2f}x"
     )
-    load_test(
-        say, ours, mode, best[mode], q_mask, 1.0 if quick else args.load_seconds, quick, windows
-    )
+    seconds = 1.0 if quick else args.load_seconds
+    deadline = t_begin + args.time_budget
+    load_test(say, ours, mode, best[mode], q_mask, seconds, quick, windows, deadline)
     return 0
 
 

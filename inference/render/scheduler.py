@@ -3,10 +3,15 @@
 Requests carry a deadline (the time the frame must be on screen, on the scheduler's
 monotonic clock). One owned worker thread forms batches earliest-deadline-first, up to the
 largest batch the device's free memory allows; on out-of-memory it halves the batch and
-retries instead of failing a call. When the calls ask for more frames per second than the
-device renders, every call is decimated by the same stride (each renders every k-th frame
-and repeats it), so all calls degrade together instead of one starving. Frames already
-later than ``drop_late_s`` are not rendered: they repeat the call's last frame.
+retries instead of failing a call. With an engine that can submit a batch and finish it
+later (``PipelinedEngine``), the worker queues batch k+1 as soon as the device has computed
+batch k, then hands out batch k's frames while the device works on k+1: the device does
+not wait for copies to the host or for the worker. Audio-feature work (``call_audio``) runs
+on a second thread, the audio lane, so it never delays a batch. When the calls ask for more
+frames per second than the device renders, every call is decimated by the same stride
+(each renders every k-th frame and repeats it), so all calls degrade together instead of
+one starving. Frames already later than ``drop_late_s`` are not rendered: they repeat the
+call's last frame.
 
 ``SchedulerPool`` holds one scheduler per device and places each call on the least loaded.
 """
@@ -21,7 +26,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -30,6 +35,7 @@ import torch
 __all__ = [
     "BatchEngine",
     "FairDegrader",
+    "PipelinedEngine",
     "RenderScheduler",
     "SchedulerOptions",
     "SchedulerPool",
@@ -52,6 +58,13 @@ def _settle(fut: Future[Any], value: Any = None, exc: BaseException | None = Non
         pass
 
 
+def _in_context(
+    context: Callable[[], Any], fn: Callable[..., Any], *args: Any, **kwargs: Any
+) -> Any:
+    with context():
+        return fn(*args, **kwargs)
+
+
 class BatchEngine(Protocol):
     """What the scheduler drives: the MuseTalk engine, or a fake in tests."""
 
@@ -60,6 +73,16 @@ class BatchEngine(Protocol):
     def max_batch_size(self) -> int: ...
 
     def warmup(self) -> float: ...
+
+
+class PipelinedEngine(BatchEngine, Protocol):
+    """An engine whose batches are submitted and finished separately. ``submit_batch``
+    returns a handle with ``wait_computed()`` (blocks until the device has computed the
+    batch; its results may still be on their way to the host)."""
+
+    def submit_batch(self, jobs: Sequence[Any]) -> Any: ...
+
+    def finish_batch(self, handle: Any) -> list[Any]: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,6 +96,7 @@ class SchedulerOptions:
     max_stride: int = 4  # deepest decimation (25 fps -> 6.25 fps)
     drop_late_s: float = 0.5  # frames later than this are repeated, not rendered
     oom_recover_batches: int = 200  # successful batches before a halved cap doubles again
+    pipeline: bool = True  # queue the next batch before handing out the last (if supported)
 
     def __post_init__(self) -> None:
         if self.max_batch < 1 or self.max_stride < 1 or self.oom_recover_batches < 1:
@@ -112,6 +136,7 @@ class SchedulerStats:
     batch_cap: int = 0
     capacity_fps: float | None = None
     busy_s: float = 0.0
+    device_s: float = 0.0  # device time of the batches, where the engine measures it
     batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=256))
 
 
@@ -127,6 +152,17 @@ class _Request:
 
     def __lt__(self, other: _Request) -> bool:
         return (self.deadline, self.seq) < (other.deadline, other.seq)
+
+
+@dataclass(slots=True)
+class _InFlight:
+    """A launched batch: a pipelined engine's handle, or a synchronous engine's results."""
+
+    batch: list[_Request]
+    launched: float
+    handle: Any = None
+    results: list[Any] | None = None
+    elapsed: float | None = None  # device time of the batch, once computed
 
 
 @dataclass(slots=True)
@@ -163,6 +199,8 @@ class RenderScheduler:
         self._cap = self.options.max_batch
         self._ok_since_oom = 0
         self._thread: threading.Thread | None = None
+        self._audio: ThreadPoolExecutor | None = None
+        self._last_computed = -math.inf
         self._closed = False
         self._calls: deque[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], Future[Any]]]
         self._calls = deque()
@@ -177,6 +215,10 @@ class RenderScheduler:
             _log.info("scheduler %s warmed up in %.1f s", self.name, seconds)
         self._cap = max(1, min(self.options.max_batch, self.engine.max_batch_size()))
         self.stats.batch_cap = self._cap
+        self._audio = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-audio")
+        warm_audio = getattr(self.engine, "warmup_audio", None)
+        if warm_audio is not None:  # the lane thread's handles, at every chunk shape
+            self._audio.submit(warm_audio).result()
         self._thread = threading.Thread(target=self._run, name=f"{self.name}-worker", daemon=True)
         self._thread.start()
 
@@ -191,6 +233,8 @@ class RenderScheduler:
             self._fail(req, RuntimeError(f"scheduler {self.name} closed"))
         for *_, fut in calls:
             _settle(fut, exc=RuntimeError(f"scheduler {self.name} closed"))
+        if self._audio is not None:
+            self._audio.shutdown(wait=False, cancel_futures=True)
         if self._thread is not None:
             self._thread.join(timeout=10)
 
@@ -305,6 +349,21 @@ class RenderScheduler:
             self._cond.notify()
         return fut
 
+    def call_audio(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
+        """Run ``fn`` on the audio lane: one thread of its own, in order of calls, inside
+        the engine's ``audio_lane`` context if it has one (on CUDA: its own stream, its
+        results complete before the future resolves). Feature extraction runs here, so it
+        overlaps render batches instead of waiting between them."""
+        with self._cond:
+            if self._closed:
+                raise RuntimeError(f"scheduler {self.name} is closed")
+            if self._audio is None:
+                raise RuntimeError(f"scheduler {self.name} is not started")
+            lane = getattr(self.engine, "audio_lane", None)
+            if lane is None:
+                return self._audio.submit(fn, *args, **kwargs)
+            return self._audio.submit(_in_context, lane, fn, *args, **kwargs)
+
     def _run_calls(self) -> None:
         while True:
             with self._cond:
@@ -319,42 +378,94 @@ class RenderScheduler:
                 fut.set_exception(exc)
 
     def _run(self) -> None:
+        inflight: _InFlight | None = None
         while True:
             self._run_calls()
+            if inflight is not None and inflight.elapsed is None:
+                self._wait_computed(inflight)
             with self._cond:
                 while not self._heap and not self._calls and not self._closed:
+                    if inflight is not None:
+                        break
                     self._cond.wait()
                 if self._closed:
-                    return
+                    break
                 if self._calls:
                     continue
-                if len(self._heap) < self._cap and self.options.linger_s > 0:
-                    slack = self._heap[0].deadline - self.clock()
-                    if slack > 4 * self.options.linger_s:
-                        self._cond.wait(self.options.linger_s)
-                batch = self._take_batch()
-            if batch:
-                self._execute(batch)
+                batch: list[_Request] = []
+                if self._heap:
+                    if (
+                        inflight is None
+                        and len(self._heap) < self._cap
+                        and self.options.linger_s > 0
+                    ):
+                        slack = self._heap[0].deadline - self.clock()
+                        if slack > 4 * self.options.linger_s:
+                            self._cond.wait(self.options.linger_s)
+                    batch = self._take_batch()
+            launched = self._launch(batch) if batch else None
+            if inflight is not None:
+                self._complete(inflight)
+            inflight = launched
+        if inflight is not None:
+            self._complete(inflight)
 
-    def _execute(self, batch: list[_Request]) -> None:
+    def _launch(self, batch: list[_Request]) -> _InFlight | None:
+        """Start ``batch`` on the engine; None if it failed (its requests are settled or
+        requeued)."""
         t0 = self.clock()
+        jobs = [r.job for r in batch]
+        submit = getattr(self.engine, "submit_batch", None) if self.options.pipeline else None
         try:
-            results = self.engine.run_batch([r.job for r in batch])
+            if submit is not None:
+                return _InFlight(batch, t0, handle=submit(jobs))
+            results = self.engine.run_batch(jobs)
         except torch.OutOfMemoryError as exc:
             self._on_oom(batch, exc)
-            return
+            return None
         except Exception as exc:
             _log.exception("render batch of %d failed", len(batch))
             for req in batch:
                 self._fail(req, exc)
-            return
-        elapsed = self.clock() - t0
+            return None
+        done = self.clock()
+        self._last_computed = done
+        return _InFlight(batch, t0, results=results, elapsed=done - t0)
+
+    def _wait_computed(self, inflight: _InFlight) -> None:
+        """Block until the device computed ``inflight``; its device time is measured from
+        when the device could start it (its launch, or the end of the batch before)."""
+        try:
+            inflight.handle.wait_computed()
+        except Exception:  # the error surfaces in finish_batch
+            _log.debug("wait for a computed batch failed", exc_info=True)
+        done = self.clock()
+        inflight.elapsed = done - max(inflight.launched, self._last_computed)
+        self._last_computed = done
+
+    def _complete(self, inflight: _InFlight) -> None:
+        """Hand out the frames of a launched batch."""
+        batch = inflight.batch
+        results = inflight.results
+        if results is None:
+            if inflight.elapsed is None:
+                self._wait_computed(inflight)
+            try:
+                results = self.engine.finish_batch(inflight.handle)  # type: ignore[attr-defined]
+            except Exception as exc:
+                _log.exception("render batch of %d failed", len(batch))
+                for req in batch:
+                    self._fail(req, exc)
+                return
         if len(results) != len(batch):
             err = RuntimeError(f"engine returned {len(results)} results for {len(batch)} jobs")
             for req in batch:
                 self._fail(req, err)
             return
-        self._record(len(batch), elapsed)
+        self._record(len(batch), inflight.elapsed or 0.0)
+        device_seconds = getattr(inflight.handle, "device_seconds", None)
+        if device_seconds is not None:
+            self.stats.device_s += device_seconds()
         with self._cond:
             for req, res in zip(batch, results, strict=True):
                 state = self._sessions.get(req.session)

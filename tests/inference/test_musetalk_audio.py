@@ -92,3 +92,16 @@ def test_bad_inputs(encoder: AudioEncoder) -> None:
     stream.end()
     with pytest.raises(RuntimeError, match="after end"):
         stream.push(np.zeros(10, np.int16))
+
+
+def test_encode_pads_to_few_shapes_without_changing_results() -> None:
+    one = AudioEncoder(tiny_models(), chunk=1)
+    eight = AudioEncoder(tiny_models(), chunk=8)
+    assert eight.chunk_shapes() == [1, 2, 4, 8]
+    assert AudioEncoder(tiny_models(), chunk=6).chunk_shapes() == [1, 2, 4, 6]
+    torch.manual_seed(0)
+    windows = torch.randn(11, one.window_samples // 8) * 0.1
+    for n in (3, 11):  # a tail padded to 4; a full chunk of 8 plus a tail of 3
+        got = eight.encode(windows[:n])
+        assert got.shape[0] == n
+        torch.testing.assert_close(got, one.encode(windows[:n]), rtol=1e-4, atol=1e-4)

@@ -51,6 +51,33 @@ def test_blend_mask_extremes() -> None:
     assert small.shape == (2, 32, 40, 3) and small.dtype == torch.uint8
 
 
+def test_blend_region_path_matches_whole_frame_float() -> None:
+    """Only the boxes' union is blended in floating point; the result is what blending
+    the whole frame in floating point gives, and the input frames stay untouched."""
+    torch.manual_seed(3)
+    frames = torch.randint(0, 256, (3, 72, 96, 3), dtype=torch.uint8)
+    before = frames.clone()
+    faces, masks = torch.rand(3, 3, 256, 256), torch.rand(3, 1, 256, 256)
+    boxes = torch.tensor(
+        [[5.0, 4.0, 45.0, 44.0], [30.0, 20.0, 80.0, 70.0], [10.0, 8.0, 60.0, 50.0]]
+    )
+    got = blend_faces(frames, faces, masks, boxes)
+    assert torch.equal(frames, before)
+    base = frames.permute(0, 3, 1, 2).float() / 255.0
+    xs, ys = torch.arange(96) + 0.5, torch.arange(72) + 0.5
+    gx = (xs[None] - boxes[:, :1]) / (boxes[:, 2:3] - boxes[:, :1]) * 2 - 1
+    gy = (ys[None] - boxes[:, 1:2]) / (boxes[:, 3:4] - boxes[:, 1:2]) * 2 - 1
+    grid = torch.stack([gx[:, None].expand(-1, 72, -1), gy[:, :, None].expand(-1, -1, 96)], -1)
+    warped = torch.nn.functional.grid_sample(
+        torch.cat([faces, masks], 1), grid, align_corners=False
+    )
+    want = base + warped[:, 3:] * (warped[:, :3] - base)
+    want_u8 = (want * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    assert (got.int() - want_u8.int()).abs().max() <= 1
+    same_size = blend_faces(frames, faces, masks, boxes, out_size=(96, 72))
+    assert torch.equal(same_size, got)
+
+
 def test_run_batch_shapes_and_untouched_background() -> None:
     eng = engine()
     av = make_avatar()
@@ -69,10 +96,27 @@ def test_run_batch_shapes_and_untouched_background() -> None:
     assert resized[0].shape == (64, 80, 3)
 
 
+def test_submitted_batches_finish_in_any_order_with_run_batch_frames() -> None:
+    eng = engine()
+    first, second = _jobs(3), _jobs(5)
+    want_first, want_second = eng.run_batch(first), eng.run_batch(second)
+    a = eng.submit_batch(first)
+    b = eng.submit_batch(second)  # queued before the first is handed out
+    a.wait_computed()
+    got_second, got_first = eng.finish_batch(b), eng.finish_batch(a)
+    assert len(got_first) == 3 and len(got_second) == 5
+    for got, want in ((got_first, want_first), (got_second, want_second)):
+        for g, w in zip(got, want, strict=True):
+            assert np.array_equal(g, w)
+    with eng.audio_lane():  # on the CPU: no stream, the work simply runs
+        assert eng.audio.encode(torch.zeros(1, 1600)).shape[0] == 1
+
+
 def test_mask_decode_only_changes_what_the_mask_sees() -> None:
     eng = engine()
     jobs = _jobs(3)
-    assert eng.decode_window(jobs) == (13, 4, 28)
+    assert eng.options.margin_rows == 4
+    assert eng.decode_window(jobs) == (11, 2, 30)  # mask rows 120-239, cols 48-207, 4 margin
     with torch.inference_mode():
         lat = eng.predict_latents(jobs)
         full = eng.decode_faces(jobs, lat, "full")

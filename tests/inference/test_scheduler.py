@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import wait
 from typing import Any
 
@@ -254,3 +255,120 @@ def test_calls_run_on_the_worker_thread_between_batches() -> None:
     sched.close()
     with pytest.raises(RuntimeError, match="closed"):
         sched.call(lambda: None)
+
+
+class _Handle:
+    def __init__(self, jobs: list[Any], log: list[str], k: int) -> None:
+        self.jobs, self.log, self.k = jobs, log, k
+
+    def wait_computed(self) -> None:
+        self.log.append(f"computed {self.k}")
+
+
+class PipelinedFake(FakeEngine):
+    """Submit and finish separately; logs the order of both."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.log: list[str] = []
+
+    def submit_batch(self, jobs: Sequence[Any]) -> _Handle:
+        if self.oom_above is not None and len(jobs) > self.oom_above:
+            self.oom_raised += 1
+            raise torch.OutOfMemoryError("fake allocator")
+        self.batches.append(list(jobs))
+        k = len(self.batches) - 1
+        self.log.append(f"submit {k}")
+        return _Handle(list(jobs), self.log, k)
+
+    def finish_batch(self, handle: _Handle) -> list[Any]:
+        self.log.append(f"finish {handle.k}")
+        return [("frame", j) for j in handle.jobs]
+
+
+def test_pipelined_engine_queues_the_next_batch_before_handing_out_the_last() -> None:
+    eng = PipelinedFake()
+    sched = RenderScheduler(eng, SchedulerOptions(max_batch=4, linger_s=0), clock=FakeClock())
+    sched.open_session("a")
+    futures = sched.submit_many("a", 0, list(range(12)), [101.0 + i for i in range(12)])
+    sched.start(warmup=False)
+    assert _results(futures) == [("frame", i) for i in range(12)]
+    sched.close()
+    assert eng.log == [
+        "submit 0",
+        "computed 0",
+        "submit 1",
+        "finish 0",
+        "computed 1",
+        "submit 2",
+        "finish 1",
+        "computed 2",
+        "finish 2",
+    ]
+    assert sched.stats.batches == 3 and sched.stats.frames == 12
+
+
+def test_pipelined_out_of_memory_halves_and_retries() -> None:
+    eng = PipelinedFake(oom_above=2)
+    sched = RenderScheduler(eng, SchedulerOptions(max_batch=8, linger_s=0), clock=FakeClock())
+    sched.open_session("a")
+    futures = sched.submit_many("a", 0, list(range(8)), [101.0 + i for i in range(8)])
+    sched.start(warmup=False)
+    assert _results(futures) == [("frame", i) for i in range(8)]
+    sched.close()
+    assert sched.stats.oom_retries >= 2 and max(len(b) for b in eng.batches) <= 2
+
+
+def test_pipeline_off_runs_batches_synchronously() -> None:
+    eng = PipelinedFake()
+    opts = SchedulerOptions(max_batch=4, linger_s=0, pipeline=False)
+    sched = RenderScheduler(eng, opts, clock=FakeClock())
+    sched.open_session("a")
+    futures = sched.submit_many("a", 0, list(range(8)), [101.0 + i for i in range(8)])
+    sched.start(warmup=False)
+    assert _results(futures) == [("frame", i) for i in range(8)]
+    sched.close()
+    assert eng.log == [] and len(eng.batches) == 2  # run_batch, not submit/finish
+
+
+class BlockingEngine(FakeEngine):
+    """A batch that waits for ``release``; an ``audio_lane`` context that counts uses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started, self.release = threading.Event(), threading.Event()
+        self.lane_uses = 0
+        self.lane_thread = ""
+
+    def run_batch(self, jobs: Sequence[Any]) -> list[Any]:
+        self.started.set()
+        assert self.release.wait(10)
+        return super().run_batch(jobs)
+
+    @contextlib.contextmanager
+    def audio_lane(self) -> Iterator[None]:
+        self.lane_uses += 1
+        self.lane_thread = threading.current_thread().name
+        yield
+
+
+def test_audio_lane_runs_while_a_batch_is_rendering() -> None:
+    eng = BlockingEngine()
+    sched = RenderScheduler(eng, SchedulerOptions(linger_s=0))
+    with pytest.raises(RuntimeError, match="not started"):
+        sched.call_audio(lambda: None)
+    sched.open_session("a")
+    sched.start(warmup=False)
+    frame = sched.submit("a", 0, "x", time.monotonic() + 5)
+    assert eng.started.wait(5)  # the worker is inside a batch
+    feats = sched.call_audio(lambda x: (x * 2, threading.current_thread().name), 21)
+    value, thread = feats.result(timeout=5)  # not stuck behind the batch
+    assert value == 42 and thread.startswith("render-audio") and not frame.done()
+    assert eng.lane_uses == 1 and eng.lane_thread == thread
+    with pytest.raises(ZeroDivisionError):
+        sched.call_audio(lambda: 1 / 0).result(timeout=5)
+    eng.release.set()
+    assert frame.result(timeout=5) == ("frame", "x")
+    sched.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        sched.call_audio(lambda: None)

@@ -121,22 +121,35 @@ class AudioEncoder:
         mel = torch.maximum(mel, peak - 8.0)
         return (mel + 4.0) / 4.0
 
+    def chunk_shapes(self) -> list[int]:
+        """The batch sizes ``encode`` runs the encoder at: powers of two below ``chunk``,
+        and ``chunk`` itself (warm them all up before the first call)."""
+        sizes, c = [], 1
+        while c < self.chunk:
+            sizes.append(c)
+            c *= 2
+        return [*sizes, self.chunk]
+
+    def _padded(self, n: int) -> int:
+        return next(c for c in self.chunk_shapes() if c >= n)
+
     @torch.inference_mode()
     def encode(self, windows: torch.Tensor) -> torch.Tensor:
         """(n, samples) windows -> (n, positions, layers, dim) hidden states (all layers).
 
-        Runs in chunks of ``chunk`` windows (the last one zero-padded), so the device sees
-        one input shape: no cuDNN autotuning or FFT planning in the middle of a call."""
-        n = windows.shape[0]
-        pad = -n % self.chunk
-        if pad:
-            windows = torch.cat([windows, windows.new_zeros(pad, windows.shape[1])])
+        Runs in chunks of ``chunk`` windows, the last one zero-padded to the next of
+        ``chunk_shapes``, so the device sees few input shapes (no cuDNN autotuning or FFT
+        planning in the middle of a call) and a short tail costs little."""
         outs = []
         for part in windows.split(self.chunk):
+            n = part.shape[0]
+            pad = self._padded(n) - n
+            if pad:
+                part = torch.cat([part, part.new_zeros(pad, part.shape[1])])
             mel = self.log_mel(part.to(self.device, torch.float32)).to(self.dtype)
             out = self._whisper(mel, output_hidden_states=True)
-            outs.append(torch.stack(out.hidden_states, dim=2))
-        return torch.cat(outs)[:n]
+            outs.append(torch.stack(out.hidden_states, dim=2)[:n])
+        return torch.cat(outs)
 
 
 class AudioFeatureStream:
@@ -171,8 +184,11 @@ class AudioFeatureStream:
     def samples(self) -> int:
         return self._samples
 
-    def push(self, pcm: np.ndarray) -> torch.Tensor:
-        """Add 16 kHz mono audio (int16 or float in [-1, 1]); return newly ready frames."""
+    def push(self, pcm: np.ndarray, *, last: bool = False) -> torch.Tensor:
+        """Add 16 kHz mono audio (int16 or float in [-1, 1]); return newly ready frames.
+
+        ``last``: this is the end of the audio (as ``end()`` right after, with every block
+        encoded in one encoder call)."""
         if self._ended:
             raise RuntimeError("push() after end()")
         if pcm.ndim != 1:
@@ -185,6 +201,7 @@ class AudioFeatureStream:
             raise TypeError(f"audio must be int16 or float, got {pcm.dtype}")
         self._audio = np.concatenate([self._audio, chunk])
         self._samples += len(chunk)
+        self._ended = last
         self._encode_ready()
         return self._emit()
 
@@ -278,8 +295,6 @@ class AudioFeatureStream:
 def windows_for_audio(
     encoder: AudioEncoder, audio: np.ndarray, options: AudioWindowOptions | None = None
 ) -> torch.Tensor:
-    """All per-frame windows of one whole piece of audio (push everything, then end)."""
-    stream = AudioFeatureStream(encoder, options)
-    first = stream.push(audio)
-    rest = stream.end()
-    return torch.cat([first, rest])
+    """All per-frame windows of one whole piece of audio (the same as pushing it in any
+    chunks, then ``end``), from one encoder call for all of its blocks."""
+    return AudioFeatureStream(encoder, options).push(audio, last=True)

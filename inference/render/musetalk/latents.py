@@ -31,7 +31,7 @@ class AvatarLatents:
     unet_ref: torch.Tensor  # (N, 8, 32, 32) compute dtype
     crops: torch.Tensor  # (N, 3, 256, 256) compute dtype in [0, 1]
     masks: torch.Tensor  # (N, 1, 256, 256) compute dtype in [0, 1]
-    boxes: torch.Tensor  # (N, 4) float32 x0, y0, x1, y1
+    boxes: torch.Tensor  # (N, 4) float32 x0, y0, x1, y1 (on the CPU: read without a sync)
     frames: torch.Tensor  # (N, H, W, 3) uint8
     mask_box: tuple[int, int, int]  # top, left, right (exclusive) crop pixels of any mask > 0
 
@@ -103,7 +103,7 @@ def encode_avatar(
         unet_ref=torch.cat(unet_ref).contiguous(),
         crops=torch.cat(crops01),
         masks=masks[:, None].to(device=device, dtype=dtype),
-        boxes=torch.from_numpy(avatar.crop_boxes.astype(np.float32)).to(device),
+        boxes=torch.from_numpy(avatar.crop_boxes.astype(np.float32)),
         frames=torch.from_numpy(np.ascontiguousarray(avatar.frames)).to(device),
         mask_box=box,
     )

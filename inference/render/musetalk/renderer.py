@@ -2,9 +2,9 @@
 
 A renderer is cheap: it holds the avatar's key, its call's session on the device's
 ``RenderScheduler`` and a little audio context. ``render`` turns one piece of reply audio
-into per-frame audio windows (on the scheduler's worker thread, which owns the device),
-submits every frame with its deadline (on screen
-``start_latency_s`` after the audio arrived, then one frame period apart) and yields the
+into per-frame audio windows (on the scheduler's audio lane: its own thread and CUDA
+stream), submits every frame with its deadline (on screen ``start_latency_s`` after the
+audio arrived, then one frame period apart) and yields the
 frames in order as the scheduler's batches finish. Consecutive pieces play back to back,
 so a piece's first deadline is the later of that latency and the end of the previous
 piece. The previous piece's tail is kept as left audio context, so consecutive pieces of
@@ -112,7 +112,7 @@ class MuseTalkRenderer:
         opts = self.options
         tail = self._tail if opts.carry_context else self._tail[:0]
         joined = np.concatenate([tail, audio_16k])
-        windows = await asyncio.wrap_future(self._scheduler.call(self._windows, joined))
+        windows = await asyncio.wrap_future(self._scheduler.call_audio(self._windows, joined))
         skip = len(tail) * self.fps // SAMPLE_RATE
         windows = windows[skip : skip + frame_count(len(audio_16k), self.fps)]
         self._remember_tail(audio_16k)
@@ -128,7 +128,7 @@ class MuseTalkRenderer:
         stream = AudioFeatureStream(self._engine.audio, self.options.audio)
         pending: list[Future[Any]] = []
         async for chunk in chunks:
-            windows = await asyncio.wrap_future(self._scheduler.call(stream.push, chunk))
+            windows = await asyncio.wrap_future(self._scheduler.call_audio(stream.push, chunk))
             pending.extend(self._submit(windows))
             while len(pending) >= self.options.yield_frames:
                 head, pending = (
@@ -136,7 +136,9 @@ class MuseTalkRenderer:
                     pending[self.options.yield_frames :],
                 )
                 yield [await self._wait(f) for f in head]
-        pending.extend(self._submit(await asyncio.wrap_future(self._scheduler.call(stream.end))))
+        pending.extend(
+            self._submit(await asyncio.wrap_future(self._scheduler.call_audio(stream.end)))
+        )
         async for frames in self._collect(pending):
             yield frames
 
