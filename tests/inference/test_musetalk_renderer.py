@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from musetalk_helpers import engine, make_avatar, speech_like, tiny_models
 
-from inference.render.base import Renderer
+from inference.render.base import FrameRateFollower, Renderer
 from inference.render.musetalk import (
     MuseTalkRenderer,
     MuseTalkService,
@@ -109,3 +109,22 @@ async def test_service_on_cpu() -> None:
     assert len(frames) == 4
     service.release("x")
     service.close()
+
+
+async def test_a_lower_render_fps_submits_fewer_frames(scheduler: RenderScheduler) -> None:
+    """A low quality rung: every output frame is still there, a third of them rendered."""
+    r = MuseTalkRenderer(make_avatar(), engine(), scheduler, session="low")
+    assert isinstance(r, FrameRateFollower) and r.render_fps == 25
+    before = scheduler.stats.frames
+    full = await _collect(r.render(speech_like(0.6)))
+    assert scheduler.stats.frames - before == 15 == len(full)
+    r.set_render_fps(10)
+    assert r.render_fps == 10
+    before = scheduler.stats.frames
+    low = await _collect(r.render(speech_like(0.6)))
+    rendered = scheduler.stats.frames - before
+    assert len(low) == 15 and 5 <= rendered <= 7
+    assert len({id(f) for f in low}) == rendered  # the others repeat rendered frames
+    with pytest.raises(ValueError):
+        r.set_render_fps(0)
+    r.close()

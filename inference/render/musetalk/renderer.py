@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from inference.avatar.model import PreparedAvatar
+from inference.render.base import render_plan
 from inference.render.musetalk.audio import (
     SAMPLE_RATE,
     AudioFeatureStream,
@@ -79,6 +80,7 @@ class MuseTalkRenderer:
         engine.avatar(avatar.name)  # raises KeyError if the avatar was not added
         self._height = self.options.output_height or avatar.size[1]
         self._frame_no = 0
+        self._render_fps = self.fps
         self._play_end = 0.0  # scheduler-clock time the frames submitted so far finish playing
         self._tail = np.zeros(0, dtype=np.int16)
         self._outstanding: set[Future[Any]] = set()
@@ -96,6 +98,18 @@ class MuseTalkRenderer:
         if height < 16:
             raise ValueError(f"output height must be >= 16, got {height}")
         self._height = min(int(height), self._avatar.size[1])
+
+    @property
+    def render_fps(self) -> int:
+        return self._render_fps
+
+    def set_render_fps(self, fps: int) -> None:
+        """Render only ``fps`` frames per second (a low quality rung); each is repeated to
+        fill ``self.fps``. The scheduler counts this call's demand at the lower rate."""
+        if fps <= 0:
+            raise ValueError(f"render fps must be positive, got {fps}")
+        self._render_fps = min(int(fps), self.fps)
+        self._scheduler.open_session(self._session, fps=float(self._render_fps))
 
     def idle_frames(self) -> Sequence[np.ndarray]:
         size = self.frame_size
@@ -183,15 +197,21 @@ class MuseTalkRenderer:
         out_size = None if size == self._avatar.size else size
         start = max(self._scheduler.clock() + self.options.start_latency_s, self._play_end)
         self._play_end = start + n / self.fps
-        jobs = [
-            FrameJob(self._avatar.name, self._cycle_index(self._frame_no + i), windows[i], out_size)
-            for i in range(n)
-        ]
-        deadlines = [start + i / self.fps for i in range(n)]
-        futures = self._scheduler.submit_many(self._session, self._frame_no, jobs, deadlines)
+        plan = render_plan(n, self.fps, self._render_fps)
+        first_use: dict[int, int] = {}  # rendered frame -> the first output frame showing it
+        for i, j in enumerate(plan):
+            first_use.setdefault(j, i)
+        rendered: dict[int, Future[Any]] = {}
+        for j, i in first_use.items():
+            job = FrameJob(
+                self._avatar.name, self._cycle_index(self._frame_no + j), windows[j], out_size
+            )
+            rendered[j] = self._scheduler.submit(
+                self._session, self._frame_no + j, job, start + i / self.fps
+            )
         self._frame_no += n
-        self._outstanding.update(futures)
-        return futures
+        self._outstanding.update(rendered.values())
+        return [rendered[j] for j in plan]
 
     async def _wait(self, fut: Future[Any]) -> np.ndarray:
         try:
