@@ -101,6 +101,9 @@ class RenderSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     renderer: Literal["warp", "musetalk"] = "warp"
     musetalk_dir: Path | None = None
+    # "mask" decodes only the latent rows the mouth mask can change: ~1.3x the frames per
+    # GPU (21 vs ~18 calls on an H100), an approximation of the exact "full" decode
+    musetalk_decode: Literal["full", "mask"] = "full"
     avatar: str = "astronaut"
     avatars_dir: Path = Path("avatars")
     fps: int = Field(25, ge=5, le=60)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from inference.avatar.model import PreparedAvatar
 from inference.render.base import Renderer
@@ -68,6 +69,7 @@ def musetalk_factory(
     devices: tuple[str, ...] | None = None,
     compile: bool = True,
     arch: MuseTalkArch | None = None,
+    decode: Literal["full", "mask"] = "full",
 ) -> MuseTalkRendererFactory:
     """Load MuseTalk v1.5 from the official weights folder onto every CUDA GPU (or ``devices``).
 
@@ -89,6 +91,7 @@ def musetalk_factory(
     options = ServiceOptions(
         devices=devices,
         compile=compile,
+        decode=decode,
         renderer=RendererOptions(output_height=output_height),
     )
     return MuseTalkRendererFactory(MuseTalkService.load(weights_dir, options, arch=arch))

@@ -297,7 +297,9 @@ def _renderer_factory(settings: Settings) -> RendererFactory:
     if r.renderer == "musetalk":
         from signaling.musetalk_factory import musetalk_factory
 
-        return musetalk_factory(r.musetalk_dir, output_height=r.output_height)
+        return musetalk_factory(
+            r.musetalk_dir, output_height=r.output_height, decode=r.musetalk_decode
+        )
     return WarpRendererFactory(WarpOptions(fps=r.fps, output_long_side=r.output_height))
 
 

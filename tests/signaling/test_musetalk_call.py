@@ -51,3 +51,15 @@ async def test_call_renders_with_musetalk(
     assert report.reply_text.strip() == "We are open from nine to five. See you soon."
     assert report.video_frames > 50
     assert [128, 128] in report.video_sizes  # the MuseTalk renderer's output size
+
+
+def test_the_decode_setting_reaches_every_engine(tmp_path: Path) -> None:
+    weights = save_official_layout(build_models(tiny_arch(), seed=3), tmp_path / "weights")
+    assert Settings().render.musetalk_decode == "full"  # exact by default
+    factory = musetalk_factory(
+        weights, devices=("cpu",), compile=False, arch=tiny_arch(), decode="mask"
+    )
+    try:
+        assert [e.options.decode for e in factory.service.engines] == ["mask"]
+    finally:
+        factory.service.close()
