@@ -23,8 +23,8 @@ ENV PATH=/opt/venv/bin:$PATH
 # torch first, from the CUDA wheel index, so the project's pin does not pull the CPU wheel.
 RUN pip install --upgrade pip \
  && pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX}"
-# The project is installed in editable mode from /app: the server serves the call page from
-# static/ beside the packages, which a wheel install would leave out.
+# The project is installed in editable mode from /app (static/ beside the packages is served;
+# a wheel install carries the same pages as the signaling.static package).
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY media ./media

@@ -16,13 +16,11 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from signaling.bot import BotError, BotOptions, BotReport, run_bot
+from signaling.spawn import spawn_server as serve
 
 QUESTIONS = [
     "What are your opening hours?",
@@ -154,36 +153,16 @@ def _stats(values: list[float]) -> str:
 
 
 @contextlib.contextmanager
-def spawn_server(extra: list[str]) -> Iterator[tuple[str, int]]:
-    """Start ``avatar-rtc serve`` on a free loopback port; yield (url, pid) once ready."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    exe = Path(sys.executable).with_name("avatar-rtc")
-    cmd = [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port), *extra]
-    proc = subprocess.Popen(cmd)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}: {' '.join(cmd)}")
-            try:
-                with urllib.request.urlopen(f"{url}/health/ready", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("server not ready within 180 s")
-            time.sleep(0.5)
-        yield url, proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+def spawn_server(extra: list[str], log: Path | None = None) -> Iterator[tuple[str, int]]:
+    """Start ``avatar-rtc serve`` on a free loopback port; yield (url, pid) once ready.
+
+    Its output goes to ``log`` (a kept temporary file if None), named when it starts."""
+    with serve(args=extra, log=log, stop_timeout_s=10) as server:
+        print(
+            f"avatar-rtc serve (pid {server.pid}) at {server.url}; log {server.log}",
+            file=sys.stderr,
+        )
+        yield server.url, server.pid
 
 
 async def bench(
@@ -258,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     barge = args.n if args.barge_in is None else args.barge_in
     if args.spawn_server:
-        with spawn_server(args.serve_arg) as (url, pid):
+        with spawn_server(args.serve_arg, out / "server.log") as (url, pid):
             asyncio.run(bench(url, args.n, barge, pid, out, args.timeout_s))
     else:
         asyncio.run(bench(args.url, args.n, barge, args.server_pid, out, args.timeout_s))

@@ -20,20 +20,20 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from signaling.loadgen import OfferRefused, ProbeCall, ProbeOptions
+from signaling.spawn import spawn_server
+
+ROOT = Path(__file__).resolve().parent.parent
 
 QUESTIONS = [
     "What are your opening hours?",
@@ -47,12 +47,6 @@ QUESTIONS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _health(url: str) -> dict[str, Any]:
     try:
         with urllib.request.urlopen(url + "/health/ready", timeout=2) as r:
@@ -61,32 +55,6 @@ def _health(url: str) -> dict[str, Any]:
         return dict(json.loads(exc.read() or b"{}"))
     except OSError:
         return {"status": "down"}
-
-
-@contextlib.contextmanager
-def spawned_server(cap: int, log_path: Path) -> Iterator[str]:
-    port = _free_port()
-    avatars = tempfile.mkdtemp(prefix="load-avatars-")
-    cmd = [sys.executable, "-m", "signaling.cli", "serve", "--port", str(port)]
-    cmd += ["--max-sessions", str(cap), "--avatars-dir", avatars]
-    env = {**os.environ, "AVATAR_RTC_ACCESS__REQUESTS_PER_S": "1000", "PYTHONUNBUFFERED": "1"}
-    root = Path(__file__).resolve().parent.parent
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 300
-            while _health(url).get("status") != "ready":
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"server did not become ready; see {log_path}")
-                time.sleep(0.5)
-            yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
 
 
 async def _wait_idle(url: str, timeout_s: float = 30.0) -> None:
@@ -223,9 +191,18 @@ def main() -> int:
     if args.url:
         result = asyncio.run(run(args.url.rstrip("/"), args))
     else:
-        args.server_log.parent.mkdir(parents=True, exist_ok=True)
-        with spawned_server(args.cap, args.server_log) as url:
-            result = asyncio.run(run(url, args))
+        with (
+            tempfile.TemporaryDirectory(prefix="load-avatars-") as avatars,
+            spawn_server(
+                args=("--max-sessions", str(args.cap), "--avatars-dir", avatars),
+                env={"AVATAR_RTC_ACCESS__REQUESTS_PER_S": "1000"},
+                log=args.server_log,
+                cwd=ROOT,
+                ready_timeout_s=300,
+                stop_timeout_s=20,
+            ) as server,
+        ):
+            result = asyncio.run(run(server.url, args))
     summary = {k: v for k, v in result.items() if k != "levels"}
     print(json.dumps(summary, indent=2))
     if args.json:

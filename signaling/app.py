@@ -44,12 +44,13 @@ __all__ = ["AppState", "access_options", "create_app", "drain", "serve", "static
 log = logging.getLogger(__name__)
 
 
-def static_dir() -> Path:
-    """The folder of the call page: ``static/`` beside the packages (source checkout)."""
-    here = Path(__file__).resolve().parent.parent / "static"
-    if here.is_dir():
-        return here
-    return Path(str(resources.files("signaling") / "static"))
+def static_dir(package: Path | None = None) -> Path:
+    """The folder of the browser pages, found from ``package`` (this ``signaling`` package's
+    folder if None): ``signaling/static`` in an installed wheel, else ``static/`` beside the
+    packages (a source checkout, editable installs); the installed place if neither exists."""
+    package = Path(str(resources.files("signaling"))) if package is None else package
+    installed, checkout = package / "static", package.parent / "static"
+    return checkout if not installed.is_dir() and checkout.is_dir() else installed
 
 
 @dataclass
@@ -375,11 +376,16 @@ async def _ws(request: web.Request) -> web.StreamResponse:
 
 
 async def _live(request: web.Request) -> web.Response:
+    """Alive, unless render work hung on every GPU: only a new process frees a device whose
+    kernel or driver call never returns, so an orchestrator should restart this one."""
+    if not _render_ok(request.app[STATE]):
+        return web.json_response({"status": "render_stalled"}, status=503)
     return web.json_response({"status": "ok"})
 
 
 async def _ready(request: web.Request) -> web.Response:
-    """Ready: models loaded, the GPU usable where the renderer needs one, below the cap."""
+    """Ready: models loaded, the GPU usable where the renderer needs one (and not hung on
+    every device), below the cap."""
     state = request.app[STATE]
     sessions = len(state.sessions)
     if state.ready and not state.draining and not state.full and _gpu_ok(state):
@@ -392,12 +398,23 @@ async def _ready(request: web.Request) -> web.Response:
         body = {"status": "shutting_down"}
     elif state.full:
         body = {"status": "full", "sessions": sessions}
+    elif not _render_ok(state):
+        body = {"status": "render_stalled"}
     else:
         body = {"status": "gpu_unavailable"}
     return web.json_response(body, status=503)
 
 
+def _render_ok(state: AppState) -> bool:
+    """False once the renderer factory reports no device can render (``healthy``: the
+    MuseTalk service after every GPU's render work hung; a restart of the process fixes it)."""
+    renderers = state.services.renderers if state.services is not None else None
+    return bool(getattr(renderers, "healthy", True))
+
+
 def _gpu_ok(state: AppState) -> bool:
+    if not _render_ok(state):
+        return False
     if state.settings.render.renderer != "musetalk":
         return True
     import torch

@@ -55,6 +55,12 @@ class MuseTalkRendererFactory:
     def release(self, session: str) -> None:
         self.service.release(session)
 
+    @property
+    def healthy(self) -> bool:
+        """False once no GPU can render (every one's render work hung); ``/health/ready``
+        then answers 503 ``render_stalled``."""
+        return self.service.healthy
+
     def _add(self, avatar: PreparedAvatar) -> None:
         key = f"{avatar.name}:{avatar.source_hash}"
         if key not in self._avatars:

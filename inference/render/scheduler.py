@@ -13,11 +13,20 @@ frames per second than the device renders, every call is decimated by the same s
 one starving. Frames already later than ``drop_late_s`` are not rendered: they repeat the
 call's last frame.
 
-``SchedulerPool`` holds one scheduler per device and places each call on the least loaded.
+A watchdog thread notices device work that hangs (a stuck CUDA kernel, a deadlocked driver
+call): a batch, or an audio-lane job, running longer than ``max(stall_floor_s, stall_factor
+x the recent p99 time of such work)``. It then fails that work and everything queued with
+``RenderStalled``, refuses new work, and marks the scheduler unhealthy for good. The stuck
+thread cannot be killed from Python: it stays behind (``close`` does not wait for it past
+``close_timeout_s``), and the device is only usable again after the process restarts.
+
+``SchedulerPool`` holds one scheduler per device and places each call on the least loaded
+healthy one.
 """
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import logging
@@ -26,17 +35,30 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
+
+from inference.render.stall import (
+    Job,
+    RenderStalled,
+    Stall,
+    StallTimer,
+    WorkLane,
+    describe,
+    run_watched,
+    settle,
+)
 
 __all__ = [
     "BatchEngine",
     "FairDegrader",
     "PipelinedEngine",
     "RenderScheduler",
+    "RenderStalled",
+    "RenderUnavailable",
     "SchedulerOptions",
     "SchedulerPool",
     "SchedulerStats",
@@ -45,17 +67,8 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 
-def _settle(fut: Future[Any], value: Any = None, exc: BaseException | None = None) -> None:
-    """Resolve ``fut`` unless its caller cancelled it (barge-in) meanwhile."""
-    if fut.done():
-        return
-    try:
-        if exc is not None:
-            fut.set_exception(exc)
-        else:
-            fut.set_result(value)
-    except InvalidStateError:
-        pass
+class RenderUnavailable(RuntimeError):
+    """No scheduler of a pool can take a call: every one has stalled or is closed."""
 
 
 def _in_context(
@@ -97,12 +110,24 @@ class SchedulerOptions:
     drop_late_s: float = 0.5  # frames later than this are repeated, not rendered
     oom_recover_batches: int = 200  # successful batches before a halved cap doubles again
     pipeline: bool = True  # queue the next batch before handing out the last (if supported)
+    watchdog: bool = True  # fail everything and go unhealthy when device work hangs
+    stall_floor_s: float = 5.0  # device work may always run this long ...
+    stall_factor: float = 10.0  # ... or this many times the recent p99 batch time
+    # at least this for a batch that may compile: the first without warm-up, the first
+    # after an out-of-memory shrink (a static graph is rebuilt)
+    stall_grace_s: float = 300.0
+    stall_check_s: float = 0.25  # how often the watchdog looks
+    close_timeout_s: float = 10.0  # longest close() waits for the threads
 
     def __post_init__(self) -> None:
         if self.max_batch < 1 or self.max_stride < 1 or self.oom_recover_batches < 1:
             raise ValueError("max_batch, max_stride and oom_recover_batches must be >= 1")
         if self.linger_s < 0 or self.window_s <= 0 or self.drop_late_s <= 0:
             raise ValueError("linger_s must be >= 0; window_s and drop_late_s > 0")
+        if min(self.stall_floor_s, self.stall_factor, self.stall_check_s) <= 0:
+            raise ValueError("stall_floor_s, stall_factor and stall_check_s must be > 0")
+        if self.stall_grace_s < 0 or self.close_timeout_s < 0:
+            raise ValueError("stall_grace_s and close_timeout_s must be >= 0")
         if not 0 < self.headroom <= 1:
             raise ValueError("headroom must be in (0, 1]")
 
@@ -199,11 +224,20 @@ class RenderScheduler:
         self._cap = self.options.max_batch
         self._ok_since_oom = 0
         self._thread: threading.Thread | None = None
-        self._audio: ThreadPoolExecutor | None = None
         self._last_computed = -math.inf
         self._closed = False
-        self._calls: deque[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], Future[Any]]]
-        self._calls = deque()
+        self._calls: deque[Job] = deque()
+        self._current_call: Future[Any] | None = None
+        o = self.options
+        timer = functools.partial(
+            StallTimer, floor_s=o.stall_floor_s, factor=o.stall_factor, grace_s=o.stall_grace_s
+        )
+        self._render_timer = timer()  # the worker's device work
+        self._audio = WorkLane(f"{name}-audio", timer(), clock=clock, refuse=self._refusal)
+        self._may_compile = False  # the next batch may compile (no warm-up, a new size)
+        self._stalled: RenderStalled | None = None
+        self._watchdog: threading.Thread | None = None
+        self._stop = threading.Event()
 
     # ---- lifecycle -----------------------------------------------------------------------
     def start(self, *, warmup: bool = True) -> None:
@@ -213,30 +247,92 @@ class RenderScheduler:
         if warmup:
             seconds = self.engine.warmup()
             _log.info("scheduler %s warmed up in %.1f s", self.name, seconds)
+        else:  # the first batch may compile: the watchdog gives it stall_grace_s
+            self._may_compile = True
         self._cap = max(1, min(self.options.max_batch, self.engine.max_batch_size()))
         self.stats.batch_cap = self._cap
-        self._audio = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-audio")
+        self._audio.start()
         warm_audio = getattr(self.engine, "warmup_audio", None)
         if warm_audio is not None:  # the lane thread's handles, at every chunk shape
-            self._audio.submit(warm_audio).result()
+            self._audio.submit(warm_audio, measure=False).result()
+        # daemon threads: one stuck in a driver call must not keep the process from exiting
         self._thread = threading.Thread(target=self._run, name=f"{self.name}-worker", daemon=True)
         self._thread.start()
+        if self.options.watchdog:
+            self._watchdog = threading.Thread(
+                target=self._watch, name=f"{self.name}-watchdog", daemon=True
+            )
+            self._watchdog.start()
 
     def close(self) -> None:
-        """Stop the worker; pending requests fail with ``RuntimeError``."""
+        """Stop the threads; pending requests fail with ``RuntimeError``. Waits at most
+        ``close_timeout_s`` (about a second once stalled) for the threads: one stuck in the
+        device is left behind."""
         with self._cond:
             self._closed = True
             pending, self._heap = self._heap, []
             calls, self._calls = list(self._calls), deque()
             self._cond.notify_all()
+        audio, running = self._audio.shut()  # the running one finishes (or is stuck)
+        err = RuntimeError(f"scheduler {self.name} closed")
         for req in pending:
-            self._fail(req, RuntimeError(f"scheduler {self.name} closed"))
-        for *_, fut in calls:
-            _settle(fut, exc=RuntimeError(f"scheduler {self.name} closed"))
-        if self._audio is not None:
-            self._audio.shutdown(wait=False, cancel_futures=True)
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._fail(req, err)
+        for fut in [job[3] for job in calls] + audio:
+            settle(fut, exc=err)
+        self._stop.set()
+        budget = self.options.close_timeout_s
+        if self._stalled is not None:
+            budget = min(budget, 1.0)
+        deadline = time.monotonic() + budget
+        threads = [self._thread, self._audio.thread, self._watchdog]
+        for t in threads:
+            if t is not None and t is not threading.current_thread():
+                t.join(max(0.0, deadline - time.monotonic()))
+        stuck = [t.name for t in threads if t is not None and t.is_alive()]
+        if stuck:  # what they were rendering will never come
+            with self._cond:
+                doomed = self._unresolved()
+            for req in doomed:
+                self._fail(req, self._stalled or err)
+            for left in (self._current_call, running):
+                if left is not None:
+                    settle(left, exc=self._stalled or err)
+            _log.error(
+                "scheduler %s closed with %s stuck; left behind (restart the process to "
+                "free the device)",
+                self.name,
+                ", ".join(stuck),
+            )
+
+    @property
+    def healthy(self) -> bool:
+        """False once device work hung past its limit (``stalled``; for good: the device
+        needs a restart of the process) or the scheduler was closed."""
+        return self._stalled is None and not self._closed
+
+    @property
+    def stalled(self) -> RenderStalled | None:
+        """The hang that took this scheduler out of service, if any."""
+        return self._stalled
+
+    @property
+    def status(self) -> str:
+        """``ok``, ``closed``, or why the scheduler stalled."""
+        if self._stalled is not None:
+            return str(self._stalled)
+        return "closed" if self._closed else "ok"
+
+    def _check_open(self) -> None:
+        """Raise unless the scheduler takes work."""
+        if self._stalled is not None or self._closed:
+            raise self._refusal()
+
+    def _refusal(self) -> BaseException:
+        """The error for work offered after a stall or close (a fresh one per caller)."""
+        s = self._stalled
+        if s is not None:
+            return RenderStalled(s.scheduler, s.what, s.stalled_s, s.limit_s)
+        return RuntimeError(f"scheduler {self.name} is closed")
 
     # ---- calls ---------------------------------------------------------------------------
     def open_session(self, session: str, *, fps: float = 25.0) -> None:
@@ -275,8 +371,7 @@ class RenderScheduler:
         """Queue one frame of ``session``; the future gets the engine's result for it."""
         fut: Future[Any] = Future()
         with self._cond:
-            if self._closed:
-                raise RuntimeError(f"scheduler {self.name} is closed")
+            self._check_open()
             state = self._sessions.get(session)
             if state is None:
                 raise KeyError(f"session {session!r} is not open on scheduler {self.name}")
@@ -327,7 +422,7 @@ class RenderScheduler:
             late = now - req.deadline > self.options.drop_late_s
             if (late or (stride > 1 and anchor_no != req.frame_no)) and state.last_frame:
                 state.pending.pop(req.frame_no, None)
-                _settle(req.future, state.last_frame[1])
+                settle(req.future, state.last_frame[1])
                 if late:
                     self.stats.dropped_late += 1
                 else:
@@ -341,8 +436,7 @@ class RenderScheduler:
         one thread owns the device and no other thread's kernels interleave with a batch."""
         fut: Future[Any] = Future()
         with self._cond:
-            if self._closed:
-                raise RuntimeError(f"scheduler {self.name} is closed")
+            self._check_open()
             if self._thread is None:
                 raise RuntimeError(f"scheduler {self.name} is not started")
             self._calls.append((fn, args, kwargs, fut))
@@ -354,28 +448,23 @@ class RenderScheduler:
         the engine's ``audio_lane`` context if it has one (on CUDA: its own stream, its
         results complete before the future resolves). Feature extraction runs here, so it
         overlaps render batches instead of waiting between them."""
-        with self._cond:
-            if self._closed:
-                raise RuntimeError(f"scheduler {self.name} is closed")
-            if self._audio is None:
-                raise RuntimeError(f"scheduler {self.name} is not started")
-            lane = getattr(self.engine, "audio_lane", None)
-            if lane is None:
-                return self._audio.submit(fn, *args, **kwargs)
-            return self._audio.submit(_in_context, lane, fn, *args, **kwargs)
+        self._check_open()
+        what = f"{describe(fn)} on the audio lane"
+        lane = getattr(self.engine, "audio_lane", None)
+        if lane is None:
+            return self._audio.submit(fn, args, kwargs, what=what)
+        return self._audio.submit(_in_context, (lane, fn, *args), kwargs, what=what)
 
     def _run_calls(self) -> None:
         while True:
             with self._cond:
-                if not self._calls:
+                if not self._calls or self._stalled is not None:
                     return
-                fn, args, kwargs, fut = self._calls.popleft()
-            if not fut.set_running_or_notify_cancel():
-                continue
-            try:
-                fut.set_result(fn(*args, **kwargs))
-            except Exception as exc:
-                fut.set_exception(exc)
+                job = self._calls.popleft()
+                self._current_call = job[3]
+            what = f"{describe(job[0])} on the worker"
+            run_watched(self._render_timer, self.clock, job, measure=False, what=what)
+            self._current_call = None
 
     def _run(self) -> None:
         inflight: _InFlight | None = None
@@ -385,10 +474,10 @@ class RenderScheduler:
                 self._wait_computed(inflight)
             with self._cond:
                 while not self._heap and not self._calls and not self._closed:
-                    if inflight is not None:
+                    if inflight is not None or self._stalled is not None:
                         break
                     self._cond.wait()
-                if self._closed:
+                if self._closed or self._stalled is not None:
                     break
                 if self._calls:
                     continue
@@ -407,7 +496,7 @@ class RenderScheduler:
             if inflight is not None:
                 self._complete(inflight)
             inflight = launched
-        if inflight is not None:
+        if inflight is not None and self._stalled is None:
             self._complete(inflight)
 
     def _launch(self, batch: list[_Request]) -> _InFlight | None:
@@ -416,6 +505,8 @@ class RenderScheduler:
         t0 = self.clock()
         jobs = [r.job for r in batch]
         submit = getattr(self.engine, "submit_batch", None) if self.options.pipeline else None
+        what = f"a batch of {len(batch)} frames"
+        self._render_timer.begin(what, t0, grace=self._may_compile)
         try:
             if submit is not None:
                 return _InFlight(batch, t0, handle=submit(jobs))
@@ -428,6 +519,8 @@ class RenderScheduler:
             for req in batch:
                 self._fail(req, exc)
             return None
+        finally:
+            self._render_timer.end()
         done = self.clock()
         self._last_computed = done
         return _InFlight(batch, t0, results=results, elapsed=done - t0)
@@ -435,10 +528,14 @@ class RenderScheduler:
     def _wait_computed(self, inflight: _InFlight) -> None:
         """Block until the device computed ``inflight``; its device time is measured from
         when the device could start it (its launch, or the end of the batch before)."""
+        what = f"the device computing a batch of {len(inflight.batch)} frames"
+        self._render_timer.begin(what, self.clock(), grace=self._may_compile)
         try:
             inflight.handle.wait_computed()
         except Exception:  # the error surfaces in finish_batch
             _log.debug("wait for a computed batch failed", exc_info=True)
+        finally:
+            self._render_timer.end()
         done = self.clock()
         inflight.elapsed = done - max(inflight.launched, self._last_computed)
         self._last_computed = done
@@ -450,6 +547,7 @@ class RenderScheduler:
         if results is None:
             if inflight.elapsed is None:
                 self._wait_computed(inflight)
+            self._render_timer.begin(f"finishing a batch of {len(batch)} frames", self.clock())
             try:
                 results = self.engine.finish_batch(inflight.handle)  # type: ignore[attr-defined]
             except Exception as exc:
@@ -457,6 +555,8 @@ class RenderScheduler:
                 for req in batch:
                     self._fail(req, exc)
                 return
+            finally:
+                self._render_timer.end()
         if len(results) != len(batch):
             err = RuntimeError(f"engine returned {len(results)} results for {len(batch)} jobs")
             for req in batch:
@@ -474,9 +574,9 @@ class RenderScheduler:
                     if state.last_frame is None or state.last_frame[0] <= req.frame_no:
                         state.last_frame = (req.frame_no, res)
         for req, res in zip(batch, results, strict=True):
-            _settle(req.future, res)
+            settle(req.future, res)
             for f in req.followers:
-                _settle(f.future, res)
+                settle(f.future, res)
 
     def _record(self, n: int, elapsed: float) -> None:
         st = self.stats
@@ -484,6 +584,8 @@ class RenderScheduler:
         st.frames += n
         st.busy_s += elapsed
         st.batch_sizes.append(n)
+        self._render_timer.record(elapsed)
+        self._may_compile = False
         if n * 2 >= self._cap and elapsed > 0:
             rate = n / elapsed
             st.capacity_fps = (
@@ -511,12 +613,65 @@ class RenderScheduler:
         shrink = getattr(self.engine, "shrink_batch", None)
         if shrink is not None:  # engines that pad batches to a fixed size must shrink too
             shrink(self._cap)
+            self._may_compile = True  # a static graph is rebuilt for the new size
         self._ok_since_oom = 0
         _log.warning("out of memory at batch %d; retrying at %d", len(batch), self._cap)
         with self._cond:
             for req in batch:
                 heapq.heappush(self._heap, req)
             self._cond.notify()
+
+    # ---- watchdog ------------------------------------------------------------------------
+    def _watch(self) -> None:
+        while not self._stop.wait(self.options.stall_check_s):
+            if self._check_stall():
+                return
+
+    def _check_stall(self) -> bool:
+        """Look once for hung device work; on a hang, take the scheduler out of service."""
+        if self._stalled is not None or self._closed:
+            return True
+        now = self.clock()
+        for timer in (self._render_timer, self._audio.timer):
+            stall = timer.overdue(now)
+            if stall is not None:
+                self._on_stall(stall)
+                return True
+        return False
+
+    def _on_stall(self, stall: Stall) -> None:
+        """Fail the hung work and everything queued with ``RenderStalled``; refuse more."""
+        err = RenderStalled(self.name, stall.what, stall.busy_s, stall.limit_s)
+        with self._cond:
+            if self._stalled is not None or self._closed:
+                return
+            self._stalled = err
+            doomed = self._unresolved()
+            calls, self._calls = list(self._calls), deque()
+            current = [self._current_call]
+            self._cond.notify_all()
+        audio, running = self._audio.shut()
+        current.append(running)
+        _log.error(
+            "%s; failing %d frame(s) and %d queued call(s); no more calls go to this "
+            "scheduler (its stuck thread cannot be stopped)",
+            err,
+            sum(1 + len(r.followers) for r in doomed),
+            len(calls) + len(audio),
+        )
+        for req in doomed:
+            self._fail(req, err)
+        for fut in [job[3] for job in calls] + audio + [f for f in current if f is not None]:
+            settle(fut, exc=err)
+
+    def _unresolved(self) -> list[_Request]:
+        """Take every request not yet resolved: queued or in a batch (lock held)."""
+        reqs = {id(r): r for r in self._heap}
+        for state in self._sessions.values():
+            reqs.update((id(r), r) for r in state.pending.values())
+            state.pending.clear()
+        self._heap = []
+        return list(reqs.values())
 
     def _fail(self, req: _Request, exc: BaseException) -> None:
         self.stats.failed += 1 + len(req.followers)
@@ -525,11 +680,11 @@ class RenderScheduler:
             if state is not None:
                 state.pending.pop(req.frame_no, None)
         for r in (req, *req.followers):
-            _settle(r.future, exc=exc)
+            settle(r.future, exc=exc)
 
 
 class SchedulerPool:
-    """One scheduler per device; each call is placed on the least loaded one."""
+    """One scheduler per device; each call is placed on the least loaded healthy one."""
 
     def __init__(self, schedulers: Sequence[RenderScheduler]) -> None:
         if not schedulers:
@@ -539,14 +694,34 @@ class SchedulerPool:
         self._lock = threading.Lock()
 
     def place(self, session: str, *, fps: float = 25.0) -> RenderScheduler:
-        """Open ``session`` on the least loaded scheduler (sticky until ``release``)."""
+        """Open ``session`` on the least loaded healthy scheduler (sticky until ``release``,
+        or until that scheduler stalls); ``RenderUnavailable`` if none is healthy."""
         with self._lock:
             chosen = self._placement.get(session)
+            if chosen is not None and not chosen.healthy:
+                del self._placement[session]
+                chosen.close_session(session)
+                chosen = None
             if chosen is None:
-                chosen = min(self.schedulers, key=lambda s: (s.load(), s.session_count))
+                healthy = [s for s in self.schedulers if s.healthy]
+                if not healthy:
+                    raise RenderUnavailable(
+                        "no render scheduler can take a call: "
+                        + "; ".join(f"{s.name}: {s.status}" for s in self.schedulers)
+                    )
+                chosen = min(healthy, key=lambda s: (s.load(), s.session_count))
                 chosen.open_session(session, fps=fps)
                 self._placement[session] = chosen
             return chosen
+
+    @property
+    def healthy(self) -> bool:
+        """True while at least one scheduler can take calls."""
+        return any(s.healthy for s in self.schedulers)
+
+    def health(self) -> dict[str, str]:
+        """Each scheduler's ``status`` by name."""
+        return {s.name: s.status for s in self.schedulers}
 
     def release(self, session: str) -> None:
         with self._lock:

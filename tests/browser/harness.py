@@ -9,13 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import socket
-import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
 import wave
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -23,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from signaling.spawn import free_port, spawn_server
 
 __all__ = [
     "CHROMIUM",
@@ -42,27 +38,6 @@ CHROMIUM = Path("/usr/bin/chromium")
 FAKE_AUDIO_RATE = 48_000  # chromium's fake capture device takes 16-bit PCM WAV; 48 kHz is safe
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"avatar-rtc serve exited with {proc.returncode}")
-        with (
-            contextlib.suppress(OSError),
-            urllib.request.urlopen(url + "/health/ready", timeout=2) as r,
-        ):
-            if r.status == 200:
-                return
-        time.sleep(0.3)
-    raise TimeoutError(f"avatar-rtc serve at {url} was not ready within {timeout_s:g} s")
-
-
 @contextlib.contextmanager
 def run_server(
     *,
@@ -73,23 +48,10 @@ def run_server(
     ready_timeout_s: float = 180.0,
 ) -> Iterator[str]:
     """A real ``avatar-rtc serve`` on 127.0.0.1 with the embedded models; yields its URL."""
-    port = port or free_port()
-    log.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "signaling.cli", "serve", "--port", str(port), *args]
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=full_env)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            _wait_ready(url, proc, ready_timeout_s)
-            yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with spawn_server(
+        args=args, env=env, port=port, log=log, cwd=ROOT, ready_timeout_s=ready_timeout_s
+    ) as server:
+        yield server.url
 
 
 async def _synthesize(text: str) -> tuple[np.ndarray, int]:

@@ -3,12 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 import wave
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,58 +12,20 @@ import numpy as np
 import pytest
 
 from inference.tts import PiperTtsOptions, make_tts
+from signaling.spawn import spawn_server
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url + "/health/ready", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError("server did not become ready")
-
-
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
     avatars = tmp_path_factory.mktemp("avatars")
-    log = (ROOT / "artifacts").resolve()
-    log.mkdir(exist_ok=True)
-    out = (log / "e2e-server.log").open("wb")
-    cmd = [sys.executable, "-m", "signaling.cli", "serve", "--port", str(port)]
-    cmd += ["--avatars-dir", str(avatars)]
-    proc = subprocess.Popen(
-        cmd,
+    with spawn_server(
+        args=("--avatars-dir", str(avatars)),
+        log=ROOT / "artifacts" / "e2e-server.log",
         cwd=ROOT,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, proc)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        out.close()
+    ) as spawned:
+        yield spawned.url
 
 
 def _write_wav(path: Path, pcm: np.ndarray, rate: int) -> None:

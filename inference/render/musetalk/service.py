@@ -90,7 +90,8 @@ class MuseTalkService:
         self._started = True
 
     def renderer(self, avatar: PreparedAvatar, *, session: str) -> MuseTalkRenderer:
-        """A renderer for one call, on the least loaded device."""
+        """A renderer for one call, on the least loaded healthy device
+        (``RenderUnavailable`` when none is)."""
         if not self._started:
             raise RuntimeError("start() the service before creating renderers")
         scheduler = self.pool.place(session, fps=float(self.options.renderer.audio.fps))
@@ -102,6 +103,16 @@ class MuseTalkService:
 
     def release(self, session: str) -> None:
         self.pool.release(session)
+
+    @property
+    def healthy(self) -> bool:
+        """True while at least one device takes calls. A device whose render work hung
+        (``RenderStalled``) is out of service until the process restarts."""
+        return self.pool.healthy
+
+    def health(self) -> dict[str, str]:
+        """Each device's scheduler status by name: ``ok``, ``closed`` or why it stalled."""
+        return self.pool.health()
 
     def close(self) -> None:
         self.pool.close()
