@@ -48,8 +48,7 @@ from media.jitter import install_video_jitter_buffer
 from media.netem import Impairment, UdpRelay, connect_via_relay
 from media.player import AvPlayer, IdleLoop
 from media.tracks import ClockedAudioTrack, ClockedVideoTrack
-from signaling.adaptation import QualityLoop, attach_quality
-from signaling.events import ControlEvent
+from signaling.adaptation import PeerSession, QualityLoop, attach_quality
 
 BITS, CHECK = 16, 4
 TOP_HEIGHT = 720
@@ -153,20 +152,6 @@ class StampVideoTrack(ClockedVideoTrack):
         pass
 
 
-@dataclass
-class BenchSession:
-    """The part of a Session that adaptation needs."""
-
-    pc: RTCPeerConnection
-    clock: MediaClock
-    video_track: ClockedVideoTrack
-    renderer: StampRenderer
-    events: list[ControlEvent] = field(default_factory=list)
-
-    def emit(self, event: ControlEvent) -> None:
-        self.events.append(event)
-
-
 # ---- one run ------------------------------------------------------------------------------
 @dataclass
 class Trace:
@@ -224,7 +209,7 @@ async def run_case(
     receiver.on("track", lambda tr: tasks.append(asyncio.ensure_future(_drain(tr, clock, trace))))
     relay = UdpRelay(seed=7)
     await relay.start()
-    session = BenchSession(pc=sender, clock=clock, video_track=video, renderer=renderer)
+    session = PeerSession(pc=sender, clock=clock, video_track=video, renderer=renderer)
     loops: list[QualityLoop] = []
 
     def negotiated() -> None:

@@ -37,7 +37,7 @@ from media.retransmit import RetransmitLimiter
 from media.tracks import ClockedVideoTrack
 from signaling.events import ControlEvent, QualityChanged
 
-__all__ = ["AdaptationOptions", "QualityLoop", "QualitySession", "attach_quality"]
+__all__ = ["AdaptationOptions", "PeerSession", "QualityLoop", "QualitySession", "attach_quality"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,21 @@ class QualitySession(Protocol):
     def renderer(self) -> Renderer: ...
 
     def emit(self, event: ControlEvent) -> None: ...
+
+
+@dataclass
+class PeerSession:
+    """What adaptation needs of a call, for a bare peer connection without a Session
+    (benchmarks, tests): the events it emits are kept in ``events``."""
+
+    pc: RTCPeerConnection
+    clock: MediaClock
+    video_track: ClockedVideoTrack
+    renderer: Renderer
+    events: list[ControlEvent] = field(default_factory=list)
+
+    def emit(self, event: ControlEvent) -> None:
+        self.events.append(event)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

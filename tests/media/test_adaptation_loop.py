@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
-from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from inference.render.base import FrameRateFollower
@@ -17,8 +15,8 @@ from media.netem import Impairment, UdpRelay, connect_via_relay
 from media.player import AvPlayer, IdleLoop
 from media.retransmit import RetransmitLimiter
 from media.tracks import ClockedAudioTrack, ClockedVideoTrack
-from signaling.adaptation import attach_quality
-from signaling.events import ControlEvent, QualityChanged
+from signaling.adaptation import PeerSession, attach_quality
+from signaling.events import QualityChanged
 from tests.rtc_helpers import loopback_pc, patch_loopback_ice
 
 
@@ -52,18 +50,6 @@ class NoiseRenderer:
         yield self.idle_frames()
 
 
-@dataclass
-class FakeSession:
-    pc: RTCPeerConnection
-    clock: MediaClock
-    video_track: ClockedVideoTrack
-    renderer: NoiseRenderer
-    events: list[ControlEvent] = field(default_factory=list)
-
-    def emit(self, event: ControlEvent) -> None:
-        self.events.append(event)
-
-
 async def _drain(track: MediaStreamTrack) -> None:
     while True:
         try:
@@ -90,7 +76,7 @@ async def test_a_bottleneck_moves_bitrate_rung_fps_and_renderer_together(
     receiver.on("track", lambda tr: tasks.append(asyncio.ensure_future(_drain(tr))))
     relay = UdpRelay(seed=3)
     await relay.start()
-    session = FakeSession(sender, clock, video, renderer)
+    session = PeerSession(sender, clock, video, renderer)
     loops = []
     try:
         async with asyncio.timeout(20):
