@@ -13,10 +13,11 @@ their traffic to cross the relay rewrites those candidates (:func:`rewrite_candi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import random
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -27,6 +28,7 @@ __all__ = [
     "UdpRelay",
     "candidate_port",
     "connect_via_relay",
+    "relayed_call",
     "rewrite_candidates",
 ]
 
@@ -293,3 +295,52 @@ async def connect_via_relay(
         negotiated()
     for ev in connected:
         await ev.wait()
+
+
+@dataclass(slots=True)
+class RelayedCall:
+    """Two connected in-process peers whose traffic crosses ``relay`` (see below)."""
+
+    sender: Any
+    receiver: Any
+    relay: UdpRelay
+
+
+@contextlib.asynccontextmanager
+async def relayed_call(
+    audio: Any,
+    video: Any,
+    on_track: Callable[[Any], Awaitable[None]],
+    *,
+    seed: int = 0,
+    negotiated: Callable[[Any, Any], None] | None = None,
+    connect_timeout_s: float = 20.0,
+) -> AsyncIterator[RelayedCall]:
+    """A call's media plane through a fresh :class:`UdpRelay`: the sender plays ``audio``
+    (on a sendrecv transceiver, as a call does) and ``video``; every track the receiver gets
+    is handed to ``on_track`` as a task. ``negotiated(sender, receiver)`` runs once both
+    descriptions are set, before media flows. On exit the tasks are cancelled and the peers
+    and the relay closed (stop what uses the peers, e.g. quality loops, inside the block).
+    """
+    from aiortc import RTCConfiguration, RTCPeerConnection
+
+    cfg = RTCConfiguration(iceServers=[])
+    sender, receiver = RTCPeerConnection(cfg), RTCPeerConnection(cfg)
+    sender.addTransceiver("audio", direction="sendrecv")
+    sender.getTransceivers()[0].sender.replaceTrack(audio)
+    sender.addTrack(video)
+    tasks: list[asyncio.Task[None]] = []
+    receiver.on("track", lambda tr: tasks.append(asyncio.ensure_future(on_track(tr))))
+    relay = UdpRelay(seed=seed)
+    await relay.start()
+    try:
+        hook = None if negotiated is None else functools.partial(negotiated, sender, receiver)
+        async with asyncio.timeout(connect_timeout_s):
+            await connect_via_relay(sender, receiver, relay, negotiated=hook)
+        yield RelayedCall(sender, receiver, relay)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await sender.close()
+        await receiver.close()
+        relay.close()

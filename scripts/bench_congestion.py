@@ -36,7 +36,7 @@ from typing import Any
 import aioice.ice
 import av
 import numpy as np
-from aiortc import RTCConfiguration, RTCPeerConnection
+from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -45,7 +45,7 @@ import itertools
 
 from media.clock import MediaClock
 from media.jitter import install_video_jitter_buffer
-from media.netem import Impairment, UdpRelay, connect_via_relay
+from media.netem import Impairment, UdpRelay, relayed_call
 from media.player import AvPlayer, IdleLoop
 from media.tracks import ClockedAudioTrack, ClockedVideoTrack
 from signaling.adaptation import PeerSession, QualityLoop, attach_quality
@@ -199,61 +199,63 @@ async def run_case(
     player = AvPlayer(clock=clock)
     video = StampVideoTrack(player, clock, StampIdle(renderer), fps=25)
     audio = ClockedAudioTrack(player, clock)
-    cfg = RTCConfiguration(iceServers=[])
-    sender, receiver = RTCPeerConnection(cfg), RTCPeerConnection(cfg)
-    sender.addTransceiver("audio", direction="sendrecv")  # the call: avatar voice + caller mic
-    sender.getTransceivers()[0].sender.replaceTrack(audio)
-    sender.addTrack(video)
     trace = Trace()
-    tasks: list[asyncio.Task[None]] = []
-    receiver.on("track", lambda tr: tasks.append(asyncio.ensure_future(_drain(tr, clock, trace))))
-    relay = UdpRelay(seed=7)
-    await relay.start()
-    session = PeerSession(pc=sender, clock=clock, video_track=video, renderer=renderer)
     loops: list[QualityLoop] = []
 
-    def negotiated() -> None:
+    def negotiated(sender: RTCPeerConnection, receiver: RTCPeerConnection) -> None:
         if not stock_receiver:
             for tr in receiver.getTransceivers():
                 if tr.kind == "video":
                     install_video_jitter_buffer(tr.receiver)
         if ours:  # as Session.accept does: after the descriptions, before media flows
+            session = PeerSession(pc=sender, clock=clock, video_track=video, renderer=renderer)
             loops.append(attach_quality(session))
 
-    try:
-        async with asyncio.timeout(20):
-            await connect_via_relay(sender, receiver, relay, negotiated=negotiated)
-        t0 = clock.now()
-        imp_start, imp_end = t0 + t["warm"], t0 + t["warm"] + t[scenario]
-        end = imp_end + t["after"]
-        phase = "before"
-        while clock.now() < end:
-            now = clock.now()
-            if phase == "before" and now >= imp_start:
-                phase = "during"
-                if scenario == "cap":
-                    relay.impair(a_to_b=Impairment(rate_bps=400_000, queue_limit_s=queue_s))
-                else:
-                    lossy = Impairment(delay_s=0.05, loss=0.02)
-                    relay.impair(a_to_b=lossy, b_to_a=lossy)
-            elif phase == "during" and now >= imp_end:
-                phase = "after"
-                relay.impair(a_to_b=Impairment(), b_to_a=Impairment())
-            trace.bytes.append((now, relay.a_to_b.stats.bytes_out))
-            if loops:
-                ctl = loops[0].controller
-                trace.control.append((now, ctl.target, ctl.capacity))
-            await asyncio.sleep(0.25)
-    finally:
-        for running in loops:
-            await running.stop()
-        for task in tasks:
-            task.cancel()
-        await sender.close()
-        await receiver.close()
-        relay.close()
+    async with relayed_call(
+        audio, video, lambda tr: _drain(tr, clock, trace), seed=7, negotiated=negotiated
+    ) as call:
+        try:
+            phases = await _impair(call.relay, scenario, clock, t, trace, loops, queue_s)
+        finally:
+            for running in loops:
+                await running.stop()
+    t0, imp_start, end = phases
     loop = loops[0] if loops else None
     return _summarize(trace, ours, scenario, t0, imp_start, imp_start + t[scenario], end, loop)
+
+
+async def _impair(
+    relay: UdpRelay,
+    scenario: str,
+    clock: MediaClock,
+    t: dict[str, float],
+    trace: Trace,
+    loops: list[QualityLoop],
+    queue_s: float,
+) -> tuple[float, float, float]:
+    """Play the scenario's phases on ``relay``; returns (start, impairment start, end)."""
+    t0 = clock.now()
+    imp_start, imp_end = t0 + t["warm"], t0 + t["warm"] + t[scenario]
+    end = imp_end + t["after"]
+    phase = "before"
+    while clock.now() < end:
+        now = clock.now()
+        if phase == "before" and now >= imp_start:
+            phase = "during"
+            if scenario == "cap":
+                relay.impair(a_to_b=Impairment(rate_bps=400_000, queue_limit_s=queue_s))
+            else:
+                lossy = Impairment(delay_s=0.05, loss=0.02)
+                relay.impair(a_to_b=lossy, b_to_a=lossy)
+        elif phase == "during" and now >= imp_end:
+            phase = "after"
+            relay.impair(a_to_b=Impairment(), b_to_a=Impairment())
+        trace.bytes.append((now, relay.a_to_b.stats.bytes_out))
+        if loops:
+            ctl = loops[0].controller
+            trace.control.append((now, ctl.target, ctl.capacity))
+        await asyncio.sleep(0.25)
+    return t0, imp_start, end
 
 
 def _pct(xs: list[float], q: float) -> float | None:

@@ -7,17 +7,18 @@ from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
+from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from inference.render.base import FrameRateFollower
 from media.clock import MediaClock
-from media.netem import Impairment, UdpRelay, connect_via_relay
+from media.netem import Impairment, relayed_call
 from media.player import AvPlayer, IdleLoop
 from media.retransmit import RetransmitLimiter
 from media.tracks import ClockedAudioTrack, ClockedVideoTrack
-from signaling.adaptation import PeerSession, attach_quality
+from signaling.adaptation import PeerSession, QualityLoop, attach_quality
 from signaling.events import QualityChanged
-from tests.rtc_helpers import loopback_pc, patch_loopback_ice
+from tests.rtc_helpers import patch_loopback_ice
 
 
 class NoiseRenderer:
@@ -68,49 +69,41 @@ async def test_a_bottleneck_moves_bitrate_rung_fps_and_renderer_together(
     assert isinstance(renderer, FrameRateFollower)
     player = AvPlayer(clock=clock)
     video = ClockedVideoTrack(player, clock, IdleLoop(renderer.idle_frames()), fps=25)
-    sender, receiver = loopback_pc(), loopback_pc()
-    sender.addTransceiver("audio", direction="sendrecv")
-    sender.getTransceivers()[0].sender.replaceTrack(ClockedAudioTrack(player, clock))
-    sender.addTrack(video)
-    tasks: list[asyncio.Task[None]] = []
-    receiver.on("track", lambda tr: tasks.append(asyncio.ensure_future(_drain(tr))))
-    relay = UdpRelay(seed=3)
-    await relay.start()
-    session = PeerSession(sender, clock, video, renderer)
-    loops = []
-    try:
-        async with asyncio.timeout(20):
-            await connect_via_relay(
-                sender, receiver, relay, negotiated=lambda: loops.append(attach_quality(session))
+    sessions: list[PeerSession] = []
+    loops: list[QualityLoop] = []
+
+    def negotiated(sender: RTCPeerConnection, receiver: RTCPeerConnection) -> None:
+        sessions.append(PeerSession(sender, clock, video, renderer))
+        loops.append(attach_quality(sessions[0]))
+
+    audio = ClockedAudioTrack(player, clock)
+    async with relayed_call(audio, video, _drain, seed=3, negotiated=negotiated) as call:
+        try:
+            loop = loops[0]
+            video_sender = next(
+                t.sender for t in call.sender.getTransceivers() if t.kind == "video"
             )
-        loop = loops[0]
-        video_sender = next(t.sender for t in sender.getTransceivers() if t.kind == "video")
-        assert loop.retransmits is not None and "_retransmit" in vars(video_sender)
-        assert isinstance(loop.retransmits, RetransmitLimiter)
-        await asyncio.sleep(2.0)
-        relay.impair(a_to_b=Impairment(rate_bps=150_000, queue_limit_s=0.5))
+            assert loop.retransmits is not None and "_retransmit" in vars(video_sender)
+            assert isinstance(loop.retransmits, RetransmitLimiter)
+            await asyncio.sleep(2.0)
+            call.relay.impair(a_to_b=Impairment(rate_bps=150_000, queue_limit_s=0.5))
 
-        def settled() -> bool:  # a step down, fully applied (changes come last)
-            ctl = loop.controller
-            return ctl.index > 0 and loop.changes[-1][1] == ctl.rung
+            def settled() -> bool:  # a step down, fully applied (changes come last)
+                ctl = loop.controller
+                return ctl.index > 0 and loop.changes[-1][1] == ctl.rung
 
-        for _ in range(300):  # the first step down (REMB / RTT / loss), within 15 s
-            await asyncio.sleep(0.05)
-            if settled():
-                break
-        assert settled(), "no step down under a 150 kbps bottleneck"
-        rung, index = loop.controller.rung, loop.controller.index
-        assert renderer.render_fps == rung.fps == video.fps
-        assert renderer.height == min(rung.height, 360)
-        above = loop.controller.ladder[index - 1].bitrate
-        assert loop.encoder is not None and loop.encoder.bitrate <= above
-        changed = [e for e in session.events if isinstance(e, QualityChanged)]
-        assert changed and changed[-1].fps == rung.fps
-    finally:
-        for running in loops:
-            await running.stop()
-        for task in tasks:
-            task.cancel()
-        await sender.close()
-        await receiver.close()
-        relay.close()
+            for _ in range(300):  # the first step down (REMB / RTT / loss), within 15 s
+                await asyncio.sleep(0.05)
+                if settled():
+                    break
+            assert settled(), "no step down under a 150 kbps bottleneck"
+            rung, index = loop.controller.rung, loop.controller.index
+            assert renderer.render_fps == rung.fps == video.fps
+            assert renderer.height == min(rung.height, 360)
+            above = loop.controller.ladder[index - 1].bitrate
+            assert loop.encoder is not None and loop.encoder.bitrate <= above
+            changed = [e for e in sessions[0].events if isinstance(e, QualityChanged)]
+            assert changed and changed[-1].fps == rung.fps
+        finally:
+            for running in loops:
+                await running.stop()
