@@ -14,6 +14,9 @@ patched, other calls keep aiortc's encoders. Our encoders
 - have no ``target_bitrate`` attribute, so aiortc's REMB handler leaves them alone: REMB goes
   to the :class:`~media.quality.QualityController` through :class:`RtcpMonitor` instead.
 
+:func:`install_voice_encoder` does the same for the audio sender with aiortc's Opus encoder
+at a voice bitrate (32 kbps) instead of its 96 kbps.
+
 :class:`~media.rtcp.RtcpMonitor` (re-exported here) reads the RTCP reaching the same sender.
 """
 
@@ -30,6 +33,7 @@ from typing import Any, Protocol
 
 import av
 from aiortc.codecs.h264 import H264Encoder
+from aiortc.codecs.opus import OpusEncoder
 from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.mediastreams import VIDEO_TIME_BASE, convert_timebase
 from aiortc.rtcrtpsender import RTCRtpSender
@@ -47,6 +51,7 @@ __all__ = [
     "RtcpMonitor",
     "RtcpSnapshot",
     "install_encoder",
+    "install_voice_encoder",
     "make_encoder",
 ]
 
@@ -342,5 +347,26 @@ def install_encoder(
     if getattr(sender, _ENCODER_SLOT) is not None:
         raise RuntimeError("the sender already encodes: install the encoder before it starts")
     encoder = make_encoder(mime_type, bitrate=bitrate, max_bitrate=max_bitrate)
+    setattr(sender, _ENCODER_SLOT, encoder)
+    return encoder
+
+
+def install_voice_encoder(sender: RTCRtpSender, *, bitrate: int = 32_000) -> OpusEncoder:
+    """Give an Opus audio ``sender`` an encoder at ``bitrate`` bps before it starts.
+
+    aiortc's Opus encoder runs at 96 kbps: for a voice that buys nothing a listener hears
+    over 32 kbps (what browsers send for a voice by default), and on a 400 kbps link it
+    takes a quarter of the link from the video, in a stream that must never be cut.
+    """
+    if sender.kind != "audio":
+        raise ValueError(f"install_voice_encoder needs an audio sender, got {sender.kind!r}")
+    if not 6_000 <= bitrate <= 510_000:
+        raise ValueError(f"Opus bitrate must be within 6..510 kbps, got {bitrate}")
+    if not hasattr(sender, _ENCODER_SLOT):
+        raise RuntimeError("this aiortc version has no sender encoder slot to fill")
+    if getattr(sender, _ENCODER_SLOT) is not None:
+        raise RuntimeError("the sender already encodes: install the encoder before it starts")
+    encoder = OpusEncoder()
+    encoder.codec.bit_rate = bitrate
     setattr(sender, _ENCODER_SLOT, encoder)
     return encoder

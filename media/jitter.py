@@ -1,10 +1,12 @@
-"""Receive jitter buffers that never keep latency after loss (mic audio; client video).
+"""Receive jitter buffers that never keep latency after loss (mic audio, the bot's audio;
+client video).
 
 aiortc's audio receiver uses ``JitterBuffer(capacity=16, prefetch=4)``: after one lost
 packet it waits until the buffer is full (16 packets) and from then on releases one frame
 per arriving packet, so the whole backlog stays in it — +200..300 ms on the mic path for
 the rest of the call. The mic feeds VAD and ASR, which want the newest audio, not smooth
-playout, so :class:`LowLatencyJitterBuffer` releases each frame as soon as it is complete,
+playout, (and a recording bot, the avatar's voice as it was sent, not a growing delay behind it),
+so :class:`LowLatencyJitterBuffer` releases each frame as soon as it is complete,
 waits at most ``max_wait_packets`` for a missing one, and then skips ahead to the newest
 packet (the few frames in between are dropped and counted). Its latency after a loss is
 bounded by ``max_wait_packets`` frames.
@@ -23,6 +25,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from aiortc import RTCPeerConnection
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtp import RtpPacket
@@ -31,7 +34,8 @@ from aiortc.utils import uint16_add
 __all__ = [
     "LowLatencyJitterBuffer",
     "LowLatencyVideoJitterBuffer",
-    "install_mic_jitter_buffer",
+    "install_audio_jitter_buffer",
+    "install_receive_buffers",
     "install_video_jitter_buffer",
 ]
 
@@ -101,12 +105,12 @@ class LowLatencyJitterBuffer:
         self._next = seq
 
 
-def install_mic_jitter_buffer(
+def install_audio_jitter_buffer(
     receiver: RTCRtpReceiver, *, max_wait_packets: int = 3
 ) -> LowLatencyJitterBuffer:
     """Give an *audio* receiver a :class:`LowLatencyJitterBuffer` (before media flows)."""
     if receiver.track is None or receiver.track.kind != "audio":
-        raise ValueError("install_mic_jitter_buffer needs an audio receiver")
+        raise ValueError("install_audio_jitter_buffer needs an audio receiver")
     if not hasattr(receiver, _SLOT):
         raise RuntimeError("this aiortc version has no receiver jitter buffer slot")
     buffer = LowLatencyJitterBuffer(max_wait_packets=max_wait_packets)
@@ -226,3 +230,20 @@ def install_video_jitter_buffer(
     buffer = LowLatencyVideoJitterBuffer(max_wait_s=max_wait_s)
     setattr(receiver, _SLOT, buffer)
     return buffer
+
+
+def install_receive_buffers(pc: RTCPeerConnection) -> list[object]:
+    """A client's (the bot's) low-latency buffers on every receiving transceiver of ``pc``,
+    after the remote description is set: aiortc's video buffer can stall for good after a
+    lost retransmission, and its audio buffer waits for 16 packets after one lost packet,
+    then keeps that backlog (a recording would fall behind the call)."""
+    installed: list[object] = []
+    for transceiver in pc.getTransceivers():
+        track = transceiver.receiver.track
+        if track is None:
+            continue
+        if track.kind == "video":
+            installed.append(install_video_jitter_buffer(transceiver.receiver))
+        elif track.kind == "audio":
+            installed.append(install_audio_jitter_buffer(transceiver.receiver))
+    return installed

@@ -10,22 +10,25 @@ Policy: down fast, up slowly.
 
 - *Down*: congestion cuts the target at once (at most once per ``down_hold_s`` unless the
   signal is severe; the next report must see the effect of the last cut):
-  - a REMB estimate sets it to the estimate, but only when it *fell* by 5 % (aiortc's
-    estimator lowers it only on overuse, to 0.85x of what it receives) and is under what
-    we actually send (``send_bps``; the rung's bitrate when unknown). Other REMBs are no
-    signal: aiortc raises its estimate by ~8 %/s up to ~1.5x of what it receives, so it
-    lags behind a probe, and a static picture that encodes small keeps it low without any
-    congestion. While the receiver reports loss or NACKs packets (``remb_loss_guard``) and
-    the RTT is not rising, REMB is ignored: aiortc retransmits packets with their original
-    send time, so its estimator reads every repaired loss as a delay spike.
+  - a REMB estimate sets it to the estimate, but only when it *fell*: 5 % under the
+    highest REMB of the last ``remb_window_s`` (aiortc's estimator lowers it only on
+    overuse, to 0.85x of what it received over the last second, and then sends one with
+    nearly every packet while the overuse lasts: each step is small, the fall is not)
+    and is under what we actually send (``send_bps``; the rung's bitrate when unknown).
+    Other REMBs are no signal: aiortc raises its estimate by ~8 %/s up to ~1.5x of what it
+    receives, so it lags behind a probe, and a static picture that encodes small keeps it
+    low without any congestion. While the receiver reports loss or NACKs packets
+    (``remb_loss_guard``) and the RTT is not rising, REMB is ignored: aiortc retransmits
+    packets with their original send time, so its estimator reads every repaired loss as a
+    delay spike.
   - loss over ``loss_threshold`` multiplies it by (1 - loss / 2); an RTT over its window
     minimum by ``rtt_rise_s`` (a queue) by ``backoff``; a send queue or a lagging renderer
     steps one rung down.
-  - *severe* signals: loss over ``severe_loss``, an RTT ``severe_queue_s`` over its minimum
-    (a deep queue) or a REMB under ``severe_ratio`` of the send rate (we send far more than
-    gets through) go to the bottom rung. With them ``drain_s`` asks the sender to pause
-    video (audio goes on) for about the queue's depth, so the bottleneck queue empties
-    instead of delaying every later frame.
+  - *severe* signals: loss over ``severe_loss``, an RTT ``severe_queue_s`` over its
+    minimum (a deep queue) or a REMB under ``severe_ratio`` of the rate sent over the last
+    second (we send far more than gets through) go to the bottom rung. With them
+    ``drain_s`` asks the sender to pause video (audio goes on) for about the queue's
+    depth, so the bottleneck queue empties instead of delaying every later frame.
   What got through when congestion was seen is kept as the link's *capacity*.
 - *Up*: after ``up_hold_s`` without congestion (and, once RTTs are known, with a clean RTT
   measured since), the target grows by ``probe_gain`` per second while it is near the
@@ -34,7 +37,8 @@ Policy: down fast, up slowly.
   margin widens with the gain below; sending ``overdrive`` times what the receiver gets
   is congestion too),
   and by ``ramp_gain`` per second when far under it. When the receiver gets more than
-  ``near_capacity`` times the capacity, the link got better: that rate is the new capacity
+  ``near_capacity`` times the capacity (or all we sent, when that was ``carried_margin``
+  times it), the link got better: that rate is the new capacity
   and the probe's gain doubles (up to ``ramp_gain``) each time this repeats without
   congestion. Without receiver rates, passing that margin with a clean RTT ``settle_s``
   later and nothing bad for ``ramp_after_s`` forgets the capacity.
@@ -49,6 +53,8 @@ import math
 from dataclasses import dataclass, field
 
 __all__ = ["DEFAULT_LADDER", "QualityController", "QualityOptions", "Rung"]
+
+_FED_WINDOW_S = 1.0  # aiortc's REMB is 0.85x of what arrived over the last second
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,6 +92,7 @@ class QualityOptions:
     loss_threshold: float = 0.05  # fraction lost (0..1) that counts as congestion
     remb_loss_guard: float = 0.01  # reported loss above this: REMB alone is not trusted
     severe_ratio: float = 0.7  # REMB under this share of the send rate: drain the queue
+    remb_window_s: float = 1.5  # a REMB 5 % under the highest of this window fell
     drain_s: float = 1.0
     severe_queue_s: float = 0.4  # RTT this far over its minimum: a deep queue, go to the bottom
     severe_loss: float = 0.2  # loss over this: bottom rung and drain
@@ -102,6 +109,7 @@ class QualityOptions:
     probe_gain: float = 0.1  # target growth per second near the known capacity
     ramp_gain: float = 0.4  # target growth per second far from it
     near_capacity: float = 1.15  # within [capacity / this, capacity * this]: probe gently
+    carried_margin: float = 1.08  # all we sent arrived and that is this x the capacity: more
     probe_ceiling: float = 1.25  # the gentle probe stops this far over the capacity
     overdrive: float = 1.25  # sending this much more than arrives: a queue is growing
     settle_s: float = 1.0  # past that margin, wait this long for a clean RTT before ramping
@@ -119,6 +127,8 @@ class QualityOptions:
                 )
         if not 0 <= self.start_index < len(self.ladder):
             raise ValueError(f"start_index {self.start_index} is outside the ladder")
+        if self.remb_window_s <= 0:
+            raise ValueError(f"remb_window_s must be positive, got {self.remb_window_s}")
         if not 0 < self.severe_ratio < 1 or not 0 <= self.drain_s <= self.max_drain_s <= 5:
             raise ValueError("need 0 < severe_ratio < 1 and 0 <= drain_s <= max_drain_s <= 5")
         if self.severe_queue_s <= self.rtt_rise_s or not 0 < self.severe_loss < 1:
@@ -138,6 +148,8 @@ class QualityOptions:
             raise ValueError("need 0 < probe_gain <= ramp_gain <= 2 and near_capacity > 1")
         if self.probe_ceiling <= self.near_capacity or self.overdrive <= 1:
             raise ValueError("need probe_ceiling > near_capacity and overdrive > 1")
+        if not 1 < self.carried_margin <= self.near_capacity:
+            raise ValueError("need 1 < carried_margin <= near_capacity")
 
 
 @dataclass(slots=True)
@@ -167,7 +179,8 @@ class _State:
     rtts: list[tuple[float, float]] = field(default_factory=list)  # (time, rtt)
     loss: float = 0.0  # the last reported fraction lost
     rtt_rising: bool = False  # the last RTT was over the baseline
-    remb: float | None = None  # the last REMB
+    rembs: list[tuple[float, float]] = field(default_factory=list)  # (time, REMB), recent
+    bitrates: list[tuple[float, float]] = field(default_factory=list)  # (time, bitrate), 1 s
     clean_rtt_at: float | None = None  # when the last RTT without a rise arrived
     repaired: float = 0.0  # the last share of packets NACKed
 
@@ -256,6 +269,9 @@ class QualityController:
         if fraction_lost is not None and not 0 <= fraction_lost <= 1:
             raise ValueError(f"fraction_lost must be within 0..1, got {fraction_lost}")
         sent = min(send_bps if send_bps is not None else self.bitrate, self.bitrate)
+        # the encoder's bitrate at each update of the last second (it is in force until now)
+        s.bitrates = [(t, b) for t, b in s.bitrates if t >= now - _FED_WINDOW_S][-63:]
+        s.bitrates.append((now, float(self.bitrate)))
 
         reasons: list[str] = []
         cut: float | None = None  # the target congestion asks for
@@ -282,16 +298,23 @@ class QualityController:
                 severe = severe or queue > o.severe_queue_s
         if repaired_loss is not None:
             s.repaired = repaired_loss
-        remb_fell = remb_bps is not None and (s.remb is None or remb_bps < 0.95 * s.remb)
+        remb_fell = False
         if remb_bps is not None:
-            s.remb = remb_bps
+            # the highest recent REMB, else the last one (the first ever counts as a fall)
+            recent = [(t, r) for t, r in s.rembs if t >= now - o.remb_window_s] or s.rembs[-1:]
+            remb_fell = not recent or remb_bps < 0.95 * max(r for _, r in recent)
+            s.rembs = [*recent, (now, remb_bps)]
         lossy = max(s.loss, s.repaired) > o.remb_loss_guard
         if remb_bps is not None and remb_fell and (not lossy or s.rtt_rising):
             if remb_bps < o.backoff * sent:
                 reasons.append(f"remb {remb_bps / 1000:.0f} kbps")
                 cut = min(cut or math.inf, remb_bps)
                 s.capacity = remb_bps / o.backoff  # aiortc's REMB is 0.85x what arrives
-                if remb_bps < o.severe_ratio * sent:
+                # what was sent over the last second, as REMB's own window counts: a cut
+                # made a moment ago does not make the receiver's shortfall look smaller
+                # (but a keyframe over the bitrate is not a rate the link was asked for)
+                fed = max(sent, min(send_bps or 0.0, max(b for _, b in s.bitrates)))
+                if remb_bps < o.severe_ratio * fed:
                     # sending far more than gets through: a deep queue is filling; the
                     # bottom rung leaves the most room to empty it
                     severe, drain = True, max(drain, o.drain_s)
@@ -322,9 +345,18 @@ class QualityController:
                 reasons.append(f"delivered {delivered_bps / 1000:.0f} kbps")
                 cut = min(cut or math.inf, delivered_bps * o.backoff)
                 s.capacity = delivered_bps
-            elif s.capacity is not None and delivered_bps > s.capacity * o.near_capacity:
-                # it carried more: the link got better; probe on from there, faster each
-                # time this repeats without congestion in between
+            elif s.capacity is not None and (
+                delivered_bps > s.capacity * o.near_capacity
+                or (
+                    send_bps is not None
+                    and delivered_bps >= 0.95 * send_bps
+                    and delivered_bps > s.capacity * o.carried_margin
+                )
+            ):
+                # it carried more (clearly more than the capacity, or all we sent when that
+                # was more: an encoder short of its target cannot show the first): the link
+                # got better; probe on from there, faster each time this repeats without
+                # congestion in between
                 s.capacity = delivered_bps
                 s.boost = min(s.boost * 2, o.ramp_gain / o.probe_gain)
 

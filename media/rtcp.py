@@ -9,6 +9,7 @@ the repaired loss, REMB packets the receiver's estimate.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,6 +69,9 @@ class RtcpMonitor:
         self._last_rr: tuple[float, int] | None = None  # (arrival, packets delivered)
         self._last_sent: tuple[int, int] = (0, 0)  # the sender's (octets, packets) then
         self.last: RtcpSnapshot = RtcpSnapshot()
+        # set when a receiver report or a REMB arrives: a controller can act at once
+        # (aiortc's REMB follows an overuse within one packet; a poll adds its interval)
+        self.news = asyncio.Event()
         handle, send = sender._handle_rtcp_packet, sender._send_rtcp
 
         async def _handle(packet: Any) -> None:
@@ -104,6 +108,7 @@ class RtcpMonitor:
                     rtt = self._time() - sent - report.dlsr / 65536
                     self._pending["rtt_s"] = max(0.0, rtt)
                 self._delivered(report.highest_sequence - report.packets_lost)
+                self.news.set()
         elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
             if packet.media_ssrc == ssrc:
                 self._nacked += len(packet.lost)
@@ -114,6 +119,7 @@ class RtcpMonitor:
                 return
             if ssrc in ssrcs:
                 self._pending["remb_bps"] = float(bitrate)
+                self.news.set()
 
     def _delivered(self, packets: int) -> None:
         """Delivered rate between two receiver reports (packets x our mean packet size)."""
@@ -147,6 +153,7 @@ class RtcpMonitor:
             delivered_window_s=p.get("delivered_window_s"),
         )
         self._pending = {}
+        self.news.clear()
         self._reports = 0
         self._nacked = 0
         self.last = snap

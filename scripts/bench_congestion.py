@@ -9,9 +9,11 @@ latency is measured on the decoded picture with the one shared clock. Scenarios:
 1. ``cap``: 400 kbps bottleneck (token bucket, 1 s queue) for ``--cap-s`` seconds, then none;
 2. ``loss``: 2 % loss and 50 ms one-way delay both ways for ``--loss-s`` seconds.
 
-The receiving peer (the bot's side) uses :class:`media.jitter.LowLatencyVideoJitterBuffer`
-in both runs (``--stock-receiver`` for aiortc's, which waits for 512 packets once a
-retransmission is lost: that measures aiortc's receiver, not the sender under test).
+The receiving peer (the bot's side) uses the bot's receive buffers in both runs,
+:class:`media.jitter.LowLatencyVideoJitterBuffer` and ``LowLatencyJitterBuffer`` for audio
+(``--stock-receiver`` for aiortc's, which wait for 512 video packets once a retransmission
+is lost, and for 16 audio packets after any lost one: that measures aiortc's receiver, not
+the sender under test).
 Each runs twice, with our controller (``signaling.adaptation.attach_quality``) and with
 plain aiortc defaults (its VP8 encoder driven by REMB, 720 px 25 fps fixed). Printed:
 latency p50/p95 (during the impairment and overall), freezes (> 200 ms without a new
@@ -44,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import itertools
 
 from media.clock import MediaClock
-from media.jitter import install_video_jitter_buffer
+from media.jitter import install_receive_buffers
 from media.netem import Impairment, UdpRelay, relayed_call
 from media.player import AvPlayer, IdleLoop
 from media.tracks import ClockedAudioTrack, ClockedVideoTrack
@@ -204,9 +206,7 @@ async def run_case(
 
     def negotiated(sender: RTCPeerConnection, receiver: RTCPeerConnection) -> None:
         if not stock_receiver:
-            for tr in receiver.getTransceivers():
-                if tr.kind == "video":
-                    install_video_jitter_buffer(tr.receiver)
+            install_receive_buffers(receiver)  # the bot's (signaling.bot_call)
         if ours:  # as Session.accept does: after the descriptions, before media flows
             session = PeerSession(pc=sender, clock=clock, video_track=video, renderer=renderer)
             loops.append(attach_quality(session))
@@ -447,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--stock-receiver",
         action="store_true",
-        help="receive with aiortc's own video jitter buffer (stalls for good after a lost "
+        help="receive with aiortc's own jitter buffers (video stalls for good after a lost "
         "retransmission) instead of media.jitter's bounded one",
     )
     p.add_argument(

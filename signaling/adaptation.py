@@ -7,8 +7,13 @@
 - reads the RTCP that reaches that sender (receiver reports, REMB);
 - limits that sender's retransmissions to a share of its bitrate
   (:mod:`media.retransmit`), none while it drains a queue;
+- paces that sender's packets at a multiple of its bitrate (:mod:`media.pacer`), so a
+  keyframe does not reach a bottleneck as one burst in front of the audio;
+- gives the voice (an Opus sender) a 32 kbps encoder instead of aiortc's 96 kbps, and
+  counts what it sends out of the REMB estimate (the receiver's budget for both);
 - gives the caller's mic receiver a low-latency jitter buffer (:mod:`media.jitter`);
-- runs a :class:`~media.quality.QualityController` every ``interval_s`` and applies its
+- runs a :class:`~media.quality.QualityController` every ``interval_s`` and whenever a
+  receiver report or a REMB reaches the video sender, and applies its
   target bitrate to the encoder (between rungs too) and its rungs: the video track's fps,
   the renderer's frame rate (one that can render fewer frames does), its output height
   (and a new idle loop at that size), and emits a :class:`~signaling.events.QualityChanged`
@@ -26,11 +31,18 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from aiortc import RTCPeerConnection
+from aiortc.rtcrtpsender import RTCRtpSender
 
 from inference.render.base import FrameRateFollower, Renderer
 from media.clock import MediaClock
-from media.encoder_control import LiveVideoEncoder, RtcpMonitor, install_encoder
-from media.jitter import LowLatencyJitterBuffer, install_mic_jitter_buffer
+from media.encoder_control import (
+    LiveVideoEncoder,
+    RtcpMonitor,
+    install_encoder,
+    install_voice_encoder,
+)
+from media.jitter import LowLatencyJitterBuffer, install_audio_jitter_buffer
+from media.pacer import VideoPacer
 from media.player import IdleLoop
 from media.quality import QualityController, QualityOptions, Rung
 from media.retransmit import RetransmitLimiter
@@ -85,6 +97,8 @@ class AdaptationOptions:
     mic_max_wait_packets: int = 3
     cap_to_renderer: bool = True
     retransmit_share: float = 0.3  # retransmissions may use this share of the video bitrate
+    pace_factor: float | None = 2.5  # video leaves at this x its bitrate (None: in bursts)
+    voice_bitrate: int | None = 32_000  # the Opus voice's bitrate (None: aiortc's 96 kbps)
 
     def __post_init__(self) -> None:
         if not 0.02 <= self.interval_s <= 5:
@@ -95,6 +109,8 @@ class AdaptationOptions:
             raise ValueError("mic_max_wait_packets must be >= 1")
         if not 0 < self.retransmit_share <= 1:
             raise ValueError("retransmit_share must be in (0, 1]")
+        if self.pace_factor is not None and self.pace_factor < 1:
+            raise ValueError(f"pace_factor must be >= 1 or None, got {self.pace_factor}")
 
 
 class QualityLoop:
@@ -113,7 +129,10 @@ class QualityLoop:
         self.encoder: LiveVideoEncoder | None = None
         self.monitor: RtcpMonitor | None = None
         self.retransmits: RetransmitLimiter | None = None
+        self.pacer: VideoPacer | None = None
         self.audio_monitor: RtcpMonitor | None = None  # more RTT samples, same path
+        self.audio_sender: RTCRtpSender | None = None
+        self._audio_sent: deque[tuple[float, int]] = deque()
         self.mic_buffers: list[LowLatencyJitterBuffer] = []
         self.changes: list[tuple[float, Rung, str]] = []  # (clock time, rung, reason)
         self._on_change = on_change
@@ -145,13 +164,23 @@ class QualityLoop:
                 self.retransmits = RetransmitLimiter(
                     tr.sender, self._video_bitrate, share=self.options.retransmit_share
                 )
+                if self.options.pace_factor is not None:
+                    self.pacer = VideoPacer(
+                        tr.sender, self._video_bitrate, factor=self.options.pace_factor
+                    )
             elif tr.kind == "audio":
                 if self.audio_monitor is None:
                     self.audio_monitor = RtcpMonitor(tr.sender, clock_rate=48000)
+                    self.audio_sender = tr.sender
+                codecs = getattr(tr, "_codecs", [])
+                voice = self.options.voice_bitrate
+                if voice and tr.sender.track is not None and codecs:
+                    if codecs[0].mimeType.lower() == "audio/opus":
+                        install_voice_encoder(tr.sender, bitrate=voice)
                 if tr.receiver.track is None:
                     continue
                 self.mic_buffers.append(
-                    install_mic_jitter_buffer(
+                    install_audio_jitter_buffer(
                         tr.receiver, max_wait_packets=self.options.mic_max_wait_packets
                     )
                 )
@@ -165,6 +194,8 @@ class QualityLoop:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if self.pacer is not None:
+            await self.pacer.close()
 
     @property
     def rung(self) -> Rung:
@@ -202,6 +233,17 @@ class QualityLoop:
             return None
         return (b1 - b0) * 8 / (t1 - t0)
 
+    def _audio_bps(self, now: float) -> float:
+        """Audio payload bits per second sent lately (REMB counts it in its estimate)."""
+        if self.audio_sender is None:
+            return 0.0
+        octets = getattr(self.audio_sender, "_RTCRtpSender__octet_count", 0)
+        self._audio_sent.append((now, octets))
+        while self._audio_sent and self._audio_sent[0][0] < now - self.options.lag_window_s:
+            self._audio_sent.popleft()
+        (t0, b0), (t1, b1) = self._audio_sent[0], self._audio_sent[-1]
+        return (b1 - b0) * 8 / (t1 - t0) if t1 - t0 >= self.options.interval_s else 0.0
+
     def _repaired_loss(self, now: float, nacked: int) -> float | None:
         """Share of video packets NACKed over the last 2 s (packets estimated from bytes)."""
         if self.encoder is None:
@@ -218,16 +260,22 @@ class QualityLoop:
         await self._apply(self.controller.rung, "start")
         assert self.monitor is not None
         while True:
-            await asyncio.sleep(self.options.interval_s)
+            # every interval, and at once when a report or a REMB arrives
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.monitor.news.wait(), self.options.interval_s)
             now = self.session.clock.now()
             snap = self.monitor.take()
             rtts = [snap.rtt_s]
             if self.audio_monitor is not None:
                 rtts.append(self.audio_monitor.take().rtt_s)
             rtt = max((r for r in rtts if r is not None), default=None)
+            audio = self._audio_bps(now)
+            # REMB is the receiver's estimate for the whole call: the video gets what the
+            # voice leaves of it
+            remb = None if snap.remb_bps is None else max(0.0, snap.remb_bps - audio)
             rung = self.controller.update(
                 now,
-                remb_bps=snap.remb_bps,
+                remb_bps=remb,
                 fraction_lost=snap.fraction_lost,
                 rtt_s=rtt,
                 jitter_s=snap.jitter_s,
@@ -245,6 +293,8 @@ class QualityLoop:
                     self.encoder.pause(drain)
                 if drain and self.retransmits is not None:
                     self.retransmits.pause(drain)
+                if drain and self.pacer is not None:
+                    self.pacer.flush()  # stale frames would only refill the queue
                 self._applying = asyncio.ensure_future(self._apply(rung, self.controller.reason))
             elif self.encoder is not None:
                 # the target moves between rungs too: follow it without a size change

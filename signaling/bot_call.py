@@ -13,7 +13,7 @@ import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
-from media.jitter import install_video_jitter_buffer
+from media.jitter import install_receive_buffers
 from signaling.bot_audio import MicTrack, voiced_span
 from signaling.bot_media import Mp4Recorder, ReceivedMedia, consume_audio, consume_video
 from signaling.bot_options import BotError, BotOptions
@@ -181,10 +181,7 @@ class BotCall:
         if not isinstance(answer, dict) or not {"sdp", "type", "session"} <= answer.keys():
             raise BotError(f"malformed answer from {url}/offer: {text[:200]!r}")
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
-        for transceiver in pc.getTransceivers():
-            if transceiver.kind == "video":
-                # aiortc's own video buffer can stall for good after a lost retransmission.
-                install_video_jitter_buffer(transceiver.receiver)
+        install_receive_buffers(pc)  # aiortc's own can stall, or keep latency after a loss
         self.session_token = str(answer.get("token") or "")
         return str(answer["session"])
 

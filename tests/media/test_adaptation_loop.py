@@ -86,6 +86,13 @@ async def test_a_bottleneck_moves_bitrate_rung_fps_and_renderer_together(
             assert loop.retransmits is not None and "_retransmit" in vars(video_sender)
             assert isinstance(loop.retransmits, RetransmitLimiter)
             await asyncio.sleep(2.0)
+            # the video went out through the pacer (audio and RTCP pass it)
+            assert loop.pacer is not None and loop.pacer.stats.sent > 20
+            # the voice at 32 kbps, and its rate known (it is taken out of REMB)
+            assert loop.audio_sender is not None
+            voice = vars(loop.audio_sender)["_RTCRtpSender__encoder"]
+            assert voice.codec.bit_rate == 32_000
+            assert 10_000 < loop._audio_bps(clock.now()) < 60_000
             call.relay.impair(a_to_b=Impairment(rate_bps=150_000, queue_limit_s=0.5))
 
             def settled() -> bool:  # a step down, fully applied (changes come last)

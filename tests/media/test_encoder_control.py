@@ -288,3 +288,39 @@ async def test_live_sender_over_loopback_keeps_one_keyframe(
         await b.close()
     assert enc.stats.frames >= 40
     assert enc.stats.keyframes - enc.stats.forced_keyframes == 1
+
+
+def _voice_kbps(encoder: object) -> float:
+    """Bits per second ``encoder`` makes of 2 s of a speech-like signal (48 kHz, stereo)."""
+    t = np.arange(960) / 48000
+    total = 0
+    for k in range(100):
+        tone = np.sin(2 * np.pi * (180 + 40 * np.sin(k / 7)) * (t + k * 0.02))
+        noise = np.random.default_rng(k).normal(0, 0.2, 960)
+        pcm = ((tone * 0.5 + noise) * 12000).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(
+            np.repeat(pcm, 2)[None, :], format="s16", layout="stereo"
+        )
+        frame.sample_rate, frame.pts, frame.time_base = 48000, k * 960, fractions.Fraction(1, 48000)
+        payloads, _ = encoder.encode(frame)  # type: ignore[attr-defined]
+        total += sum(len(p) for p in payloads)
+    return total * 8 / 2.0 / 1000
+
+
+def test_install_voice_encoder_sets_the_voice_bitrate() -> None:
+    from aiortc.codecs.opus import OpusEncoder
+
+    from media.encoder_control import install_voice_encoder
+
+    sender = FakeSender()
+    sender.kind = "audio"  # type: ignore[misc]
+    enc = install_voice_encoder(sender, bitrate=32_000)  # type: ignore[arg-type]
+    assert sender._RTCRtpSender__encoder is enc
+    with pytest.raises(RuntimeError, match="already encodes"):
+        install_voice_encoder(sender)  # type: ignore[arg-type]
+    ours, stock = _voice_kbps(enc), _voice_kbps(OpusEncoder())
+    assert 24 < ours < 40 and stock > 1.8 * ours  # aiortc's runs at 96 kbps
+    with pytest.raises(ValueError, match="audio sender"):
+        install_voice_encoder(FakeSender())  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="within 6"):
+        install_voice_encoder(sender, bitrate=1_000)  # type: ignore[arg-type]

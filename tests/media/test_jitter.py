@@ -4,7 +4,7 @@ import pytest
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtp import RtpPacket
 
-from media.jitter import LowLatencyJitterBuffer, install_mic_jitter_buffer
+from media.jitter import LowLatencyJitterBuffer, install_audio_jitter_buffer
 
 
 def packet(seq: int) -> RtpPacket:
@@ -68,4 +68,33 @@ def test_install_checks_the_receiver() -> None:
         track = None
 
     with pytest.raises(ValueError, match="audio receiver"):
-        install_mic_jitter_buffer(Receiver())  # type: ignore[arg-type]
+        install_audio_jitter_buffer(Receiver())  # type: ignore[arg-type]
+
+
+async def test_a_client_gets_low_latency_buffers_on_every_receiver() -> None:
+    from aiortc import AudioStreamTrack, RTCPeerConnection, VideoStreamTrack
+
+    from media.jitter import LowLatencyVideoJitterBuffer, install_receive_buffers
+
+    server, client = RTCPeerConnection(), RTCPeerConnection()
+    try:
+        client.addTransceiver("audio", direction="recvonly")
+        client.addTransceiver("video", direction="recvonly")
+        client.addTransceiver("audio", direction="sendonly")  # no receiving track: skipped
+        await client.setLocalDescription(await client.createOffer())
+        await server.setRemoteDescription(client.localDescription)
+        server.addTrack(AudioStreamTrack())  # the server sends voice and face, as ours does
+        server.addTrack(VideoStreamTrack())
+        await server.setLocalDescription(await server.createAnswer())
+        await client.setRemoteDescription(server.localDescription)
+        installed = install_receive_buffers(client)
+        kinds = sorted(type(b).__name__ for b in installed)
+        assert kinds == sorted(["LowLatencyJitterBuffer", "LowLatencyVideoJitterBuffer"])
+        slots = [
+            vars(t.receiver)["_RTCRtpReceiver__jitter_buffer"] for t in client.getTransceivers()
+        ]
+        assert any(isinstance(b, LowLatencyVideoJitterBuffer) for b in slots)
+        assert isinstance(slots[0], LowLatencyJitterBuffer)
+    finally:
+        await client.close()
+        await server.close()

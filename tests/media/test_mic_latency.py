@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from media.jitter import install_mic_jitter_buffer
+from media.jitter import install_audio_jitter_buffer
 from media.netem import Impairment, UdpRelay, connect_via_relay
 from tests.rtc_helpers import loopback_pc, patch_loopback_ice
 
@@ -70,7 +70,7 @@ async def added_latency(monkeypatch: pytest.MonkeyPatch, *, ours: bool) -> float
     def negotiated() -> None:
         if ours:
             for tr in b.getTransceivers():
-                install_mic_jitter_buffer(tr.receiver)
+                install_audio_jitter_buffer(tr.receiver)
 
     try:
         async with asyncio.timeout(20):

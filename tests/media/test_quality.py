@@ -56,6 +56,61 @@ def test_remb_far_under_the_send_rate_goes_to_the_bottom_and_drains() -> None:
     assert ctl.update(1.2, remb_bps=300_000, send_bps=100_000) is None  # severe, no effect
 
 
+def test_a_stream_of_small_remb_steps_is_a_fall() -> None:
+    """aiortc sends a REMB with nearly every packet during overuse, each 0.85x of a one-second
+    window: the steps are 1-3 %, the fall over them is what counts."""
+    ctl = QualityController()
+    assert ctl.update(0.0, remb_bps=2_400_000, send_bps=2_000_000) is None  # no signal
+    r = ctl.update(0.25, remb_bps=1_500_000, send_bps=2_000_000)  # the onset: a cut
+    assert r == DEFAULT_LADDER[1] and ctl.drain_s == 0
+    changes = []
+    remb, t = 1_500_000.0, 0.25
+    while remb > 1_000_000:  # 2 % per REMB, 26 ms apart (measured through a 400 kbps cap)
+        t, remb = t + 0.026, remb * 0.98
+        if ctl.update(t, remb_bps=remb, send_bps=1_950_000) is not None:
+            changes.append((t, ctl.rung, ctl.drain_s))
+    # under 0.7x of what was sent over REMB's own window: severe within the down hold,
+    # however small each step (the cut to 1.5M a moment ago does not hide it)
+    assert len(changes) == 1
+    when, rung, drain = changes[0]
+    assert rung == DEFAULT_LADDER[-1] and drain > 0 and when < 0.6
+    # a REMB that did not fall against the last 1.5 s is no signal
+    quiet = QualityController(QualityOptions(remb_window_s=1.5))
+    quiet.update(0.0, remb_bps=1_900_000, send_bps=1_900_000)
+    assert quiet.update(0.5, remb_bps=1_880_000, send_bps=1_900_000) is None
+    assert quiet.reason == "start"
+
+
+def test_a_keyframe_over_the_bitrate_does_not_make_a_dip_severe() -> None:
+    """The bytes of the last second include a keyframe well over the bitrate; the link was
+    only ever asked for the bitrate, so a REMB at 0.8x of it is a cut, not a drain."""
+    ctl = QualityController(QualityOptions(start_index=3))  # 256 px, 300 kbps
+    assert ctl.update(0.0, remb_bps=420_000, send_bps=300_000) is None
+    assert ctl.update(0.5, remb_bps=240_000, send_bps=520_000) == DEFAULT_LADDER[4]
+    assert ctl.drain_s == 0 and ctl.target == 240_000
+
+
+def test_all_we_sent_arriving_above_the_capacity_proves_a_better_link() -> None:
+    """An encoder short of its target never sends 1.15x the capacity; all of what it sent
+    arriving, 1.08x over it or more, is proof enough."""
+    ctl = QualityController()
+    ctl.update(0.0, remb_bps=340_000, send_bps=2_000_000)  # severe: capacity 400k, bottom
+    for k in range(1, 40):  # the queue drains at 380k; then quiet, at what is sent
+        rate = 380_000 if k < 15 else 0.98 * min(ctl.bitrate, 380_000)
+        ctl.update(k * 0.2, rtt_s=0.02, send_bps=rate, delivered_bps=rate, delivered_window_s=1)
+    cap = ctl.capacity
+    assert cap == 380_000
+    # the encoder sends 1.1x the capacity (under the 1.15x margin) and all of it arrives
+    ctl.update(8.2, rtt_s=0.02, send_bps=1.1 * cap, delivered_bps=1.1 * cap, delivered_window_s=1)
+    assert ctl.capacity == 1.1 * cap
+    # a shortfall (a queue) is no proof, however close
+    before = ctl.capacity
+    ctl.update(
+        9.2, rtt_s=0.02, send_bps=1.3 * before, delivered_bps=1.1 * before, delivered_window_s=1
+    )
+    assert ctl.capacity == before
+
+
 def test_loss_and_rtt_cut_the_target() -> None:
     ctl = QualityController(QualityOptions(down_hold_s=1.0))
     assert ctl.update(0.0, rtt_s=0.02) is None  # baseline RTT
