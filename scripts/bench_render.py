@@ -9,9 +9,10 @@
     the CPU in a consumer thread (overlapping the GPU, as that script's frame thread does).
 (b) ours: ``MuseTalkEngine`` (fp16, torch.compile as one static graph at the batch cap,
     channels-last, the decoder with coordinate-descent tuning, blend on the GPU, uint8 frames
-    to the host on a copy stream), batches back to back as the scheduler runs them, with
-    the full decode and with the decode of only the latent window under the mask (quality
-    checked against the full decode).
+    to the host on a copy stream, UNet + decode replayed as one CUDA graph), batches back
+    to back as the scheduler runs them, with the full decode and with the decode of only
+    the latent window under the mask (quality checked against the full decode).
+(a) and (b) run in turns (``--rounds``); the table gives each one's median.
 Then the largest number of simultaneous 25 fps calls whose frames all meet their deadline
 at p99, under a simulated load through ``RenderScheduler`` (audio features on its audio
 lane, as the renderer computes them), after one warm-up trial that is not counted.
@@ -24,10 +25,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import dataclasses
 import functools
 import gc
 import getpass
+import lzma
 import math
 import os
 import queue
@@ -39,6 +42,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -57,9 +61,11 @@ from inference.render.musetalk import (
 )
 from inference.render.musetalk.config import LATENT_SCALE
 from inference.render.musetalk.engine import TUNED_INDUCTOR
+from inference.render.musetalk.model import MuseTalkModels
 from inference.render.scheduler import RenderScheduler, SchedulerOptions
 
 FPS = 25
+T = TypeVar("T")
 
 
 def log(*parts: object) -> None:
@@ -222,6 +228,185 @@ def pipelined(eng: MuseTalkEngine, batches: Sequence[Sequence[FrameJob]]) -> flo
     return time.perf_counter() - t0
 
 
+def in_thread(fn: Callable[[], T]) -> T:
+    """``fn()`` on a new thread (cuDNN's tuned plans are per thread: a fresh one tunes)."""
+    box: list[T] = []
+    err: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            box.append(fn())
+        except BaseException as exc:
+            err.append(exc)
+
+    th = threading.Thread(target=body)
+    th.start()
+    th.join()
+    if err:
+        raise err[0]
+    return box[0]
+
+
+def throughput(eng: MuseTalkEngine, windows: torch.Tensor, b: int, n: int) -> float:
+    """Frames/s of ``n`` batches of ``b`` back to back (after two to warm up)."""
+    batches = [jobs_for(eng, windows, b, k * b) for k in range(n)]
+    pipelined(eng, batches[:2])
+    return n * b / pipelined(eng, batches)
+
+
+class GcPauses:
+    """Time the interpreter spends in cyclic garbage collection (all threads stop)."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.longest = 0.0
+        self.full = 0  # collections of the oldest generation
+        self._t0 = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+            return
+        pause = time.perf_counter() - self._t0
+        self.total += pause
+        self.longest = max(self.longest, pause)
+        self.full += info.get("generation", 0) == 2
+
+    def mark(self) -> tuple[float, int]:
+        self.longest = 0.0
+        return self.total, self.full
+
+    def since(self, mark: tuple[float, int]) -> str:
+        return (
+            f"GC pauses {(self.total - mark[0]) * 1000:.0f} ms (longest "
+            f"{self.longest * 1000:.0f} ms, {self.full - mark[1]} full)"
+        )
+
+
+def fresh_thread_batches(
+    eng: MuseTalkEngine, windows: torch.Tensor, b: int
+) -> tuple[float, float, float]:
+    """Seconds of a batch in the main thread, then of a fresh thread's first and second
+    batch (cuDNN's tuned plans are per thread: the first one tunes every convolution)."""
+    jobs = jobs_for(eng, windows, b)
+
+    def two() -> tuple[float, float]:
+        times = []
+        for _ in range(2):
+            sync(eng.device)
+            t0 = time.perf_counter()
+            eng.run_batch(jobs)
+            times.append(time.perf_counter() - t0)
+        return times[0], times[1]
+
+    main = two()[1]
+    first, second = in_thread(two)
+    return main, first, second
+
+
+def cudnn_limit_zero(
+    say: Callable[[str], None],
+    ref: MuseTalkEngine,
+    ours: MuseTalkEngine,
+    avatar: PreparedAvatar,
+    windows: torch.Tensor,
+    b: int,
+) -> None:
+    """The reference and our full path in a fresh thread (an empty cuDNN plan cache), with
+    cuDNN's benchmark_limit at 10 (its default: 10 algorithms timed per convolution) and at
+    0 (every algorithm)."""
+    old = torch.backends.cudnn.benchmark_limit
+    try:
+        for limit in (10, 0):
+            torch.backends.cudnn.benchmark_limit = limit
+
+            def work() -> tuple[float, float, float]:
+                t0 = time.perf_counter()
+                ours.run_batch(jobs_for(ours, windows, b))
+                tune = time.perf_counter() - t0
+                r = reference_path(ref, avatar, windows, 20, 15)[0]
+                return tune, r, throughput(ours, windows, b, 12)
+
+            tune, r, o = in_thread(work)
+            say(
+                f"cuDNN benchmark_limit {limit:>2}, fresh thread: first batch {tune:.1f} s "
+                f"(tuning); reference {r:.1f} fps, ours full {o:.1f} fps, ratio {o / r:.2f}x"
+            )
+    finally:
+        torch.backends.cudnn.benchmark_limit = old
+
+
+def kernel_profile(say: Callable[[str], None], eng: MuseTalkEngine, jobs: list[FrameJob]) -> None:
+    """Device time of one batch by kernel family, and its largest kernels."""
+    from torch.profiler import ProfilerActivity, profile
+
+    eng.run_batch(jobs)
+    sync(eng.device)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        eng.run_batch(jobs)
+        sync(eng.device)
+    per: dict[str, float] = {}
+    for e in prof.events():
+        if e.device_type == torch.autograd.DeviceType.CUDA:
+            per[e.name] = per.get(e.name, 0.0) + e.time_range.elapsed_us() / 1000
+
+    def family(name: str) -> str:
+        n = name.lower()
+        if n.startswith("triton"):
+            return "triton (fused pointwise/norm)"
+        if any(k in n for k in ("flash", "fmha", "attention")):
+            return "attention"
+        if any(k in n for k in ("conv", "cudnn", "xmma", "implicit", "nhwc", "winograd")):
+            return "convolution"
+        if any(k in n for k in ("gemm", "cutlass", "sm90", "ampere")):
+            return "gemm"
+        if "memcpy" in n or "memset" in n:
+            return "copies"
+        return "other"
+
+    fams: dict[str, float] = {}
+    for name, ms in per.items():
+        fams[family(name)] = fams.get(family(name), 0.0) + ms
+    total = sum(per.values())
+    say(
+        f"kernel time of one batch of {len(jobs)} ({eng.options.decode} decode): {total:.1f} ms; "
+        + ", ".join(f"{k} {v:.1f}" for k, v in sorted(fams.items(), key=lambda kv: -kv[1]))
+    )
+    for name, ms in sorted(per.items(), key=lambda kv: -kv[1])[:8]:
+        say(f"    {ms:7.2f} ms  {name[:110]}")
+
+
+def load_compile_cache(folder: Path | None) -> str:
+    """Load torch.compile artifacts saved by an earlier run (``save_compile_cache``)."""
+    if folder is None:
+        return ""
+    parts = sorted(folder.glob("compile_cache.*"))
+    if not parts:
+        return f"no compile cache in {folder}"
+    blob = lzma.decompress(b"".join(p.read_bytes() for p in parts))
+    torch.compiler.load_cache_artifacts(blob)
+    return f"compile cache loaded ({len(blob) / 2**20:.0f} MiB)"
+
+
+def save_compile_cache(folder: Path | None, limit_mib: float = 56.0) -> str:
+    """Save this process's torch.compile artifacts, compressed, in pieces of 15 MiB."""
+    if folder is None:
+        return ""
+    saved = torch.compiler.save_cache_artifacts()
+    if saved is None:
+        return "no compile artifacts to save"
+    blob = lzma.compress(saved[0], preset=1)
+    size = len(blob) / 2**20
+    if size > limit_mib:
+        return f"compile cache {size:.0f} MiB compressed: not saved (over {limit_mib:.0f})"
+    folder.mkdir(parents=True, exist_ok=True)
+    piece = 15 * 2**20
+    for k in range(0, len(blob), piece):
+        (folder / f"compile_cache.{k // piece:03d}").write_bytes(blob[k : k + piece])
+    return f"compile cache saved: {len(saved[0]) / 2**20:.0f} MiB, {size:.0f} MiB compressed"
+
+
 def inductor_cache_warm() -> bool:
     """Whether torch.compile's on-disk cache already holds entries (an earlier process)."""
     user = getpass.getuser()
@@ -348,16 +533,22 @@ def load_test(
     seconds: float,
     quick: bool,
     windows: torch.Tensor,
+    gcp: GcPauses,
     deadline: float = math.inf,
+    repeat_calls: int = 0,
 ) -> None:
-    """Search the largest number of calls that meet their deadlines; then overload.
-    No trial starts after ``deadline`` (perf_counter seconds)."""
+    """Search the largest number of calls that meet their deadlines; then ``repeat_calls``
+    calls twice more (is it reliable?); then overload. No trial starts after ``deadline``
+    (perf_counter seconds)."""
     fps_best, b_best = best
     say(f"load test: {mode} decode (mask-window PSNR {q_mask:.1f} dB vs 30), batch cap {b_best}")
     eng.configure(decode=mode, max_batch=b_best)  # type: ignore[arg-type]
-    log(f"load engine warmed for every batch size up to {b_best} in {eng.warmup():.0f} s")
     sched = RenderScheduler(eng, SchedulerOptions(max_batch=b_best))
-    sched.start(warmup=False)
+    t0 = time.perf_counter()
+    sched.start()  # warm-up on the worker thread: cuDNN's tuned plans are per thread
+    gc.collect()  # then, as MuseTalkService.start, the compilation's objects out of the
+    gc.freeze()  # GC's reach (a full collection of them stalled a trial for 0.5 s)
+    say(f"scheduler start, engine warmed up on its worker thread: {time.perf_counter() - t0:.1f} s")
     warm = 0.5 if quick else 2.0
     sentence_s = (0.4, 0.8) if quick else (2.0, 4.0)
     n = max(1, int(0.75 * fps_best / FPS))
@@ -367,22 +558,28 @@ def load_test(
     def time_left() -> bool:
         return time.perf_counter() + trial_s < deadline
 
-    if not quick:  # first-time costs (pinned host frames, the lanes' first calls) stay out
+    def describe(r: dict[str, float], gc_text: str) -> str:
+        return (
+            f"p99 {r['p99_ms']:.0f} ms, max {r['max_ms']:.0f} ms, repeated "
+            f"{int(r['repeated'])}, dropped {int(r['dropped'])}, mean batch "
+            f"{r['mean_batch']:.1f}, engine busy {r['busy']:.0%}, GPU busy {r['gpu']:.0%}, "
+            f"capacity estimate {r['capacity']:.0f} fps, {gc_text}"
+        )
+
+    if not quick:  # a first-time cost left out of the warm-up would show here
+        mark = gcp.mark()
         r = load_trial(sched, eng, n, 3.0, 0.5, sentence_s)
         say(
-            f"warm-up trial, {n} calls for 3 s (not counted): p99 {r['p99_ms']:.0f} ms, "
-            f"repeated {int(r['repeated'])}, dropped {int(r['dropped'])}"
+            f"first trial right after start, {n} calls for 3 s (not counted): "
+            + describe(r, gcp.since(mark))
         )
     for _ in range(2 if quick else 7):
         if not time_left():
             log("load test: time budget spent, search stopped")
             break
+        mark = gcp.mark()
         trials[n] = r = load_trial(sched, eng, n, seconds, warm, sentence_s)
-        log(
-            f"{n} calls: p99 {r['p99_ms']:.0f} ms, repeated {r['repeated']}, dropped "
-            f"{r['dropped']}, mean batch {r['mean_batch']:.1f}, engine busy {r['busy']:.0%}, "
-            f"GPU busy {r['gpu']:.0%}, capacity estimate {r['capacity']:.0f} fps"
-        )
+        log(f"{n} calls: " + describe(r, gcp.since(mark)))
         ok = [k for k, v in trials.items() if passes(v)]
         bad = [k for k, v in trials.items() if not passes(v)]
         lo, hi = (max(ok) if ok else 0), (min(bad) if bad else None)
@@ -410,6 +607,23 @@ def load_test(
         "largest number of simultaneous 25 fps calls meeting deadlines "
         f"(p99 lateness <= 0, no repeated or dropped frames): {n_max}"
     )
+    if repeat_calls and not quick:
+        again = []
+        for _ in range(2):
+            if not time_left():
+                break
+            mark = gcp.mark()
+            r = load_trial(sched, eng, repeat_calls, seconds, warm, sentence_s)
+            again.append(r)
+            log(f"{repeat_calls} calls again: " + describe(r, gcp.since(mark)))
+        say(
+            f"{repeat_calls} calls again, {len(again)} more trials: "
+            + "; ".join(
+                f"p99 {r['p99_ms']:.1f} ms, repeated {int(r['repeated'])}, dropped "
+                f"{int(r['dropped'])}, {'meets' if passes(r) else 'misses'}"
+                for r in again
+            )
+        )
     bad = [k for k, v in trials.items() if not passes(v)]
     probe = min(bad) if bad else n_max + 2
     if not time_left():
@@ -637,6 +851,25 @@ def main() -> int:
     ap.add_argument(
         "--time-budget", type=float, default=560.0, help="no new load trial after this (s)"
     )
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved reference/ours rounds")
+    ap.add_argument(
+        "--cudnn-limit",
+        type=int,
+        default=None,
+        help="torch.backends.cudnn.benchmark_limit for both paths (0: time every algorithm)",
+    )
+    ap.add_argument(
+        "--extras",
+        action="store_true",
+        help="also: a fresh thread's first batch (cuDNN tunes again), kernel-time profiles",
+    )
+    ap.add_argument("--extra-batch", type=int, default=0, help="also time this static batch")
+    ap.add_argument("--cudnn-zero", action="store_true", help="also: cuDNN benchmark_limit 10 vs 0")
+    ap.add_argument(
+        "--repeat-calls", type=int, default=0, help="after the search, this many calls twice more"
+    )
+    ap.add_argument("--cache-in", type=Path, help="load torch.compile artifacts from here")
+    ap.add_argument("--cache-out", type=Path, help="save torch.compile artifacts here")
     args = ap.parse_args()
     device = torch.device(args.device)
     width, height = (int(v) for v in args.size.lower().split("x"))
@@ -664,8 +897,16 @@ def main() -> int:
     avatar = synthetic_avatar(4 if quick else 50, width, height)
     compile_ = not args.no_compile and device.type == "cuda"
     # the reference runs NCHW, as MuseTalk does
-    ref_opts = EngineOptions(device=str(device), compile=False, channels_last=False)
-    ref_opts = dataclasses.replace(ref_opts, margin_rows=args.margin_rows)
+    cache_loaded = load_compile_cache(args.cache_in)
+    if cache_loaded:
+        log(cache_loaded)
+    ref_opts = EngineOptions(
+        device=str(device),
+        compile=False,
+        channels_last=False,
+        margin_rows=args.margin_rows,
+        cudnn_benchmark_limit=args.cudnn_limit,
+    )
     ref = MuseTalkEngine(models, ref_opts)
     sizes = [2, 4] if quick else [int(b) for b in args.batches.split(",")]
     if compile_ and not args.dynamic:
@@ -683,11 +924,11 @@ def main() -> int:
     log(f"GFLOP/frame unet {g_unet:.1f} full {g_full:.1f} mask {g_mask:.1f}")
 
     ref_batch, ref_n = (4, 3) if quick else (20, 15)
-    ref_fps, ref_ms, ref_frames = reference_path(ref, avatar, windows, ref_batch, ref_n)
-    log(f"reference {ref_fps:.1f} fps")
     decode_inductor = dict(TUNED_INDUCTOR) if args.decode_inductor == "tuned" else {}
+    # ours gets its own copy of the weights: moving them to channels-last happens in place,
+    # and the reference must keep running on NCHW weights as MuseTalk does
     ours = MuseTalkEngine(
-        models,
+        copy.deepcopy(models),
         EngineOptions(
             device=str(device),
             compile=compile_,
@@ -696,6 +937,7 @@ def main() -> int:
             channels_last=args.channels_last,
             decode_inductor=decode_inductor,
             margin_rows=args.margin_rows,
+            cudnn_benchmark_limit=args.cudnn_limit,
         ),
     )
     ours.add_avatar(avatar)
@@ -714,11 +956,17 @@ def main() -> int:
         for b in sorted({max(2, min(sizes)), max(sizes)}):  # compile the mask-window graph
             wjobs = jobs_for(ours, windows, b)
             ours.decode_faces(wjobs, ours.predict_latents(wjobs), "mask")
+    ours.configure(decode="mask")
+    ours.capture_graphs()  # the full-decode one was captured by warmup()
+    ours.configure(decode="full")
     sync(device)
     compile_s = time.perf_counter() - t0
     log(f"warm-up/compile {compile_s:.0f} s; memory-based max batch {ours.max_batch_size()}")
 
-    results: dict[tuple[str, int], float] = {}
+    cache_saved = save_compile_cache(args.cache_out)
+    if cache_saved:
+        log(cache_saved)
+
     latency: dict[tuple[str, int], float] = {}
     for mode in ("full", "mask"):
         ours.configure(decode=mode)  # type: ignore[arg-type]
@@ -729,12 +977,35 @@ def main() -> int:
                 ours.run_batch(jobs)
 
             latency[(mode, b)] = time_call(step, device, 2 if quick else 4)
-            n = 3 if quick else 12
-            batches = [jobs_for(ours, windows, b, k * b) for k in range(n)]
-            pipelined(ours, batches[:2])
-            results[(mode, b)] = pipelined(ours, batches) / n
-            log(f"ours {mode} b={b}: {b / results[(mode, b)]:.1f} fps")
+    gcp = GcPauses()
+    # the reference and ours in turns (frames/s drift with clocks and the host's load): the
+    # table gives each one's median over the rounds
+    rounds = 1 if quick else args.rounds
+    n = 3 if quick else 12
+    ref_runs: list[tuple[float, float, list[np.ndarray]]] = []
+    runs: dict[tuple[str, int], list[float]] = {}
+    no_graph: list[float] = []
+    for _ in range(rounds):
+        ref_runs.append(reference_path(ref, avatar, windows, ref_batch, ref_n))
+        log(f"reference {ref_runs[-1][0]:.1f} fps")
+        for mode in ("full", "mask"):
+            ours.configure(decode=mode)  # type: ignore[arg-type]
+            for b in sizes:
+                fps = throughput(ours, windows, b, n)
+                runs.setdefault((mode, b), []).append(fps)
+                log(f"ours {mode} b={b}: {fps:.1f} fps")
+        if compile_ and not args.dynamic:  # the same without the CUDA graph
+            ours.configure(decode="full", cuda_graphs=False)
+            b = max(sizes)
+            fps = throughput(ours, windows, b, n)
+            no_graph.append(fps)
+            log(f"ours full b={b} without the CUDA graph: {fps:.1f} fps")
+            ours.configure(cuda_graphs=True)
     ours.configure(decode="full")
+    ref_fps = statistics.median(r[0] for r in ref_runs)
+    ref_ms = statistics.median(r[1] for r in ref_runs)
+    ref_frames = ref_runs[0][2]
+    results = {k: b / statistics.median(v) for k, v in runs.items() for b in [k[1]]}
 
     # quality: window decode vs full decode, and our GPU blend vs the CPU blend, same frames
     # the first ref_batch jobs are the reference's first timed batch
@@ -750,6 +1021,15 @@ def main() -> int:
         return np.concatenate(cut)
 
     q_mask = psnr(regions(full), regions(part))
+    graph_diff = None
+    if compile_ and not args.dynamic:  # the CUDA graph replays the compiled kernels: same
+        gjobs = jobs_for(ours, windows, max(sizes), 5)
+        with torch.inference_mode():
+            replayed = ours.faces(gjobs).clone()
+            ours.configure(cuda_graphs=False)
+            launched = ours.faces(gjobs)
+            ours.configure(cuda_graphs=True)
+        graph_diff = float((replayed.float() - launched.float()).abs().max())
     nref = min(ref_batch, len(qjobs))
     q_blend = psnr(regions(ref_frames[:nref]), regions(full[:nref]))
     maxdiff = int(np.abs(regions(full).astype(int) - regions(part).astype(int)).max())
@@ -809,15 +1089,112 @@ def main() -> int:
         f"latent rows of margin): PSNR {q_mask:.1f} dB, max |diff| {maxdiff}/255"
     )
     say(f"quality, our GPU blend vs the reference CPU blend (same frames): PSNR {q_blend:.1f} dB")
+    if graph_diff is not None:
+        say(
+            "exactness, full decode replayed as a CUDA graph vs the same compiled kernels "
+            f"launched one by one: max |diff| {graph_diff:g}"
+        )
     mode = "mask" if q_mask >= 30.0 else "full"
     say(
         f"ratio ours/reference frames/s: full decode {best['full'][0] / ref_fps:.2f}x, "
         f"mask-window decode {best['mask'][0] / ref_fps:.2f}x"
     )
+    say(
+        f"interleaved rounds (frames/s): reference {', '.join(f'{r[0]:.1f}' for r in ref_runs)}"
+        + "".join(
+            f"; ours {m} b={b} {', '.join(f'{v:.1f}' for v in runs[(m, b)])}" for m, b in runs
+        )
+        + (
+            f"; ours full b={max(sizes)} without the CUDA graph (compiled kernels launched one "
+            f"by one) {', '.join(f'{v:.1f}' for v in no_graph)}"
+            if no_graph
+            else ""
+        )
+    )
+    say("")
     seconds = 1.0 if quick else args.load_seconds
     deadline = t_begin + args.time_budget
-    load_test(say, ours, mode, best[mode], q_mask, seconds, quick, windows, deadline)
+    load_test(
+        say,
+        ours,
+        mode,
+        best[mode],
+        q_mask,
+        seconds,
+        quick,
+        windows,
+        gcp,
+        deadline,
+        repeat_calls=args.repeat_calls,
+    )
+
+    def left() -> float:
+        return args.time_budget - (time.perf_counter() - t_begin)
+
+    if args.extras and not quick:
+        say("")
+        b = max(sizes)
+        ours.configure(decode="full", max_batch=b, cuda_graphs=False)
+        main_s, first_s, second_s = fresh_thread_batches(ours, windows, b)
+        ours.configure(cuda_graphs=True)
+        say(
+            f"first-time cost (without the CUDA graph): a batch of {b} takes "
+            f"{main_s * 1000:.0f} ms on the thread that was warmed, {first_s * 1000:.0f} ms as a "
+            f"fresh thread's first batch (cuDNN tunes every convolution again: its plans are "
+            f"per thread), then {second_s * 1000:.0f} ms"
+        )
+        for m in ("full", "mask"):
+            ours.configure(decode=m)  # type: ignore[arg-type]
+            kernel_profile(say, ours, jobs_for(ours, windows, b))
+        ours.configure(decode="full")
+    if args.extra_batch and compile_ and not quick:
+        extra_batch(say, args, ours.models, avatar, ref, windows, ref_fps, left())
+    if args.cudnn_zero and not quick:
+        if left() > 60:
+            cudnn_limit_zero(say, ref, ours, avatar, windows, max(sizes))
+        else:
+            say(f"cuDNN benchmark_limit 0: skipped ({left():.0f} s of the time budget left)")
     return 0
+
+
+def extra_batch(
+    say: Callable[[str], None],
+    args: argparse.Namespace,
+    models: MuseTalkModels,
+    avatar: PreparedAvatar,
+    ref: MuseTalkEngine,
+    windows: torch.Tensor,
+    ref_fps: float,
+    left: float,
+) -> None:
+    """Our full path compiled for a larger static batch, against the reference again."""
+    if left < 200:
+        say(f"batch {args.extra_batch}: skipped ({left:.0f} s of the time budget left)")
+        return
+    decode_inductor = dict(TUNED_INDUCTOR) if args.decode_inductor == "tuned" else {}
+    eng = MuseTalkEngine(
+        models,  # ours' (channels-last) weights
+        EngineOptions(
+            device=args.device,
+            compile=True,
+            max_batch=args.extra_batch,
+            channels_last=args.channels_last,
+            decode_inductor=decode_inductor,
+            cudnn_benchmark_limit=args.cudnn_limit,
+        ),
+    )
+    eng.add_avatar(avatar)
+    t0 = time.perf_counter()
+    eng.warmup()
+    compile_s = time.perf_counter() - t0
+    b = eng.options.max_batch
+    fps = [throughput(eng, windows, b, 8) for _ in range(2)]
+    ref2 = reference_path(ref, avatar, windows, 20, 15)[0]
+    say(
+        f"batch {b}, full decode: {', '.join(f'{v:.1f}' for v in fps)} fps (compile "
+        f"{compile_s:.0f} s); reference again {ref2:.1f} fps; ratio "
+        f"{max(fps) / ref_fps:.2f}x to the table's reference, {max(fps) / ref2:.2f}x to this one"
+    )
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """RenderScheduler: one per GPU, batching frame requests of every call on that device.
 
 Requests carry a deadline (the time the frame must be on screen, on the scheduler's
-monotonic clock). One owned worker thread forms batches earliest-deadline-first, up to the
-largest batch the device's free memory allows; on out-of-memory it halves the batch and
-retries instead of failing a call. With an engine that can submit a batch and finish it
+monotonic clock). One owned worker thread warms the engine up (cuDNN's tuned plans are
+per thread) and then forms batches earliest-deadline-first, up to the largest batch the
+device's free memory allows; on out-of-memory it halves the batch and retries instead of
+failing a call. With an engine that can submit a batch and finish it
 later (``PipelinedEngine``), the worker queues batch k+1 as soon as the device has computed
 batch k, then hands out batch k's frames while the device works on k+1: the device does
 not wait for copies to the host or for the worker. Audio-feature work (``call_audio``) runs
@@ -79,7 +80,10 @@ def _in_context(
 
 
 class BatchEngine(Protocol):
-    """What the scheduler drives: the MuseTalk engine, or a fake in tests."""
+    """What the scheduler drives: the MuseTalk engine, or a fake in tests. Optional:
+    ``padded_size(n)``, the batch size the device really runs for ``n`` jobs (capacity is
+    measured in it), ``warmup_audio()`` (run on the audio lane's thread at start),
+    ``audio_lane()`` and ``shrink_batch(n)``."""
 
     def run_batch(self, jobs: Sequence[Any]) -> list[Any]: ...
 
@@ -241,23 +245,35 @@ class RenderScheduler:
 
     # ---- lifecycle -----------------------------------------------------------------------
     def start(self, *, warmup: bool = True) -> None:
-        """Warm the engine up (compilation happens here, not in a call), then start."""
+        """Warm the engine up on the worker thread (compilation and cuDNN's autotuning
+        happen here, not in a call), then start serving.
+
+        The warm-up must run on the thread that renders: cuDNN keeps its autotuned
+        convolution plans per thread, so a worker warmed on another thread would tune
+        every convolution again in its first batches, seconds in which no frame comes.
+        Likewise the audio lane runs the engine's ``warmup_audio`` on its own thread."""
         if self._thread is not None:
             return
-        if warmup:
-            seconds = self.engine.warmup()
-            _log.info("scheduler %s warmed up in %.1f s", self.name, seconds)
-        else:  # the first batch may compile: the watchdog gives it stall_grace_s
+        if not warmup:  # the first batch may compile: the watchdog gives it stall_grace_s
             self._may_compile = True
-        self._cap = max(1, min(self.options.max_batch, self.engine.max_batch_size()))
-        self.stats.batch_cap = self._cap
+        ready: Future[float] = Future()
+        # daemon threads: one stuck in a driver call must not keep the process from exiting
+        self._thread = threading.Thread(
+            target=self._run, args=(ready, warmup), name=f"{self.name}-worker", daemon=True
+        )
+        self._thread.start()
+        try:
+            seconds = ready.result()
+        except BaseException:
+            self._thread.join()
+            self._thread = None
+            raise
+        if warmup:
+            _log.info("scheduler %s warmed up in %.1f s", self.name, seconds)
         self._audio.start()
         warm_audio = getattr(self.engine, "warmup_audio", None)
         if warm_audio is not None:  # the lane thread's handles, at every chunk shape
             self._audio.submit(warm_audio, measure=False).result()
-        # daemon threads: one stuck in a driver call must not keep the process from exiting
-        self._thread = threading.Thread(target=self._run, name=f"{self.name}-worker", daemon=True)
-        self._thread.start()
         if self.options.watchdog:
             self._watchdog = threading.Thread(
                 target=self._watch, name=f"{self.name}-watchdog", daemon=True
@@ -466,7 +482,21 @@ class RenderScheduler:
             run_watched(self._render_timer, self.clock, job, measure=False, what=what)
             self._current_call = None
 
-    def _run(self) -> None:
+    def _run(self, ready: Future[float], warmup: bool) -> None:
+        """The worker thread: warm-up (if asked), then batches until closed or stalled."""
+        try:
+            seconds = self.engine.warmup() if warmup else 0.0
+            cap = max(1, min(self.options.max_batch, self.engine.max_batch_size()))
+        except BaseException as exc:
+            ready.set_exception(exc)
+            return
+        with self._cond:
+            self._cap = cap
+            self.stats.batch_cap = cap
+        ready.set_result(seconds)
+        self._serve()
+
+    def _serve(self) -> None:
         inflight: _InFlight | None = None
         while True:
             self._run_calls()
@@ -586,8 +616,13 @@ class RenderScheduler:
         st.batch_sizes.append(n)
         self._render_timer.record(elapsed)
         self._may_compile = False
-        if n * 2 >= self._cap and elapsed > 0:
-            rate = n / elapsed
+        # capacity in the frames the device ran: an engine that pads every batch to one
+        # static size renders a half-empty batch as slowly as a full one, and counting
+        # only the real frames would under-rate it and decimate calls for nothing
+        padded = getattr(self.engine, "padded_size", None)
+        slots = max(n, int(padded(n))) if padded is not None else n
+        if slots * 2 >= self._cap and elapsed > 0:
+            rate = slots / elapsed
             st.capacity_fps = (
                 rate if st.capacity_fps is None else 0.8 * st.capacity_fps + 0.2 * rate
             )

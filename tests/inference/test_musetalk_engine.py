@@ -142,3 +142,42 @@ def test_engine_options_validation() -> None:
 def test_audio_window_shape_is_checked() -> None:
     with pytest.raises(ValueError, match="audio windows"):
         engine().run_batch([FrameJob("synthetic", 0, torch.randn(40, 32))])
+
+
+def test_batch_faces_match_the_step_by_step_path() -> None:
+    """``faces`` (what a batch renders) equals UNet then decode, in both decode modes; on
+    the CPU nothing is captured and ``cuda_graphs`` changes nothing."""
+    eng = engine()
+    jobs = _jobs(3)
+    assert not eng.capture_graphs()
+    for mode in ("full", "mask"):
+        eng.configure(decode=mode)  # type: ignore[arg-type]
+        with torch.inference_mode():
+            want = eng.decode_faces(jobs, eng.predict_latents(jobs))
+            got = eng.faces(jobs)
+            eng.configure(cuda_graphs=False)
+            plain = eng.faces(jobs)
+            eng.configure(cuda_graphs=True)
+        assert torch.equal(got, want) and torch.equal(plain, want)
+    with pytest.raises(ValueError, match="decode mode"):
+        eng.decode_faces(jobs, torch.zeros(3, 4, 32, 32), "half")
+    with pytest.raises(ValueError, match="empty"):
+        eng.faces([])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_captured_forward_replays_with_new_inputs() -> None:
+    from inference.render.musetalk.graphs import CapturedForward
+
+    w = torch.randn(64, 64, device="cuda")
+
+    def fn(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x @ w) + y
+
+    x, y = torch.randn(8, 64, device="cuda"), torch.randn(8, 64, device="cuda")
+    graph = CapturedForward(fn, (x, y))
+    for _ in range(2):  # the static output follows each call's inputs
+        x, y = torch.randn(8, 64, device="cuda"), torch.randn(8, 64, device="cuda")
+        assert torch.allclose(graph(x, y), fn(x, y))
+    with pytest.raises(ValueError, match="shape"):
+        graph(torch.zeros(4, 64, device="cuda"), y)

@@ -372,3 +372,85 @@ def test_audio_lane_runs_while_a_batch_is_rendering() -> None:
     sched.close()
     with pytest.raises(RuntimeError, match="closed"):
         sched.call_audio(lambda: None)
+
+
+class ThreadNotingEngine(FakeEngine):
+    """Notes the threads that warm up, warm the audio up and render."""
+
+    def __init__(self, *, fail_warmup: bool = False) -> None:
+        super().__init__()
+        self.fail_warmup = fail_warmup
+        self.threads: dict[str, set[str]] = {"warmup": set(), "audio": set(), "batch": set()}
+
+    def warmup(self) -> float:
+        self.threads["warmup"].add(threading.current_thread().name)
+        if self.fail_warmup:
+            raise RuntimeError("warm-up failed")
+        return 0.0
+
+    def warmup_audio(self) -> None:
+        self.threads["audio"].add(threading.current_thread().name)
+
+    def run_batch(self, jobs: Sequence[Any]) -> list[Any]:
+        self.threads["batch"].add(threading.current_thread().name)
+        return super().run_batch(jobs)
+
+
+def test_warm_up_runs_on_the_threads_that_render_and_compute_audio() -> None:
+    """cuDNN's tuned plans are per thread: the worker itself must be the one warmed."""
+    eng = ThreadNotingEngine()
+    sched = RenderScheduler(eng, SchedulerOptions(linger_s=0), name="r")
+    sched.open_session("a")
+    sched.start(warmup=True)
+    assert eng.threads["warmup"] == {"r-worker"} and eng.threads["audio"] == {"r-audio"}
+    _results([sched.submit("a", 0, "x", time.monotonic() + 5)])
+    sched.close()
+    assert eng.threads["batch"] == {"r-worker"}
+
+
+def test_a_failed_warm_up_fails_start() -> None:
+    eng = ThreadNotingEngine(fail_warmup=True)
+    sched = RenderScheduler(eng, SchedulerOptions(linger_s=0), name="r")
+    with pytest.raises(RuntimeError, match="warm-up failed"):
+        sched.start(warmup=True)
+    eng.fail_warmup = False
+    sched.start(warmup=True)  # may be tried again
+    assert sched.healthy
+    sched.close()
+
+
+class StaticGraphFake(FakeEngine):
+    """Pads every batch to ``cap`` like a static compiled graph: a batch costs the same
+    device time whatever its size."""
+
+    def __init__(self, *, clock: FakeClock, batch_s: float, cap: int) -> None:
+        super().__init__(clock=clock, cap=cap)
+        self.batch_s = batch_s
+
+    def padded_size(self, n: int) -> int:
+        return self.cap
+
+    def run_batch(self, jobs: Sequence[Any]) -> list[Any]:
+        assert self.clock is not None
+        self.batches.append(list(jobs))
+        self.clock.advance(self.batch_s)
+        return [("frame", j) for j in jobs]
+
+
+def test_capacity_counts_the_padded_batch() -> None:
+    """Half-empty batches of a padded engine rate it at its full-batch capacity, so a load
+    it can carry is not decimated (with real frames only it would be rated 100 frames/s
+    here and every call halved)."""
+    clock = FakeClock()
+    eng = StaticGraphFake(clock=clock, batch_s=0.08, cap=16)  # 200 frames/s at 16 a batch
+    sched = RenderScheduler(eng, SchedulerOptions(max_batch=16, linger_s=0), clock=clock)
+    for s in ("a", "b", "c", "d", "e", "f"):  # 150 frames/s asked for
+        sched.open_session(s)
+    sched.start(warmup=False)
+    for k in range(6):
+        futures = sched.submit_many("a", 8 * k, list(range(8)), [200.0 + i for i in range(8)])
+        _results(futures)
+    sched.close()
+    assert [len(b) for b in eng.batches] == [8] * 6
+    assert sched.stats.capacity_fps == pytest.approx(200.0)
+    assert sched.stats.stride == 1 and sched.stats.repeated == 0

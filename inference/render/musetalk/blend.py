@@ -11,7 +11,17 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["blend_faces"]
+__all__ = ["blend_faces", "to_device"]
+
+
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``x`` on ``device`` without waiting for the device: a host tensor bound for a GPU
+    goes through pinned memory, asynchronously. (A copy from pageable memory makes the
+    host wait until the GPU has finished all the work queued before it: the render thread
+    would stall behind its own batch instead of queueing the next.)"""
+    if device.type == "cuda" and x.device.type == "cpu":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)
 
 
 def _union_box(boxes: torch.Tensor, w: int, h: int) -> tuple[int, int, int, int]:
@@ -72,7 +82,7 @@ def blend_faces(
     dtype = faces.dtype if faces.device.type == "cuda" else torch.float32
     bx = boxes.to(torch.float32)
     rx0, ry0, rx1, ry1 = _union_box(bx, w, h)
-    bx = bx.to(frames.device)
+    bx = to_device(bx, frames.device)
     resize = out_size is not None and out_size != (w, h)
     if resize:  # the whole frame is resampled: blend in floating point, quantize once
         base = frames.permute(0, 3, 1, 2).to(dtype) / 255.0

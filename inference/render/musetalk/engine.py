@@ -9,12 +9,22 @@ decoder's coordinate-descent tuning costs minutes of compilation, once per machi
 the inductor cache keeps the result), and sizes its largest batch from the free device
 memory measured after warm-up.
 
+With a static compiled graph the UNet and the decode are captured at warm-up as one CUDA
+graph (``capture_graphs``) and replayed per batch: the same kernels, without launch gaps.
+
 A batch is submitted (``submit_batch``: every kernel and the device-to-host copy of the
-uint8 frames enqueued, nothing waited for) and finished later (``finish_batch``: wait for
-the copy, hand out the frames), so the scheduler can queue batch k+1 while batch k's frames
-cross to the host on a separate copy stream. ``run_batch`` does both at once. Audio
+uint8 frames enqueued, nothing waited for; the few host tensors go to the device through
+pinned memory, as a copy from pageable memory would wait for the batch's own kernels) and
+finished later (``finish_batch``: wait for the copy, hand out the frames), so the
+scheduler can queue batch k+1 while batch k's frames cross to the host on a separate copy
+stream. ``run_batch`` does both at once. Audio
 features run on their own CUDA stream (``audio_lane``), from the scheduler's audio thread,
 so whisper overlaps with render batches instead of delaying them.
+
+cuDNN keeps its autotuned convolution plans per thread (``torch.backends.cudnn.benchmark``
+tunes every convolution shape again in each new thread, for seconds at batch 64), so
+``warmup`` must run on the thread that renders and ``warmup_audio`` on the audio thread:
+``RenderScheduler.start`` does both.
 
 ``decode="mask"`` decodes only the latent rows from a few rows above the avatar's mask
 downwards: the blend keeps the source pixels wherever the mask is zero, so rows above it
@@ -27,6 +37,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,14 +49,16 @@ import torch
 
 from inference.avatar.model import PreparedAvatar
 from inference.render.musetalk.audio import AudioEncoder
-from inference.render.musetalk.blend import blend_faces
+from inference.render.musetalk.blend import blend_faces, to_device
 from inference.render.musetalk.config import CROP_SIZE, LATENT_SCALE
+from inference.render.musetalk.graphs import CapturedForward
 from inference.render.musetalk.latents import AvatarLatents, encode_avatar
 from inference.render.musetalk.model import MuseTalkModels, positional_encoding
 
 __all__ = ["TUNED_INDUCTOR", "EngineOptions", "FrameJob", "MuseTalkEngine", "PendingBatch"]
 
 LATENT_SIDE = CROP_SIZE // 8
+_log = logging.getLogger(__name__)
 
 # inductor settings known to help SD-style UNets and VAEs (EngineOptions.*_inductor); on
 # an H100 they speed up the VAE decoder (about 11 %) and slow down the UNet
@@ -86,6 +100,12 @@ class EngineOptions:
     channels_last: bool = True  # NHWC convolutions on CUDA
     unet_inductor: Mapping[str, Any] = field(default_factory=dict)  # torch.compile options
     decode_inductor: Mapping[str, Any] = field(default_factory=lambda: dict(TUNED_INDUCTOR))
+    # cuDNN algorithms timed per convolution shape at warm-up (torch.backends.cudnn
+    # .benchmark_limit; 0: every one; None: PyTorch's default, 10); process-wide
+    cudnn_benchmark_limit: int | None = None
+    # replay the static compiled forward pass (UNet + decode) as one CUDA graph, captured
+    # at warm-up (H100, batch 64, full decode: 513-519 frames/s, 501-505 without)
+    cuda_graphs: bool = True
     copy_stream: bool = True  # frames cross to the host on their own CUDA stream
     audio_stream: bool = True  # audio features on their own CUDA stream (audio_lane)
     # pinned host frames made ready at warm-up (the caching host allocator keeps them): every
@@ -104,6 +124,8 @@ class EngineOptions:
             raise ValueError("memory_fraction must be in [0.1, 0.95]")
         if self.half and not self.device.startswith("cuda"):
             raise ValueError("half precision needs a CUDA device")
+        if self.cudnn_benchmark_limit is not None and self.cudnn_benchmark_limit < 0:
+            raise ValueError("cudnn_benchmark_limit must be >= 0")
 
     @property
     def dtype(self) -> torch.dtype:
@@ -165,6 +187,8 @@ class MuseTalkEngine:
         cuda = self.device.type == "cuda"
         if cuda:
             torch.backends.cudnn.benchmark = True
+            if self.options.cudnn_benchmark_limit is not None:
+                torch.backends.cudnn.benchmark_limit = self.options.cudnn_benchmark_limit
         self._copy_stream = (
             torch.cuda.Stream(self.device) if cuda and self.options.copy_stream else None
         )
@@ -183,16 +207,27 @@ class MuseTalkEngine:
             decode = torch.compile(self._decode_eager, dynamic=dyn, options=d_opts)
             decode_part = torch.compile(self._decode_eager, dynamic=dyn, options=d_opts)
         self._unet, self._decode, self._decode_part = unet, decode, decode_part
+        self._graphs: dict[tuple[int, tuple[int, int, int] | None], CapturedForward] = {}
 
     def configure(
-        self, *, decode: Literal["full", "mask"] | None = None, max_batch: int | None = None
+        self,
+        *,
+        decode: Literal["full", "mask"] | None = None,
+        max_batch: int | None = None,
+        cuda_graphs: bool | None = None,
     ) -> None:
-        """Change the decode mode or batch cap (between batches; the worker thread's call)."""
+        """Change the decode mode, batch cap or graph replay (between batches; the worker
+        thread's call). A new mode or size has no captured graph until ``warmup`` or
+        ``capture_graphs``; a smaller cap drops the graphs (and their memory)."""
         changes: dict[str, object] = {}
         if decode is not None:
             changes["decode"] = decode
         if max_batch is not None:
             changes["max_batch"] = max_batch
+            if max_batch < self.options.max_batch:
+                self._graphs.clear()
+        if cuda_graphs is not None:
+            changes["cuda_graphs"] = cuda_graphs
         self.options = dataclasses.replace(self.options, **changes)  # type: ignore[arg-type]
 
     # ---- avatars -------------------------------------------------------------------------
@@ -229,9 +264,8 @@ class MuseTalkEngine:
                 torch._dynamo.maybe_mark_dynamic(x, 3)
         return x
 
-    @torch.inference_mode()
-    def predict_latents(self, jobs: Sequence[FrameJob]) -> torch.Tensor:
-        """UNet output latents (B, 4, 32, 32) for ``jobs``."""
+    def _inputs(self, jobs: Sequence[FrameJob]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The UNet's inputs for ``jobs``: reference latents and audio windows."""
         if not jobs:
             raise ValueError("empty batch")
         refs = torch.stack([self.avatar(j.avatar).unet_ref[j.index] for j in jobs])
@@ -242,7 +276,12 @@ class MuseTalkEngine:
             )
         if self.options.compile and self.options.dynamic_batch:
             torch._dynamo.maybe_mark_dynamic(audio, 0)
-        return self._unet(self._prep(refs), audio)
+        return self._prep(refs), audio
+
+    @torch.inference_mode()
+    def predict_latents(self, jobs: Sequence[FrameJob]) -> torch.Tensor:
+        """UNet output latents (B, 4, 32, 32) for ``jobs``."""
+        return self._unet(*self._inputs(jobs))
 
     def decode_window(self, jobs: Sequence[FrameJob]) -> tuple[int, int, int]:
         """Latent rows from r0 down and columns [c0, c1) that ``decode="mask"`` decodes."""
@@ -252,6 +291,44 @@ class MuseTalkEngine:
         c0 = max(0, min(b[1] for b in boxes) // 8 - m)
         c1 = min(LATENT_SIDE, -(-max(b[2] for b in boxes) // 8) + m)
         return r0, c0, c1
+
+    def _window(self, jobs: Sequence[FrameJob], mode: str) -> tuple[int, int, int] | None:
+        """The latent window that ``mode`` decodes; None for the whole latent."""
+        if mode == "full":
+            return None
+        if mode != "mask":
+            raise ValueError(f"unknown decode mode {mode!r}")
+        window = self.decode_window(jobs)
+        return None if window == (0, 0, LATENT_SIDE) else window
+
+    def _decode_latents(
+        self, latents: torch.Tensor, window: tuple[int, int, int] | None
+    ) -> torch.Tensor:
+        if window is None:
+            return self._decode(self._prep(latents))
+        r0, c0, c1 = window
+        part = latents[:, :, r0:, c0:c1].contiguous()
+        return self._decode_part(self._prep(part, spatial=True))
+
+    def _forward(
+        self, refs: torch.Tensor, audio: torch.Tensor, window: tuple[int, int, int] | None
+    ) -> torch.Tensor:
+        return self._decode_latents(self._unet(refs, audio), window)
+
+    def _assemble(
+        self, jobs: Sequence[FrameJob], part: torch.Tensor, window: tuple[int, int, int] | None
+    ) -> torch.Tensor:
+        """Whole faces from a window decode: each face keeps the decoded pixels of its own
+        mask box (aligned to the 8-pixel latent grid), its reference crop elsewhere."""
+        if window is None:
+            return part
+        r0, c0, _c1 = window
+        faces = torch.stack([self.avatar(j.avatar).crops[j.index] for j in jobs])
+        for i, j in enumerate(jobs):
+            top, left, right = self.avatar(j.avatar).mask_box
+            y, x0, x1 = top // 8 * 8, left // 8 * 8, -(-right // 8) * 8
+            faces[i, :, y:, x0:x1] = part[i, :, y - r0 * 8 :, x0 - c0 * 8 : x1 - c0 * 8]
+        return faces
 
     @torch.inference_mode()
     def decode_faces(
@@ -263,22 +340,47 @@ class MuseTalkEngine:
         face keeps the decoded pixels from its own mask box (aligned to the 8-pixel latent
         grid) and its reference crop elsewhere, where the blend never looks.
         """
-        mode = mode or self.options.decode
-        if mode == "full":
-            return self._decode(self._prep(latents))
-        if mode != "mask":
-            raise ValueError(f"unknown decode mode {mode!r}")
-        r0, c0, c1 = self.decode_window(jobs)
-        if (r0, c0, c1) == (0, 0, LATENT_SIDE):
-            return self._decode(self._prep(latents))
-        window = latents[:, :, r0:, c0:c1].contiguous()
-        part = self._decode_part(self._prep(window, spatial=True))
-        faces = torch.stack([self.avatar(j.avatar).crops[j.index] for j in jobs])
-        for i, j in enumerate(jobs):
-            top, left, right = self.avatar(j.avatar).mask_box
-            y, x0, x1 = top // 8 * 8, left // 8 * 8, -(-right // 8) * 8
-            faces[i, :, y:, x0:x1] = part[i, :, y - r0 * 8 :, x0 - c0 * 8 : x1 - c0 * 8]
-        return faces
+        window = self._window(jobs, mode or self.options.decode)
+        return self._assemble(jobs, self._decode_latents(latents, window), window)
+
+    @torch.inference_mode()
+    def faces(self, jobs: Sequence[FrameJob]) -> torch.Tensor:
+        """Faces for ``jobs`` as a batch renders them: through the captured CUDA graph of
+        this batch size and decode window where there is one, else the compiled path.
+        The result may be the graph's static output, valid until the next batch."""
+        refs, audio = self._inputs(jobs)
+        window = self._window(jobs, self.options.decode)
+        graph = self._graphs.get((len(jobs), window)) if self.options.cuda_graphs else None
+        part = graph(refs, audio) if graph is not None else self._forward(refs, audio, window)
+        return self._assemble(jobs, part, window)
+
+    def capture_graphs(self) -> bool:
+        """Capture the forward pass (UNet and decode in the current mode, every avatar in
+        the batch) at the static batch size as one CUDA graph; call on the thread that ran
+        the warm-up batches (torch.compile and cuDNN's tuning done). Only for a static
+        compiled graph on CUDA with ``cuda_graphs``; False when not captured."""
+        o = self.options
+        if not (self.device.type == "cuda" and o.compile and not o.dynamic_batch):
+            return False
+        if not o.cuda_graphs or not self._avatars:
+            return False
+        audio = torch.zeros(self._pe.shape, device=self.device, dtype=self.dtype)
+        names = list(self._avatars)
+        jobs = [FrameJob(names[i % len(names)], 0, audio) for i in range(o.max_batch)]
+        window = self._window(jobs, o.decode)
+        key = (o.max_batch, window)
+        if key in self._graphs:
+            return True
+        with torch.inference_mode():
+            refs, audio_b = self._inputs(jobs)
+            try:
+                self._graphs[key] = CapturedForward(
+                    functools.partial(self._forward, window=window), (refs, audio_b)
+                )
+            except Exception:  # the compiled path serves; slower, never wrong
+                _log.exception("capturing the forward pass as a CUDA graph failed")
+                return False
+        return True
 
     @torch.inference_mode()
     def blend(self, jobs: Sequence[FrameJob], faces: torch.Tensor) -> list[np.ndarray]:
@@ -296,8 +398,8 @@ class MuseTalkEngine:
         for (name, size), members in groups.items():
             av = self.avatar(name)
             idx_host = torch.tensor([jobs[i].index for i in members])
-            idx = idx_host.to(self.device)
-            pos = torch.tensor(members, device=faces.device)
+            idx = to_device(idx_host, self.device)
+            pos = to_device(torch.tensor(members), faces.device)
             frames = blend_faces(
                 av.frames[idx], faces[pos], av.masks[idx], av.boxes[idx_host], out_size=size
             )
@@ -336,15 +438,14 @@ class MuseTalkEngine:
         """Enqueue the batch (padded to a warm size) and its copy to the host; no waiting
         on the device, so the next batch can be queued behind it."""
         n = len(jobs)
-        padded = self._padded_size(n)
+        padded = self.padded_size(n)
         if padded > n:  # few distinct shapes: compiled graphs and cuDNN plans are all warm
             jobs = [*jobs, *([jobs[-1]] * (padded - n))]
         started = None
         if self.device.type == "cuda":
             started = torch.cuda.Event(enable_timing=True)
             started.record(torch.cuda.current_stream(self.device))
-        latents = self.predict_latents(jobs)
-        faces = self.decode_faces(jobs, latents)
+        faces = self.faces(jobs)
         with torch.inference_mode():
             pending = self._copy_out(jobs, n, faces)
         pending.started = started
@@ -382,7 +483,9 @@ class MuseTalkEngine:
             for size in self.audio.chunk_shapes():
                 self.audio.encode(torch.zeros(size, window))
 
-    def _padded_size(self, n: int) -> int:
+    def padded_size(self, n: int) -> int:
+        """The batch size the device runs for ``n`` jobs (the scheduler measures capacity
+        in these: a static graph costs the same for any ``n``)."""
         if self.options.compile and not self.options.dynamic_batch:
             if n > self.options.max_batch:
                 raise ValueError(f"batch of {n} exceeds max_batch {self.options.max_batch}")
@@ -409,13 +512,36 @@ class MuseTalkEngine:
             if cap < self.options.max_batch:  # free memory says less: recompile smaller
                 self.shrink_batch(cap)
                 self._warm([cap])
+            self.capture_graphs()
+            self._warm_pipeline(self.options.max_batch)
             return time.perf_counter() - t0
         self._warm(batch_sizes)
         if all_sizes and self.device.type == "cuda":
             cap = self.max_batch_size()
-            sizes = sorted({self._padded_size(n) for n in range(1, cap + 1)} - set(batch_sizes))
+            sizes = sorted({self.padded_size(n) for n in range(1, cap + 1)} - set(batch_sizes))
             self._warm(sizes, measure=False)
+            self._warm_pipeline(self.padded_size(cap))
         return time.perf_counter() - t0
+
+    def _warm_pipeline(self, size: int, batches: int = 3) -> None:
+        """Batches back to back as the scheduler runs them (the next one submitted once the
+        last is computed, whose frames are finished meanwhile), so the device allocator
+        and the pinned host frames already hold what steady serving needs."""
+        if self.device.type != "cuda":
+            return
+        audio = torch.randn(self._pe.shape, device=self.device, dtype=self.dtype)
+        names = list(self._avatars)
+        jobs = [FrameJob(names[i % len(names)], 0, audio) for i in range(size)]
+        prev: PendingBatch | None = None
+        for _ in range(batches):
+            if prev is not None:
+                prev.wait_computed()
+            cur = self.submit_batch(jobs)
+            if prev is not None:
+                self.finish_batch(prev)
+            prev = cur
+        if prev is not None:
+            self.finish_batch(prev)
 
     def _warm_host(self) -> None:
         """Pinned host frames (kept by the caching host allocator), so the first calls pay
@@ -455,6 +581,8 @@ class MuseTalkEngine:
         """Largest batch the free device memory allows, capped by ``options.max_batch``."""
         cap = self.options.max_batch
         if self.device.type != "cuda" or not self._per_frame_bytes:
+            return cap
+        if any(size == cap for size, _ in self._graphs):  # its memory is held already
             return cap
         free, _total = torch.cuda.mem_get_info(self.device)
         cached = torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)

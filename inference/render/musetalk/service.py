@@ -8,6 +8,7 @@ the least loaded device.
 from __future__ import annotations
 
 import copy
+import gc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,9 +85,16 @@ class MuseTalkService:
             engine.add_avatar(avatar)
 
     def start(self, *, warmup: bool = True) -> None:
-        """Warm every device up (needs an avatar) and start the schedulers."""
+        """Warm every device up (needs an avatar) and start the schedulers.
+
+        Then the objects alive (compiled graphs, the models' modules) are moved out of the
+        cyclic GC's reach (``gc.freeze``): torch.compile leaves millions of them, and one
+        full collection walking them all stopped every thread for half a second on an
+        H100 machine, render workers included."""
         for s in self.schedulers:
             s.start(warmup=warmup)
+        gc.collect()
+        gc.freeze()
         self._started = True
 
     def renderer(self, avatar: PreparedAvatar, *, session: str) -> MuseTalkRenderer:
