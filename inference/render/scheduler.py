@@ -23,6 +23,10 @@ thread cannot be killed from Python: it stays behind (``close`` does not wait fo
 
 ``SchedulerPool`` holds one scheduler per device and places each call on the least loaded
 healthy one.
+
+The parts live beside this module: ``batching`` (protocols, options, stats, the fairness
+policy and EDF batch forming), ``scheduler_worker`` (the worker thread, capacity estimate
+and out-of-memory handling) and ``scheduler_pool``; the names are re-exported here.
 """
 
 from __future__ import annotations
@@ -37,11 +41,19 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-import torch
-
+from inference.render.batching import (
+    BatchEngine,
+    FairDegrader,
+    PipelinedEngine,
+    Request,
+    SchedulerOptions,
+    SchedulerStats,
+    SessionState,
+)
+from inference.render.scheduler_pool import RenderUnavailable, SchedulerPool
+from inference.render.scheduler_worker import BatchWorker
 from inference.render.stall import (
     Job,
     RenderStalled,
@@ -49,7 +61,6 @@ from inference.render.stall import (
     StallTimer,
     WorkLane,
     describe,
-    run_watched,
     settle,
 )
 
@@ -68,10 +79,6 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 
-class RenderUnavailable(RuntimeError):
-    """No scheduler of a pool can take a call: every one has stalled or is closed."""
-
-
 def _in_context(
     context: Callable[[], Any], fn: Callable[..., Any], *args: Any, **kwargs: Any
 ) -> Any:
@@ -79,130 +86,7 @@ def _in_context(
         return fn(*args, **kwargs)
 
 
-class BatchEngine(Protocol):
-    """What the scheduler drives: the MuseTalk engine, or a fake in tests. Optional:
-    ``padded_size(n)``, the batch size the device really runs for ``n`` jobs (capacity is
-    measured in it), ``warmup_audio()`` (run on the audio lane's thread at start),
-    ``audio_lane()`` and ``shrink_batch(n)``."""
-
-    def run_batch(self, jobs: Sequence[Any]) -> list[Any]: ...
-
-    def max_batch_size(self) -> int: ...
-
-    def warmup(self) -> float: ...
-
-
-class PipelinedEngine(BatchEngine, Protocol):
-    """An engine whose batches are submitted and finished separately. ``submit_batch``
-    returns a handle with ``wait_computed()`` (blocks until the device has computed the
-    batch; its results may still be on their way to the host)."""
-
-    def submit_batch(self, jobs: Sequence[Any]) -> Any: ...
-
-    def finish_batch(self, handle: Any) -> list[Any]: ...
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SchedulerOptions:
-    """Batching, degradation and late-frame policy of one scheduler."""
-
-    max_batch: int = 64
-    linger_s: float = 0.003  # wait this long for a fuller batch when deadlines allow
-    headroom: float = 0.9  # share of measured capacity the calls may use before degrading
-    window_s: float = 2.0  # how long a call counts as active after its last request
-    max_stride: int = 4  # deepest decimation (25 fps -> 6.25 fps)
-    drop_late_s: float = 0.5  # frames later than this are repeated, not rendered
-    oom_recover_batches: int = 200  # successful batches before a halved cap doubles again
-    pipeline: bool = True  # queue the next batch before handing out the last (if supported)
-    watchdog: bool = True  # fail everything and go unhealthy when device work hangs
-    stall_floor_s: float = 5.0  # device work may always run this long ...
-    stall_factor: float = 10.0  # ... or this many times the recent p99 batch time
-    # at least this for a batch that may compile: the first without warm-up, the first
-    # after an out-of-memory shrink (a static graph is rebuilt)
-    stall_grace_s: float = 300.0
-    stall_check_s: float = 0.25  # how often the watchdog looks
-    close_timeout_s: float = 10.0  # longest close() waits for the threads
-
-    def __post_init__(self) -> None:
-        if self.max_batch < 1 or self.max_stride < 1 or self.oom_recover_batches < 1:
-            raise ValueError("max_batch, max_stride and oom_recover_batches must be >= 1")
-        if self.linger_s < 0 or self.window_s <= 0 or self.drop_late_s <= 0:
-            raise ValueError("linger_s must be >= 0; window_s and drop_late_s > 0")
-        if min(self.stall_floor_s, self.stall_factor, self.stall_check_s) <= 0:
-            raise ValueError("stall_floor_s, stall_factor and stall_check_s must be > 0")
-        if self.stall_grace_s < 0 or self.close_timeout_s < 0:
-            raise ValueError("stall_grace_s and close_timeout_s must be >= 0")
-        if not 0 < self.headroom <= 1:
-            raise ValueError("headroom must be in (0, 1]")
-
-
-class FairDegrader:
-    """Pure policy: one decimation stride for every call from demand and capacity."""
-
-    def __init__(self, *, headroom: float = 0.9, max_stride: int = 4) -> None:
-        self.headroom = headroom
-        self.max_stride = max_stride
-
-    def stride(self, demand_fps: float, capacity_fps: float | None) -> int:
-        """Smallest k with demand / k <= headroom * capacity (1 while capacity is unknown)."""
-        if capacity_fps is None or capacity_fps <= 0 or demand_fps <= 0:
-            return 1
-        k = math.ceil(demand_fps / (self.headroom * capacity_fps) - 1e-9)
-        return max(1, min(self.max_stride, k))
-
-
-@dataclass(slots=True)
-class SchedulerStats:
-    """Counters since start (read them; the scheduler owns them)."""
-
-    batches: int = 0
-    frames: int = 0
-    repeated: int = 0  # decimated frames resolved with a neighbour
-    dropped_late: int = 0
-    oom_retries: int = 0
-    failed: int = 0
-    stride: int = 1
-    batch_cap: int = 0
-    capacity_fps: float | None = None
-    busy_s: float = 0.0
-    device_s: float = 0.0  # device time of the batches, where the engine measures it
-    batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=256))
-
-
-@dataclass(slots=True)
-class _Request:
-    deadline: float
-    seq: int
-    session: str
-    frame_no: int
-    job: Any
-    future: Future[Any]
-    followers: list[_Request] = field(default_factory=list)
-
-    def __lt__(self, other: _Request) -> bool:
-        return (self.deadline, self.seq) < (other.deadline, other.seq)
-
-
-@dataclass(slots=True)
-class _InFlight:
-    """A launched batch: a pipelined engine's handle, or a synchronous engine's results."""
-
-    batch: list[_Request]
-    launched: float
-    handle: Any = None
-    results: list[Any] | None = None
-    elapsed: float | None = None  # device time of the batch, once computed
-
-
-@dataclass(slots=True)
-class _Session:
-    fps: float
-    last_seen: float
-    last_frame: tuple[int, Any] | None = None
-    pending: dict[int, _Request] = field(default_factory=dict)
-
-
-class RenderScheduler:
+class RenderScheduler(BatchWorker):
     """EDF batching of frame requests from many calls on one engine (one device)."""
 
     def __init__(
@@ -222,8 +106,8 @@ class RenderScheduler:
             headroom=self.options.headroom, max_stride=self.options.max_stride
         )
         self._cond = threading.Condition()
-        self._heap: list[_Request] = []
-        self._sessions: dict[str, _Session] = {}
+        self._heap: list[Request] = []
+        self._sessions: dict[str, SessionState] = {}
         self._seq = itertools.count()
         self._cap = self.options.max_batch
         self._ok_since_oom = 0
@@ -357,7 +241,7 @@ class RenderScheduler:
         with self._cond:
             state = self._sessions.get(session)
             if state is None:
-                self._sessions[session] = _Session(fps=fps, last_seen=self.clock())
+                self._sessions[session] = SessionState(fps=fps, last_seen=self.clock())
             else:
                 state.fps = fps
 
@@ -391,7 +275,7 @@ class RenderScheduler:
             state = self._sessions.get(session)
             if state is None:
                 raise KeyError(f"session {session!r} is not open on scheduler {self.name}")
-            req = _Request(deadline, next(self._seq), session, frame_no, job, fut)
+            req = Request(deadline, next(self._seq), session, frame_no, job, fut)
             state.pending[frame_no] = req
             state.last_seen = self.clock()
             heapq.heappush(self._heap, req)
@@ -408,45 +292,7 @@ class RenderScheduler:
             for i, (job, d) in enumerate(zip(jobs, deadlines, strict=True))
         ]
 
-    # ---- worker --------------------------------------------------------------------------
-    def _demand(self, now: float) -> float:
-        horizon = self.options.window_s
-        return sum(
-            s.fps for s in self._sessions.values() if s.pending or now - s.last_seen < horizon
-        )
-
-    def _take_batch(self) -> list[_Request]:
-        """Pop up to the batch cap of runnable requests (called with the lock held)."""
-        now = self.clock()
-        stride = self._policy.stride(self._demand(now), self.stats.capacity_fps)
-        self.stats.stride = stride
-        batch: list[_Request] = []
-        while self._heap and len(batch) < self._cap:
-            req = heapq.heappop(self._heap)
-            state = self._sessions.get(req.session)
-            if state is None or req.future.cancelled():
-                if state is not None:
-                    state.pending.pop(req.frame_no, None)
-                continue
-            anchor_no = req.frame_no - req.frame_no % stride
-            anchor = state.pending.get(anchor_no) if anchor_no != req.frame_no else None
-            if anchor is not None:
-                anchor.followers.append(req)
-                state.pending.pop(req.frame_no, None)
-                self.stats.repeated += 1
-                continue
-            late = now - req.deadline > self.options.drop_late_s
-            if (late or (stride > 1 and anchor_no != req.frame_no)) and state.last_frame:
-                state.pending.pop(req.frame_no, None)
-                settle(req.future, state.last_frame[1])
-                if late:
-                    self.stats.dropped_late += 1
-                else:
-                    self.stats.repeated += 1
-                continue
-            batch.append(req)
-        return batch
-
+    # ---- work on the scheduler's threads (the loop itself: scheduler_worker) -------------
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
         """Run ``fn`` on the worker thread before the next batch (e.g. audio features), so
         one thread owns the device and no other thread's kernels interleave with a batch."""
@@ -470,191 +316,6 @@ class RenderScheduler:
         if lane is None:
             return self._audio.submit(fn, args, kwargs, what=what)
         return self._audio.submit(_in_context, (lane, fn, *args), kwargs, what=what)
-
-    def _run_calls(self) -> None:
-        while True:
-            with self._cond:
-                if not self._calls or self._stalled is not None:
-                    return
-                job = self._calls.popleft()
-                self._current_call = job[3]
-            what = f"{describe(job[0])} on the worker"
-            run_watched(self._render_timer, self.clock, job, measure=False, what=what)
-            self._current_call = None
-
-    def _run(self, ready: Future[float], warmup: bool) -> None:
-        """The worker thread: warm-up (if asked), then batches until closed or stalled."""
-        try:
-            seconds = self.engine.warmup() if warmup else 0.0
-            cap = max(1, min(self.options.max_batch, self.engine.max_batch_size()))
-        except BaseException as exc:
-            ready.set_exception(exc)
-            return
-        with self._cond:
-            self._cap = cap
-            self.stats.batch_cap = cap
-        ready.set_result(seconds)
-        self._serve()
-
-    def _serve(self) -> None:
-        inflight: _InFlight | None = None
-        while True:
-            self._run_calls()
-            if inflight is not None and inflight.elapsed is None:
-                self._wait_computed(inflight)
-            with self._cond:
-                while not self._heap and not self._calls and not self._closed:
-                    if inflight is not None or self._stalled is not None:
-                        break
-                    self._cond.wait()
-                if self._closed or self._stalled is not None:
-                    break
-                if self._calls:
-                    continue
-                batch: list[_Request] = []
-                if self._heap:
-                    if (
-                        inflight is None
-                        and len(self._heap) < self._cap
-                        and self.options.linger_s > 0
-                    ):
-                        slack = self._heap[0].deadline - self.clock()
-                        if slack > 4 * self.options.linger_s:
-                            self._cond.wait(self.options.linger_s)
-                    batch = self._take_batch()
-            launched = self._launch(batch) if batch else None
-            if inflight is not None:
-                self._complete(inflight)
-            inflight = launched
-        if inflight is not None and self._stalled is None:
-            self._complete(inflight)
-
-    def _launch(self, batch: list[_Request]) -> _InFlight | None:
-        """Start ``batch`` on the engine; None if it failed (its requests are settled or
-        requeued)."""
-        t0 = self.clock()
-        jobs = [r.job for r in batch]
-        submit = getattr(self.engine, "submit_batch", None) if self.options.pipeline else None
-        what = f"a batch of {len(batch)} frames"
-        self._render_timer.begin(what, t0, grace=self._may_compile)
-        try:
-            if submit is not None:
-                return _InFlight(batch, t0, handle=submit(jobs))
-            results = self.engine.run_batch(jobs)
-        except torch.OutOfMemoryError as exc:
-            self._on_oom(batch, exc)
-            return None
-        except Exception as exc:
-            _log.exception("render batch of %d failed", len(batch))
-            for req in batch:
-                self._fail(req, exc)
-            return None
-        finally:
-            self._render_timer.end()
-        done = self.clock()
-        self._last_computed = done
-        return _InFlight(batch, t0, results=results, elapsed=done - t0)
-
-    def _wait_computed(self, inflight: _InFlight) -> None:
-        """Block until the device computed ``inflight``; its device time is measured from
-        when the device could start it (its launch, or the end of the batch before)."""
-        what = f"the device computing a batch of {len(inflight.batch)} frames"
-        self._render_timer.begin(what, self.clock(), grace=self._may_compile)
-        try:
-            inflight.handle.wait_computed()
-        except Exception:  # the error surfaces in finish_batch
-            _log.debug("wait for a computed batch failed", exc_info=True)
-        finally:
-            self._render_timer.end()
-        done = self.clock()
-        inflight.elapsed = done - max(inflight.launched, self._last_computed)
-        self._last_computed = done
-
-    def _complete(self, inflight: _InFlight) -> None:
-        """Hand out the frames of a launched batch."""
-        batch = inflight.batch
-        results = inflight.results
-        if results is None:
-            if inflight.elapsed is None:
-                self._wait_computed(inflight)
-            self._render_timer.begin(f"finishing a batch of {len(batch)} frames", self.clock())
-            try:
-                results = self.engine.finish_batch(inflight.handle)  # type: ignore[attr-defined]
-            except Exception as exc:
-                _log.exception("render batch of %d failed", len(batch))
-                for req in batch:
-                    self._fail(req, exc)
-                return
-            finally:
-                self._render_timer.end()
-        if len(results) != len(batch):
-            err = RuntimeError(f"engine returned {len(results)} results for {len(batch)} jobs")
-            for req in batch:
-                self._fail(req, err)
-            return
-        self._record(len(batch), inflight.elapsed or 0.0)
-        device_seconds = getattr(inflight.handle, "device_seconds", None)
-        if device_seconds is not None:
-            self.stats.device_s += device_seconds()
-        with self._cond:
-            for req, res in zip(batch, results, strict=True):
-                state = self._sessions.get(req.session)
-                if state is not None:
-                    state.pending.pop(req.frame_no, None)
-                    if state.last_frame is None or state.last_frame[0] <= req.frame_no:
-                        state.last_frame = (req.frame_no, res)
-        for req, res in zip(batch, results, strict=True):
-            settle(req.future, res)
-            for f in req.followers:
-                settle(f.future, res)
-
-    def _record(self, n: int, elapsed: float) -> None:
-        st = self.stats
-        st.batches += 1
-        st.frames += n
-        st.busy_s += elapsed
-        st.batch_sizes.append(n)
-        self._render_timer.record(elapsed)
-        self._may_compile = False
-        # capacity in the frames the device ran: an engine that pads every batch to one
-        # static size renders a half-empty batch as slowly as a full one, and counting
-        # only the real frames would under-rate it and decimate calls for nothing
-        padded = getattr(self.engine, "padded_size", None)
-        slots = max(n, int(padded(n))) if padded is not None else n
-        if slots * 2 >= self._cap and elapsed > 0:
-            rate = slots / elapsed
-            st.capacity_fps = (
-                rate if st.capacity_fps is None else 0.8 * st.capacity_fps + 0.2 * rate
-            )
-        self._ok_since_oom += 1
-        if (
-            self._ok_since_oom >= self.options.oom_recover_batches
-            and self._cap < self.options.max_batch
-        ):
-            self._cap = min(self.options.max_batch, self._cap * 2, self.engine.max_batch_size())
-            self._ok_since_oom = 0
-            st.batch_cap = self._cap
-
-    def _on_oom(self, batch: list[_Request], exc: BaseException) -> None:
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        if len(batch) == 1:
-            _log.error("out of memory on a single frame: %s", exc)
-            self._fail(batch[0], exc)
-            return
-        self.stats.oom_retries += 1
-        self._cap = max(1, len(batch) // 2)
-        self.stats.batch_cap = self._cap
-        shrink = getattr(self.engine, "shrink_batch", None)
-        if shrink is not None:  # engines that pad batches to a fixed size must shrink too
-            shrink(self._cap)
-            self._may_compile = True  # a static graph is rebuilt for the new size
-        self._ok_since_oom = 0
-        _log.warning("out of memory at batch %d; retrying at %d", len(batch), self._cap)
-        with self._cond:
-            for req in batch:
-                heapq.heappush(self._heap, req)
-            self._cond.notify()
 
     # ---- watchdog ------------------------------------------------------------------------
     def _watch(self) -> None:
@@ -699,7 +360,7 @@ class RenderScheduler:
         for fut in [job[3] for job in calls] + audio + [f for f in current if f is not None]:
             settle(fut, exc=err)
 
-    def _unresolved(self) -> list[_Request]:
+    def _unresolved(self) -> list[Request]:
         """Take every request not yet resolved: queued or in a batch (lock held)."""
         reqs = {id(r): r for r in self._heap}
         for state in self._sessions.values():
@@ -707,63 +368,3 @@ class RenderScheduler:
             state.pending.clear()
         self._heap = []
         return list(reqs.values())
-
-    def _fail(self, req: _Request, exc: BaseException) -> None:
-        self.stats.failed += 1 + len(req.followers)
-        with self._cond:
-            state = self._sessions.get(req.session)
-            if state is not None:
-                state.pending.pop(req.frame_no, None)
-        for r in (req, *req.followers):
-            settle(r.future, exc=exc)
-
-
-class SchedulerPool:
-    """One scheduler per device; each call is placed on the least loaded healthy one."""
-
-    def __init__(self, schedulers: Sequence[RenderScheduler]) -> None:
-        if not schedulers:
-            raise ValueError("a pool needs at least one scheduler")
-        self.schedulers = list(schedulers)
-        self._placement: dict[str, RenderScheduler] = {}
-        self._lock = threading.Lock()
-
-    def place(self, session: str, *, fps: float = 25.0) -> RenderScheduler:
-        """Open ``session`` on the least loaded healthy scheduler (sticky until ``release``,
-        or until that scheduler stalls); ``RenderUnavailable`` if none is healthy."""
-        with self._lock:
-            chosen = self._placement.get(session)
-            if chosen is not None and not chosen.healthy:
-                del self._placement[session]
-                chosen.close_session(session)
-                chosen = None
-            if chosen is None:
-                healthy = [s for s in self.schedulers if s.healthy]
-                if not healthy:
-                    raise RenderUnavailable(
-                        "no render scheduler can take a call: "
-                        + "; ".join(f"{s.name}: {s.status}" for s in self.schedulers)
-                    )
-                chosen = min(healthy, key=lambda s: (s.load(), s.session_count))
-                chosen.open_session(session, fps=fps)
-                self._placement[session] = chosen
-            return chosen
-
-    @property
-    def healthy(self) -> bool:
-        """True while at least one scheduler can take calls."""
-        return any(s.healthy for s in self.schedulers)
-
-    def health(self) -> dict[str, str]:
-        """Each scheduler's ``status`` by name."""
-        return {s.name: s.status for s in self.schedulers}
-
-    def release(self, session: str) -> None:
-        with self._lock:
-            chosen = self._placement.pop(session, None)
-        if chosen is not None:
-            chosen.close_session(session)
-
-    def close(self) -> None:
-        for s in self.schedulers:
-            s.close()
