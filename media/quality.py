@@ -169,6 +169,7 @@ class _State:
     boost: float = 1.0  # probe_gain multiplier: doubles each time the link proves better
     measured: float = 0.0  # the best delivered rate seen while measuring
     capacity_cap: float = math.inf  # the capacity the severe signal itself implied
+    confirmed: bool = True  # a queue (RTT rise, heavy loss) was seen since the severe signal
     passed_at: float | None = None  # when the target passed the capacity's upper margin
     last_change: float | None = None
     last_down: float | None = None
@@ -277,6 +278,7 @@ class QualityController:
         cut: float | None = None  # the target congestion asks for
         severe = False
         drain = 0.0
+        evidence = False  # of a standing queue: an RTT rise or heavy loss
         if fraction_lost is not None:
             s.loss = fraction_lost
             if fraction_lost > o.loss_threshold:
@@ -285,13 +287,14 @@ class QualityController:
                 if sent >= o.ladder[-1].bitrate:  # not while paused: that says nothing
                     s.capacity = sent * (1 - fraction_lost)
                 if fraction_lost > o.severe_loss:  # a drop-tail queue is full: drain it
-                    severe, drain = True, o.drain_s
+                    severe, drain, evidence = True, o.drain_s, True
         if rtt_s is not None:
             queue = self._rtt_rise(now, rtt_s, jitter_s or 0.0)
             s.rtt_rising = queue is not None
             if queue is None:
                 s.clean_rtt_at = now
             else:
+                evidence = True
                 reasons.append(f"rtt {rtt_s * 1000:.0f} ms")
                 cut = min(cut or math.inf, s.target * o.backoff)
                 drain = min(o.max_drain_s, queue)  # pause about as long as the queue is deep
@@ -326,15 +329,20 @@ class QualityController:
             reasons.append(f"render lag {render_lag_s * 1000:.0f} ms")
             step_down = True
 
+        if evidence and not s.confirmed:
+            s.confirmed = True
+            if now <= s.measure_until and s.measured > 0:
+                s.capacity = min(s.capacity_cap, s.measured)
+        if remb_bps is not None and s.severe_at + _FED_WINDOW_S <= now <= s.measure_until:
+            # the second REMB averages began as the queue started to drain: the link's rate
+            self._measured(remb_bps / o.backoff)
         if delivered_bps is not None:
             s.delivered_seen = True
             began = now - (delivered_window_s or 0.0)
             if now <= s.measure_until and began >= s.severe_at - o.saturated_before_s:
                 # a full queue drains at the link's rate: the best rate seen meanwhile (a
                 # window from before the onset mixes in the old rate; later ones idle)
-                s.measured = max(s.measured, delivered_bps, o.ladder[-1].bitrate)
-                s.capacity = min(s.capacity_cap, s.measured)
-                s.target = max(o.ladder[-1].bitrate / 2, min(s.target, s.capacity * o.backoff))
+                self._measured(delivered_bps)
             elif (
                 s.capacity is not None
                 and s.boost == 1.0
@@ -371,7 +379,7 @@ class QualityController:
             s.passed_at, s.boost = None, 1.0
             if severe and now > s.measure_until:  # a new episode (not its stale echoes)
                 s.measure_until = now + drain + 2.5
-                s.severe_at, s.measured = now, 0.0
+                s.severe_at, s.measured, s.confirmed = now, 0.0, evidence
                 s.capacity_cap = max(
                     s.capacity if s.capacity is not None else math.inf, o.ladder[-1].bitrate
                 )
@@ -382,6 +390,19 @@ class QualityController:
         return self._maybe_up(now, dt)
 
     # ---- internals ---------------------------------------------------------------------
+    def _measured(self, rate: float) -> None:
+        """A rate the link carried while a severe signal's queue drained."""
+        s, o = self._s, self.options
+        s.measured = max(s.measured, rate, o.ladder[-1].bitrate)
+        if s.confirmed:
+            s.capacity = min(s.capacity_cap, s.measured)
+        elif math.isfinite(s.capacity_cap):
+            # no queue seen (yet): a REMB dip from a delay step, not a full link; what
+            # arrives while video pauses says nothing of the link's rate
+            s.capacity = s.capacity_cap
+        if s.capacity is not None:
+            s.target = max(o.ladder[-1].bitrate / 2, min(s.target, s.capacity * o.backoff))
+
     def _fit(self, target: float) -> int:
         """The best rung whose bitrate fits under ``target``."""
         for i, rung in enumerate(self.options.ladder):

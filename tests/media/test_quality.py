@@ -94,10 +94,12 @@ def test_all_we_sent_arriving_above_the_capacity_proves_a_better_link() -> None:
     """An encoder short of its target never sends 1.15x the capacity; all of what it sent
     arriving, 1.08x over it or more, is proof enough."""
     ctl = QualityController()
-    ctl.update(0.0, remb_bps=340_000, send_bps=2_000_000)  # severe: capacity 400k, bottom
-    for k in range(1, 40):  # the queue drains at 380k; then quiet, at what is sent
+    ctl.update(0.0, rtt_s=0.02)
+    ctl.update(0.1, remb_bps=340_000, send_bps=2_000_000)  # severe: capacity 400k, bottom
+    for k in range(1, 40):  # the queue (RTT 0.8 s) drains at 380k; then quiet, at what is sent
         rate = 380_000 if k < 15 else 0.98 * min(ctl.bitrate, 380_000)
-        ctl.update(k * 0.2, rtt_s=0.02, send_bps=rate, delivered_bps=rate, delivered_window_s=1)
+        rtt = 0.8 if k == 1 else 0.02
+        ctl.update(k * 0.2, rtt_s=rtt, send_bps=rate, delivered_bps=rate, delivered_window_s=1)
     cap = ctl.capacity
     assert cap == 380_000
     # the encoder sends 1.1x the capacity (under the 1.15x margin) and all of it arrives
@@ -152,15 +154,44 @@ def test_queue_and_render_lag_step_one_rung_down() -> None:
 
 def test_the_capacity_is_measured_while_the_queue_drains() -> None:
     ctl = QualityController()
+    ctl.update(4.0, rtt_s=0.02)
     ctl.update(5.0, remb_bps=1_200_000, send_bps=2_000_000)  # the onset, 0.6 s late
     assert ctl.index == len(DEFAULT_LADDER) - 1
     # a report whose window began a second before mixes in the old rate: not the link's
-    ctl.update(5.4, delivered_bps=900_000, delivered_window_s=1.0)
+    ctl.update(5.4, delivered_bps=900_000, delivered_window_s=1.0, rtt_s=0.9)  # a deep queue
     assert ctl.capacity == pytest.approx(1_200_000 / 0.85)
     ctl.update(6.2, delivered_bps=380_000, delivered_window_s=0.8)  # the queue draining
     assert ctl.capacity == 380_000 and ctl.target <= 0.85 * 380_000
     ctl.update(7.4, delivered_bps=160_000, delivered_window_s=1.2)  # idle: the best counts
     assert ctl.capacity == 380_000
+
+
+def test_a_remb_a_second_into_the_drain_measures_the_link_too() -> None:
+    """Receiver reports span ~1 s: one that covers the end of the drain and some idle time
+    under-measures the link. The REMB a second after the severe signal averages the
+    draining queue only."""
+    ctl = QualityController()
+    ctl.update(4.0, rtt_s=0.02)
+    ctl.update(5.0, remb_bps=1_200_000, send_bps=2_000_000)
+    ctl.update(5.5, rtt_s=0.9, remb_bps=600_000)  # too early: its second began before
+    ctl.update(6.3, delivered_bps=234_000, delivered_window_s=1.0)  # part of it idle
+    assert ctl.capacity == 234_000
+    ctl.update(6.4, remb_bps=300_000)
+    assert ctl.capacity == pytest.approx(300_000 / 0.85)
+    assert ctl.target <= 300_000
+
+
+def test_a_remb_dip_without_a_queue_leaves_the_capacity_to_remb() -> None:
+    """A delay step (a route change, 50 ms more) dips REMB like an onset does; no RTT rise
+    follows, and what arrives while video pauses is no measure of the link."""
+    ctl = QualityController()
+    ctl.update(4.0, rtt_s=0.02)
+    ctl.update(5.0, remb_bps=1_300_000, send_bps=2_000_000)  # looks severe: bottom, drain
+    assert ctl.index == len(DEFAULT_LADDER) - 1 and ctl.drain_s > 0
+    ctl.update(5.6, delivered_bps=160_000, delivered_window_s=0.6, rtt_s=0.12)  # +100 ms
+    assert ctl.capacity == pytest.approx(1_300_000 / 0.85)
+    growth, _ = grow_for(ctl, 8.0, 2.0)  # far under it: the fast ramp
+    assert growth > 1.6
 
 
 def grow_for(ctl: QualityController, t: float, seconds: float) -> tuple[float, float]:
