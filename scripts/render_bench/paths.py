@@ -74,16 +74,7 @@ def pipelined(eng: MuseTalkEngine, batches: Sequence[Sequence[FrameJob]]) -> flo
     once batch k is computed, k's frames handed out while k+1 runs."""
     sync(eng.device)
     t0 = time.perf_counter()
-    prev = None
-    for jobs in batches:
-        if prev is not None:
-            prev.wait_computed()
-        cur = eng.submit_batch(jobs)
-        if prev is not None:
-            eng.finish_batch(prev)
-        prev = cur
-    if prev is not None:
-        eng.finish_batch(prev)
+    eng.run_pipelined(batches)
     return time.perf_counter() - t0
 
 

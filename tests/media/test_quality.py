@@ -212,8 +212,8 @@ def test_near_the_capacity_it_probes_gently_far_under_it_fast() -> None:
     assert held == 1.0  # the quiet hold after congestion
     _, t = grow_for(ctl, t, 0.4)
     far, t = grow_for(ctl, t, 1.0)
-    assert far == pytest.approx(1.4, rel=0.01)  # far under 400k / 1.15: 40 %/s
-    while ctl.target < 400_000 / 1.15:
+    assert far == pytest.approx(1.4, rel=0.01)  # far under 400k / near_capacity: 40 %/s
+    while ctl.target < 400_000 / ctl.options.near_capacity:
         t = round(t + 0.2, 3)
         ctl.update(t)
     near, t = grow_for(ctl, t, 1.0)

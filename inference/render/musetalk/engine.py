@@ -40,7 +40,7 @@ import dataclasses
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -532,8 +532,13 @@ class MuseTalkEngine:
         audio = torch.randn(self._pe.shape, device=self.device, dtype=self.dtype)
         names = list(self._avatars)
         jobs = [FrameJob(names[i % len(names)], 0, audio) for i in range(size)]
+        self.run_pipelined([jobs] * batches)
+
+    def run_pipelined(self, batches: Iterable[Sequence[FrameJob]]) -> None:
+        """Render ``batches`` back to back as the scheduler does: batch k+1 is submitted
+        once batch k is computed, and k's frames are finished while k+1 runs."""
         prev: PendingBatch | None = None
-        for _ in range(batches):
+        for jobs in batches:
             if prev is not None:
                 prev.wait_computed()
             cur = self.submit_batch(jobs)
