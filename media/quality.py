@@ -39,7 +39,7 @@ Policy: down fast, up slowly.
   and by ``ramp_gain`` per second when far under it. When the receiver gets more than
   ``near_capacity`` times the capacity (or all we sent, when that was ``carried_margin``
   times it), the link got better: that rate is the new capacity
-  and the probe's gain doubles (up to ``ramp_gain``) each time this repeats without
+  and the probe's gain doubles (up to ``max_probe_gain``) each time this repeats without
   congestion. Without receiver rates, passing that margin with a clean RTT ``settle_s``
   later and nothing bad for ``ramp_after_s`` forgets the capacity.
   Rungs go up one at a time as the target passes their bitrate, each a probe: congestion
@@ -108,6 +108,7 @@ class QualityOptions:
     probe_window_s: float = 2.0
     probe_gain: float = 0.1  # target growth per second near the known capacity
     ramp_gain: float = 0.4  # target growth per second far from it
+    max_probe_gain: float = 0.8  # the probe's growth after proofs in a row (the link cleared)
     near_capacity: float = 1.15  # within [capacity / this, capacity * this]: probe gently
     carried_margin: float = 1.08  # all we sent arrived and that is this x the capacity: more
     probe_ceiling: float = 1.25  # the gentle probe stops this far over the capacity
@@ -146,6 +147,8 @@ class QualityOptions:
             raise ValueError(f"backoff must be in (0, 1), got {self.backoff}")
         if not 0 < self.probe_gain <= self.ramp_gain <= 2 or self.near_capacity <= 1:
             raise ValueError("need 0 < probe_gain <= ramp_gain <= 2 and near_capacity > 1")
+        if not self.probe_gain <= self.max_probe_gain <= 2:
+            raise ValueError("need probe_gain <= max_probe_gain <= 2")
         if self.probe_ceiling <= self.near_capacity or self.overdrive <= 1:
             raise ValueError("need probe_ceiling > near_capacity and overdrive > 1")
         if not 1 < self.carried_margin <= self.near_capacity:
@@ -366,7 +369,7 @@ class QualityController:
                 # got better; probe on from there, faster each time this repeats without
                 # congestion in between
                 s.capacity = delivered_bps
-                s.boost = min(s.boost * 2, o.ramp_gain / o.probe_gain)
+                s.boost = min(s.boost * 2, o.max_probe_gain / o.probe_gain)
 
         self.drain_s = 0.0
         if reasons and s.severe_at < now <= s.measure_until and not step_down:
@@ -477,7 +480,7 @@ class QualityController:
             s.target = min(s.target, top)
             return
         near = s.capacity is not None and s.target * o.near_capacity >= s.capacity
-        gain = o.probe_gain * s.boost if near else o.ramp_gain
+        gain = o.probe_gain * s.boost if near else max(o.ramp_gain, o.probe_gain * s.boost)
         if s.capacity is not None and s.target > s.capacity * o.near_capacity:
             # past the old limit: the link got better once a report from a second later
             # (time for a queue to show) is clean too

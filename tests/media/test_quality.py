@@ -221,7 +221,8 @@ def test_near_the_capacity_it_probes_gently_far_under_it_fast() -> None:
 
 
 def test_a_link_that_carries_more_raises_the_capacity_and_the_gain() -> None:
-    ctl = QualityController(QualityOptions(probe_gain=0.1, ramp_gain=0.8, up_hold_s=1.0))
+    # the defaults: 10 %/s, 40 %/s far under the capacity, up to 80 %/s after proofs
+    ctl = QualityController(QualityOptions(up_hold_s=1.0))
     ctl.update(0.0, remb_bps=340_000, send_bps=1_000_000)
     ctl.update(0.2, delivered_bps=400_000, delivered_window_s=0.5)
     t = 4.0  # past the measuring window of the severe signal
@@ -229,14 +230,16 @@ def test_a_link_that_carries_more_raises_the_capacity_and_the_gain() -> None:
         t = round(t + 0.2, 3)
         ctl.update(t)
     gains = []
-    for _ in range(3):  # each time the receiver got 20 % more than the capacity
+    for _ in range(4):  # each time the receiver got 20 % more than the capacity
         delivered = ctl.capacity * 1.2 if ctl.capacity else 0.0
         t = round(t + 0.2, 3)
         ctl.update(t, delivered_bps=delivered, delivered_window_s=1.0)
         assert ctl.capacity == delivered
         g, t = grow_for(ctl, t, 0.2)  # one step: under the probe's ceiling
         gains.append(round(g**5 - 1, 2))
-    assert gains == [0.2, 0.4, 0.8]  # the probe speeds up: 10 % x 2, x 4, x 8 (the cap)
+    # the probe speeds up: 10 % x 2, x 4, x 8 (max_probe_gain: past ramp_gain, as each step
+    # was proven by what arrived)
+    assert gains == [0.2, 0.4, 0.8, 0.8]
 
 
 def test_back_to_the_top_rung_after_a_cap_lifts() -> None:
