@@ -113,6 +113,22 @@ class AdaptationOptions:
             raise ValueError(f"pace_factor must be >= 1 or None, got {self.pace_factor}")
 
 
+class _ByteRate:
+    """Bits per second of a growing byte counter over the last ``window_s``; None until
+    the samples span ``min_span_s``."""
+
+    def __init__(self, window_s: float, min_span_s: float) -> None:
+        self._window_s, self._min_span_s = window_s, min_span_s
+        self._samples: deque[tuple[float, int]] = deque()
+
+    def bps(self, now: float, total_bytes: int) -> float | None:
+        self._samples.append((now, total_bytes))
+        while self._samples[0][0] < now - self._window_s:
+            self._samples.popleft()
+        (t0, b0), (t1, b1) = self._samples[0], self._samples[-1]
+        return (b1 - b0) * 8 / (t1 - t0) if t1 - t0 >= self._min_span_s else None
+
+
 class QualityLoop:
     """The running adaptation of one call; :meth:`stop` ends it."""
 
@@ -132,13 +148,13 @@ class QualityLoop:
         self.pacer: VideoPacer | None = None
         self.audio_monitor: RtcpMonitor | None = None  # more RTT samples, same path
         self.audio_sender: RTCRtpSender | None = None
-        self._audio_sent: deque[tuple[float, int]] = deque()
+        self._audio_sent = _ByteRate(options.lag_window_s, options.interval_s)
         self.mic_buffers: list[LowLatencyJitterBuffer] = []
         self.changes: list[tuple[float, Rung, str]] = []  # (clock time, rung, reason)
         self._on_change = on_change
         self._max_height = session.renderer.frame_size[1]
         self._drops: deque[tuple[float, int]] = deque()
-        self._sent: deque[tuple[float, int]] = deque()
+        self._sent = _ByteRate(options.lag_window_s, options.interval_s)
         self._nacks: deque[tuple[float, int, int]] = deque()  # (time, nacked, bytes sent)
         self._task: asyncio.Task[None] | None = None
         self._applying: asyncio.Task[None] | None = None
@@ -225,24 +241,14 @@ class QualityLoop:
         """Video bitrate the encoder produced over the lag window (None without our encoder)."""
         if self.encoder is None:
             return None
-        self._sent.append((now, self.encoder.stats.bytes))
-        while self._sent and self._sent[0][0] < now - self.options.lag_window_s:
-            self._sent.popleft()
-        (t0, b0), (t1, b1) = self._sent[0], self._sent[-1]
-        if t1 - t0 < self.options.interval_s:
-            return None
-        return (b1 - b0) * 8 / (t1 - t0)
+        return self._sent.bps(now, self.encoder.stats.bytes)
 
     def _audio_bps(self, now: float) -> float:
         """Audio payload bits per second sent lately (REMB counts it in its estimate)."""
         if self.audio_sender is None:
             return 0.0
         octets = getattr(self.audio_sender, "_RTCRtpSender__octet_count", 0)
-        self._audio_sent.append((now, octets))
-        while self._audio_sent and self._audio_sent[0][0] < now - self.options.lag_window_s:
-            self._audio_sent.popleft()
-        (t0, b0), (t1, b1) = self._audio_sent[0], self._audio_sent[-1]
-        return (b1 - b0) * 8 / (t1 - t0) if t1 - t0 >= self.options.interval_s else 0.0
+        return self._audio_sent.bps(now, octets) or 0.0
 
     def _repaired_loss(self, now: float, nacked: int) -> float | None:
         """Share of video packets NACKed over the last 2 s (packets estimated from bytes)."""
