@@ -31,6 +31,8 @@ from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtp import RtpPacket
 from aiortc.utils import uint16_add
 
+from media.fast_remb import RembObserver, install_fast_remb
+
 __all__ = [
     "LowLatencyJitterBuffer",
     "LowLatencyVideoJitterBuffer",
@@ -232,11 +234,16 @@ def install_video_jitter_buffer(
     return buffer
 
 
-def install_receive_buffers(pc: RTCPeerConnection) -> list[object]:
+def install_receive_buffers(
+    pc: RTCPeerConnection, *, fast_remb: bool = True, on_remb: RembObserver | None = None
+) -> list[object]:
     """A client's (the bot's) low-latency buffers on every receiving transceiver of ``pc``,
     after the remote description is set: aiortc's video buffer can stall for good after a
     lost retransmission, and its audio buffer waits for 16 packets after one lost packet,
-    then keeps that backlog (a recording would fall behind the call)."""
+    then keeps that backlog (a recording would fall behind the call). Video receivers also
+    get :class:`media.fast_remb.FastRemoteBitrateEstimator`, whose REMB leaves as soon as a
+    bottleneck queue starts filling (``fast_remb=False``: aiortc's REMBs only; ``on_remb``
+    sees each REMB sent either way)."""
     installed: list[object] = []
     for transceiver in pc.getTransceivers():
         track = transceiver.receiver.track
@@ -244,6 +251,9 @@ def install_receive_buffers(pc: RTCPeerConnection) -> list[object]:
             continue
         if track.kind == "video":
             installed.append(install_video_jitter_buffer(transceiver.receiver))
+            installed.append(
+                install_fast_remb(transceiver.receiver, detect=fast_remb, on_remb=on_remb)
+            )
         elif track.kind == "audio":
             installed.append(install_audio_jitter_buffer(transceiver.receiver))
     return installed

@@ -9,11 +9,14 @@ latency is measured on the decoded picture with the one shared clock. Scenarios:
 1. ``cap``: 400 kbps bottleneck (token bucket, 1 s queue) for ``--cap-s`` seconds, then none;
 2. ``loss``: 2 % loss and 50 ms one-way delay both ways for ``--loss-s`` seconds.
 
-The receiving peer (the bot's side) uses the bot's receive buffers in both runs,
+The receiving peer (the bot's side) uses the bot's receive side in both runs,
 :class:`media.jitter.LowLatencyVideoJitterBuffer` and ``LowLatencyJitterBuffer`` for audio
 (``--stock-receiver`` for aiortc's, which wait for 512 video packets once a retransmission
 is lost, and for 16 audio packets after any lost one: that measures aiortc's receiver, not
-the sender under test).
+the sender under test), and :class:`media.fast_remb.FastRemoteBitrateEstimator`, whose REMB
+leaves as soon as a bottleneck queue starts filling (``--no-fast-remb``: aiortc's estimator
+alone). ``remb-ms`` is how long after the cap's onset the first REMB under twice the cap
+left the receiver.
 Each runs twice, with our controller (``signaling.adaptation.attach_quality``) and with
 plain aiortc defaults (its VP8 encoder driven by REMB, 720 px 25 fps fixed). Printed:
 latency p50/p95 (during the impairment and overall), freezes (> 200 ms without a new
@@ -54,6 +57,7 @@ from signaling.adaptation import PeerSession, QualityLoop, attach_quality
 
 BITS, CHECK = 16, 4
 TOP_HEIGHT = 720
+CAP_BPS = 400_000
 
 
 # ---- the stamped picture --------------------------------------------------------------
@@ -163,6 +167,7 @@ class Trace:
     audio: list[float] = field(default_factory=list)
     bytes: list[tuple[float, int]] = field(default_factory=list)
     control: list[tuple[float, float, float | None]] = field(default_factory=list)
+    rembs: list[tuple[float, int, bool]] = field(default_factory=list)  # now, bps, fast
 
 
 async def _drain(track: MediaStreamTrack, clock: MediaClock, trace: Trace) -> None:
@@ -194,6 +199,7 @@ async def run_case(
     t: dict[str, float],
     *,
     stock_receiver: bool = False,
+    fast_remb: bool = True,
     queue_s: float = 1.0,
 ) -> dict[str, Any]:
     clock = MediaClock()
@@ -206,7 +212,11 @@ async def run_case(
 
     def negotiated(sender: RTCPeerConnection, receiver: RTCPeerConnection) -> None:
         if not stock_receiver:
-            install_receive_buffers(receiver)  # the bot's (signaling.bot_call)
+            install_receive_buffers(  # the bot's (signaling.bot_call)
+                receiver,
+                fast_remb=fast_remb,
+                on_remb=lambda _ms, bps, fast: trace.rembs.append((clock.now(), bps, fast)),
+            )
         if ours:  # as Session.accept does: after the descriptions, before media flows
             session = PeerSession(pc=sender, clock=clock, video_track=video, renderer=renderer)
             loops.append(attach_quality(session))
@@ -243,7 +253,7 @@ async def _impair(
         if phase == "before" and now >= imp_start:
             phase = "during"
             if scenario == "cap":
-                relay.impair(a_to_b=Impairment(rate_bps=400_000, queue_limit_s=queue_s))
+                relay.impair(a_to_b=Impairment(rate_bps=CAP_BPS, queue_limit_s=queue_s))
             else:
                 lossy = Impairment(delay_s=0.05, loss=0.02)
                 relay.impair(a_to_b=lossy, b_to_a=lossy)
@@ -288,6 +298,10 @@ def _summarize(
     bad_after = [now for now, lat, _, _ in tr.video if now >= i1 and lat is not None and lat > 0.2]
     settle = round(max(bad_after) - i1, 2) if bad_after else 0.0
     lat_all = window(t0 + 1, end)
+    # the receiver's first REMB under twice the cap after the onset: how soon the sender knew
+    fell = [
+        now for now, bps, _ in tr.rembs if now >= i0 and bps < 2 * CAP_BPS and scenario == "cap"
+    ]
 
     def kbps(a: float, b: float) -> int | None:
         sel = [(now, n) for now, n in tr.bytes if a <= now <= b]
@@ -312,6 +326,8 @@ def _summarize(
         ],
         "control": [[round(now - t0, 2), tg, cap] for now, tg, cap in tr.control],
         "time_to_top_rung_s": top_at,
+        "remb_after_onset_ms": round((fell[0] - i0) * 1000) if fell else None,
+        "fast_rembs": sum(1 for _, _, fast in tr.rembs if fast),
         "latency_settled_under_200ms_after_s": settle,
         "height_fps_per_s": per_s,
         "t_rel": [[round(now - t0, 2), lat, h] for now, lat, h, _ in tr.video],
@@ -335,7 +351,7 @@ def _summarize(
 def _print(results: list[dict[str, Any]]) -> None:
     print(
         f"{'scenario':8} {'mode':7} {'p50/p95 during':>16} {'p50/p95 all':>16} {'freezes':>12} "
-        f"{'audio gaps':>10} {'top rung':>9} {'lat<200ms':>9} keyframes"
+        f"{'audio gaps':>10} {'top rung':>9} {'lat<200ms':>9} keyframes remb-ms fast"
     )
     for r in results:
         d, a = r["latency_ms_during"], r["latency_ms_all"]
@@ -345,7 +361,7 @@ def _print(results: list[dict[str, Any]]) -> None:
             f"{r['scenario']:8} {r['mode']:7} {lat}"
             f"{r['freezes']:>4} ({r['freeze_s']:>4}s) {r['audio_gaps_over_100ms']:>10} "
             f"{r['time_to_top_rung_s']!s:>9} {r['latency_settled_under_200ms_after_s']!s:>9} "
-            f"{enc.get('keyframes', '-')}"
+            f"{enc.get('keyframes', '-')!s:>9} {r['remb_after_onset_ms']!s:>7} {r['fast_rembs']:>4}"
         )
     for r in results:
         b, d, a = r["kbps_before_during_after"]
@@ -366,7 +382,7 @@ def _print_medians(results: list[dict[str, Any]]) -> None:
     print(f"medians over {1 + max(r['run'] for r in results)} runs:")
     print(
         f"{'scenario':8} {'mode':7} {'p95 during ms':>13} {'p95 all ms':>10} {'freezes':>7} "
-        f"{'audio gaps':>10} {'top rung s':>10}  per run p95 during"
+        f"{'audio gaps':>10} {'top rung s':>10} {'remb ms':>7}  per run p95 during"
     )
     keys = dict.fromkeys((r["scenario"], r["mode"]) for r in results)
     for scenario, mode in keys:
@@ -377,7 +393,8 @@ def _print_medians(results: list[dict[str, Any]]) -> None:
             f"{med([r['latency_ms_all']['p95'] for r in rs]):>10} "
             f"{med([r['freezes'] for r in rs]):>7} "
             f"{med([r['audio_gaps_over_100ms'] for r in rs]):>10} "
-            f"{med([r['time_to_top_rung_s'] for r in rs]):>10}  {p95}"
+            f"{med([r['time_to_top_rung_s'] for r in rs]):>10} "
+            f"{med([r['remb_after_onset_ms'] for r in rs]):>7}  {p95}"
         )
 
 
@@ -426,7 +443,12 @@ async def _main(args: argparse.Namespace) -> list[dict[str, Any]]:
         for scenario in args.scenarios:
             for ours in (True, False):
                 r = await run_case(
-                    ours, scenario, times, stock_receiver=args.stock_receiver, queue_s=args.queue_s
+                    ours,
+                    scenario,
+                    times,
+                    stock_receiver=args.stock_receiver,
+                    fast_remb=not args.no_fast_remb,
+                    queue_s=args.queue_s,
                 )
                 r["run"] = run
                 results.append(r)
@@ -449,6 +471,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="receive with aiortc's own jitter buffers (video stalls for good after a lost "
         "retransmission) instead of media.jitter's bounded one",
+    )
+    p.add_argument(
+        "--no-fast-remb",
+        action="store_true",
+        help="the bot's buffers without media.fast_remb's early REMB (aiortc's estimator only)",
     )
     p.add_argument(
         "--repeat", type=int, default=1, help="run everything N times; prints the medians too"

@@ -74,6 +74,7 @@ def test_install_checks_the_receiver() -> None:
 async def test_a_client_gets_low_latency_buffers_on_every_receiver() -> None:
     from aiortc import AudioStreamTrack, RTCPeerConnection, VideoStreamTrack
 
+    from media.fast_remb import FastRemoteBitrateEstimator
     from media.jitter import LowLatencyVideoJitterBuffer, install_receive_buffers
 
     server, client = RTCPeerConnection(), RTCPeerConnection()
@@ -89,7 +90,14 @@ async def test_a_client_gets_low_latency_buffers_on_every_receiver() -> None:
         await client.setRemoteDescription(server.localDescription)
         installed = install_receive_buffers(client)
         kinds = sorted(type(b).__name__ for b in installed)
-        assert kinds == sorted(["LowLatencyJitterBuffer", "LowLatencyVideoJitterBuffer"])
+        assert kinds == sorted(
+            ["FastRemoteBitrateEstimator", "LowLatencyJitterBuffer", "LowLatencyVideoJitterBuffer"]
+        )
+        estimators = [
+            vars(t.receiver).get("_RTCRtpReceiver__remote_bitrate_estimator")
+            for t in client.getTransceivers()
+        ]
+        assert sum(isinstance(e, FastRemoteBitrateEstimator) for e in estimators) == 1
         slots = [
             vars(t.receiver)["_RTCRtpReceiver__jitter_buffer"] for t in client.getTransceivers()
         ]

@@ -1,0 +1,211 @@
+"""A receiver's congestion signal that arrives before the bottleneck queue overflows.
+
+aiortc's receive-side estimator (:class:`aiortc.rate.RemoteBitrateEstimator`, Google's
+REMB-era GCC) smooths the delay trend with a Kalman filter and an adaptive threshold: when a
+2 Mbps call suddenly meets a 400 kbps link, its first REMB leaves the receiver 0.23-0.33 s
+later (measured, ``scripts/bench_congestion.py``). By then a one-second drop-tail queue is
+full and drops voice and video alike.
+
+:class:`QueueRiseDetector` watches the one-way delay (arrival time minus the packet's
+abs-send-time) for the shape of a queue that fills faster than it drains: a rise of at least
+``min_rise_ms`` over at least ``min_packets`` packets, no single step carrying most of it
+(a route's delay step is one step), at ``min_slope`` ms of delay per ms sent or more (the
+sender puts over 2.5x what the link carries into it). While such a queue fills, the link
+is busy, so what arrives over those packets *is* the link's rate: the signal is
+``backoff`` times that rate, a REMB in aiortc's own convention (0.85x what arrived).
+
+:class:`FastRemoteBitrateEstimator` runs both: aiortc's estimator as before, and the
+detector; a detected queue sends its REMB at once when it is far (``drop_ratio``) under what
+arrived over the last second, and for ``hold_ms`` after it aiortc's own REMBs (still 0.85x
+of a second that began before the onset) are held under it. :func:`install_fast_remb`
+gives one video receiver this estimator (aiortc's private ``__remote_bitrate_estimator``
+slot); nothing global is patched. The bot installs it with its receive buffers
+(:func:`media.jitter.install_receive_buffers`).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiortc.rate import RemoteBitrateEstimator
+from aiortc.rtcrtpreceiver import RTCRtpReceiver
+
+__all__ = [
+    "FastRemoteBitrateEstimator",
+    "QueueRiseDetector",
+    "QueueRiseOptions",
+    "install_fast_remb",
+]
+
+_SLOT = "_RTCRtpReceiver__remote_bitrate_estimator"
+_ABS_SEND_WRAP = 1 << 24  # abs-send-time: 24 bits of 6.18 fixed-point seconds (64 s)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueueRiseOptions:
+    window_ms: float = 300.0  # send-time history kept
+    min_rise_ms: float = 50.0  # over a jitter range of +-20 ms
+    min_packets: int = 3  # packets after the queue's start
+    min_slope: float = 1.5  # ms of queue per ms sent: sending > 2.5x what the link carries
+    max_step_share: float = 0.5  # a delay step is one step: no step may carry more
+    tolerance_ms: float = 4.0  # a dip this small does not end a rise
+    backoff: float = 0.85  # the REMB is this share of what arrived (aiortc's convention)
+
+    def __post_init__(self) -> None:
+        if self.window_ms <= 0 or self.min_rise_ms <= 0 or self.min_slope <= 0:
+            raise ValueError("window_ms, min_rise_ms and min_slope must be positive")
+        if self.min_packets < 2:
+            raise ValueError(f"min_packets must be >= 2, got {self.min_packets}")
+        if not 0 < self.max_step_share <= 1 or not 0 < self.backoff <= 1:
+            raise ValueError("max_step_share and backoff must be within (0, 1]")
+
+
+@dataclass(frozen=True, slots=True)
+class _Arrival:
+    send_ms: float
+    delay_ms: float
+    arrival_ms: float
+    size: int
+
+
+class QueueRiseDetector:
+    """A filling bottleneck queue in the one-way delay of one stream. Pure: times are inputs."""
+
+    def __init__(self, options: QueueRiseOptions | None = None) -> None:
+        self.options = options or QueueRiseOptions()
+        self._history: deque[_Arrival] = deque()
+
+    def observe(self, *, arrival_ms: float, send_ms: float, size: int) -> int | None:
+        """Add one packet (``send_ms`` unwrapped, any origin); the REMB (bps) if a queue
+        is filling, else None."""
+        o, h = self.options, self._history
+        h.append(_Arrival(send_ms, arrival_ms - send_ms, arrival_ms, size))
+        while h and h[0].send_ms < send_ms - o.window_ms:
+            h.popleft()
+        if len(h) <= o.min_packets:
+            return None
+        # the rise that ends with this packet: walk back while the delay keeps falling
+        # (within the tolerance); it began at the last packet at that walk's floor (a flat
+        # stretch before it is no part of the rise)
+        items = list(h)
+        begin = len(items) - 1
+        for i in range(len(items) - 2, -1, -1):
+            if items[i].delay_ms > items[i + 1].delay_ms + o.tolerance_ms:
+                break
+            begin = i
+        floor = min(a.delay_ms for a in items[begin:]) + o.tolerance_ms
+        start = max(i for i in range(begin, len(items)) if items[i].delay_ms <= floor)
+        rise_items = items[start:]
+        last, first = rise_items[-1], rise_items[0]
+        rise = last.delay_ms - first.delay_ms
+        if len(rise_items) - 1 < o.min_packets or rise < o.min_rise_ms:
+            return None
+        if rise < o.min_slope * max(last.send_ms - first.send_ms, 1.0):
+            return None
+        steps = (b.delay_ms - a.delay_ms for a, b in itertools.pairwise(rise_items))
+        if max(steps) > o.max_step_share * rise:
+            return None
+        # the link's rate: from the first packet that waited (the rise's start may have
+        # come before an idle gap), every later one left right after the one before it
+        queued = rise_items[1]
+        span = last.arrival_ms - queued.arrival_ms
+        if span <= 0:
+            return None
+        arrived = sum(a.size for a in rise_items[2:])
+        return round(o.backoff * arrived * 8 * 1000 / span)
+
+    def reset(self) -> None:
+        self._history.clear()
+
+
+RembObserver = Callable[[int, int, bool], None]  # (arrival ms, bps, from the fast signal)
+
+
+class FastRemoteBitrateEstimator(RemoteBitrateEstimator):
+    """aiortc's receive-side estimator plus :class:`QueueRiseDetector` (see the module doc).
+
+    ``on_remb`` (optional) sees every REMB this estimator asks the receiver to send;
+    ``detect=False`` leaves aiortc's estimator alone (an observed baseline).
+    """
+
+    def __init__(
+        self,
+        options: QueueRiseOptions | None = None,
+        *,
+        detect: bool = True,
+        drop_ratio: float = 0.7,
+        hold_ms: int = 1000,
+        on_remb: RembObserver | None = None,
+    ) -> None:
+        super().__init__()
+        if not 0 < drop_ratio < 1 or hold_ms < 0:
+            raise ValueError("drop_ratio must be within (0, 1) and hold_ms >= 0")
+        self.queue_rise = QueueRiseDetector(options) if detect else None
+        self.drop_ratio, self.hold_ms, self.on_remb = drop_ratio, hold_ms, on_remb
+        self.fast_signals = 0
+        self._held: tuple[int, int] | None = None  # (until ms, bps)
+        self._last_send: int | None = None  # unwrapped abs-send-time units
+        self._last_remb: int | None = None
+
+    def add(
+        self, arrival_time_ms: int, abs_send_time: int, payload_size: int, ssrc: int
+    ) -> tuple[int, list[int]] | None:
+        arrived = self.incoming_bitrate.rate(arrival_time_ms)  # the last second, before this
+        out = super().add(arrival_time_ms, abs_send_time, payload_size, ssrc)
+        send = self._unwrap(abs_send_time)
+        fast = None
+        if self.queue_rise is not None:
+            fast = self.queue_rise.observe(
+                arrival_ms=arrival_time_ms, send_ms=send * 1000 / (1 << 18), size=payload_size
+            )
+        now = arrival_time_ms
+        if self._held is not None and now >= self._held[0]:
+            self._held = None
+        reference = min(arrived or 0, self._last_remb or arrived or 0)
+        if fast is not None and fast < self.drop_ratio * reference:
+            self.fast_signals += 1
+            self._held = (now + self.hold_ms, fast)
+            self.rate_control.set_estimate(fast, now)
+            return self._emit(now, fast, True)
+        if out is None:
+            return None
+        bps = out[0]
+        if self._held is not None and bps > self._held[1]:
+            bps = self._held[1]  # aiortc's second still holds the rate before the onset
+            self.rate_control.set_estimate(bps, now)
+        return self._emit(now, bps, False)
+
+    def _emit(self, now: int, bps: int, fast: bool) -> tuple[int, list[int]]:
+        self._last_remb = bps
+        if self.on_remb is not None:
+            self.on_remb(now, bps, fast)
+        return bps, list(self.ssrcs.keys())
+
+    def _unwrap(self, abs_send_time: int) -> int:
+        last = self._last_send
+        if last is None:
+            value = abs_send_time
+        else:
+            delta = (abs_send_time - last) % _ABS_SEND_WRAP
+            if delta >= _ABS_SEND_WRAP // 2:
+                delta -= _ABS_SEND_WRAP  # an older packet (a reordering)
+            value = last + delta
+        if last is None or value > last:
+            self._last_send = value
+        return value
+
+
+def install_fast_remb(
+    receiver: RTCRtpReceiver, *, detect: bool = True, on_remb: RembObserver | None = None
+) -> FastRemoteBitrateEstimator:
+    """Give a *video* receiver a :class:`FastRemoteBitrateEstimator` (before media flows)."""
+    if receiver.track is None or receiver.track.kind != "video":
+        raise ValueError("install_fast_remb needs a video receiver")
+    if getattr(receiver, _SLOT, None) is None:
+        raise RuntimeError("this aiortc version has no receive-side bitrate estimator slot")
+    estimator = FastRemoteBitrateEstimator(detect=detect, on_remb=on_remb)
+    setattr(receiver, _SLOT, estimator)
+    return estimator
