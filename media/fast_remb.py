@@ -26,6 +26,8 @@ slot); nothing global is patched. The bot installs it with its receive buffers
 from __future__ import annotations
 
 import itertools
+import math
+import statistics
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,8 +37,11 @@ from aiortc.rtcrtpreceiver import RTCRtpReceiver
 
 __all__ = [
     "FastRemoteBitrateEstimator",
+    "QueueGrowthDetector",
+    "QueueGrowthOptions",
     "QueueRiseDetector",
     "QueueRiseOptions",
+    "RembObserver",
     "install_fast_remb",
 ]
 
@@ -121,32 +126,119 @@ class QueueRiseDetector:
         self._history.clear()
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueueGrowthOptions:
+    bins: int = 4  # the recent send time, in bins of ``bin_ms``
+    bin_ms: float = 120.0
+    min_step_ms: float = 5.0  # each bin's median delay over the one before
+    min_queue_ms: float = 60.0  # the last bin's median over the delay floor
+    floor_window_ms: float = 2000.0  # the floor: the lowest delay of this long
+    max_arrival_share: float = 0.95  # what arrives under this share of what was sent
+    check_every_ms: float = 50.0
+    backoff: float = 0.85
+
+    def __post_init__(self) -> None:
+        if self.bins < 2 or self.bin_ms <= 0 or self.floor_window_ms <= 0:
+            raise ValueError("bins must be >= 2, bin_ms and floor_window_ms positive")
+        if not 0 < self.max_arrival_share < 1 or not 0 < self.backoff <= 1:
+            raise ValueError("max_arrival_share must be within (0, 1), backoff (0, 1]")
+
+
+class QueueGrowthDetector:
+    """A queue that grows steadily, if slowly: a rate a little over the link (a probe).
+
+    The median one-way delay rises by ``min_step_ms`` or more from each ``bin_ms`` of send
+    time to the next and ends ``min_queue_ms`` over the delay floor, while what arrives is
+    under ``max_arrival_share`` of what was sent (a queue takes the difference). Medians
+    keep one late packet or a stall of the receiving loop out; a route's delay step raises
+    one bin, not each. The signal is ``backoff`` times the rate that arrived. Pure.
+    """
+
+    def __init__(self, options: QueueGrowthOptions | None = None) -> None:
+        self.options = options or QueueGrowthOptions()
+        self._history: deque[_Arrival] = deque()
+        self._floor: deque[tuple[float, float]] = deque()  # (send ms, delay): rising delays
+        self._checked_at = -math.inf
+
+    def observe(self, *, arrival_ms: float, send_ms: float, size: int) -> int | None:
+        o, h, floor = self.options, self._history, self._floor
+        delay = arrival_ms - send_ms
+        h.append(_Arrival(send_ms, delay, arrival_ms, size))
+        span = o.bins * o.bin_ms
+        while h and h[0].send_ms < send_ms - span:
+            h.popleft()
+        while floor and floor[-1][1] >= delay:
+            floor.pop()
+        floor.append((send_ms, delay))
+        while floor[0][0] < send_ms - o.floor_window_ms:
+            floor.popleft()
+        if arrival_ms - self._checked_at < o.check_every_ms:
+            return None
+        self._checked_at = arrival_ms
+        if h[0].send_ms > send_ms - span + o.bin_ms / 2:
+            return None  # not enough history yet
+        start = send_ms - span
+        bins: list[list[float]] = [[] for _ in range(o.bins)]
+        for a in h:
+            bins[min(o.bins - 1, int((a.send_ms - start) // o.bin_ms))].append(a.delay_ms)
+        if any(len(b) < 2 for b in bins):
+            return None
+        medians = [statistics.median(b) for b in bins]
+        if any(b - a < o.min_step_ms for a, b in itertools.pairwise(medians)):
+            return None
+        if medians[-1] - floor[0][1] < o.min_queue_ms:
+            return None
+        # the rates over the bins after the first (the queue was there all along)
+        queued = [a for a in h if a.send_ms >= start + o.bin_ms]
+        if len(queued) < 3 or queued[-1].arrival_ms <= queued[0].arrival_ms:
+            return None
+        size_after = sum(a.size for a in queued) - queued[0].size
+        arrived = size_after * 8 * 1000 / (queued[-1].arrival_ms - queued[0].arrival_ms)
+        sent = size_after * 8 * 1000 / max(queued[-1].send_ms - queued[0].send_ms, 1.0)
+        if arrived >= o.max_arrival_share * sent:
+            return None
+        return round(o.backoff * arrived)
+
+
 RembObserver = Callable[[int, int, bool], None]  # (arrival ms, bps, from the fast signal)
 
 
 class FastRemoteBitrateEstimator(RemoteBitrateEstimator):
-    """aiortc's receive-side estimator plus :class:`QueueRiseDetector` (see the module doc).
+    """aiortc's receive-side estimator plus :class:`QueueRiseDetector` and
+    :class:`QueueGrowthDetector` (see the module doc).
 
-    ``on_remb`` (optional) sees every REMB this estimator asks the receiver to send;
-    ``detect=False`` leaves aiortc's estimator alone (an observed baseline).
+    A sudden queue's REMB is sent when it is under ``drop_ratio`` of what arrived over the
+    last second (and of the last REMB); a slowly growing queue's when it is under
+    ``growth_ratio`` of the last REMB, at most once per ``growth_hold_ms``. ``on_remb``
+    (optional) sees every REMB this estimator asks the receiver to send; ``detect=False``
+    leaves aiortc's estimator alone (an observed baseline).
     """
 
     def __init__(
         self,
         options: QueueRiseOptions | None = None,
+        growth: QueueGrowthOptions | None = None,
         *,
         detect: bool = True,
         drop_ratio: float = 0.7,
+        growth_ratio: float = 0.95,
         hold_ms: int = 1000,
+        growth_hold_ms: int = 500,
         on_remb: RembObserver | None = None,
     ) -> None:
         super().__init__()
-        if not 0 < drop_ratio < 1 or hold_ms < 0:
-            raise ValueError("drop_ratio must be within (0, 1) and hold_ms >= 0")
+        if not 0 < drop_ratio < 1 or not 0 < growth_ratio < 1:
+            raise ValueError("drop_ratio and growth_ratio must be within (0, 1)")
+        if hold_ms < 0 or growth_hold_ms < 0:
+            raise ValueError("hold_ms and growth_hold_ms must be >= 0")
         self.queue_rise = QueueRiseDetector(options) if detect else None
-        self.drop_ratio, self.hold_ms, self.on_remb = drop_ratio, hold_ms, on_remb
-        self.fast_signals = 0
+        self.queue_growth = QueueGrowthDetector(growth) if detect else None
+        self.drop_ratio, self.growth_ratio = drop_ratio, growth_ratio
+        self.hold_ms, self.growth_hold_ms, self.on_remb = hold_ms, growth_hold_ms, on_remb
+        self.fast_signals = 0  # sudden queues
+        self.growth_signals = 0  # slowly growing ones
         self._held: tuple[int, int] | None = None  # (until ms, bps)
+        self._ours_at: int | None = None  # when our last signal left
         self._last_send: int | None = None  # unwrapped abs-send-time units
         self._last_remb: int | None = None
 
@@ -155,28 +247,37 @@ class FastRemoteBitrateEstimator(RemoteBitrateEstimator):
     ) -> tuple[int, list[int]] | None:
         arrived = self.incoming_bitrate.rate(arrival_time_ms)  # the last second, before this
         out = super().add(arrival_time_ms, abs_send_time, payload_size, ssrc)
-        send = self._unwrap(abs_send_time)
-        fast = None
-        if self.queue_rise is not None:
-            fast = self.queue_rise.observe(
-                arrival_ms=arrival_time_ms, send_ms=send * 1000 / (1 << 18), size=payload_size
-            )
         now = arrival_time_ms
         if self._held is not None and now >= self._held[0]:
             self._held = None
-        reference = min(arrived or 0, self._last_remb or arrived or 0)
-        if fast is not None and fast < self.drop_ratio * reference:
-            self.fast_signals += 1
-            self._held = (now + self.hold_ms, fast)
-            self.rate_control.set_estimate(fast, now)
-            return self._emit(now, fast, True)
+        if self.queue_rise is not None and self.queue_growth is not None:
+            send_ms = self._unwrap(abs_send_time) * 1000 / (1 << 18)
+            sudden = self.queue_rise.observe(arrival_ms=now, send_ms=send_ms, size=payload_size)
+            growing = self.queue_growth.observe(arrival_ms=now, send_ms=send_ms, size=payload_size)
+            reference = min(arrived or 0, self._last_remb or arrived or 0)
+            if sudden is not None and sudden < self.drop_ratio * reference:
+                self.fast_signals += 1
+                return self._ours(now, sudden, self.hold_ms)
+            if (
+                growing is not None
+                and self._last_remb is not None
+                and growing < self.growth_ratio * self._last_remb
+                and (self._ours_at is None or now - self._ours_at >= self.growth_hold_ms)
+            ):
+                self.growth_signals += 1
+                return self._ours(now, growing, self.growth_hold_ms)
         if out is None:
             return None
         bps = out[0]
         if self._held is not None and bps > self._held[1]:
-            bps = self._held[1]  # aiortc's second still holds the rate before the onset
+            bps = self._held[1]  # aiortc's second still holds the rate before the queue
             self.rate_control.set_estimate(bps, now)
         return self._emit(now, bps, False)
+
+    def _ours(self, now: int, bps: int, hold_ms: int) -> tuple[int, list[int]]:
+        self._held, self._ours_at = (now + hold_ms, bps), now
+        self.rate_control.set_estimate(bps, now)
+        return self._emit(now, bps, True)
 
     def _emit(self, now: int, bps: int, fast: bool) -> tuple[int, list[int]]:
         self._last_remb = bps

@@ -16,6 +16,8 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from media.clock import MediaClock
 from media.fast_remb import (
     FastRemoteBitrateEstimator,
+    QueueGrowthDetector,
+    QueueGrowthOptions,
     QueueRiseDetector,
     QueueRiseOptions,
     install_fast_remb,
@@ -35,12 +37,12 @@ def _frames(start_ms: float, end_ms: float, bps: float, *, pace_bps: float | Non
     ``pace_bps`` (None: all at once, as aiortc sends them)."""
     out: list[tuple[float, int]] = []
     t = start_ms
-    per_frame = bps / 8 / 25
+    per_frame = round(bps / 8 / 25)
     while t < end_ms:
-        n = max(1, round(per_frame / PKT))
-        for k in range(n):
+        sizes = [PKT] * (per_frame // PKT) + ([per_frame % PKT] if per_frame % PKT else [])
+        for k, size in enumerate(sizes):
             gap = 0.0 if pace_bps is None else PKT * 8 * 1000 / pace_bps
-            out.append((t + k * gap, PKT))
+            out.append((t + k * gap, size))
         t += 40.0
     return out
 
@@ -248,3 +250,75 @@ async def test_the_bots_early_remb_reaches_the_quality_loop_on_real_peers(
         finally:
             for running in loops:
                 await running.stop()
+
+
+def _paced(frames: list[tuple[float, int]], pace_bps: float) -> list[tuple[float, int]]:
+    """The sender's pacer: one packet after another, at ``pace_bps`` at most."""
+    sends, leaves = [], 0.0
+    for t, size in sorted(frames):
+        leaves = max(t, leaves + size * 8 * 1000 / pace_bps)
+        sends.append((leaves, size))
+    return sends
+
+
+def _first_growth(detector: QueueGrowthDetector, packets) -> tuple[float, int] | None:
+    for send, size, arrival in packets:
+        remb = detector.observe(arrival_ms=arrival, send_ms=send, size=size)
+        if remb is not None:
+            return arrival, remb
+    return None
+
+
+@pytest.mark.parametrize("over", [1.1, 1.2, 1.5])  # 5 % is left to the RTT rules
+def test_a_probe_a_little_over_the_link_is_seen_within_a_second(over: float) -> None:
+    sends = _paced(_frames(0, 6000, 400_000 * over, pace_bps=None), 2.5 * 400_000 * over)
+    packets = _link(sends, lambda t: None if t < 2000 else 400_000)
+    # the sudden-queue rule does not see a 10-50 % overshoot
+    assert _first_signal(QueueRiseDetector(), packets) is None
+    hit = _first_growth(QueueGrowthDetector(), packets)
+    assert hit is not None
+    at, remb = hit
+    assert at - 2000 < 1000 / (over - 1) * 0.1 + 500, f"seen {at - 2000:.0f} ms after"
+    assert 0.85 * 400_000 * 0.9 < remb < 0.85 * 400_000 * 1.1
+
+
+def _stalled(packets, start: float, ms: float):
+    """The receiving loop stalls: packets that arrive meanwhile are read at its end."""
+    return [(s, z, start + ms if start <= a < start + ms else a) for s, z, a in packets]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_no_growth_from_delay_steps_jitter_loss_or_a_stalled_loop(seed: int) -> None:
+    rng = random.Random(seed)
+    sends = _paced(_frames(0, 10_000, 2_000_000, pace_bps=None), 5_000_000)
+    steps = _link(
+        sends, lambda t: None, delay_of=lambda t: 5 + 50 * (t >= 2000) + 100 * (t >= 5000)
+    )
+    jitter = _link(sends, lambda t: None, delay_of=lambda t: 25 + rng.uniform(-20, 20))
+    lossy = [p for p in steps if rng.random() > 0.02]
+    stalls = _link(sends, lambda t: None)
+    for at in range(1000, 10_000, 700):
+        stalls = _stalled(stalls, at, rng.uniform(50, 250))
+    for packets in (steps, jitter, lossy, stalls):
+        assert _first_growth(QueueGrowthDetector(), packets) is None
+
+
+def test_growth_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="bins"):
+        QueueGrowthOptions(bins=1)
+    with pytest.raises(ValueError, match="max_arrival_share"):
+        QueueGrowthOptions(max_arrival_share=1.0)
+    with pytest.raises(ValueError, match="growth_ratio"):
+        FastRemoteBitrateEstimator(growth_ratio=1.0)
+
+
+def test_the_estimator_sends_a_growing_queues_remb_under_aiortcs() -> None:
+    seen: list[tuple[int, int, bool]] = []
+    est = FastRemoteBitrateEstimator(on_remb=lambda ms, bps, fast: seen.append((ms, bps, fast)))
+    sends = _paced(_frames(0, 9000, 480_000, pace_bps=None), 1_200_000)
+    _feed(est, _link(sends, lambda t: None if t < 6000 else 400_000))
+    assert est.fast_signals == 0 and est.growth_signals >= 1
+    ours = [(ms, bps) for ms, bps, fast in seen if fast]
+    before = [bps for ms, bps, fast in seen if not fast and ms < ours[0][0]]
+    assert before and ours[0][1] < 0.95 * before[-1]
+    assert 6000 < ours[0][0] < 7000 and abs(ours[0][1] - 340_000) < 34_000
