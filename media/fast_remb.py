@@ -14,13 +14,19 @@ sender puts over 2.5x what the link carries into it). While such a queue fills, 
 is busy, so what arrives over those packets *is* the link's rate: the signal is
 ``backoff`` times that rate, a REMB in aiortc's own convention (0.85x what arrived).
 
-:class:`FastRemoteBitrateEstimator` runs both: aiortc's estimator as before, and the
-detector; a detected queue sends its REMB at once when it is far (``drop_ratio``) under what
-arrived over the last second, and for ``hold_ms`` after it aiortc's own REMBs (still 0.85x
-of a second that began before the onset) are held under it. :func:`install_fast_remb`
-gives one video receiver this estimator (aiortc's private ``__remote_bitrate_estimator``
-slot); nothing global is patched. The bot installs it with its receive buffers
-(:func:`media.jitter.install_receive_buffers`).
+:class:`QueueGrowthDetector` catches the slow kind, a probe 10-50 % over the link: the
+median delay rises over each of four 120 ms bins and ends 60 ms over its floor while less
+arrives than was sent; its signal is 0.85x what arrived.
+
+:class:`FastRemoteBitrateEstimator` runs aiortc's estimator and both detectors: a sudden
+queue's REMB is sent at once when it is far (``drop_ratio``) under what arrived over the
+last second, a growing queue's when it is under the last REMB; for a while after (``hold_ms``)
+aiortc's own REMBs (0.85x of a second that began before the queue) are held under it.
+:func:`install_fast_remb` gives one video receiver this estimator (aiortc's private
+``__remote_bitrate_estimator`` slot); nothing global is patched. The bot installs it with
+its receive buffers (:func:`media.jitter.install_receive_buffers`). A browser receiving the
+call sends its own REMB (aiortc's estimator is a port of Chrome's receive-side one): this
+helps the bot and any aiortc client, not a browser.
 """
 
 from __future__ import annotations
@@ -180,7 +186,9 @@ class QueueGrowthDetector:
         start = send_ms - span
         bins: list[list[float]] = [[] for _ in range(o.bins)]
         for a in h:
-            bins[min(o.bins - 1, int((a.send_ms - start) // o.bin_ms))].append(a.delay_ms)
+            k = int((a.send_ms - start) // o.bin_ms)
+            if k >= 0:  # (an out-of-order packet may be older than the window)
+                bins[min(o.bins - 1, k)].append(a.delay_ms)
         if any(len(b) < 2 for b in bins):
             return None
         medians = [statistics.median(b) for b in bins]
@@ -250,8 +258,11 @@ class FastRemoteBitrateEstimator(RemoteBitrateEstimator):
         now = arrival_time_ms
         if self._held is not None and now >= self._held[0]:
             self._held = None
-        if self.queue_rise is not None and self.queue_growth is not None:
-            send_ms = self._unwrap(abs_send_time) * 1000 / (1 << 18)
+        send, in_order = self._unwrap(abs_send_time)
+        # a packet sent before the newest one seen (reordered, or a retransmission that
+        # keeps its first send time) says nothing about the queue now
+        if self.queue_rise is not None and self.queue_growth is not None and in_order:
+            send_ms = send * 1000 / (1 << 18)
             sudden = self.queue_rise.observe(arrival_ms=now, send_ms=send_ms, size=payload_size)
             growing = self.queue_growth.observe(arrival_ms=now, send_ms=send_ms, size=payload_size)
             reference = min(arrived or 0, self._last_remb or arrived or 0)
@@ -285,18 +296,17 @@ class FastRemoteBitrateEstimator(RemoteBitrateEstimator):
             self.on_remb(now, bps, fast)
         return bps, list(self.ssrcs.keys())
 
-    def _unwrap(self, abs_send_time: int) -> int:
+    def _unwrap(self, abs_send_time: int) -> tuple[int, bool]:
+        """The send time without its 64 s wrap, and whether it is the newest yet."""
         last = self._last_send
         if last is None:
-            value = abs_send_time
-        else:
-            delta = (abs_send_time - last) % _ABS_SEND_WRAP
-            if delta >= _ABS_SEND_WRAP // 2:
-                delta -= _ABS_SEND_WRAP  # an older packet (a reordering)
-            value = last + delta
-        if last is None or value > last:
-            self._last_send = value
-        return value
+            self._last_send = abs_send_time
+            return abs_send_time, True
+        delta = (abs_send_time - last) % _ABS_SEND_WRAP
+        if delta >= _ABS_SEND_WRAP // 2:
+            return last + delta - _ABS_SEND_WRAP, False  # an older packet
+        self._last_send = last + delta
+        return last + delta, True
 
 
 def install_fast_remb(

@@ -322,3 +322,18 @@ def test_the_estimator_sends_a_growing_queues_remb_under_aiortcs() -> None:
     before = [bps for ms, bps, fast in seen if not fast and ms < ours[0][0]]
     assert before and ours[0][1] < 0.95 * before[-1]
     assert 6000 < ours[0][0] < 7000 and abs(ours[0][1] - 340_000) < 34_000
+
+
+def test_retransmissions_with_their_first_send_time_are_left_out() -> None:
+    # aiortc's retransmission keeps the packet's abs-send-time: one in 20 arrives again
+    # 700 ms later, out of order; the early signals still see the onset, and only it
+    sends = _frames(0, 4000, 2_000_000, pace_bps=None)
+    packets = _link(sends, lambda t: None if t < 2500 else 400_000)
+    again = [(s, z, a + 700) for s, z, a in packets[::20]]
+    mixed = sorted(packets + again, key=lambda p: p[2])
+    est = FastRemoteBitrateEstimator()
+    _feed(est, mixed)
+    assert est.fast_signals == 1
+    detector = QueueGrowthDetector()  # fed out of order directly: no error
+    for send, size, arrival in mixed:
+        detector.observe(arrival_ms=arrival, send_ms=send, size=size)
