@@ -42,6 +42,8 @@ Policy: down fast, up slowly.
   and the probe's gain doubles (up to ``max_probe_gain``) each time this repeats without
   congestion. Without receiver rates, passing that margin with a clean RTT ``settle_s``
   later and nothing bad for ``ramp_after_s`` forgets the capacity.
+  Going down, a mild cut keeps the rung while the target is over ``rung_keep`` of its
+  bitrate (the encoder runs under the rung's rate; no keyframe, no new size).
   Rungs go up one at a time as the target passes their bitrate, each a probe: congestion
   within ``probe_window_s`` of it doubles that rung's hold before it is tried again (up to
   ``max_up_hold_s``); a probe that survives resets it.
@@ -112,6 +114,7 @@ class QualityOptions:
     near_capacity: float = 1.15  # within [capacity / this, capacity * this]: probe gently
     carried_margin: float = 1.08  # all we sent arrived and that is this x the capacity: more
     probe_ceiling: float = 1.25  # the gentle probe stops this far over the capacity
+    rung_keep: float = 0.8  # a mild cut keeps the rung while the target is over this share
     overdrive: float = 1.25  # sending this much more than arrives: a queue is growing
     settle_s: float = 1.0  # past that margin, wait this long for a clean RTT before ramping
     ramp_after_s: float = 3.0  # ... and this long without any congestion
@@ -145,6 +148,8 @@ class QualityOptions:
             raise ValueError("down_hold_s and probe_window_s must be >= 0")
         if not 0 < self.backoff < 1:
             raise ValueError(f"backoff must be in (0, 1), got {self.backoff}")
+        if not 0 < self.rung_keep <= 1:
+            raise ValueError(f"rung_keep must be in (0, 1], got {self.rung_keep}")
         if not 0 < self.probe_gain <= self.ramp_gain <= 2 or self.near_capacity <= 1:
             raise ValueError("need 0 < probe_gain <= ramp_gain <= 2 and near_capacity > 1")
         if not self.probe_gain <= self.max_probe_gain <= 2:
@@ -224,10 +229,14 @@ class QualityController:
 
     @property
     def bitrate(self) -> int:
-        """The encoder's bitrate: the target, within the rung's and the next rung's rates."""
+        """The encoder's bitrate: the target, between ``rung_keep`` of the rung's rate and the
+        next rung's rate."""
         s, ladder = self._s, self.options.ladder
         ceiling = ladder[s.index - 1].bitrate if s.index > 0 else ladder[0].bitrate
-        floor = ladder[-1].bitrate // 2 if s.index == len(ladder) - 1 else ladder[s.index].bitrate
+        if s.index == len(ladder) - 1:
+            floor = ladder[-1].bitrate / 2
+        else:
+            floor = ladder[s.index].bitrate * self.options.rung_keep
         return int(min(ceiling, max(floor, s.target)))
 
     def up_hold(self, index: int) -> float:
@@ -445,7 +454,12 @@ class QualityController:
         if step_down or failed:  # at least one rung down
             target = min(target, o.ladder[s.index].bitrate * o.backoff)
         s.target = max(target, o.ladder[last].bitrate / 2)
-        index = max(s.index, self._fit(s.target))
+        # hysteresis: a mild cut lowers the encoder's rate within the rung (no keyframe, no
+        # new size) while the target stays over rung_keep of it; a severe signal, a step
+        # down or a failed probe needs the rung's own rate to fit
+        keep = 1.0 if severe or step_down or failed else o.rung_keep
+        kept = s.target >= keep * o.ladder[s.index].bitrate
+        index = s.index if kept else max(s.index, self._fit(s.target))
         if index == s.index:
             self.reason = reason  # a bitrate cut within the rung
             return None

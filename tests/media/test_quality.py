@@ -83,11 +83,27 @@ def test_a_stream_of_small_remb_steps_is_a_fall() -> None:
 
 def test_a_keyframe_over_the_bitrate_does_not_make_a_dip_severe() -> None:
     """The bytes of the last second include a keyframe well over the bitrate; the link was
-    only ever asked for the bitrate, so a REMB at 0.8x of it is a cut, not a drain."""
+    only ever asked for the bitrate, so a REMB at 0.75x of it is a cut, not a drain."""
     ctl = QualityController(QualityOptions(start_index=3))  # 256 px, 300 kbps
     assert ctl.update(0.0, remb_bps=420_000, send_bps=300_000) is None
-    assert ctl.update(0.5, remb_bps=240_000, send_bps=520_000) == DEFAULT_LADDER[4]
-    assert ctl.drain_s == 0 and ctl.target == 240_000
+    assert ctl.update(0.5, remb_bps=225_000, send_bps=520_000) == DEFAULT_LADDER[4]
+    assert ctl.drain_s == 0 and ctl.target == 225_000
+
+
+def test_a_mild_cut_keeps_the_rung_and_lowers_the_encoders_rate() -> None:
+    """Hysteresis: a REMB a little under the rung's bitrate is a rate within the rung (no
+    keyframe, no new size) down to rung_keep of it; under that, or severe, a rung down."""
+    ctl = QualityController(QualityOptions(start_index=3))  # 256 px, 300 kbps
+    assert ctl.update(0.0, remb_bps=420_000, send_bps=300_000) is None
+    assert ctl.update(0.5, remb_bps=250_000, send_bps=300_000) is None
+    assert ctl.index == 3 and ctl.bitrate == 250_000 and "remb" in ctl.reason
+    assert ctl.update(2.0, remb_bps=205_000, send_bps=255_000) == DEFAULT_LADDER[4]
+    assert ctl.drain_s == 0  # a cut under rung_keep, not a severe one
+    strict = QualityController(QualityOptions(start_index=3, rung_keep=1.0))
+    strict.update(0.0, remb_bps=420_000, send_bps=300_000)
+    assert strict.update(0.5, remb_bps=250_000, send_bps=300_000) == DEFAULT_LADDER[4]
+    with pytest.raises(ValueError, match="rung_keep"):
+        QualityOptions(rung_keep=0)
 
 
 def test_all_we_sent_arriving_above_the_capacity_proves_a_better_link() -> None:
@@ -114,7 +130,7 @@ def test_all_we_sent_arriving_above_the_capacity_proves_a_better_link() -> None:
 
 
 def test_loss_and_rtt_cut_the_target() -> None:
-    ctl = QualityController(QualityOptions(down_hold_s=1.0))
+    ctl = QualityController(QualityOptions(down_hold_s=1.0, rung_keep=1.0))
     assert ctl.update(0.0, rtt_s=0.02) is None  # baseline RTT
     assert ctl.update(1.0, fraction_lost=0.1, send_bps=2_000_000) == DEFAULT_LADDER[1]
     assert ctl.target == pytest.approx(1_900_000)  # x (1 - loss / 2)
@@ -283,7 +299,7 @@ def test_failed_probe_backs_off_exponentially() -> None:
 
 
 def test_rtt_baseline_is_the_window_minimum_and_jitter_widens_it() -> None:
-    ctl = QualityController(QualityOptions(rtt_rise_s=0.1, rtt_window_s=10.0))
+    ctl = QualityController(QualityOptions(rtt_rise_s=0.1, rtt_window_s=10.0, rung_keep=1.0))
     assert ctl.update(0.0, rtt_s=0.05) is None
     assert ctl.update(0.5, rtt_s=0.14) is None  # +90 ms: under the rise
     assert ctl.update(1.0, rtt_s=0.2, jitter_s=0.05) is None  # +150 ms but jitter 50 ms
