@@ -43,7 +43,8 @@ Policy: down fast, up slowly.
   congestion. Without receiver rates, passing that margin with a clean RTT ``settle_s``
   later and nothing bad for ``ramp_after_s`` forgets the capacity.
   Going down, a mild cut keeps the rung while the target is over ``rung_keep`` of its
-  bitrate (the encoder runs under the rung's rate; no keyframe, no new size).
+  bitrate (the encoder runs under the rung's rate; no keyframe, no new size), unless the
+  encoder already sends over ``overshoot`` times its bitrate.
   Rungs go up one at a time as the target passes their bitrate, each a probe: congestion
   within ``probe_window_s`` of it doubles that rung's hold before it is tried again (up to
   ``max_up_hold_s``); a probe that survives resets it.
@@ -115,6 +116,7 @@ class QualityOptions:
     carried_margin: float = 1.08  # all we sent arrived and that is this x the capacity: more
     probe_ceiling: float = 1.25  # the gentle probe stops this far over the capacity
     rung_keep: float = 0.8  # a mild cut keeps the rung while the target is over this share
+    overshoot: float = 1.2  # ... unless the encoder sends over this x its bitrate
     overdrive: float = 1.25  # sending this much more than arrives: a queue is growing
     settle_s: float = 1.0  # past that margin, wait this long for a clean RTT before ramping
     ramp_after_s: float = 3.0  # ... and this long without any congestion
@@ -148,8 +150,8 @@ class QualityOptions:
             raise ValueError("down_hold_s and probe_window_s must be >= 0")
         if not 0 < self.backoff < 1:
             raise ValueError(f"backoff must be in (0, 1), got {self.backoff}")
-        if not 0 < self.rung_keep <= 1:
-            raise ValueError(f"rung_keep must be in (0, 1], got {self.rung_keep}")
+        if not 0 < self.rung_keep <= 1 or self.overshoot <= 1:
+            raise ValueError("need 0 < rung_keep <= 1 and overshoot > 1")
         if not 0 < self.probe_gain <= self.ramp_gain <= 2 or self.near_capacity <= 1:
             raise ValueError("need 0 < probe_gain <= ramp_gain <= 2 and near_capacity > 1")
         if not self.probe_gain <= self.max_probe_gain <= 2:
@@ -395,7 +397,10 @@ class QualityController:
                 s.capacity_cap = max(
                     s.capacity if s.capacity is not None else math.inf, o.ladder[-1].bitrate
                 )
-            rung = self._down(now, cut, severe, step_down, "; ".join(reasons))
+            # an encoder sending well over its rate cannot be trusted to hold a lower one
+            # within the rung: no hysteresis then
+            overshoot = send_bps is not None and send_bps > o.overshoot * self.bitrate
+            rung = self._down(now, cut, severe, step_down, "; ".join(reasons), overshoot)
             if rung is not None:
                 self.drain_s = drain
             return rung
@@ -432,7 +437,13 @@ class QualityController:
         return queue if queue > o.rtt_rise_s + 2 * jitter else None
 
     def _down(
-        self, now: float, cut: float | None, severe: bool, step_down: bool, reason: str
+        self,
+        now: float,
+        cut: float | None,
+        severe: bool,
+        step_down: bool,
+        reason: str,
+        overshoot: bool = False,
     ) -> Rung | None:
         s, o = self._s, self.options
         last = len(o.ladder) - 1
@@ -457,7 +468,7 @@ class QualityController:
         # hysteresis: a mild cut lowers the encoder's rate within the rung (no keyframe, no
         # new size) while the target stays over rung_keep of it; a severe signal, a step
         # down or a failed probe needs the rung's own rate to fit
-        keep = 1.0 if severe or step_down or failed else o.rung_keep
+        keep = 1.0 if severe or step_down or failed or overshoot else o.rung_keep
         kept = s.target >= keep * o.ladder[s.index].bitrate
         index = s.index if kept else max(s.index, self._fit(s.target))
         if index == s.index:

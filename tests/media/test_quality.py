@@ -102,6 +102,10 @@ def test_a_mild_cut_keeps_the_rung_and_lowers_the_encoders_rate() -> None:
     strict = QualityController(QualityOptions(start_index=3, rung_keep=1.0))
     strict.update(0.0, remb_bps=420_000, send_bps=300_000)
     assert strict.update(0.5, remb_bps=250_000, send_bps=300_000) == DEFAULT_LADDER[4]
+    # an encoder sending 1.3x its rate does not get to keep the rung
+    over = QualityController(QualityOptions(start_index=3))
+    over.update(0.0, remb_bps=420_000, send_bps=300_000)
+    assert over.update(0.5, remb_bps=250_000, send_bps=390_000) == DEFAULT_LADDER[4]
     with pytest.raises(ValueError, match="rung_keep"):
         QualityOptions(rung_keep=0)
 
