@@ -122,7 +122,7 @@ class RtcpMonitor:
                 self.news.set()
 
     def _delivered(self, packets: int) -> None:
-        """Delivered rate between two receiver reports (packets x our mean packet size)."""
+        """Delivered rate between two receiver reports (packets x our mean payload size)."""
         now = self._time()
         octets = getattr(self._sender, "_RTCRtpSender__octet_count", 0)
         count = getattr(self._sender, "_RTCRtpSender__packet_count", 0)
@@ -135,8 +135,9 @@ class RtcpMonitor:
             mean = (octets - sent[0]) / (count - sent[1])
         else:
             mean = octets / count if count else 1100.0
-        size = mean + 12 + 28  # RTP, UDP and IP headers
-        self._pending["delivered_bps"] = (packets - last[1]) * size * 8 / (now - last[0])
+        # payload bytes, the unit of REMB and of the encoder's rate (the controller compares
+        # them: counting the headers too read ~4 % more than REMB for the same link)
+        self._pending["delivered_bps"] = (packets - last[1]) * mean * 8 / (now - last[0])
         self._pending["delivered_window_s"] = now - last[0]
 
     def take(self) -> RtcpSnapshot:

@@ -169,6 +169,34 @@ class FakeSender:
         self.sent.extend(packets)
 
 
+async def test_rtcp_monitor_delivered_rate_is_in_payload_bytes() -> None:
+    """Packets the receiver got between two reports x the mean payload sent lately: the
+    unit REMB and the encoder's rate are in."""
+    now = [10.0]
+    sender = FakeSender()
+    mon = RtcpMonitor(sender, time_fn=lambda: now[0])  # type: ignore[arg-type]
+
+    def report(received: int) -> RtcpRrPacket:
+        info = RtcpReceiverInfo(
+            ssrc=1234,
+            fraction_lost=0,
+            packets_lost=0,
+            highest_sequence=received,
+            jitter=0,
+            lsr=0,
+            dlsr=0,
+        )
+        return RtcpRrPacket(ssrc=9, reports=[info])
+
+    counts = vars(sender)  # aiortc's sender keeps them as private attributes
+    counts["_RTCRtpSender__octet_count"], counts["_RTCRtpSender__packet_count"] = 0, 0
+    await sender._handle_rtcp_packet(report(100))
+    counts["_RTCRtpSender__octet_count"], counts["_RTCRtpSender__packet_count"] = 100_000, 100
+    now[0] = 11.0
+    await sender._handle_rtcp_packet(report(150))  # 50 packets of 1000 B in 1 s
+    assert mon.take().delivered_bps == pytest.approx(400_000)
+
+
 async def test_rtcp_monitor_reads_rr_rtt_and_remb() -> None:
     now = [100.0]
     sender = FakeSender()
