@@ -276,8 +276,9 @@ class QualityLoop:
                 rtts.append(self.audio_monitor.take().rtt_s)
             rtt = max((r for r in rtts if r is not None), default=None)
             audio = self._audio_bps(now)
-            # REMB is the receiver's estimate for the whole call: the video gets what the
-            # voice leaves of it
+            # REMB is meant as the receiver's budget for the whole call: the video gets what
+            # the voice leaves of it (the estimators seen here, aiortc's and the bot's, are
+            # fed only video packets, which carry abs-send-time: then this is headroom)
             remb = None if snap.remb_bps is None else max(0.0, snap.remb_bps - audio)
             rung = self.controller.update(
                 now,
