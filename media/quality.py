@@ -112,9 +112,9 @@ class QualityOptions:
     probe_gain: float = 0.1  # target growth per second near the known capacity
     ramp_gain: float = 0.4  # target growth per second far from it
     max_probe_gain: float = 0.8  # the probe's growth after proofs in a row (the link cleared)
-    near_capacity: float = 1.15  # within [capacity / this, capacity * this]: probe gently
+    near_capacity: float = 1.12  # within [capacity / this, capacity * this]: probe gently
     carried_margin: float = 1.08  # all we sent arrived and that is this x the capacity: more
-    probe_ceiling: float = 1.25  # the gentle probe stops this far over the capacity
+    probe_ceiling: float = 1.15  # the gentle probe stops this far over the capacity
     rung_keep: float = 0.8  # a mild cut keeps the rung while the target is over this share
     overshoot: float = 1.2  # ... unless the encoder sends over this x its bitrate
     overdrive: float = 1.25  # sending this much more than arrives: a queue is growing
