@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import aioice.ice
+import numpy as np
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-__all__ = ["connect_pair", "loopback_pc", "patch_loopback_ice"]
+__all__ = ["NoiseRenderer", "connect_pair", "drain_track", "loopback_pc", "patch_loopback_ice"]
 
 
 def patch_loopback_ice(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -46,3 +50,38 @@ async def connect_pair(offerer: RTCPeerConnection, answerer: RTCPeerConnection) 
     await offerer.setRemoteDescription(answerer.localDescription)
     for ev in connected.values():
         await ev.wait()
+
+
+class NoiseRenderer:
+    """Square frames of fresh noise (expensive to encode: a call sends near its top rung),
+    any height, any render rate."""
+
+    fps = 25
+
+    def __init__(self) -> None:
+        self.height, self.render_fps = 360, 25
+        self._rng = np.random.default_rng(0)
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        return self.height, self.height
+
+    def set_output_height(self, height: int) -> None:
+        self.height = height
+
+    def set_render_fps(self, fps: int) -> None:
+        self.render_fps = fps
+
+    def idle_frames(self) -> list[np.ndarray]:
+        shape = (self.height, self.height, 3)
+        return [self._rng.integers(0, 255, shape, dtype=np.uint8) for _ in range(8)]
+
+    async def render(self, audio_16k: np.ndarray) -> AsyncIterator[list[np.ndarray]]:
+        yield self.idle_frames()
+
+
+async def drain_track(track: MediaStreamTrack) -> None:
+    """Receive a track until it ends (a receiver that only keeps the media flowing)."""
+    with contextlib.suppress(MediaStreamError):
+        while True:
+            await track.recv()

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
-import numpy as np
 import pytest
 from aiortc import RTCPeerConnection
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from inference.render.base import FrameRateFollower
 from media.clock import MediaClock
@@ -18,45 +15,7 @@ from media.retransmit import RetransmitLimiter
 from media.tracks import ClockedAudioTrack, ClockedVideoTrack
 from signaling.adaptation import PeerSession, QualityLoop, attach_quality
 from signaling.events import QualityChanged
-from tests.rtc_helpers import patch_loopback_ice
-
-
-class NoiseRenderer:
-    """Square frames of fresh noise (expensive to encode), any height, any render rate."""
-
-    fps = 25
-
-    def __init__(self) -> None:
-        self.height = 360
-        self.render_fps = 25
-        self._rng = np.random.default_rng(0)
-
-    @property
-    def frame_size(self) -> tuple[int, int]:
-        return self.height, self.height
-
-    def set_output_height(self, height: int) -> None:
-        self.height = height
-
-    def set_render_fps(self, fps: int) -> None:
-        self.render_fps = fps
-
-    def idle_frames(self) -> list[np.ndarray]:
-        return [
-            self._rng.integers(0, 255, (self.height, self.height, 3), dtype=np.uint8)
-            for _ in range(8)
-        ]
-
-    async def render(self, audio_16k: np.ndarray) -> AsyncIterator[list[np.ndarray]]:
-        yield self.idle_frames()
-
-
-async def _drain(track: MediaStreamTrack) -> None:
-    while True:
-        try:
-            await track.recv()
-        except MediaStreamError:
-            return
+from tests.rtc_helpers import NoiseRenderer, drain_track, patch_loopback_ice
 
 
 @pytest.mark.timeout(60)
@@ -77,7 +36,7 @@ async def test_a_bottleneck_moves_bitrate_rung_fps_and_renderer_together(
         loops.append(attach_quality(sessions[0]))
 
     audio = ClockedAudioTrack(player, clock)
-    async with relayed_call(audio, video, _drain, seed=3, negotiated=negotiated) as call:
+    async with relayed_call(audio, video, drain_track, seed=3, negotiated=negotiated) as call:
         try:
             loop = loops[0]
             video_sender = next(

@@ -4,14 +4,10 @@ are not; the REMB it sends and how aiortc's own are held under it."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
-from collections.abc import AsyncIterator
 
-import numpy as np
 import pytest
 from aiortc import RTCPeerConnection
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from media.clock import MediaClock
 from media.fast_remb import (
@@ -27,7 +23,7 @@ from media.netem import Impairment, relayed_call
 from media.player import AvPlayer, IdleLoop
 from media.tracks import ClockedAudioTrack, ClockedVideoTrack
 from signaling.adaptation import PeerSession, QualityLoop, attach_quality
-from tests.rtc_helpers import patch_loopback_ice
+from tests.rtc_helpers import NoiseRenderer, drain_track, patch_loopback_ice
 
 PKT = 1200
 
@@ -60,7 +56,9 @@ def _link(sends, rate_of, *, delay_of=lambda t: 5.0):
     return out
 
 
-def _first_signal(detector: QueueRiseDetector, packets) -> tuple[float, int] | None:
+def _first_signal(
+    detector: QueueRiseDetector | QueueGrowthDetector, packets
+) -> tuple[float, int] | None:
     for send, size, arrival in packets:
         remb = detector.observe(arrival_ms=arrival, send_ms=send, size=size)
         if remb is not None:
@@ -117,6 +115,12 @@ def test_options_are_checked() -> None:
         QueueRiseOptions(backoff=1.5)
     with pytest.raises(ValueError, match="drop_ratio"):
         FastRemoteBitrateEstimator(drop_ratio=1.0)
+    with pytest.raises(ValueError, match="bins"):
+        QueueGrowthOptions(bins=1)
+    with pytest.raises(ValueError, match="max_arrival_share"):
+        QueueGrowthOptions(max_arrival_share=1.0)
+    with pytest.raises(ValueError, match="growth_ratio"):
+        FastRemoteBitrateEstimator(growth_ratio=1.0)
 
 
 def _abs_send_time(send_ms: float, origin: int = 0) -> int:
@@ -181,45 +185,12 @@ def test_install_checks_the_receiver() -> None:
         install_fast_remb(Receiver())  # type: ignore[arg-type]
 
 
-class _Noise:
-    """Square noise frames (expensive to encode): the call sends near its top rung."""
-
-    fps = 25
-
-    def __init__(self) -> None:
-        self.height, self.render_fps = 360, 25
-        self._rng = np.random.default_rng(0)
-
-    @property
-    def frame_size(self) -> tuple[int, int]:
-        return self.height, self.height
-
-    def set_output_height(self, height: int) -> None:
-        self.height = height
-
-    def set_render_fps(self, fps: int) -> None:
-        self.render_fps = fps
-
-    def idle_frames(self) -> list[np.ndarray]:
-        shape = (self.height, self.height, 3)
-        return [self._rng.integers(0, 255, shape, dtype=np.uint8) for _ in range(8)]
-
-    async def render(self, audio_16k: np.ndarray) -> AsyncIterator[list[np.ndarray]]:
-        yield self.idle_frames()
-
-
-async def _drain(track: MediaStreamTrack) -> None:
-    with contextlib.suppress(MediaStreamError):
-        while True:
-            await track.recv()
-
-
 @pytest.mark.timeout(60)
 async def test_the_bots_early_remb_reaches_the_quality_loop_on_real_peers(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     patch_loopback_ice(monkeypatch)
-    clock, noise = MediaClock(), _Noise()
+    clock, noise = MediaClock(), NoiseRenderer()
     player = AvPlayer(clock=clock)
     video = ClockedVideoTrack(player, clock, IdleLoop(noise.idle_frames()), fps=25)
     rembs: list[tuple[float, int, bool]] = []
@@ -232,7 +203,7 @@ async def test_the_bots_early_remb_reaches_the_quality_loop_on_real_peers(
         loops.append(attach_quality(PeerSession(sender, clock, video, noise)))
 
     audio = ClockedAudioTrack(player, clock)
-    async with relayed_call(audio, video, _drain, seed=5, negotiated=negotiated) as call:
+    async with relayed_call(audio, video, drain_track, seed=5, negotiated=negotiated) as call:
         try:
             await asyncio.sleep(2.5)
             onset = clock.now()
@@ -261,21 +232,13 @@ def _paced(frames: list[tuple[float, int]], pace_bps: float) -> list[tuple[float
     return sends
 
 
-def _first_growth(detector: QueueGrowthDetector, packets) -> tuple[float, int] | None:
-    for send, size, arrival in packets:
-        remb = detector.observe(arrival_ms=arrival, send_ms=send, size=size)
-        if remb is not None:
-            return arrival, remb
-    return None
-
-
 @pytest.mark.parametrize("over", [1.1, 1.2, 1.5])  # 5 % is left to the RTT rules
 def test_a_probe_a_little_over_the_link_is_seen_within_a_second(over: float) -> None:
     sends = _paced(_frames(0, 6000, 400_000 * over, pace_bps=None), 2.5 * 400_000 * over)
     packets = _link(sends, lambda t: None if t < 2000 else 400_000)
     # the sudden-queue rule does not see a 10-50 % overshoot
     assert _first_signal(QueueRiseDetector(), packets) is None
-    hit = _first_growth(QueueGrowthDetector(), packets)
+    hit = _first_signal(QueueGrowthDetector(), packets)
     assert hit is not None
     at, remb = hit
     assert at - 2000 < 1000 / (over - 1) * 0.1 + 500, f"seen {at - 2000:.0f} ms after"
@@ -300,16 +263,7 @@ def test_no_growth_from_delay_steps_jitter_loss_or_a_stalled_loop(seed: int) -> 
     for at in range(1000, 10_000, 700):
         stalls = _stalled(stalls, at, rng.uniform(50, 250))
     for packets in (steps, jitter, lossy, stalls):
-        assert _first_growth(QueueGrowthDetector(), packets) is None
-
-
-def test_growth_options_are_checked() -> None:
-    with pytest.raises(ValueError, match="bins"):
-        QueueGrowthOptions(bins=1)
-    with pytest.raises(ValueError, match="max_arrival_share"):
-        QueueGrowthOptions(max_arrival_share=1.0)
-    with pytest.raises(ValueError, match="growth_ratio"):
-        FastRemoteBitrateEstimator(growth_ratio=1.0)
+        assert _first_signal(QueueGrowthDetector(), packets) is None
 
 
 def test_the_estimator_sends_a_growing_queues_remb_under_aiortcs() -> None:
