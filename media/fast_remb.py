@@ -82,21 +82,44 @@ class _Arrival:
     size: int
 
 
+class _SlidingMin:
+    """The lowest delay of the last ``window_ms`` of send time, in O(1) amortized."""
+
+    def __init__(self, window_ms: float) -> None:
+        self.window_ms = window_ms
+        self._rising: deque[tuple[float, float]] = deque()  # (send ms, delay), delays rise
+
+    def add(self, send_ms: float, delay_ms: float) -> float:
+        """Add one packet; the lowest delay in the window that ends with it."""
+        q = self._rising
+        while q and q[-1][1] >= delay_ms:
+            q.pop()
+        q.append((send_ms, delay_ms))
+        while q[0][0] < send_ms - self.window_ms:
+            q.popleft()
+        return q[0][1]
+
+
 class QueueRiseDetector:
     """A filling bottleneck queue in the one-way delay of one stream. Pure: times are inputs."""
 
     def __init__(self, options: QueueRiseOptions | None = None) -> None:
         self.options = options or QueueRiseOptions()
         self._history: deque[_Arrival] = deque()
+        self._lowest = _SlidingMin(self.options.window_ms)
 
     def observe(self, *, arrival_ms: float, send_ms: float, size: int) -> int | None:
         """Add one packet (``send_ms`` unwrapped, any origin); the REMB (bps) if a queue
         is filling, else None."""
         o, h = self.options, self._history
-        h.append(_Arrival(send_ms, arrival_ms - send_ms, arrival_ms, size))
+        delay = arrival_ms - send_ms
+        h.append(_Arrival(send_ms, delay, arrival_ms, size))
         while h and h[0].send_ms < send_ms - o.window_ms:
             h.popleft()
-        if len(h) <= o.min_packets:
+        lowest = self._lowest.add(send_ms, delay)
+        # no rise can be larger than this packet's delay over the window's lowest: the
+        # common case (no queue) ends here without walking the window
+        if len(h) <= o.min_packets or delay - lowest < o.min_rise_ms:
             return None
         # the rise that ends with this packet: walk back while the delay keeps falling
         # (within the tolerance); it began at the last packet at that walk's floor (a flat
@@ -127,9 +150,6 @@ class QueueRiseDetector:
             return None
         arrived = sum(a.size for a in rise_items[2:])
         return round(o.backoff * arrived * 8 * 1000 / span)
-
-    def reset(self) -> None:
-        self._history.clear()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -163,21 +183,17 @@ class QueueGrowthDetector:
     def __init__(self, options: QueueGrowthOptions | None = None) -> None:
         self.options = options or QueueGrowthOptions()
         self._history: deque[_Arrival] = deque()
-        self._floor: deque[tuple[float, float]] = deque()  # (send ms, delay): rising delays
+        self._floor = _SlidingMin(self.options.floor_window_ms)
         self._checked_at = -math.inf
 
     def observe(self, *, arrival_ms: float, send_ms: float, size: int) -> int | None:
-        o, h, floor = self.options, self._history, self._floor
+        o, h = self.options, self._history
         delay = arrival_ms - send_ms
         h.append(_Arrival(send_ms, delay, arrival_ms, size))
         span = o.bins * o.bin_ms
         while h and h[0].send_ms < send_ms - span:
             h.popleft()
-        while floor and floor[-1][1] >= delay:
-            floor.pop()
-        floor.append((send_ms, delay))
-        while floor[0][0] < send_ms - o.floor_window_ms:
-            floor.popleft()
+        floor = self._floor.add(send_ms, delay)
         if arrival_ms - self._checked_at < o.check_every_ms:
             return None
         self._checked_at = arrival_ms
@@ -194,7 +210,7 @@ class QueueGrowthDetector:
         medians = [statistics.median(b) for b in bins]
         if any(b - a < o.min_step_ms for a, b in itertools.pairwise(medians)):
             return None
-        if medians[-1] - floor[0][1] < o.min_queue_ms:
+        if medians[-1] - floor < o.min_queue_ms:
             return None
         # the rates over the bins after the first (the queue was there all along)
         queued = [a for a in h if a.send_ms >= start + o.bin_ms]

@@ -299,9 +299,9 @@ def _summarize(
     settle = round(max(bad_after) - i1, 2) if bad_after else 0.0
     lat_all = window(t0 + 1, end)
     # the receiver's first REMB under twice the cap after the onset: how soon the sender knew
-    fell = [
-        now for now, bps, _ in tr.rembs if now >= i0 and bps < 2 * CAP_BPS and scenario == "cap"
-    ]
+    fell = [now for now, bps, _ in tr.rembs if now >= i0 and bps < 2 * CAP_BPS]
+    if scenario != "cap":
+        fell = []
 
     def kbps(a: float, b: float) -> int | None:
         sel = [(now, n) for now, n in tr.bytes if a <= now <= b]
