@@ -84,6 +84,8 @@ class LiveVideoEncoder(Protocol):
 
     def pause(self, seconds: float) -> None: ...
 
+    def resume(self) -> None: ...
+
     def encode(self, frame: Frame, force_keyframe: bool = False) -> tuple[list[bytes], int]: ...
 
     def pack(self, packet: Packet) -> tuple[list[bytes], int]: ...
@@ -111,6 +113,10 @@ class _Pause:
         if not 0 <= seconds <= 5:
             raise ValueError(f"pause must be within 0..5 s, got {seconds}")
         self._until = max(self._until, self._time() + seconds)
+
+    def end(self) -> None:
+        """End the pause now (the queue it was emptying is gone)."""
+        self._until = min(self._until, self._time())
 
     def admit(self, force_keyframe: bool, stats: EncoderStats) -> tuple[bool, bool]:
         """(encode this frame?, as a forced keyframe?)"""
@@ -167,6 +173,10 @@ class LiveVp8Encoder:
     def pause(self, seconds: float) -> None:
         """Send no video for ``seconds`` (the next frame after it is a normal delta frame)."""
         self._pause.start(seconds)
+
+    def resume(self) -> None:
+        """End a pause early."""
+        self._pause.end()
 
     def encode(self, frame: Frame, force_keyframe: bool = False) -> tuple[list[bytes], int]:
         assert isinstance(frame, av.VideoFrame)
@@ -251,6 +261,10 @@ class LiveH264Encoder:
     def pause(self, seconds: float) -> None:
         """Send no video for ``seconds``."""
         self._pause.start(seconds)
+
+    def resume(self) -> None:
+        """End a pause early."""
+        self._pause.end()
 
     def _open(self, width: int, height: int) -> Any:
         codec = av.CodecContext.create("libx264", "w")

@@ -76,6 +76,10 @@ class RetransmitLimiter:
         self._paused_until = max(self._paused_until, self._time() + seconds)
         self._tokens = 0.0
 
+    def resume(self) -> None:
+        """End a pause early (the queue is gone)."""
+        self._paused_until = min(self._paused_until, self._time())
+
     def allow(self) -> bool:
         """Whether one retransmission may go now (and spend its tokens if so)."""
         now = self._time()

@@ -53,7 +53,7 @@ from media.jitter import install_receive_buffers
 from media.netem import Impairment, UdpRelay, relayed_call
 from media.player import AvPlayer, IdleLoop
 from media.tracks import ClockedAudioTrack, ClockedVideoTrack
-from signaling.adaptation import PeerSession, QualityLoop, attach_quality
+from signaling.adaptation import AdaptationOptions, PeerSession, QualityLoop, attach_quality
 
 BITS, CHECK = 16, 4
 TOP_HEIGHT = 720
@@ -201,6 +201,7 @@ async def run_case(
     stock_receiver: bool = False,
     fast_remb: bool = True,
     queue_s: float = 1.0,
+    queue_probe: bool = True,
 ) -> dict[str, Any]:
     clock = MediaClock()
     renderer = StampRenderer(TOP_HEIGHT)
@@ -219,7 +220,7 @@ async def run_case(
             )
         if ours:  # as Session.accept does: after the descriptions, before media flows
             session = PeerSession(pc=sender, clock=clock, video_track=video, renderer=renderer)
-            loops.append(attach_quality(session))
+            loops.append(attach_quality(session, AdaptationOptions(queue_probe=queue_probe)))
 
     async with relayed_call(
         audio, video, lambda tr: _drain(tr, clock, trace), seed=7, negotiated=negotiated
@@ -345,6 +346,7 @@ def _summarize(
                 "forced": enc.stats.forced_keyframes,
                 "bitrate_changes": enc.stats.bitrate_changes,
             }
+        out["drains"] = [[round(a - t0, 2), round(d, 3), early] for a, d, early in loop.drains]
     return out
 
 
@@ -370,6 +372,9 @@ def _print(results: list[dict[str, Any]]) -> None:
         print(f"{r['scenario']}/{r['mode']} height/fps per second: {hs}")
         if "rung_changes" in r:
             print(f"{r['scenario']}/{r['mode']} rung changes: {r['rung_changes']}")
+        if r.get("drains"):
+            ds = " ".join(f"{a}s:{d}s{'*' if e else ''}" for a, d, e in r["drains"])
+            print(f"{r['scenario']}/{r['mode']} drains (* ended by the queue probe): {ds}")
 
 
 def _print_medians(results: list[dict[str, Any]]) -> None:
@@ -382,6 +387,7 @@ def _print_medians(results: list[dict[str, Any]]) -> None:
     print(f"medians over {1 + max(r['run'] for r in results)} runs:")
     print(
         f"{'scenario':8} {'mode':7} {'p95 during ms':>13} {'p95 all ms':>10} {'freezes':>7} "
+        f"{'freeze s':>8} "
         f"{'audio gaps':>10} {'top rung s':>10} {'remb ms':>7}  per run p95 during"
     )
     keys = dict.fromkeys((r["scenario"], r["mode"]) for r in results)
@@ -391,7 +397,7 @@ def _print_medians(results: list[dict[str, Any]]) -> None:
         print(
             f"{scenario:8} {mode:7} {med(p95):>13} "
             f"{med([r['latency_ms_all']['p95'] for r in rs]):>10} "
-            f"{med([r['freezes'] for r in rs]):>7} "
+            f"{med([r['freezes'] for r in rs]):>7} {med([r['freeze_s'] for r in rs]):>8} "
             f"{med([r['audio_gaps_over_100ms'] for r in rs]):>10} "
             f"{med([r['time_to_top_rung_s'] for r in rs]):>10} "
             f"{med([r['remb_after_onset_ms'] for r in rs]):>7}  {p95}"
@@ -441,7 +447,7 @@ async def _main(args: argparse.Namespace) -> list[dict[str, Any]]:
     results = []
     for run in range(args.repeat):
         for scenario in args.scenarios:
-            for ours in (True, False):
+            for ours in [m == "ours" for m in args.modes]:
                 r = await run_case(
                     ours,
                     scenario,
@@ -449,6 +455,7 @@ async def _main(args: argparse.Namespace) -> list[dict[str, Any]]:
                     stock_receiver=args.stock_receiver,
                     fast_remb=not args.no_fast_remb,
                     queue_s=args.queue_s,
+                    queue_probe=not args.no_queue_probe,
                 )
                 r["run"] = run
                 results.append(r)
@@ -477,6 +484,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="the bot's buffers without media.fast_remb's early REMB (aiortc's estimator only)",
     )
+    p.add_argument(
+        "--no-queue-probe",
+        action="store_true",
+        help="our controller's drains last their full drain_s (no STUN pings to see the "
+        "bottleneck queue empty)",
+    )
+    p.add_argument("--modes", nargs="+", default=["ours", "aiortc"], choices=["ours", "aiortc"])
     p.add_argument(
         "--repeat", type=int, default=1, help="run everything N times; prints the medians too"
     )

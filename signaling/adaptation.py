@@ -12,6 +12,8 @@
 - gives the voice (an Opus sender) a 32 kbps encoder instead of aiortc's 96 kbps, and
   counts what it sends out of the REMB estimate (the receiver's budget for both);
 - gives the caller's mic receiver a low-latency jitter buffer (:mod:`media.jitter`);
+- pings the caller over the call's ICE pair (:mod:`media.queue_probe`): a drain (video
+  paused so a bottleneck queue empties) ends as soon as a ping crosses without a queue;
 - runs a :class:`~media.quality.QualityController` every ``interval_s`` and whenever a
   receiver report or a REMB reaches the video sender, and applies its
   target bitrate to the encoder (between rungs too) and its rungs: the video track's fps,
@@ -45,6 +47,7 @@ from media.jitter import LowLatencyJitterBuffer, install_audio_jitter_buffer
 from media.pacer import VideoPacer
 from media.player import IdleLoop
 from media.quality import QualityController, QualityOptions, Rung
+from media.queue_probe import QueueProbe, ice_ping
 from media.retransmit import RetransmitLimiter
 from media.tracks import ClockedVideoTrack
 from signaling.events import ControlEvent, QualityChanged
@@ -99,6 +102,7 @@ class AdaptationOptions:
     retransmit_share: float = 0.3  # retransmissions may use this share of the video bitrate
     pace_factor: float | None = 2.5  # video leaves at this x its bitrate (None: in bursts)
     voice_bitrate: int | None = 32_000  # the Opus voice's bitrate (None: aiortc's 96 kbps)
+    queue_probe: bool = True  # end a drain once STUN pings see the bottleneck queue empty
 
     def __post_init__(self) -> None:
         if not 0.02 <= self.interval_s <= 5:
@@ -158,6 +162,9 @@ class QualityLoop:
         self._nacks: deque[tuple[float, int, int]] = deque()  # (time, nacked, bytes sent)
         self._task: asyncio.Task[None] | None = None
         self._applying: asyncio.Task[None] | None = None
+        self.probe: QueueProbe | None = None
+        self._draining: asyncio.Task[None] | None = None
+        self.drains: list[tuple[float, float, bool]] = []  # (clock time, seconds, ended early)
 
     def start(self) -> None:
         pc, top = self.session.pc, self.controller.rung
@@ -202,10 +209,15 @@ class QualityLoop:
                 )
         if self.monitor is None:
             raise RuntimeError("the call has no video sender for its video track")
+        if self.options.queue_probe:
+            self.probe = QueueProbe(ice_ping(pc))
+            self.probe.start()
         self._task = asyncio.ensure_future(self._run())
 
     async def stop(self) -> None:
-        for task in (self._task, self._applying):
+        if self.probe is not None:
+            await self.probe.close()
+        for task in (self._task, self._applying, self._draining):
             if task is not None and not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -302,12 +314,31 @@ class QualityLoop:
                     self.retransmits.pause(drain)
                 if drain and self.pacer is not None:
                     self.pacer.flush()  # stale frames would only refill the queue
+                if drain and self.probe is not None:
+                    if self._draining is not None:
+                        self._draining.cancel()
+                    self._draining = asyncio.ensure_future(self._end_drain(drain))
+                elif drain:
+                    self.drains.append((now, drain, False))
                 self._applying = asyncio.ensure_future(self._apply(rung, self.controller.reason))
             elif self.encoder is not None:
                 # the target moves between rungs too: follow it without a size change
                 want = self.controller.bitrate
                 if abs(want - self.encoder.bitrate) > 0.03 * self.encoder.bitrate:
                     self.encoder.set_bitrate(want)
+
+    async def _end_drain(self, drain_s: float) -> None:
+        """Resume video as soon as the probe sees the bottleneck queue empty (the
+        controller's ``drain_s`` is a guess of its depth; a longer pause is a longer freeze)."""
+        assert self.probe is not None
+        began = self.session.clock.now()
+        early = await self.probe.wait_drained(drain_s)
+        if early:
+            if self.encoder is not None:
+                self.encoder.resume()
+            if self.retransmits is not None:
+                self.retransmits.resume()
+        self.drains.append((began, self.session.clock.now() - began, early))
 
     async def _apply(self, rung: Rung, reason: str) -> None:
         s = self.session

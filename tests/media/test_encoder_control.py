@@ -123,6 +123,25 @@ def test_keyframe_requests_are_throttled_and_wait_for_a_pause(mime: str) -> None
     assert enc.stats.keyframes == 3 and enc.stats.forced_keyframes == 2
 
 
+@pytest.mark.parametrize("mime", ["video/VP8", "video/H264"])
+def test_a_pause_can_end_early(mime: str) -> None:
+    """The queue probe saw the bottleneck empty: the next frame goes out at once."""
+    now = [100.0]
+    enc = make_encoder(mime, bitrate=500_000, max_bitrate=1_000_000, time_fn=lambda: now[0])
+    enc.encode(vframe(0, 128))
+    enc.pause(1.0)
+    now[0] += 0.1
+    enc.encode(vframe(1, 128))
+    assert enc.stats.paused == 1 and enc.stats.frames == 1
+    enc.resume()
+    now[0] += 0.04
+    enc.encode(vframe(2, 128))
+    assert enc.stats.paused == 1 and enc.stats.frames == 2
+    enc.resume()  # without a pause: nothing to end, and no pause starts
+    enc.encode(vframe(3, 128))
+    assert enc.stats.frames == 3
+
+
 def test_vp8_stream_decodes_across_rate_and_size_changes() -> None:
     enc = LiveVp8Encoder(bitrate=800_000)
     decoder = get_decoder(

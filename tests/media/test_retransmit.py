@@ -61,6 +61,11 @@ async def test_nothing_is_resent_while_draining() -> None:
     assert sender.resent == [5, 6]
     with pytest.raises(ValueError):
         lim.pause(9)
+    lim.pause(1.0)
+    lim.resume()  # the queue probe saw the bottleneck empty
+    now[0] += 0.6  # the bucket refills from where the pause emptied it
+    await nack(sender, range(7, 9))
+    assert sender.resent == [5, 6, 7, 8] and lim.stats.dropped_paused == 5
 
 
 async def test_wraps_a_real_sender_only() -> None:
