@@ -34,8 +34,9 @@ Policy: down fast, up slowly.
   measured since), the target grows by ``probe_gain`` per second while it is near the
   known capacity (a gentle probe: a queue grows slowly and the next report catches it;
   it stops at ``probe_ceiling`` times the capacity until the receiver shows more; that
-  margin widens with the gain below; sending ``overdrive`` times what the receiver gets
-  is congestion too),
+  margin widens with the gain below, and is for what the encoder sends: one that fills
+  only part of its bitrate, down to ``min_fill``, gets a higher target for the same probe;
+  sending ``overdrive`` times what the receiver gets is congestion too),
   and by ``ramp_gain`` per second when far under it. When the receiver gets more than
   ``near_capacity`` times the capacity (or all we sent, when that was ``carried_margin``
   times it), the link got better: that rate is the new capacity
@@ -109,7 +110,7 @@ class QualityOptions:
     up_hold_s: float = 1.0  # quiet time after congestion before growing; per rung step up
     max_up_hold_s: float = 4.0
     probe_window_s: float = 2.0
-    probe_gain: float = 0.1  # target growth per second near the known capacity
+    probe_gain: float = 0.15  # target growth per second near the known capacity
     ramp_gain: float = 0.4  # target growth per second far from it
     max_probe_gain: float = 0.8  # the probe's growth after proofs in a row (the link cleared)
     near_capacity: float = 1.12  # within [capacity / this, capacity * this]: probe gently
@@ -118,6 +119,7 @@ class QualityOptions:
     rung_keep: float = 0.8  # a mild cut keeps the rung while the target is over this share
     overshoot: float = 1.2  # ... unless the encoder sends over this x its bitrate
     overdrive: float = 1.25  # sending this much more than arrives: a queue is growing
+    min_fill: float = 0.8  # the probe's target rises at most 1 / this over what is sent
     settle_s: float = 1.0  # past that margin, wait this long for a clean RTT before ramping
     ramp_after_s: float = 3.0  # ... and this long without any congestion
     saturated_before_s: float = 0.3  # the link was full this long before a severe signal
@@ -160,6 +162,8 @@ class QualityOptions:
             raise ValueError("need probe_ceiling > near_capacity and overdrive > 1")
         if not 1 < self.carried_margin <= self.near_capacity:
             raise ValueError("need 1 < carried_margin <= near_capacity")
+        if not 0 < self.min_fill <= 1:
+            raise ValueError(f"min_fill must be in (0, 1], got {self.min_fill}")
 
 
 @dataclass(slots=True)
@@ -194,6 +198,7 @@ class _State:
     bitrates: list[tuple[float, float]] = field(default_factory=list)  # (time, bitrate), 1 s
     clean_rtt_at: float | None = None  # when the last RTT without a rise arrived
     repaired: float = 0.0  # the last share of packets NACKed
+    fill: float = 1.0  # the share of its bitrate the encoder sent lately (min_fill..1)
 
 
 class QualityController:
@@ -284,6 +289,8 @@ class QualityController:
         if fraction_lost is not None and not 0 <= fraction_lost <= 1:
             raise ValueError(f"fraction_lost must be within 0..1, got {fraction_lost}")
         sent = min(send_bps if send_bps is not None else self.bitrate, self.bitrate)
+        if send_bps is not None:
+            s.fill = min(1.0, max(o.min_fill, send_bps / self.bitrate))
         # the encoder's bitrate at each update of the last second (it is in force until now)
         s.bitrates = [(t, b) for t, b in s.bitrates if t >= now - _FED_WINDOW_S][-63:]
         s.bitrates.append((now, float(self.bitrate)))
@@ -519,9 +526,11 @@ class QualityController:
                 s.capacity, s.passed_at = None, None
             else:
                 gain = o.probe_gain * s.boost
-        # the probe stops a margin over the capacity, a margin that widens with the boost
+        # the probe stops a margin over the capacity, a margin that widens with the boost;
+        # the margin is for what is sent: an encoder that fills only part of its bitrate
+        # (dropped frames, plain content) gets a higher target for the same probe
         margin = 1 + (o.probe_ceiling - 1) * s.boost
-        ceiling = top if s.capacity is None else min(top, s.capacity * margin)
+        ceiling = top if s.capacity is None else min(top, s.capacity * margin / s.fill)
         s.target = min(ceiling, s.target * (1 + gain) ** dt)
 
     def _probe_passed(self, index: int) -> None:

@@ -30,6 +30,7 @@ from media.encoder_control import (
     install_encoder,
     make_encoder,
 )
+from media.vpx_live import VpxVp8Encoder
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -159,6 +160,40 @@ def test_vp8_stream_decodes_across_rate_and_size_changes() -> None:
             shapes.append((out.height, out.width))
     assert len(shapes) == 30
     assert shapes[0] == (256, 256) and shapes[-1] == (192, 192)
+
+
+def _scene_cut_stream(enc: VpxVp8Encoder) -> list[tuple[bytes, bool, int]]:
+    """20 frames of one scrolling picture, then another one (a cut) and 9 frames of it."""
+    out, scenes = [], (textured(0), np.ascontiguousarray(textured(1).transpose(1, 0, 2)))
+    for i in range(30):
+        img = np.ascontiguousarray(np.roll(scenes[i >= 20], 2 * i, axis=1))
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
+        ts = i * (90000 // FPS)
+        data, key = enc.encode(frame, ts)
+        out.append((data, key, ts))
+    return out
+
+
+def test_a_scene_cut_goes_as_a_capped_keyframe_not_a_huge_inter_frame() -> None:
+    budget = 300_000 / 8 / FPS  # one frame's share of 300 kbps
+    plain = _scene_cut_stream(VpxVp8Encoder(256, 256, 300_000, max_frame_ratio=None))
+    assert not plain[20][1] and len(plain[20][0]) > 4 * budget  # what libvpx does alone
+    enc = VpxVp8Encoder(256, 256, 300_000)
+    stream = _scene_cut_stream(enc)
+    assert stream[20][1] and len(stream[20][0]) <= 4 * budget, len(stream[20][0])
+    assert enc.reencoded == 1 and sum(key for _, key, _ in stream) == 2  # first frame, cut
+    decoder = get_decoder(
+        RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
+    )
+    decoded = [
+        out
+        for data, _, ts in stream
+        if data
+        for out in decoder.decode(JitterFrame(data=data, timestamp=ts))
+    ]
+    assert len(decoded) == sum(1 for data, _, _ in stream if data) >= 28
+    with pytest.raises(ValueError, match="max_frame_ratio"):
+        VpxVp8Encoder(256, 256, 300_000, max_frame_ratio=2.0)
 
 
 def test_bad_arguments() -> None:

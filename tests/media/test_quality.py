@@ -244,7 +244,7 @@ def test_near_the_capacity_it_probes_gently_far_under_it_fast() -> None:
 
 
 def test_a_link_that_carries_more_raises_the_capacity_and_the_gain() -> None:
-    # the defaults: 10 %/s, 40 %/s far under the capacity, up to 80 %/s after proofs
+    # the defaults: 15 %/s, 40 %/s far under the capacity, up to 80 %/s after proofs
     ctl = QualityController(QualityOptions(up_hold_s=1.0))
     ctl.update(0.0, remb_bps=340_000, send_bps=1_000_000)
     ctl.update(0.2, delivered_bps=400_000, delivered_window_s=0.5)
@@ -260,9 +260,25 @@ def test_a_link_that_carries_more_raises_the_capacity_and_the_gain() -> None:
         assert ctl.capacity == delivered
         g, t = grow_for(ctl, t, 0.2)  # one step: under the probe's ceiling
         gains.append(round(g**5 - 1, 2))
-    # the probe speeds up: 10 % x 2, x 4, x 8 (max_probe_gain: past ramp_gain, as each step
+    # the probe speeds up: 15 % x 2, x 4, then max_probe_gain (past ramp_gain, as each step
     # was proven by what arrived)
-    assert gains == [0.2, 0.4, 0.8, 0.8]
+    assert gains == [0.3, 0.6, 0.8, 0.8]
+
+
+@pytest.mark.parametrize(("fill", "over"), [(1.0, 1.15), (0.85, 1.15 / 0.85), (0.5, 1.15 / 0.8)])
+def test_the_probes_margin_is_for_what_the_encoder_sends(fill: float, over: float) -> None:
+    """An encoder that sends only part of its bitrate (dropped frames, plain content) would
+    never carry the probe's margin over the capacity: its target goes up to make up for
+    it, by 1 / min_fill (1.25x) at most."""
+    ctl = QualityController()
+    ctl.update(0.0, remb_bps=340_000, send_bps=1_000_000)
+    ctl.update(0.2, delivered_bps=400_000, delivered_window_s=0.5)
+    t = 4.0
+    for _ in range(200):
+        t = round(t + 0.2, 3)
+        ctl.update(t, send_bps=fill * ctl.bitrate)
+    assert ctl.capacity == 400_000
+    assert ctl.target == pytest.approx(400_000 * over, rel=1e-6)
 
 
 def test_back_to_the_top_rung_after_a_cap_lifts() -> None:
@@ -326,6 +342,7 @@ def test_rtt_baseline_is_the_window_minimum_and_jitter_widens_it() -> None:
         ({"backoff": 1.0}, "backoff"),
         ({"probe_gain": 0.5, "ramp_gain": 0.2}, "probe_gain"),
         ({"loss_threshold": 1.5}, "loss_threshold"),
+        ({"min_fill": 0.0}, "min_fill"),
         ({"up_hold_s": 20.0, "max_up_hold_s": 10.0}, "up_hold_s"),
     ],
 )
