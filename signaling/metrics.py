@@ -26,6 +26,7 @@ _METRIC_NAMES = (
     "frames_total",
     "batch_size",
     "quality_rung",
+    "path_rtt",
     "cache_total",
     "gpu_memory_bytes",
     "barge_ins_total",
@@ -97,6 +98,12 @@ class Metrics:
         self.quality_rung = Gauge(
             "avatar_quality_rung",
             "Quality ladder rung per call (0 = top)",
+            ["session"],
+            registry=r,
+        )
+        self.path_rtt = Gauge(
+            "avatar_path_rtt_seconds",
+            "Smallest round trip of the call's ICE pings (its path without a queue)",
             ["session"],
             registry=r,
         )

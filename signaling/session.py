@@ -453,6 +453,8 @@ class Session:
             await self.quality.stop()
             with contextlib.suppress(KeyError):
                 self.metrics.quality_rung.remove(self.id)
+            with contextlib.suppress(KeyError):
+                self.metrics.path_rtt.remove(self.id)
         await self.supervisor.close()
         if self._prefetch is not None:
             await self._prefetch.close()

@@ -100,6 +100,14 @@ async def test_spoken_question_gets_captioned_answer_and_moving_video(
     assert expected in await agent_captions(page)
     figures = during_reply[-1]
     assert figures.get("fps", 0) > 5, during_reply
+    # the browser answers the server's ICE pings (the queue probe that ends a drain early)
+    scraped = await (await page.request.get(server + "/metrics")).text()
+    rtts = [
+        float(line.rsplit(" ", 1)[1])
+        for line in scraped.splitlines()
+        if line.startswith("avatar_path_rtt_seconds{")
+    ]
+    assert rtts and all(0 < r < 0.5 for r in rtts), rtts
     assert "audioDelayMs" in figures and "videoDelayMs" in figures, figures
     assert "rung" in figures, figures  # the server's quality event reached the indicator
     level = await page.get_attribute("#quality", "data-level")
