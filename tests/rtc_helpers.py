@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import aioice.ice
 import numpy as np
@@ -12,7 +13,19 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-__all__ = ["NoiseRenderer", "connect_pair", "drain_track", "loopback_pc", "patch_loopback_ice"]
+from media.clock import MediaClock
+from media.player import AvPlayer, IdleLoop
+from media.tracks import ClockedAudioTrack, ClockedVideoTrack
+
+__all__ = [
+    "NoiseRenderer",
+    "NoiseTracks",
+    "connect_pair",
+    "drain_track",
+    "loopback_pc",
+    "noise_tracks",
+    "patch_loopback_ice",
+]
 
 
 def patch_loopback_ice(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -78,6 +91,22 @@ class NoiseRenderer:
 
     async def render(self, audio_16k: np.ndarray) -> AsyncIterator[list[np.ndarray]]:
         yield self.idle_frames()
+
+
+@dataclass(frozen=True, slots=True)
+class NoiseTracks:
+    clock: MediaClock
+    renderer: NoiseRenderer
+    video: ClockedVideoTrack
+    audio: ClockedAudioTrack
+
+
+def noise_tracks() -> NoiseTracks:
+    """A call's clocked tracks on one clock, the video playing NoiseRenderer's idle frames."""
+    clock, renderer = MediaClock(), NoiseRenderer()
+    player = AvPlayer(clock=clock)
+    video = ClockedVideoTrack(player, clock, IdleLoop(renderer.idle_frames()), fps=25)
+    return NoiseTracks(clock, renderer, video, ClockedAudioTrack(player, clock))
 
 
 async def drain_track(track: MediaStreamTrack) -> None:

@@ -9,7 +9,6 @@ import random
 import pytest
 from aiortc import RTCPeerConnection
 
-from media.clock import MediaClock
 from media.fast_remb import (
     FastRemoteBitrateEstimator,
     QueueGrowthDetector,
@@ -20,10 +19,8 @@ from media.fast_remb import (
 )
 from media.jitter import install_receive_buffers
 from media.netem import Impairment, relayed_call
-from media.player import AvPlayer, IdleLoop
-from media.tracks import ClockedAudioTrack, ClockedVideoTrack
 from signaling.adaptation import PeerSession, QualityLoop, attach_quality
-from tests.rtc_helpers import NoiseRenderer, drain_track, patch_loopback_ice
+from tests.rtc_helpers import drain_track, noise_tracks, patch_loopback_ice
 
 PKT = 1200
 
@@ -190,9 +187,8 @@ async def test_the_bots_early_remb_reaches_the_quality_loop_on_real_peers(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     patch_loopback_ice(monkeypatch)
-    clock, noise = MediaClock(), NoiseRenderer()
-    player = AvPlayer(clock=clock)
-    video = ClockedVideoTrack(player, clock, IdleLoop(noise.idle_frames()), fps=25)
+    t = noise_tracks()
+    clock = t.clock
     rembs: list[tuple[float, int, bool]] = []
     loops: list[QualityLoop] = []
 
@@ -200,10 +196,9 @@ async def test_the_bots_early_remb_reaches_the_quality_loop_on_real_peers(
         install_receive_buffers(
             receiver, on_remb=lambda _, bps, f: rembs.append((clock.now(), bps, f))
         )
-        loops.append(attach_quality(PeerSession(sender, clock, video, noise)))
+        loops.append(attach_quality(PeerSession(sender, clock, t.video, t.renderer)))
 
-    audio = ClockedAudioTrack(player, clock)
-    async with relayed_call(audio, video, drain_track, seed=5, negotiated=negotiated) as call:
+    async with relayed_call(t.audio, t.video, drain_track, seed=5, negotiated=negotiated) as call:
         try:
             await asyncio.sleep(2.5)
             onset = clock.now()

@@ -7,14 +7,11 @@ import asyncio
 import pytest
 from aiortc import RTCPeerConnection
 
-from media.clock import MediaClock
 from media.jitter import install_receive_buffers
 from media.netem import Impairment, relayed_call
-from media.player import AvPlayer, IdleLoop
 from media.queue_probe import QueueProbe, ice_ping
-from media.tracks import ClockedAudioTrack, ClockedVideoTrack
 from signaling.adaptation import AdaptationOptions, PeerSession, QualityLoop, attach_quality
-from tests.rtc_helpers import NoiseRenderer, drain_track, patch_loopback_ice
+from tests.rtc_helpers import drain_track, noise_tracks, patch_loopback_ice
 
 
 class FifoPath:
@@ -129,11 +126,8 @@ async def test_ice_pings_cross_the_media_path_of_real_peers(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     patch_loopback_ice(monkeypatch)
-    clock, noise = MediaClock(), NoiseRenderer()
-    player = AvPlayer(clock=clock)
-    video = ClockedVideoTrack(player, clock, IdleLoop(noise.idle_frames()), fps=25)
-    audio = ClockedAudioTrack(player, clock)
-    async with relayed_call(audio, video, drain_track, seed=11) as call:
+    tracks = noise_tracks()
+    async with relayed_call(tracks.audio, tracks.video, drain_track, seed=11) as call:
         probe = QueueProbe(ice_ping(call.sender), timeout_s=0.4)
         rtts = [await probe.rtt() for _ in range(3)]
         assert all(r is not None and r < 0.1 for r in rtts), rtts
@@ -155,17 +149,14 @@ async def test_a_drain_ends_once_the_bottleneck_queue_is_empty(
     """A 300 kbps link whose queue holds at most 0.3 s: the controller's drain (1 s) is
     longer than any queue there can be; the probe resumes the video well before it ends."""
     patch_loopback_ice(monkeypatch)
-    clock, noise = MediaClock(), NoiseRenderer()
-    player = AvPlayer(clock=clock)
-    video = ClockedVideoTrack(player, clock, IdleLoop(noise.idle_frames()), fps=25)
+    t = noise_tracks()
     loops: list[QualityLoop] = []
 
     def negotiated(sender: RTCPeerConnection, receiver: RTCPeerConnection) -> None:
         install_receive_buffers(receiver)
-        loops.append(attach_quality(PeerSession(sender, clock, video, noise)))
+        loops.append(attach_quality(PeerSession(sender, t.clock, t.video, t.renderer)))
 
-    audio = ClockedAudioTrack(player, clock)
-    async with relayed_call(audio, video, drain_track, seed=5, negotiated=negotiated) as call:
+    async with relayed_call(t.audio, t.video, drain_track, seed=5, negotiated=negotiated) as call:
         try:
             loop = loops[0]
             assert loop.probe is not None
