@@ -110,7 +110,7 @@ class QualityOptions:
     up_hold_s: float = 1.0  # quiet time after congestion before growing; per rung step up
     max_up_hold_s: float = 4.0
     probe_window_s: float = 2.0
-    probe_gain: float = 0.15  # target growth per second near the known capacity
+    probe_gain: float = 0.2  # target growth per second near the known capacity
     ramp_gain: float = 0.4  # target growth per second far from it
     max_probe_gain: float = 0.8  # the probe's growth after proofs in a row (the link cleared)
     near_capacity: float = 1.12  # within [capacity / this, capacity * this]: probe gently

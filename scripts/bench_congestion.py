@@ -20,7 +20,9 @@ left the receiver.
 Each runs twice, with our controller (``signaling.adaptation.attach_quality``) and with
 plain aiortc defaults (its VP8 encoder driven by REMB, 720 px 25 fps fixed). Printed:
 latency p50/p95 (during the impairment and overall), freezes (> 200 ms without a new
-frame), audio gaps, received height/fps per second, time back to the top rung. A PNG plot
+frame), audio gaps (> 100 ms between voice frames arriving), voice frames lost (never
+arrived, or too late for the bot's buffer) and the packets the bottleneck dropped, received
+height/fps per second, time back to the top rung. A PNG plot
 of received bitrate, height and latency over time is written with ``--plot``.
 
     .venv/bin/python scripts/bench_congestion.py [--quick] [--repeat N] [--plot P] [--json J]
@@ -49,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import itertools
 
 from media.clock import MediaClock
-from media.jitter import install_receive_buffers
+from media.jitter import LowLatencyJitterBuffer, install_receive_buffers
 from media.netem import Impairment, UdpRelay, relayed_call
 from media.player import AvPlayer, IdleLoop
 from media.tracks import ClockedAudioTrack, ClockedVideoTrack
@@ -168,6 +170,8 @@ class Trace:
     bytes: list[tuple[float, int]] = field(default_factory=list)
     control: list[tuple[float, float, float | None]] = field(default_factory=list)
     rembs: list[tuple[float, int, bool]] = field(default_factory=list)  # now, bps, fast
+    voice_lost: int | None = None  # voice frames the bot's buffer never got (None: aiortc's)
+    queue_drops: int = 0  # packets the bottleneck's queue dropped (it was full)
 
 
 async def _drain(track: MediaStreamTrack, clock: MediaClock, trace: Trace) -> None:
@@ -210,14 +214,16 @@ async def run_case(
     audio = ClockedAudioTrack(player, clock)
     trace = Trace()
     loops: list[QualityLoop] = []
+    voice: list[LowLatencyJitterBuffer] = []
 
     def negotiated(sender: RTCPeerConnection, receiver: RTCPeerConnection) -> None:
         if not stock_receiver:
-            install_receive_buffers(  # the bot's (signaling.bot_call)
+            installed = install_receive_buffers(  # the bot's (signaling.bot_call)
                 receiver,
                 fast_remb=fast_remb,
                 on_remb=lambda _ms, bps, fast: trace.rembs.append((clock.now(), bps, fast)),
             )
+            voice.extend(b for b in installed if isinstance(b, LowLatencyJitterBuffer))
         if ours:  # as Session.accept does: after the descriptions, before media flows
             session = PeerSession(pc=sender, clock=clock, video_track=video, renderer=renderer)
             loops.append(attach_quality(session, AdaptationOptions(queue_probe=queue_probe)))
@@ -230,6 +236,9 @@ async def run_case(
         finally:
             for running in loops:
                 await running.stop()
+        trace.queue_drops = call.relay.a_to_b.stats.queue_drops
+        if voice:
+            trace.voice_lost = sum(b.skipped for b in voice)
     t0, imp_start, end = phases
     loop = loops[0] if loops else None
     return _summarize(trace, ours, scenario, t0, imp_start, imp_start + t[scenario], end, loop)
@@ -320,6 +329,8 @@ def _summarize(
         "freezes": len(gaps),
         "freeze_s": round(sum(gaps), 2),
         "audio_gaps_over_100ms": len(agaps),
+        "voice_frames_lost": tr.voice_lost,
+        "queue_drops": tr.queue_drops,
         "audio_gaps": [
             [round(a - t0, 2), round(b - a, 3)]
             for a, b in itertools.pairwise(tr.audio)
@@ -367,7 +378,10 @@ def _print(results: list[dict[str, Any]]) -> None:
         )
     for r in results:
         b, d, a = r["kbps_before_during_after"]
-        print(f"{r['scenario']}/{r['mode']} relay out kbps before/during/after: {b}/{d}/{a}")
+        print(
+            f"{r['scenario']}/{r['mode']} relay out kbps before/during/after: {b}/{d}/{a}; "
+            f"bottleneck drops {r['queue_drops']}, voice frames lost {r['voice_frames_lost']}"
+        )
         hs = " ".join(f"{k}:{h}/{n}" for k, h, n in r["height_fps_per_s"])
         print(f"{r['scenario']}/{r['mode']} height/fps per second: {hs}")
         if "rung_changes" in r:
@@ -387,8 +401,8 @@ def _print_medians(results: list[dict[str, Any]]) -> None:
     print(f"medians over {1 + max(r['run'] for r in results)} runs:")
     print(
         f"{'scenario':8} {'mode':7} {'p95 during ms':>13} {'p95 all ms':>10} {'freezes':>7} "
-        f"{'freeze s':>8} "
-        f"{'audio gaps':>10} {'top rung s':>10} {'remb ms':>7}  per run p95 during"
+        f"{'freeze s':>8} {'audio gaps':>10} {'voice lost':>10} "
+        f"{'top rung s':>10} {'remb ms':>7}  per run p95 during"
     )
     keys = dict.fromkeys((r["scenario"], r["mode"]) for r in results)
     for scenario, mode in keys:
@@ -399,6 +413,7 @@ def _print_medians(results: list[dict[str, Any]]) -> None:
             f"{med([r['latency_ms_all']['p95'] for r in rs]):>10} "
             f"{med([r['freezes'] for r in rs]):>7} {med([r['freeze_s'] for r in rs]):>8} "
             f"{med([r['audio_gaps_over_100ms'] for r in rs]):>10} "
+            f"{med([r['voice_frames_lost'] for r in rs]):>10} "
             f"{med([r['time_to_top_rung_s'] for r in rs]):>10} "
             f"{med([r['remb_after_onset_ms'] for r in rs]):>7}  {p95}"
         )
