@@ -13,6 +13,7 @@ libvpx 1.4); the rest of it is opaque padding. On load the defaults libvpx write
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import functools
 import glob
@@ -197,8 +198,10 @@ class VpxVp8Encoder:
     Rate control caps a keyframe at 3x an average frame, but realtime libvpx codes a scene
     cut as one inter frame of any size (13-20 kB at 256 px and 300 kbps, 0.4 s on a 400 kbps
     link: a freeze and a queue). An inter frame over ``max_frame_ratio`` x the frame's share
-    of the bitrate is therefore coded again, as a (capped) keyframe (``reencoded`` counts
-    them; ``max_frame_ratio=None``: never).
+    of the bitrate and over 3x the median of the last inter frames (not the one right after a
+    keyframe, which refines it) is therefore coded again, as a capped keyframe, by a fresh
+    encoder: the running one's rate control has counted the big frame and would starve the
+    frames after it (``reencoded`` counts them; ``max_frame_ratio=None``: never).
     """
 
     def __init__(
@@ -213,6 +216,8 @@ class VpxVp8Encoder:
         self.max_frame_ratio = max_frame_ratio
         self.reencoded = 0
         self._last_pts: int | None = None
+        self._last_key = True
+        self._sizes: collections.deque[int] = collections.deque(maxlen=10)  # inter frames
         self._lib = _load()
         self._ctx: ctypes.Array[ctypes.c_char] | None = None
         self._img = ctypes.create_string_buffer(_OPAQUE)
@@ -308,11 +313,22 @@ class VpxVp8Encoder:
         out, key = self._encode(img, pts, keyframe)
         if (
             not key
+            and not self._last_key
             and self.max_frame_ratio is not None
             and len(out) > self.max_frame_ratio * self._bitrate / 8 * dt
+            and len(self._sizes) >= 3
+            and len(out) > 3 * float(np.median(self._sizes))
         ):
             self.reencoded += 1
-            out, key = self._encode(img, pts + 1, True)
+            self.close()
+            self._open()
+            img = self._lib.lib.vpx_img_wrap(
+                self._img, _VPX_IMG_FMT_I420, self.width, self.height, 1, data.ctypes.data
+            )
+            out, key = self._encode(img, pts, True)
+        if not key and out:
+            self._sizes.append(len(out))
+        self._last_key = key
         return out, key
 
     def _encode(self, img: int, pts: int, keyframe: bool) -> tuple[bytes, bool]:

@@ -196,6 +196,30 @@ def test_a_scene_cut_goes_as_a_capped_keyframe_not_a_huge_inter_frame() -> None:
         VpxVp8Encoder(256, 256, 300_000, max_frame_ratio=2.0)
 
 
+def test_only_an_outlier_inter_frame_is_coded_again() -> None:
+    """The big frame refining a keyframe (after a lossy link's PLI) is no cut; an inter frame
+    over 4x its budget and 3x the recent ones is, and only that one is coded twice."""
+    enc = VpxVp8Encoder(64, 64, 100_000)  # 500 B a frame at 25 fps: 2 kB is 4x
+    made = iter(
+        [
+            *[(900, True), (2_500, False), (300, False), (310, False), (290, False)],
+            *[(2_600, False), (800, True), (300, False)],
+        ]
+    )
+    calls: list[bool] = []
+
+    def fake(img: int, pts: int, keyframe: bool) -> tuple[bytes, bool]:
+        calls.append(keyframe)
+        size, key = next(made)
+        return b"x" * size, key
+
+    enc._encode = fake  # type: ignore[method-assign]
+    frame = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")
+    out = [enc.encode(frame, i * 3600) for i in range(7)]
+    assert [len(d) for d, _ in out] == [900, 2_500, 300, 310, 290, 800, 300]
+    assert enc.reencoded == 1 and calls == [False] * 6 + [True, False]
+
+
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="no live encoder"):
         make_encoder("video/AV1", bitrate=500_000, max_bitrate=500_000)
