@@ -321,10 +321,7 @@ class VpxVp8Encoder:
         ):
             self.reencoded += 1
             self.close()
-            self._open()
-            img = self._lib.lib.vpx_img_wrap(
-                self._img, _VPX_IMG_FMT_I420, self.width, self.height, 1, data.ctypes.data
-            )
+            self._open()  # (the wrapped image does not belong to the encoder: it stays)
             out, key = self._encode(img, pts, True)
         if not key and out:
             self._sizes.append(len(out))

@@ -436,9 +436,7 @@ async def _metrics(request: web.Request) -> web.Response:
     if state.services is not None:
         state.metrics.sync_cache(state.services.cache_stats())
     for session in state.sessions.values():
-        probe = session.quality.probe if session.quality is not None else None
-        if probe is not None and (rtt := probe.baseline) is not None:
-            state.metrics.path_rtt.labels(session=session.id).set(rtt)
+        session.sync_metrics()
     return web.Response(body=state.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -310,6 +310,13 @@ class Session:
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(task), timeout_s)
 
+    def sync_metrics(self) -> None:
+        """Bring the call's gauges that are read on scrape up to date (the path's round
+        trip, as the quality loop's queue probe measures it)."""
+        probe = self.quality.probe if self.quality is not None else None
+        if probe is not None and (rtt := probe.baseline) is not None:
+            self.metrics.path_rtt.labels(session=self.id).set(rtt)
+
     def _on_quality(self, rung: Rung, reason: str) -> None:
         if self.quality is not None:
             index = self.quality.controller.ladder.index(rung)
