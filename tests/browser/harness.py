@@ -196,7 +196,7 @@ async ([selector, count, intervalMs, box]) => {
 """
 
 _SAMPLE_AUDIO_JS = """
-async ([count, intervalMs]) => {
+async ([count, intervalMs, stopAbove]) => {
   const call = window.avatarCall;
   if (!call || !call.pc) throw new Error("no call in progress");
   const read = async () => {
@@ -217,6 +217,7 @@ async ([count, intervalMs]) => {
     const rms = dd > 0 ? Math.sqrt(Math.max(0, cur.e - prev.e) / dd) : 0;
     out.push({ t: performance.now(), rms });
     prev = cur;
+    if (stopAbove !== null && rms > stopAbove) break;
   }
   return out;
 }
@@ -242,8 +243,11 @@ async def sample_video(
 
 
 async def sample_audio_levels(
-    frame: Any, *, count: int, interval_ms: int = 100
+    frame: Any, *, count: int, interval_ms: int = 100, stop_above: float | None = None
 ) -> list[dict[str, float]]:
-    """RMS level (0..1) of the received audio per interval, from getStats' audio energy."""
-    result: list[dict[str, float]] = await frame.evaluate(_SAMPLE_AUDIO_JS, [count, interval_ms])
+    """RMS level (0..1) of the received audio per interval, from getStats' audio energy
+    (at most ``count`` samples; the first one louder than ``stop_above`` is the last)."""
+    result: list[dict[str, float]] = await frame.evaluate(
+        _SAMPLE_AUDIO_JS, [count, interval_ms, stop_above]
+    )
     return result
