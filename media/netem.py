@@ -261,15 +261,20 @@ async def connect_via_relay(
     relay: UdpRelay,
     *,
     negotiated: Callable[[], None] | None = None,
+    transport_cc: bool = False,
 ) -> None:
     """Offer/answer between two in-process aiortc peers so all traffic crosses ``relay``.
 
     The offerer is peer A, the answerer peer B. Add tracks and handlers first; ICE with only
     127.0.0.1 host candidates (see ``tests.rtc_helpers.patch_loopback_ice``). ``negotiated``
-    is called once both descriptions are set, before media flows. Returns when both are
-    connected; bound it with ``asyncio.timeout``.
+    is called once both descriptions are set, before media flows. ``transport_cc``
+    negotiates transport-wide sequence numbers on the audio, as a browser would
+    (:func:`media.twcc.add_transport_cc`). Returns when both are connected; bound it with
+    ``asyncio.timeout``.
     """
     from aiortc import RTCSessionDescription
+
+    from media.twcc import add_transport_cc
 
     connected = [asyncio.Event(), asyncio.Event()]
     for pc, ev in zip((offerer, answerer), connected, strict=True):
@@ -279,13 +284,21 @@ async def connect_via_relay(
                 ev.set()
 
         pc.on("connectionstatechange", _watch)
-    await offerer.setLocalDescription(await offerer.createOffer())
+    offer = await offerer.createOffer()
+    if transport_cc:
+        offer = RTCSessionDescription(sdp=add_transport_cc(offer.sdp), type="offer")
+    await offerer.setLocalDescription(offer)
     offer = offerer.localDescription
     relay.set_targets(a=(_LOOPBACK, candidate_port(offer.sdp)))
     await answerer.setRemoteDescription(
         RTCSessionDescription(sdp=rewrite_candidates(offer.sdp, relay.b_port), type="offer")
     )
-    await answerer.setLocalDescription(await answerer.createAnswer())
+    answer = await answerer.createAnswer()
+    if transport_cc:
+        answer = RTCSessionDescription(
+            sdp=add_transport_cc(answer.sdp, offer=offer.sdp), type="answer"
+        )
+    await answerer.setLocalDescription(answer)
     answer = answerer.localDescription
     relay.set_targets(b=(_LOOPBACK, candidate_port(answer.sdp)))
     await offerer.setRemoteDescription(
@@ -315,6 +328,7 @@ async def relayed_call(
     seed: int = 0,
     negotiated: Callable[[Any, Any], None] | None = None,
     connect_timeout_s: float = 20.0,
+    transport_cc: bool = False,
 ) -> AsyncIterator[RelayedCall]:
     """A call's media plane through a fresh :class:`UdpRelay`: the sender plays ``audio``
     (on a sendrecv transceiver, as a call does) and ``video``; every track the receiver gets
@@ -336,7 +350,9 @@ async def relayed_call(
     try:
         hook = None if negotiated is None else functools.partial(negotiated, sender, receiver)
         async with asyncio.timeout(connect_timeout_s):
-            await connect_via_relay(sender, receiver, relay, negotiated=hook)
+            await connect_via_relay(
+                sender, receiver, relay, negotiated=hook, transport_cc=transport_cc
+            )
         yield RelayedCall(sender, receiver, relay)
     finally:
         for task in tasks:

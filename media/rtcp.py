@@ -4,7 +4,8 @@
 attributes: only this sender is affected, aiortc still handles every packet): receiver
 reports give fraction lost, jitter, RTT (from our own sender-report send times) and the
 rate that reached the receiver between two reports, NACKs
-the repaired loss, REMB packets the receiver's estimate.
+the repaired loss, REMB packets the receiver's estimate; :meth:`RtcpMonitor.estimate` takes
+the sender's own (:mod:`media.twcc_monitor`) the same way.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class RtcpMonitor:
         self._nacked = 0
         self._last_rr: tuple[float, int] | None = None  # (arrival, packets delivered)
         self._last_sent: tuple[int, int] = (0, 0)  # the sender's (octets, packets) then
+        self._cap: tuple[float, float] | None = None  # (until, bps): see estimate()
         self.last: RtcpSnapshot = RtcpSnapshot()
         # set when a receiver report or a REMB arrives: a controller can act at once
         # (aiortc's REMB follows an overuse within one packet; a poll adds its interval)
@@ -118,8 +120,19 @@ class RtcpMonitor:
             except ValueError:
                 return
             if ssrc in ssrcs:
-                self._pending["remb_bps"] = float(bitrate)
+                bps = float(bitrate)
+                if self._cap is not None and self._time() < self._cap[0]:
+                    bps = min(bps, self._cap[1])
+                self._pending["remb_bps"] = bps
                 self.news.set()
+
+    def estimate(self, bps: float, *, hold_s: float = 1.0) -> None:
+        """A bandwidth estimate from elsewhere (the sender's own, from transport feedback),
+        taken as a REMB; for ``hold_s`` the receiver's REMBs are held under it (they
+        describe a second that began before the queue)."""
+        self._cap = (self._time() + hold_s, bps)
+        self._pending["remb_bps"] = min(bps, self._pending.get("remb_bps", bps))
+        self.news.set()
 
     def _delivered(self, packets: int) -> None:
         """Delivered rate between two receiver reports (packets x our mean payload size)."""

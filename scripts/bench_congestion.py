@@ -55,6 +55,7 @@ from media.jitter import LowLatencyJitterBuffer, install_receive_buffers
 from media.netem import Impairment, UdpRelay, relayed_call
 from media.player import AvPlayer, IdleLoop
 from media.tracks import ClockedAudioTrack, ClockedVideoTrack
+from media.twcc_report import TransportFeedbackReporter, install_transport_feedback
 from signaling.adaptation import AdaptationOptions, PeerSession, QualityLoop, attach_quality
 
 BITS, CHECK = 16, 4
@@ -206,6 +207,7 @@ async def run_case(
     fast_remb: bool = True,
     queue_s: float = 1.0,
     queue_probe: bool = True,
+    transport_cc: bool = False,
 ) -> dict[str, Any]:
     clock = MediaClock()
     renderer = StampRenderer(TOP_HEIGHT)
@@ -215,6 +217,7 @@ async def run_case(
     trace = Trace()
     loops: list[QualityLoop] = []
     voice: list[LowLatencyJitterBuffer] = []
+    reporters: list[TransportFeedbackReporter] = []
 
     def negotiated(sender: RTCPeerConnection, receiver: RTCPeerConnection) -> None:
         if not stock_receiver:
@@ -224,18 +227,30 @@ async def run_case(
                 on_remb=lambda _ms, bps, fast: trace.rembs.append((clock.now(), bps, fast)),
             )
             voice.extend(b for b in installed if isinstance(b, LowLatencyJitterBuffer))
+            if transport_cc:  # as a browser does: feedback on the voice every 100 ms
+                reporter = install_transport_feedback(receiver)
+                if reporter is None:
+                    raise RuntimeError("transport-cc was not negotiated")
+                reporters.append(reporter)
         if ours:  # as Session.accept does: after the descriptions, before media flows
             session = PeerSession(pc=sender, clock=clock, video_track=video, renderer=renderer)
             loops.append(attach_quality(session, AdaptationOptions(queue_probe=queue_probe)))
 
     async with relayed_call(
-        audio, video, lambda tr: _drain(tr, clock, trace), seed=7, negotiated=negotiated
+        audio,
+        video,
+        lambda tr: _drain(tr, clock, trace),
+        seed=7,
+        negotiated=negotiated,
+        transport_cc=transport_cc,
     ) as call:
         try:
             phases = await _impair(call.relay, scenario, clock, t, trace, loops, queue_s)
         finally:
             for running in loops:
                 await running.stop()
+            for reporter in reporters:
+                await reporter.close()
         trace.queue_drops = call.relay.a_to_b.stats.queue_drops
         if voice:
             trace.voice_lost = sum(b.skipped for b in voice)
@@ -358,6 +373,14 @@ def _summarize(
                 "bitrate_changes": enc.stats.bitrate_changes,
             }
         out["drains"] = [[round(a - t0, 2), round(d, 3), early] for a, d, early in loop.drains]
+        if loop.feedback is not None:  # the sender's own signals, from transport feedback
+            fb = loop.feedback.stats
+            seen = [at for at in fb.signal_times if at >= i0]
+            out["transport_feedback"] = {
+                "feedbacks": fb.feedbacks,
+                "signals": fb.signals,
+                "first_signal_after_onset_ms": round((seen[0] - i0) * 1000) if seen else None,
+            }
     return out
 
 
@@ -389,6 +412,8 @@ def _print(results: list[dict[str, Any]]) -> None:
         if r.get("drains"):
             ds = " ".join(f"{a}s:{d}s{'*' if e else ''}" for a, d, e in r["drains"])
             print(f"{r['scenario']}/{r['mode']} drains (* ended by the queue probe): {ds}")
+        if r.get("transport_feedback"):
+            print(f"{r['scenario']}/{r['mode']} transport feedback: {r['transport_feedback']}")
 
 
 def _print_medians(results: list[dict[str, Any]]) -> None:
@@ -471,6 +496,7 @@ async def _main(args: argparse.Namespace) -> list[dict[str, Any]]:
                     fast_remb=not args.no_fast_remb,
                     queue_s=args.queue_s,
                     queue_probe=not args.no_queue_probe,
+                    transport_cc=args.transport_cc,
                 )
                 r["run"] = run
                 results.append(r)
@@ -504,6 +530,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="our controller's drains last their full drain_s (no STUN pings to see the "
         "bottleneck queue empty)",
+    )
+    p.add_argument(
+        "--transport-cc",
+        action="store_true",
+        help="negotiate transport-wide sequence numbers on the voice and have the bot send "
+        "transport feedback every 100 ms, as a browser does (our sender then reads the "
+        "queue itself, media.twcc_monitor)",
     )
     p.add_argument("--modes", nargs="+", default=["ours", "aiortc"], choices=["ours", "aiortc"])
     p.add_argument(

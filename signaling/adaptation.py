@@ -12,6 +12,10 @@
 - gives the voice (an Opus sender) a 32 kbps encoder instead of aiortc's 96 kbps, and
   counts what it sends out of the REMB estimate (the receiver's budget for both);
 - gives the caller's mic receiver a low-latency jitter buffer (:mod:`media.jitter`);
+- numbers the voice packets transport-wide where the caller negotiated it (every browser
+  does, :func:`media.twcc.add_transport_cc`) and reads the caller's transport feedback
+  (:mod:`media.twcc_monitor`): a bottleneck queue is seen from this side in ~0.1 s, where
+  a browser's REMB takes 0.7 s; its rate reaches the controller as a REMB would;
 - pings the caller over the call's ICE pair (:mod:`media.queue_probe`): a drain (video
   paused so a bottleneck queue empties) ends as soon as a ping crosses without a queue;
 - runs a :class:`~media.quality.QualityController` every ``interval_s`` and whenever a
@@ -50,6 +54,9 @@ from media.quality import QualityController, QualityOptions, Rung
 from media.queue_probe import QueueProbe, ice_ping
 from media.retransmit import RetransmitLimiter
 from media.tracks import ClockedVideoTrack
+from media.twcc import transport_cc_id
+from media.twcc_monitor import TransportFeedbackMonitor
+from media.twcc_report import TransportFeedbackReporter, install_transport_feedback
 from signaling.events import ControlEvent, QualityChanged
 
 __all__ = ["AdaptationOptions", "PeerSession", "QualityLoop", "QualitySession", "attach_quality"]
@@ -103,6 +110,7 @@ class AdaptationOptions:
     pace_factor: float | None = 2.5  # video leaves at this x its bitrate (None: in bursts)
     voice_bitrate: int | None = 32_000  # the Opus voice's bitrate (None: aiortc's 96 kbps)
     queue_probe: bool = True  # end a drain once STUN pings see the bottleneck queue empty
+    transport_feedback: bool = True  # read the queue from transport feedback on the voice
 
     def __post_init__(self) -> None:
         if not 0.02 <= self.interval_s <= 5:
@@ -163,11 +171,18 @@ class QualityLoop:
         self._task: asyncio.Task[None] | None = None
         self._applying: asyncio.Task[None] | None = None
         self.probe: QueueProbe | None = None
+        self.feedback: TransportFeedbackMonitor | None = None
+        self.feedback_reporter: TransportFeedbackReporter | None = None
         self._draining: asyncio.Task[None] | None = None
         self.drains: list[tuple[float, float, bool]] = []  # (clock time, seconds, ended early)
 
     def start(self) -> None:
         pc, top = self.session.pc, self.controller.rung
+        if self.options.transport_feedback:
+            self.feedback = self._watch_feedback(pc)  # before the pacer: it sends through it
+            # a browser numbers its microphone's packets too, and its pacer stalls when no
+            # feedback about them comes back: answer it
+            self.feedback_reporter = install_transport_feedback(pc)
         for tr in pc.getTransceivers():
             if tr.kind == "video" and tr.sender.track is self.session.video_track:
                 codecs = getattr(tr, "_codecs", [])
@@ -214,7 +229,43 @@ class QualityLoop:
             self.probe.start()
         self._task = asyncio.ensure_future(self._run())
 
+    def _watch_feedback(self, pc: RTCPeerConnection) -> TransportFeedbackMonitor | None:
+        """Number the voice transport-wide where both descriptions negotiated it."""
+        local, remote = pc.localDescription, pc.remoteDescription
+        if local is None or remote is None:
+            return None
+        ext_id = transport_cc_id(local.sdp)
+        if ext_id is None or ext_id != transport_cc_id(remote.sdp):
+            return None
+        for tr in pc.getTransceivers():
+            if tr.kind == "audio" and tr.sender.track is not None:
+
+                def estimate(bps: float) -> None:
+                    if self.monitor is not None:
+                        self.monitor.estimate(bps)
+
+                return TransportFeedbackMonitor(
+                    tr.sender.transport,
+                    tr.sender._ssrc,
+                    ext_id,
+                    on_estimate=estimate,
+                    time_fn=self.session.clock.now,
+                )
+        return None
+
     async def stop(self) -> None:
+        if self.feedback is not None:
+            self.feedback.close()
+        if self.feedback_reporter is not None:
+            await self.feedback_reporter.close()
+        if self.feedback is not None or self.feedback_reporter is not None:
+            fb, rep = self.feedback, self.feedback_reporter
+            log.info(
+                "transport feedback: %s read (%s queue signals), %s sent",
+                fb.stats.feedbacks if fb else "none",
+                fb.stats.signals if fb else 0,
+                rep.sent if rep else "none",
+            )
         if self.probe is not None:
             await self.probe.close()
         for task in (self._task, self._applying, self._draining):

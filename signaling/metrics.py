@@ -27,6 +27,7 @@ _METRIC_NAMES = (
     "batch_size",
     "quality_rung",
     "path_rtt",
+    "path_queue",
     "cache_total",
     "gpu_memory_bytes",
     "barge_ins_total",
@@ -104,6 +105,12 @@ class Metrics:
         self.path_rtt = Gauge(
             "avatar_path_rtt_seconds",
             "Smallest round trip of the call's ICE pings (its path without a queue)",
+            ["session"],
+            registry=r,
+        )
+        self.path_queue = Gauge(
+            "avatar_path_queue_seconds",
+            "Queue the call's voice met on its way to the caller (the caller's transport feedback)",
             ["session"],
             registry=r,
         )

@@ -20,6 +20,7 @@ from media.ingest import MicIngest
 from media.player import AvPlayer, IdleLoop
 from media.quality import Rung
 from media.tracks import ClockedAudioTrack, ClockedVideoTrack
+from media.twcc import add_transport_cc
 from media.vad import Segmenter, SegmenterOptions, SpeechDropped, SpeechStarted, UtteranceReady
 from signaling.adaptation import QualityLoop, attach_quality
 from signaling.early_asr import EarlyAsr, EarlyAsrOptions
@@ -159,7 +160,9 @@ class Session:
         self.pc.addTrack(self.audio_track)
         self.pc.addTrack(self.video_track)
         answer = await self.pc.createAnswer()
-        await self.pc.setLocalDescription(answer)
+        # transport-wide sequence numbers on the voice, where the caller offers them
+        sdp = add_transport_cc(answer.sdp, offer=offer.sdp)
+        await self.pc.setLocalDescription(RTCSessionDescription(sdp=sdp, type=answer.type))
         self.quality = attach_quality(self, on_change=self._on_quality)
         if not self._watching:
             self._watching = True
@@ -312,10 +315,14 @@ class Session:
 
     def sync_metrics(self) -> None:
         """Bring the call's gauges that are read on scrape up to date (the path's round
-        trip, as the quality loop's queue probe measures it)."""
+        trip, as the quality loop's queue probe measures it, and the queue its voice met,
+        from the caller's transport feedback)."""
         probe = self.quality.probe if self.quality is not None else None
         if probe is not None and (rtt := probe.baseline) is not None:
             self.metrics.path_rtt.labels(session=self.id).set(rtt)
+        feedback = self.quality.feedback if self.quality is not None else None
+        if feedback is not None and feedback.stats.feedbacks:
+            self.metrics.path_queue.labels(session=self.id).set(feedback.stats.last_queue_s)
 
     def _on_quality(self, rung: Rung, reason: str) -> None:
         if self.quality is not None:
@@ -460,8 +467,9 @@ class Session:
             await self.quality.stop()
             with contextlib.suppress(KeyError):
                 self.metrics.quality_rung.remove(self.id)
-            with contextlib.suppress(KeyError):
-                self.metrics.path_rtt.remove(self.id)
+            for gauge in (self.metrics.path_rtt, self.metrics.path_queue):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(self.id)
         await self.supervisor.close()
         if self._prefetch is not None:
             await self._prefetch.close()

@@ -108,6 +108,13 @@ async def test_spoken_question_gets_captioned_answer_and_moving_video(
         if line.startswith("avatar_path_rtt_seconds{")
     ]
     assert rtts and all(0 < r < 0.5 for r in rtts), rtts
+    # chromium negotiated transport-wide sequence numbers on the voice and reports them
+    queues = [
+        float(line.rsplit(" ", 1)[1])
+        for line in scraped.splitlines()
+        if line.startswith("avatar_path_queue_seconds{")
+    ]
+    assert queues and all(0 <= q < 0.5 for q in queues), queues
     assert "audioDelayMs" in figures and "videoDelayMs" in figures, figures
     assert "rung" in figures, figures  # the server's quality event reached the indicator
     level = await page.get_attribute("#quality", "data-level")

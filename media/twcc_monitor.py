@@ -1,0 +1,280 @@
+"""The sender's own view of a bottleneck queue, from the receiver's transport feedback.
+
+A browser's REMB reacts to a sudden bottleneck only after 0.7-0.8 s (measured with
+aiortc's port of its estimator, ``scripts/bench_congestion.py --no-fast-remb``): by then a
+one-second queue is full, and the voice waits behind it. With transport-wide sequence
+numbers on the voice (:func:`media.twcc.add_transport_cc`), the browser reports when each
+voice packet arrived, every 50-100 ms. :class:`TransportFeedbackMonitor` numbers the voice
+packets as they leave the call's DTLS transport, counts every byte that leaves (video
+too), and reads the feedback:
+
+- a voice packet's one-way delay (arrival minus send time, any offset) is the queue it met;
+- while the queue is busy, everything sent between two voice packets left the bottleneck
+  between their arrivals, so those bytes over that time *is* the link's rate.
+
+Those samples go through :class:`BusyQueueDetector` (a queue that grows over a run of
+voice packets that all waited) and :mod:`media.fast_remb`'s detector of a slowly growing
+one; a queue's rate, when it is under ``drop_ratio`` of what
+we send, is reported with ``on_estimate`` as a REMB would be. Pure bookkeeping apart from
+wrapping the transport's ``_send_rtp`` and ``_handle_rtcp_data`` (instance attributes);
+:meth:`close` gives them back.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiortc.rtp import is_rtcp
+
+from media.fast_remb import QueueGrowthDetector, QueueGrowthOptions
+from media.twcc import feedback_fcis, parse_feedback, stamp_sequence
+
+__all__ = [
+    "BusyQueueDetector",
+    "BusyQueueOptions",
+    "TransportFeedbackMonitor",
+    "TwccOptions",
+    "TwccStats",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BusyQueueOptions:
+    floor_window_ms: float = 2000.0  # the delay floor: the lowest of this long
+    min_busy_ms: float = 15.0  # a sample this far over the floor met a queue
+    min_queue_ms: float = 80.0  # the newest sample's queue, to look at all
+    min_rise_ms: float = 50.0  # the queue grew this much over the busy run
+    min_samples: int = 3  # the busy run has this many samples or more
+    max_span_ms: float = 600.0  # of send time, looked back over
+    min_arrival_span_ms: float = 30.0
+    backoff: float = 0.85  # the estimate is this share of the link's rate
+
+    def __post_init__(self) -> None:
+        if self.min_samples < 2 or self.min_busy_ms <= 0 or self.min_queue_ms < self.min_busy_ms:
+            raise ValueError("need min_samples >= 2 and 0 < min_busy_ms <= min_queue_ms")
+        if not 0 < self.backoff <= 1:
+            raise ValueError(f"backoff must be within (0, 1], got {self.backoff}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Sample:
+    send_ms: float
+    arrival_ms: float
+    queue_ms: float
+    size: int  # bytes that left us since the sample before, this one's packet included
+
+
+class BusyQueueDetector:
+    """A bottleneck queue in sparse samples (the voice, every 20 ms) that each carry the
+    bytes sent since the one before. Pure: times are inputs.
+
+    While a FIFO queue stays busy, the bytes sent between two samples leave it between
+    their arrivals: over a run of samples that all waited (``min_busy_ms`` over the delay
+    floor) and whose queue grew by ``min_rise_ms`` to at least ``min_queue_ms``, those
+    bytes over that arrival time are the link's rate; the estimate is ``backoff`` times it.
+    A delay step or a receiver's stall leaves the rate at what was sent (no news);
+    a real bottleneck shows a rate under it (the monitor's ``drop_ratio`` decides).
+    """
+
+    def __init__(self, options: BusyQueueOptions | None = None) -> None:
+        self.options = options or BusyQueueOptions()
+        self._samples: deque[_Sample] = deque()
+        self._floor: deque[tuple[float, float]] = deque()  # (send ms, delay), rising delays
+
+    def _lowest(self, send_ms: float, delay: float) -> float:
+        q = self._floor
+        while q and q[-1][1] >= delay:
+            q.pop()
+        q.append((send_ms, delay))
+        while q[0][0] < send_ms - self.options.floor_window_ms:
+            q.popleft()
+        return q[0][1]
+
+    def observe(self, *, arrival_ms: float, send_ms: float, size: int) -> int | None:
+        o, h = self.options, self._samples
+        delay = arrival_ms - send_ms
+        queue = delay - self._lowest(send_ms, delay)
+        h.append(_Sample(send_ms, arrival_ms, queue, size))
+        while h[0].send_ms < send_ms - o.max_span_ms:
+            h.popleft()
+        if queue < o.min_queue_ms:
+            return None
+        run = 1  # the busy run that ends with this sample
+        while run < len(h) and h[-run - 1].queue_ms >= o.min_busy_ms:
+            run += 1
+        if run < o.min_samples:
+            return None
+        first, last = h[-run], h[-1]
+        if last.queue_ms - first.queue_ms < o.min_rise_ms:
+            return None
+        span = last.arrival_ms - first.arrival_ms
+        if span < o.min_arrival_span_ms:
+            return None
+        sent = sum(h[k].size for k in range(len(h) - run + 1, len(h)))
+        return round(o.backoff * sent * 8 * 1000 / span)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TwccOptions:
+    busy: BusyQueueOptions = field(default_factory=BusyQueueOptions)
+    growth: QueueGrowthOptions = field(default_factory=QueueGrowthOptions)
+    drop_ratio: float = 0.7  # a queue's rate under this share of what we send is news
+    hold_s: float = 0.5  # after a signal, another one only if lower (or after this long)
+    rate_window_s: float = 1.0  # what we send: over this long
+    history: int = 4096  # numbered packets remembered (~80 s of voice)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.drop_ratio < 1:
+            raise ValueError(f"drop_ratio must be within (0, 1), got {self.drop_ratio}")
+        if self.hold_s < 0 or self.rate_window_s <= 0 or self.history < 16:
+            raise ValueError("hold_s >= 0, rate_window_s > 0 and history >= 16 are needed")
+
+
+@dataclass(slots=True)
+class TwccStats:
+    numbered: int = 0  # packets that left with a transport-wide sequence number
+    feedbacks: int = 0  # feedback messages read
+    reported: int = 0  # packets they said arrived
+    malformed: int = 0  # feedback messages that could not be read
+    signals: int = 0  # estimates reported (queues seen)
+    last_queue_s: float = 0.0  # the newest reported packet's delay over the lowest seen
+    first_feedback_at: float | None = None
+    signal_times: list[float] = field(default_factory=list)  # the newest 64 signals' times
+
+
+_Send = Callable[[bytes], Awaitable[None]]
+_Handle = Callable[[bytes], Awaitable[None]]
+
+
+class TransportFeedbackMonitor:
+    """Numbers ``ssrc``'s packets on ``transport`` (an ``RTCDtlsTransport``) with extension
+    ``ext_id`` and turns the transport feedback about them into estimates (bps)."""
+
+    def __init__(
+        self,
+        transport: Any,
+        ssrc: int,
+        ext_id: int,
+        *,
+        on_estimate: Callable[[float], None] | None = None,
+        options: TwccOptions | None = None,
+        time_fn: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.options = options or TwccOptions()
+        self.stats = TwccStats()
+        self._transport, self._ssrc, self._ext_id = transport, ssrc, ext_id
+        self._on_estimate = on_estimate
+        self._time = time_fn
+        self._seq = 0
+        self._sent_bytes = 0
+        # sequence number (16 bits) -> (send time, bytes sent up to and with it)
+        self._sent: OrderedDict[int, tuple[float, int]] = OrderedDict()
+        self._rates: deque[tuple[float, int]] = deque()  # (time, bytes sent): our rate
+        self._last: tuple[float, int] | None = None  # the newest reported (send, bytes)
+        self._lowest_delay: float | None = None
+        self._busy = BusyQueueDetector(self.options.busy)
+        self._growth = QueueGrowthDetector(self.options.growth)
+        self._signal: tuple[float, float] | None = None  # (at, bps)
+        self._send: _Send = transport._send_rtp
+        self._handle: _Handle = transport._handle_rtcp_data
+        transport._send_rtp = self._sending
+        transport._handle_rtcp_data = self._received
+
+    def close(self) -> None:
+        if self._transport._send_rtp == self._sending:
+            self._transport._send_rtp = self._send
+        if self._transport._handle_rtcp_data == self._received:
+            self._transport._handle_rtcp_data = self._handle
+
+    def send_bps(self, now: float) -> float | None:
+        """What left the transport over the last ``rate_window_s`` (None: too little yet)."""
+        q = self._rates
+        while len(q) > 2 and q[1][0] <= now - self.options.rate_window_s:
+            q.popleft()
+        if len(q) < 2 or q[-1][0] - q[0][0] < 0.2:
+            return None
+        return (q[-1][1] - q[0][1]) * 8 / (q[-1][0] - q[0][0])
+
+    # ---- the wrapped transport ---------------------------------------------------------
+    async def _sending(self, data: bytes) -> None:
+        now = self._time()
+        if not is_rtcp(data) and len(data) >= 12 and int.from_bytes(data[8:12]) == self._ssrc:
+            stamped = stamp_sequence(data, self._ext_id, self._seq)
+            if stamped is not None:
+                data = stamped
+                self._sent_bytes += len(data)
+                self._sent[self._seq] = (now, self._sent_bytes)
+                self._seq = (self._seq + 1) & 0xFFFF
+                self.stats.numbered += 1
+                while len(self._sent) > self.options.history:
+                    self._sent.popitem(last=False)
+                self._rates.append((now, self._sent_bytes))
+                await self._send(data)
+                return
+        self._sent_bytes += len(data)
+        await self._send(data)
+
+    async def _received(self, data: bytes) -> None:
+        for fci in feedback_fcis(data):
+            try:
+                self.read(fci)
+            except ValueError as exc:
+                self.stats.malformed += 1
+                log.debug("transport feedback skipped: %s", exc)
+        await self._handle(data)
+
+    # ---- the feedback ------------------------------------------------------------------
+    def read(self, fci: bytes) -> float | None:
+        """Read one feedback FCI; the estimate it led to (also given to ``on_estimate``)."""
+        feedback = parse_feedback(fci)
+        now = self._time()
+        s = self.stats
+        s.feedbacks += 1
+        if s.first_feedback_at is None:
+            s.first_feedback_at = now
+        signal: float | None = None
+        for seq, arrival_us in feedback.arrivals:
+            sent = self._sent.get(seq)
+            if arrival_us is None or sent is None:
+                continue
+            s.reported += 1
+            send_s, total = sent
+            last, self._last = self._last, sent
+            if last is None or send_s <= last[0]:
+                continue  # the first one, or old news (a feedback repeated)
+            arrival_ms, send_ms = arrival_us / 1000, send_s * 1000
+            delay = arrival_ms - send_ms
+            if self._lowest_delay is None or delay < self._lowest_delay:
+                self._lowest_delay = delay
+            low = self._lowest_delay
+            s.last_queue_s = max(0.0, delay - low) / 1000
+            size = total - last[1]  # everything that left since the last voice packet
+            sudden = self._busy.observe(arrival_ms=arrival_ms, send_ms=send_ms, size=size)
+            growing = self._growth.observe(arrival_ms=arrival_ms, send_ms=send_ms, size=size)
+            for bps in (sudden, growing):
+                if bps is not None and self._news(now, bps):
+                    signal = bps if signal is None else min(signal, bps)
+        if signal is not None:
+            self._signal = (now, signal)
+            s.signals += 1
+            s.signal_times = [*s.signal_times[-63:], now]
+            if self._on_estimate is not None:
+                self._on_estimate(signal)
+        return signal
+
+    def _news(self, now: float, bps: float) -> bool:
+        """Is this estimate worth acting on: well under what we send, and under the last
+        signal while that still holds?"""
+        sending = self.send_bps(now)
+        if sending is None or bps >= self.options.drop_ratio * sending:
+            return False
+        if self._signal is not None and now - self._signal[0] < self.options.hold_s:
+            return bps < self._signal[1]
+        return True
