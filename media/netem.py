@@ -156,6 +156,8 @@ class UdpRelay:
         self._sides: dict[str, _Side] = {}
         self._targets: dict[str, Addr | None] = {"a": None, "b": None}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: dict[str, int] = {}  # per direction: packets scheduled, not yet sent
+        self._last_at: dict[str, float] = {}  # ... and the latest time scheduled
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -217,13 +219,21 @@ class UdpRelay:
         transport = out.transport
         if transport is None:
             return
-        if at <= now:
+        # a link without jitter keeps the order: a packet due now still waits for the ones
+        # scheduled before it (a busy event loop runs their timers late)
+        if not link.impairment.jitter_s and side in self._last_at:
+            at = max(at, self._last_at[side] + 1e-6)  # (timers due at once run in any order)
+        if at <= now and not self._pending.get(side):
             transport.sendto(data, target)
-        else:
-            loop.call_at(at, self._send, transport, data, target)
+            return
+        self._pending[side] = self._pending.get(side, 0) + 1
+        self._last_at[side] = at
+        loop.call_at(at, self._send, side, transport, data, target)
 
-    @staticmethod
-    def _send(transport: asyncio.DatagramTransport, data: bytes, target: Addr) -> None:
+    def _send(
+        self, side: str, transport: asyncio.DatagramTransport, data: bytes, target: Addr
+    ) -> None:
+        self._pending[side] -= 1
         if not transport.is_closing():
             transport.sendto(data, target)
 

@@ -146,6 +146,7 @@ class TwccStats:
     signals: int = 0  # estimates reported (queues seen)
     last_queue_s: float = 0.0  # the newest reported packet's delay over the lowest seen
     first_feedback_at: float | None = None
+    last_feedback_at: float | None = None
     signal_times: list[float] = field(default_factory=list)  # the newest 64 signals' times
 
 
@@ -193,6 +194,14 @@ class TransportFeedbackMonitor:
         if self._transport._handle_rtcp_data == self._received:
             self._transport._handle_rtcp_data = self._handle
 
+    @property
+    def feedback_interval_s(self) -> float | None:
+        """The receiver's mean interval between two feedback messages so far."""
+        s = self.stats
+        if s.feedbacks < 2 or s.first_feedback_at is None or s.last_feedback_at is None:
+            return None
+        return (s.last_feedback_at - s.first_feedback_at) / (s.feedbacks - 1)
+
     def send_bps(self, now: float) -> float | None:
         """What left the transport over the last ``rate_window_s`` (None: too little yet)."""
         q = self._rates
@@ -239,6 +248,7 @@ class TransportFeedbackMonitor:
         s.feedbacks += 1
         if s.first_feedback_at is None:
             s.first_feedback_at = now
+        s.last_feedback_at = now
         signal: float | None = None
         for seq, arrival_us in feedback.arrivals:
             sent = self._sent.get(seq)

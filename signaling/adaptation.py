@@ -260,9 +260,11 @@ class QualityLoop:
             await self.feedback_reporter.close()
         if self.feedback is not None or self.feedback_reporter is not None:
             fb, rep = self.feedback, self.feedback_reporter
+            every = fb.feedback_interval_s if fb else None
             log.info(
-                "transport feedback: %s read (%s queue signals), %s sent",
+                "transport feedback: %s read (every %s ms, %s queue signals), %s sent",
                 fb.stats.feedbacks if fb else "none",
+                round(every * 1000) if every is not None else "-",
                 fb.stats.signals if fb else 0,
                 rep.sent if rep else "none",
             )

@@ -111,3 +111,32 @@ def test_sdp_candidate_rewrite() -> None:
     assert "5000" not in out and out.count(" 6000 ") == 4
     with pytest.raises(ValueError, match=r"no 127\.0\.0\.1"):
         candidate_port("v=0\r\n")
+
+
+async def test_relay_keeps_the_order_when_the_loop_runs_late() -> None:
+    """A FIFO link never reorders: a packet due at once still waits for the ones scheduled
+    before it, also when a busy event loop runs their timers late (it once did not, and
+    the bot's voice buffer counted the reordered voice as lost)."""
+    loop = asyncio.get_running_loop()
+    relay = UdpRelay(seed=2)
+    await relay.start()
+    ta, _pa, addr_a = await _endpoint(loop)
+    tb, pb, addr_b = await _endpoint(loop)
+    relay.set_targets(a=addr_a, b=addr_b)
+    try:
+        relay.impair(a_to_b=Impairment(rate_bps=1_500_000, burst_bytes=1600))
+        n = 0
+        for _ in range(20):
+            for _ in range(5):  # a burst over the bucket: a queue forms
+                ta.sendto(n.to_bytes(4, "big") + bytes(800), ("127.0.0.1", relay.a_port))
+                n += 1
+            await asyncio.sleep(0.001)
+            time.sleep(0.03)  # noqa: ASYNC251 (on purpose: the busy loop runs due timers late)
+        await asyncio.sleep(0.5)
+        got = [int.from_bytes(d[:4], "big") for _, d in pb.got]
+        assert len(got) == n
+        assert got == sorted(got)
+    finally:
+        relay.close()
+        ta.close()
+        tb.close()
