@@ -48,6 +48,7 @@ __all__ = [
     "QueueRiseDetector",
     "QueueRiseOptions",
     "RembObserver",
+    "SlidingMin",
     "install_fast_remb",
 ]
 
@@ -82,7 +83,7 @@ class _Arrival:
     size: int
 
 
-class _SlidingMin:
+class SlidingMin:
     """The lowest delay of the last ``window_ms`` of send time, in O(1) amortized."""
 
     def __init__(self, window_ms: float) -> None:
@@ -106,7 +107,7 @@ class QueueRiseDetector:
     def __init__(self, options: QueueRiseOptions | None = None) -> None:
         self.options = options or QueueRiseOptions()
         self._history: deque[_Arrival] = deque()
-        self._lowest = _SlidingMin(self.options.window_ms)
+        self._lowest = SlidingMin(self.options.window_ms)
 
     def observe(self, *, arrival_ms: float, send_ms: float, size: int) -> int | None:
         """Add one packet (``send_ms`` unwrapped, any origin); the REMB (bps) if a queue
@@ -183,7 +184,7 @@ class QueueGrowthDetector:
     def __init__(self, options: QueueGrowthOptions | None = None) -> None:
         self.options = options or QueueGrowthOptions()
         self._history: deque[_Arrival] = deque()
-        self._floor = _SlidingMin(self.options.floor_window_ms)
+        self._floor = SlidingMin(self.options.floor_window_ms)
         self._checked_at = -math.inf
 
     def observe(self, *, arrival_ms: float, send_ms: float, size: int) -> int | None:

@@ -271,14 +271,14 @@ async def connect_via_relay(
     relay: UdpRelay,
     *,
     negotiated: Callable[[], None] | None = None,
-    transport_cc: bool = False,
+    transport_cc: tuple[str, ...] = (),
 ) -> None:
     """Offer/answer between two in-process aiortc peers so all traffic crosses ``relay``.
 
     The offerer is peer A, the answerer peer B. Add tracks and handlers first; ICE with only
     127.0.0.1 host candidates (see ``tests.rtc_helpers.patch_loopback_ice``). ``negotiated``
     is called once both descriptions are set, before media flows. ``transport_cc``
-    negotiates transport-wide sequence numbers on the audio, as a browser would
+    negotiates transport-wide sequence numbers on those kinds of media, as a browser would
     (:func:`media.twcc.add_transport_cc`). Returns when both are connected; bound it with
     ``asyncio.timeout``.
     """
@@ -296,7 +296,9 @@ async def connect_via_relay(
         pc.on("connectionstatechange", _watch)
     offer = await offerer.createOffer()
     if transport_cc:
-        offer = RTCSessionDescription(sdp=add_transport_cc(offer.sdp), type="offer")
+        offer = RTCSessionDescription(
+            sdp=add_transport_cc(offer.sdp, kinds=transport_cc), type="offer"
+        )
     await offerer.setLocalDescription(offer)
     offer = offerer.localDescription
     relay.set_targets(a=(_LOOPBACK, candidate_port(offer.sdp)))
@@ -306,7 +308,7 @@ async def connect_via_relay(
     answer = await answerer.createAnswer()
     if transport_cc:
         answer = RTCSessionDescription(
-            sdp=add_transport_cc(answer.sdp, offer=offer.sdp), type="answer"
+            sdp=add_transport_cc(answer.sdp, offer=offer.sdp, kinds=transport_cc), type="answer"
         )
     await answerer.setLocalDescription(answer)
     answer = answerer.localDescription
@@ -338,7 +340,7 @@ async def relayed_call(
     seed: int = 0,
     negotiated: Callable[[Any, Any], None] | None = None,
     connect_timeout_s: float = 20.0,
-    transport_cc: bool = False,
+    transport_cc: tuple[str, ...] = (),
 ) -> AsyncIterator[RelayedCall]:
     """A call's media plane through a fresh :class:`UdpRelay`: the sender plays ``audio``
     (on a sendrecv transceiver, as a call does) and ``video``; every track the receiver gets

@@ -120,11 +120,15 @@ class RtcpMonitor:
             except ValueError:
                 return
             if ssrc in ssrcs:
-                bps = float(bitrate)
-                if self._cap is not None and self._time() < self._cap[0]:
-                    bps = min(bps, self._cap[1])
-                self._pending["remb_bps"] = bps
-                self.news.set()
+                self.remb(float(bitrate))
+
+    def remb(self, bps: float) -> None:
+        """A REMB's estimate: one that arrived, or the sender's own from transport
+        feedback, where a browser sends none (:mod:`media.twcc_monitor`)."""
+        if self._cap is not None and self._time() < self._cap[0]:
+            bps = min(bps, self._cap[1])
+        self._pending["remb_bps"] = bps
+        self.news.set()
 
     def estimate(self, bps: float, *, hold_s: float = 1.0) -> None:
         """A bandwidth estimate from elsewhere (the sender's own, from transport feedback),

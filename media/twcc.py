@@ -19,6 +19,7 @@ import itertools
 import re
 import struct
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = [
     "TRANSPORT_CC_URI",
@@ -26,6 +27,7 @@ __all__ = [
     "add_transport_cc",
     "build_feedback",
     "feedback_fcis",
+    "negotiated_id",
     "parse_feedback",
     "read_sequence",
     "stamp_sequence",
@@ -218,7 +220,8 @@ def stamp_sequence(data: bytes, ext_id: int, seq: int) -> bytes | None:
 
 
 _EXTMAP = re.compile(r"^a=extmap:(\d+)(?:/\w+)? (\S+)", re.M)
-_RTPMAP_OPUS = re.compile(r"^a=rtpmap:(\d+) opus/", re.M | re.I)
+_RTPMAP = re.compile(r"^a=rtpmap:(\d+) ([\w-]+)/", re.M)
+_NOT_MEDIA = {"rtx", "red", "ulpfec", "flexfec-03"}  # repair formats: no feedback of their own
 
 
 def _sections(sdp: str) -> list[str]:
@@ -226,37 +229,65 @@ def _sections(sdp: str) -> list[str]:
     return re.split(r"(?m)^(?=m=)", sdp)
 
 
+def _section_id(section: str) -> int | None:
+    for ext_id, uri in _EXTMAP.findall(section):
+        if uri == TRANSPORT_CC_URI:
+            return int(ext_id)
+    return None
+
+
 def transport_cc_id(sdp: str, kind: str = "audio") -> int | None:
     """The extension id negotiated for transport-wide sequence numbers on the first
     ``kind`` m-section of ``sdp`` (None: not negotiated there)."""
     for section in _sections(sdp)[1:]:
         if section.startswith(f"m={kind} "):
-            for ext_id, uri in _EXTMAP.findall(section):
-                if uri == TRANSPORT_CC_URI:
-                    return int(ext_id)
-            return None
+            return _section_id(section)
     return None
 
 
-def add_transport_cc(sdp: str, *, offer: str | None = None) -> str:
-    """``sdp`` with the transport-wide sequence number negotiated on its audio m-sections
-    (the extension and ``transport-cc`` feedback for Opus). For an answer pass the
-    ``offer``: nothing is added unless the offer has it, under the offer's id."""
+def negotiated_id(pc: Any, kind: str = "audio") -> int | None:
+    """The transport-wide sequence number extension id of ``kind`` on ``pc`` (an aiortc
+    peer with both descriptions set) where both negotiated it, else None."""
+    local, remote = pc.localDescription, pc.remoteDescription
+    if local is None or remote is None:
+        return None
+    ext_id = transport_cc_id(local.sdp, kind)
+    same = ext_id is not None and ext_id == transport_cc_id(remote.sdp, kind)
+    return ext_id if same else None
+
+
+def add_transport_cc(
+    sdp: str, *, offer: str | None = None, kinds: tuple[str, ...] = ("audio",)
+) -> str:
+    """``sdp`` with transport-wide sequence numbers negotiated on its m-sections of
+    ``kinds`` (the extension, and ``transport-cc`` feedback for each media format; by
+    default the voice only: a browser then keeps its REMB for the video). For an answer
+    pass the ``offer``: a section gets it only where the offer's has it, under its id."""
+    offered: list[int | None] = []
     if offer is not None:
-        ext_id = transport_cc_id(offer)
-        if ext_id is None:
-            return sdp
-    else:
-        used = {int(i) for i, _ in _EXTMAP.findall(sdp)}
-        ext_id = next(i for i in range(1, 15) if i not in used)
+        offered = [_section_id(section) for section in _sections(offer)[1:]]
+    used = {int(i) for i, _ in _EXTMAP.findall(sdp)}
+    free = next(i for i in range(1, 15) if i not in used)
     eol = "\r\n" if "\r\n" in sdp else "\n"
     parts = _sections(sdp)
     for k, section in enumerate(parts):
-        if not section.startswith("m=audio ") or transport_cc_id(section + eol) is not None:
+        if k == 0 or not section.startswith(tuple(f"m={kind} " for kind in kinds)):
+            continue
+        if _section_id(section) is not None:
+            continue
+        if offer is None:
+            ext_id: int | None = free
+        else:  # the answer's sections follow the offer's, in order
+            ext_id = offered[k - 1] if k - 1 < len(offered) else None
+        if ext_id is None:
             continue
         lines = section.split(eol)
         extra = [f"a=extmap:{ext_id} {TRANSPORT_CC_URI}"]
-        extra += [f"a=rtcp-fb:{pt} transport-cc" for pt in _RTPMAP_OPUS.findall(section)]
+        extra += [
+            f"a=rtcp-fb:{pt} transport-cc"
+            for pt, name in _RTPMAP.findall(section)
+            if name.lower() not in _NOT_MEDIA
+        ]
         # after the last attribute line (a section ends with its line break)
         last = max(i for i, line in enumerate(lines) if line)
         parts[k] = eol.join(lines[: last + 1] + extra + lines[last + 1 :])

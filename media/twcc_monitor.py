@@ -23,15 +23,21 @@ wrapping the transport's ``_send_rtp`` and ``_handle_rtcp_data`` (instance attri
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiortc.rtp import is_rtcp
 
-from media.fast_remb import QueueGrowthDetector, QueueGrowthOptions
+from media.fast_remb import (
+    FastRemoteBitrateEstimator,
+    QueueGrowthDetector,
+    QueueGrowthOptions,
+    SlidingMin,
+)
 from media.twcc import feedback_fcis, parse_feedback, stamp_sequence
 
 __all__ = [
@@ -86,21 +92,12 @@ class BusyQueueDetector:
     def __init__(self, options: BusyQueueOptions | None = None) -> None:
         self.options = options or BusyQueueOptions()
         self._samples: deque[_Sample] = deque()
-        self._floor: deque[tuple[float, float]] = deque()  # (send ms, delay), rising delays
-
-    def _lowest(self, send_ms: float, delay: float) -> float:
-        q = self._floor
-        while q and q[-1][1] >= delay:
-            q.pop()
-        q.append((send_ms, delay))
-        while q[0][0] < send_ms - self.options.floor_window_ms:
-            q.popleft()
-        return q[0][1]
+        self._floor = SlidingMin(self.options.floor_window_ms)
 
     def observe(self, *, arrival_ms: float, send_ms: float, size: int) -> int | None:
         o, h = self.options, self._samples
         delay = arrival_ms - send_ms
-        queue = delay - self._lowest(send_ms, delay)
+        queue = delay - self._floor.add(send_ms, delay)
         h.append(_Sample(send_ms, arrival_ms, queue, size))
         while h[0].send_ms < send_ms - o.max_span_ms:
             h.popleft()
@@ -143,7 +140,9 @@ class TwccStats:
     feedbacks: int = 0  # feedback messages read
     reported: int = 0  # packets they said arrived
     malformed: int = 0  # feedback messages that could not be read
-    signals: int = 0  # estimates reported (queues seen)
+    signals: int = 0  # queues seen (the voice's estimates, the estimator's early REMBs)
+    rembs: int = 0  # REMBs the video's estimator gave (numbered video only)
+    remb_trace: list[tuple[float, int, bool]] = field(default_factory=list)  # newest 256
     last_queue_s: float = 0.0  # the newest reported packet's delay over the lowest seen
     first_feedback_at: float | None = None
     last_feedback_at: float | None = None
@@ -154,34 +153,62 @@ _Send = Callable[[bytes], Awaitable[None]]
 _Handle = Callable[[bytes], Awaitable[None]]
 
 
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    at: float  # send time (s)
+    total: int  # bytes sent up to and with this packet
+    payload: int  # its payload bytes (REMB's unit)
+    ssrc: int
+
+
+def _payload_size(data: bytes) -> int:
+    header = 12 + 4 * (data[0] & 0x0F)
+    if data[0] & 0x10 and len(data) >= header + 4:
+        header += 4 + 4 * int.from_bytes(data[header + 2 : header + 4])
+    return max(0, len(data) - header)
+
+
 class TransportFeedbackMonitor:
-    """Numbers ``ssrc``'s packets on ``transport`` (an ``RTCDtlsTransport``) with extension
-    ``ext_id`` and turns the transport feedback about them into estimates (bps)."""
+    """Numbers the packets of the SSRCs in ``ext_ids`` (SSRC -> extension id) on
+    ``transport`` (an ``RTCDtlsTransport``) and reads the transport feedback about them.
+
+    ``voice_ssrc``'s packets feed :class:`BusyQueueDetector` and the slow-growth detector;
+    their estimates go to ``on_estimate``. Where the video is numbered too
+    (``video_ssrcs``) a browser sends no REMB for it, so its packets feed the estimator a
+    REMB comes from (:class:`media.fast_remb.FastRemoteBitrateEstimator`) here on the
+    sender, whose REMBs go to ``on_remb``.
+    """
 
     def __init__(
         self,
         transport: Any,
-        ssrc: int,
-        ext_id: int,
+        ext_ids: Mapping[int, int],
         *,
+        voice_ssrc: int | None = None,
+        video_ssrcs: frozenset[int] = frozenset(),
         on_estimate: Callable[[float], None] | None = None,
+        on_remb: Callable[[float], None] | None = None,
         options: TwccOptions | None = None,
         time_fn: Callable[[], float] = time.monotonic,
     ) -> None:
         self.options = options or TwccOptions()
         self.stats = TwccStats()
-        self._transport, self._ssrc, self._ext_id = transport, ssrc, ext_id
-        self._on_estimate = on_estimate
+        self._transport, self._ext_ids = transport, dict(ext_ids)
+        self._voice, self._video = voice_ssrc, video_ssrcs & self._ext_ids.keys()
+        self._on_estimate, self._on_remb = on_estimate, on_remb
         self._time = time_fn
         self._seq = 0
         self._sent_bytes = 0
-        # sequence number (16 bits) -> (send time, bytes sent up to and with it)
-        self._sent: OrderedDict[int, tuple[float, int]] = OrderedDict()
+        self._sent: OrderedDict[int, _Sent] = OrderedDict()  # by 16-bit sequence number
         self._rates: deque[tuple[float, int]] = deque()  # (time, bytes sent): our rate
-        self._last: tuple[float, int] | None = None  # the newest reported (send, bytes)
+        self._last_voice: _Sent | None = None  # the newest voice packet reported
+        self._newest_at = -math.inf  # send time of the newest packet reported
         self._lowest_delay: float | None = None
         self._busy = BusyQueueDetector(self.options.busy)
         self._growth = QueueGrowthDetector(self.options.growth)
+        self.estimator: FastRemoteBitrateEstimator | None = None
+        if self._video:
+            self.estimator = FastRemoteBitrateEstimator(on_remb=self._remb_seen)
         self._signal: tuple[float, float] | None = None  # (at, bps)
         self._send: _Send = transport._send_rtp
         self._handle: _Handle = transport._handle_rtcp_data
@@ -214,21 +241,25 @@ class TransportFeedbackMonitor:
     # ---- the wrapped transport ---------------------------------------------------------
     async def _sending(self, data: bytes) -> None:
         now = self._time()
-        if not is_rtcp(data) and len(data) >= 12 and int.from_bytes(data[8:12]) == self._ssrc:
-            stamped = stamp_sequence(data, self._ext_id, self._seq)
-            if stamped is not None:
-                data = stamped
-                self._sent_bytes += len(data)
-                self._sent[self._seq] = (now, self._sent_bytes)
-                self._seq = (self._seq + 1) & 0xFFFF
-                self.stats.numbered += 1
-                while len(self._sent) > self.options.history:
-                    self._sent.popitem(last=False)
-                self._rates.append((now, self._sent_bytes))
-                await self._send(data)
-                return
-        self._sent_bytes += len(data)
-        await self._send(data)
+        ssrc = int.from_bytes(data[8:12]) if len(data) >= 12 and not is_rtcp(data) else None
+        ext_id = self._ext_ids.get(ssrc) if ssrc is not None else None
+        stamped = None
+        if ssrc is not None and ext_id is not None:
+            stamped = stamp_sequence(data, ext_id, self._seq)
+        if stamped is None:
+            self._sent_bytes += len(data)
+            await self._send(data)
+            return
+        assert ssrc is not None
+        self._sent_bytes += len(stamped)
+        self._sent[self._seq] = _Sent(now, self._sent_bytes, _payload_size(stamped), ssrc)
+        self._seq = (self._seq + 1) & 0xFFFF
+        self.stats.numbered += 1
+        while len(self._sent) > self.options.history:
+            self._sent.popitem(last=False)
+        if len(self._rates) < 2 or now - self._rates[-1][0] >= 0.01:
+            self._rates.append((now, self._sent_bytes))
+        await self._send(stamped)
 
     async def _received(self, data: bytes) -> None:
         for fci in feedback_fcis(data):
@@ -241,7 +272,8 @@ class TransportFeedbackMonitor:
 
     # ---- the feedback ------------------------------------------------------------------
     def read(self, fci: bytes) -> float | None:
-        """Read one feedback FCI; the estimate it led to (also given to ``on_estimate``)."""
+        """Read one feedback FCI; the voice's estimate it led to (also given to
+        ``on_estimate``; the video estimator's REMBs go to ``on_remb``)."""
         feedback = parse_feedback(fci)
         now = self._time()
         s = self.stats
@@ -255,17 +287,23 @@ class TransportFeedbackMonitor:
             if arrival_us is None or sent is None:
                 continue
             s.reported += 1
-            send_s, total = sent
-            last, self._last = self._last, sent
-            if last is None or send_s <= last[0]:
-                continue  # the first one, or old news (a feedback repeated)
-            arrival_ms, send_ms = arrival_us / 1000, send_s * 1000
+            if sent.at < self._newest_at - 1.0:
+                continue  # a sequence number reused since (the history wrapped)
+            self._newest_at = max(self._newest_at, sent.at)
+            arrival_ms, send_ms = arrival_us / 1000, sent.at * 1000
             delay = arrival_ms - send_ms
             if self._lowest_delay is None or delay < self._lowest_delay:
                 self._lowest_delay = delay
-            low = self._lowest_delay
-            s.last_queue_s = max(0.0, delay - low) / 1000
-            size = total - last[1]  # everything that left since the last voice packet
+            s.last_queue_s = max(0.0, delay - self._lowest_delay) / 1000
+            if sent.ssrc in self._video and self.estimator is not None:
+                abs_send = round(sent.at * (1 << 18)) & 0xFFFFFF
+                self.estimator.add(round(arrival_ms), abs_send, sent.payload, sent.ssrc)
+            if sent.ssrc != self._voice:
+                continue
+            last, self._last_voice = self._last_voice, sent
+            if last is None or sent.at <= last.at:
+                continue  # the first one, or old news (a feedback repeated)
+            size = sent.total - last.total  # everything that left since the last voice packet
             sudden = self._busy.observe(arrival_ms=arrival_ms, send_ms=send_ms, size=size)
             growing = self._growth.observe(arrival_ms=arrival_ms, send_ms=send_ms, size=size)
             for bps in (sudden, growing):
@@ -273,11 +311,23 @@ class TransportFeedbackMonitor:
                     signal = bps if signal is None else min(signal, bps)
         if signal is not None:
             self._signal = (now, signal)
-            s.signals += 1
-            s.signal_times = [*s.signal_times[-63:], now]
+            self._signalled(now)
             if self._on_estimate is not None:
                 self._on_estimate(signal)
         return signal
+
+    def _remb_seen(self, _arrival_ms: int, bps: int, fast: bool) -> None:
+        self.stats.rembs += 1
+        self.stats.remb_trace = [*self.stats.remb_trace[-255:], (self._time(), bps, fast)]
+        if fast:
+            self._signalled(self._time())
+        if self._on_remb is not None:
+            self._on_remb(float(bps))
+
+    def _signalled(self, now: float) -> None:
+        s = self.stats
+        s.signals += 1
+        s.signal_times = [*s.signal_times[-63:], now]
 
     def _news(self, now: float, bps: float) -> bool:
         """Is this estimate worth acting on: well under what we send, and under the last

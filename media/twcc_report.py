@@ -2,7 +2,7 @@
 
 aiortc neither numbers its packets transport-wide nor answers with transport feedback.
 :class:`TransportFeedbackReporter` gives one aiortc peer the receiving half: it notes when
-each packet that carries extension ``ext_id`` arrives (wrapping the DTLS transport's
+each packet numbered with one of ``ext_ids`` arrives (wrapping the DTLS transport's
 ``_handle_rtp_data``, an instance attribute) and every ``interval_s`` sends one RTCP
 transport feedback (:func:`media.twcc.build_feedback`) for what arrived since the last
 one, the packets that never came marked lost. Chrome sends it every 50-250 ms by its
@@ -19,29 +19,34 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from media.twcc import build_feedback, read_sequence
+from media.fast_remb import FastRemoteBitrateEstimator, RembObserver
+from media.twcc import build_feedback, negotiated_id, read_sequence
 
-__all__ = ["TransportFeedbackReporter", "install_transport_feedback"]
+__all__ = ["TransportFeedbackReporter", "install_transport_feedback", "stop_remb"]
 
 log = logging.getLogger(__name__)
 
 _MAX_SPAN = 1000  # sequence numbers one feedback may cover
+_REMB_SLOT = "_RTCRtpReceiver__remote_bitrate_estimator"
 
 
 class TransportFeedbackReporter:
-    """Transport feedback about ``ext_id``-numbered packets arriving on ``transport``."""
+    """Transport feedback about packets numbered with one of ``ext_ids`` that arrive on
+    ``transport``."""
 
     def __init__(
         self,
         transport: Any,
-        ext_id: int,
+        ext_ids: frozenset[int],
         *,
         interval_s: float = 0.1,
         time_fn: Callable[[], float] = time.monotonic,
     ) -> None:
         if interval_s <= 0:
             raise ValueError(f"interval_s must be positive, got {interval_s}")
-        self._transport, self._ext_id, self.interval_s = transport, ext_id, interval_s
+        if not ext_ids:
+            raise ValueError("no extension id to read")
+        self._transport, self._ext_ids, self.interval_s = transport, ext_ids, interval_s
         self._time = time_fn
         self._t0 = time_fn()  # arrival times count from here (the 24-bit reference time)
         self._ssrc = random.getrandbits(32)
@@ -63,7 +68,10 @@ class TransportFeedbackReporter:
             await self._task
 
     async def _arrived(self, data: bytes, arrival_time_ms: int) -> None:
-        seq = read_sequence(data, self._ext_id)
+        seq = None
+        for ext_id in self._ext_ids:  # one id, or one per kind of media
+            if (seq := read_sequence(data, ext_id)) is not None:
+                break
         if seq is not None:
             self._note(seq, round((self._time() - self._t0) * 1e6))
             self._media_ssrc = int.from_bytes(data[8:12])
@@ -118,17 +126,36 @@ class TransportFeedbackReporter:
 def install_transport_feedback(
     pc: Any, *, interval_s: float = 0.1
 ) -> TransportFeedbackReporter | None:
-    """Answer transport feedback on ``pc`` (an aiortc peer, its descriptions set) when both
-    negotiated transport-wide sequence numbers; None when they did not."""
-    from media.twcc import transport_cc_id
+    """Answer transport feedback on ``pc`` (an aiortc peer, its descriptions set) for the
+    kinds of media both descriptions negotiated it on; None where they did not."""
+    ids = {negotiated_id(pc, kind) for kind in ("audio", "video")} - {None}
+    transceivers = pc.getTransceivers()
+    if not ids or not transceivers or transceivers[0].receiver.transport is None:
+        return None
+    found = frozenset(i for i in ids if i is not None)
+    return TransportFeedbackReporter(
+        transceivers[0].receiver.transport, found, interval_s=interval_s
+    )
 
-    local, remote = pc.localDescription, pc.remoteDescription
-    if local is None or remote is None:
+
+class _NoRemb(FastRemoteBitrateEstimator):
+    """What a browser does for a stream it sends transport feedback about: no REMB (this
+    one still estimates, for a benchmark to compare with the sender's)."""
+
+    def add(
+        self, arrival_time_ms: int, abs_send_time: int, payload_size: int, ssrc: int
+    ) -> tuple[int, list[int]] | None:
+        super().add(arrival_time_ms, abs_send_time, payload_size, ssrc)
         return None
-    ext_id = transport_cc_id(local.sdp)
-    if ext_id is None or ext_id != transport_cc_id(remote.sdp):
-        return None
+
+
+def stop_remb(pc: Any, on_remb: RembObserver | None = None) -> int:
+    """Make ``pc``'s video receivers send no REMB, as a browser does for a stream it sends
+    transport feedback about (tests and benchmarks playing a browser; ``on_remb`` sees
+    what would have been sent); how many."""
+    count = 0
     for tr in pc.getTransceivers():
-        if tr.kind == "audio" and tr.receiver.transport is not None:
-            return TransportFeedbackReporter(tr.receiver.transport, ext_id, interval_s=interval_s)
-    return None
+        if tr.kind == "video" and getattr(tr.receiver, _REMB_SLOT, None) is not None:
+            setattr(tr.receiver, _REMB_SLOT, _NoRemb(on_remb=on_remb))
+            count += 1
+    return count

@@ -55,7 +55,7 @@ from media.jitter import LowLatencyJitterBuffer, install_receive_buffers
 from media.netem import Impairment, UdpRelay, relayed_call
 from media.player import AvPlayer, IdleLoop
 from media.tracks import ClockedAudioTrack, ClockedVideoTrack
-from media.twcc_report import TransportFeedbackReporter, install_transport_feedback
+from media.twcc_report import TransportFeedbackReporter, install_transport_feedback, stop_remb
 from signaling.adaptation import AdaptationOptions, PeerSession, QualityLoop, attach_quality
 
 BITS, CHECK = 16, 4
@@ -207,7 +207,7 @@ async def run_case(
     fast_remb: bool = True,
     queue_s: float = 1.0,
     queue_probe: bool = True,
-    transport_cc: bool = False,
+    transport_cc: str | None = None,
 ) -> dict[str, Any]:
     clock = MediaClock()
     renderer = StampRenderer(TOP_HEIGHT)
@@ -227,11 +227,16 @@ async def run_case(
                 on_remb=lambda _ms, bps, fast: trace.rembs.append((clock.now(), bps, fast)),
             )
             voice.extend(b for b in installed if isinstance(b, LowLatencyJitterBuffer))
-            if transport_cc:  # as a browser does: feedback on the voice every 100 ms
+            if transport_cc:  # as a browser does: feedback every 100 ms
                 reporter = install_transport_feedback(receiver)
                 if reporter is None:
                     raise RuntimeError("transport-cc was not negotiated")
                 reporters.append(reporter)
+                if transport_cc == "all":  # ... and no REMB for the video it reports
+                    stop_remb(
+                        receiver,
+                        on_remb=lambda _ms, bps, fast: trace.rembs.append((clock.now(), bps, fast)),
+                    )
         if ours:  # as Session.accept does: after the descriptions, before media flows
             session = PeerSession(pc=sender, clock=clock, video_track=video, renderer=renderer)
             loops.append(attach_quality(session, AdaptationOptions(queue_probe=queue_probe)))
@@ -242,7 +247,7 @@ async def run_case(
         lambda tr: _drain(tr, clock, trace),
         seed=7,
         negotiated=negotiated,
-        transport_cc=transport_cc,
+        transport_cc={"voice": ("audio",), "all": ("audio", "video")}.get(transport_cc or "", ()),
     ) as call:
         try:
             phases = await _impair(call.relay, scenario, clock, t, trace, loops, queue_s)
@@ -355,6 +360,7 @@ def _summarize(
         "time_to_top_rung_s": top_at,
         "remb_after_onset_ms": round((fell[0] - i0) * 1000) if fell else None,
         "fast_rembs": sum(1 for _, _, fast in tr.rembs if fast),
+        "rembs": [[round(now - t0, 3), bps, fast] for now, bps, fast in tr.rembs],
         "latency_settled_under_200ms_after_s": settle,
         "height_fps_per_s": per_s,
         "t_rel": [[round(now - t0, 2), lat, h] for now, lat, h, _ in tr.video],
@@ -533,10 +539,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--transport-cc",
-        action="store_true",
-        help="negotiate transport-wide sequence numbers on the voice and have the bot send "
-        "transport feedback every 100 ms, as a browser does (our sender then reads the "
-        "queue itself, media.twcc_monitor)",
+        choices=["voice", "all"],
+        help="negotiate transport-wide sequence numbers on the voice (or on voice and video) "
+        "and have the bot send transport feedback every 100 ms, as a browser does; with "
+        "'all' the bot sends no REMB (a browser sends none for a stream it reports): our "
+        "sender estimates from the feedback (media.twcc_monitor)",
     )
     p.add_argument("--modes", nargs="+", default=["ours", "aiortc"], choices=["ours", "aiortc"])
     p.add_argument(

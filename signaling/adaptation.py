@@ -12,10 +12,13 @@
 - gives the voice (an Opus sender) a 32 kbps encoder instead of aiortc's 96 kbps, and
   counts what it sends out of the REMB estimate (the receiver's budget for both);
 - gives the caller's mic receiver a low-latency jitter buffer (:mod:`media.jitter`);
-- numbers the voice packets transport-wide where the caller negotiated it (every browser
-  does, :func:`media.twcc.add_transport_cc`) and reads the caller's transport feedback
-  (:mod:`media.twcc_monitor`): a bottleneck queue is seen from this side in ~0.1 s, where
-  a browser's REMB takes 0.7 s; its rate reaches the controller as a REMB would;
+- numbers voice and video packets transport-wide where the caller offered it (every
+  browser does; :func:`negotiate_answer` puts it in the answer) and reads the caller's
+  transport feedback (:mod:`media.twcc_monitor`): the browser then sends no REMB for the
+  video, and the estimator its REMB came from runs here, with the bot's early detectors
+  of a filling queue: a sudden bottleneck is seen 0.1-0.2 s after it forms, where a
+  browser's REMB took 0.7 s; its estimates reach the controller as REMBs; the caller's
+  own numbered packets (its microphone) get feedback back;
 - pings the caller over the call's ICE pair (:mod:`media.queue_probe`): a drain (video
   paused so a bottleneck queue empties) ends as soon as a ping crosses without a queue;
 - runs a :class:`~media.quality.QualityController` every ``interval_s`` and whenever a
@@ -54,12 +57,19 @@ from media.quality import QualityController, QualityOptions, Rung
 from media.queue_probe import QueueProbe, ice_ping
 from media.retransmit import RetransmitLimiter
 from media.tracks import ClockedVideoTrack
-from media.twcc import transport_cc_id
+from media.twcc import add_transport_cc, negotiated_id
 from media.twcc_monitor import TransportFeedbackMonitor
 from media.twcc_report import TransportFeedbackReporter, install_transport_feedback
 from signaling.events import ControlEvent, QualityChanged
 
-__all__ = ["AdaptationOptions", "PeerSession", "QualityLoop", "QualitySession", "attach_quality"]
+__all__ = [
+    "AdaptationOptions",
+    "PeerSession",
+    "QualityLoop",
+    "QualitySession",
+    "attach_quality",
+    "negotiate_answer",
+]
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +120,9 @@ class AdaptationOptions:
     pace_factor: float | None = 2.5  # video leaves at this x its bitrate (None: in bursts)
     voice_bitrate: int | None = 32_000  # the Opus voice's bitrate (None: aiortc's 96 kbps)
     queue_probe: bool = True  # end a drain once STUN pings see the bottleneck queue empty
-    transport_feedback: bool = True  # read the queue from transport feedback on the voice
+    # number voice and video transport-wide where the caller offers it (every browser
+    # does): its feedback replaces its REMB, and the queue is seen from here
+    transport_feedback: bool = True
 
     def __post_init__(self) -> None:
         if not 0.02 <= self.interval_s <= 5:
@@ -230,28 +242,41 @@ class QualityLoop:
         self._task = asyncio.ensure_future(self._run())
 
     def _watch_feedback(self, pc: RTCPeerConnection) -> TransportFeedbackMonitor | None:
-        """Number the voice transport-wide where both descriptions negotiated it."""
-        local, remote = pc.localDescription, pc.remoteDescription
-        if local is None or remote is None:
-            return None
-        ext_id = transport_cc_id(local.sdp)
-        if ext_id is None or ext_id != transport_cc_id(remote.sdp):
-            return None
+        """Number our packets transport-wide where both descriptions negotiated it."""
+        ext_ids: dict[int, int] = {}
+        voice: int | None = None
+        video: set[int] = set()
         for tr in pc.getTransceivers():
-            if tr.kind == "audio" and tr.sender.track is not None:
+            ext_id = negotiated_id(pc, tr.kind)
+            if tr.sender.track is None or ext_id is None:
+                continue
+            if tr.kind == "audio" and voice is None:
+                voice = tr.sender._ssrc
+                ext_ids[voice] = ext_id
+            elif tr.kind == "video" and tr.sender.track is self.session.video_track:
+                ssrcs = {tr.sender._ssrc, tr.sender._rtx_ssrc}
+                video |= ssrcs
+                ext_ids.update(dict.fromkeys(ssrcs, ext_id))
+        if not ext_ids:
+            return None
 
-                def estimate(bps: float) -> None:
-                    if self.monitor is not None:
-                        self.monitor.estimate(bps)
+        def estimate(bps: float) -> None:
+            if self.monitor is not None:
+                self.monitor.estimate(bps)
 
-                return TransportFeedbackMonitor(
-                    tr.sender.transport,
-                    tr.sender._ssrc,
-                    ext_id,
-                    on_estimate=estimate,
-                    time_fn=self.session.clock.now,
-                )
-        return None
+        def remb(bps: float) -> None:
+            if self.monitor is not None:
+                self.monitor.remb(bps)
+
+        return TransportFeedbackMonitor(
+            pc.getTransceivers()[0].sender.transport,  # one transport: bundled
+            ext_ids,
+            voice_ssrc=voice,
+            video_ssrcs=frozenset(video),
+            on_estimate=estimate,
+            on_remb=remb,
+            time_fn=self.session.clock.now,
+        )
 
     async def stop(self) -> None:
         if self.feedback is not None:
@@ -262,9 +287,11 @@ class QualityLoop:
             fb, rep = self.feedback, self.feedback_reporter
             every = fb.feedback_interval_s if fb else None
             log.info(
-                "transport feedback: %s read (every %s ms, %s queue signals), %s sent",
+                "transport feedback: %s read (every %s ms; %s estimates, %s queue signals), "
+                "%s sent",
                 fb.stats.feedbacks if fb else "none",
                 round(every * 1000) if every is not None else "-",
+                fb.stats.rembs if fb else 0,
                 fb.stats.signals if fb else 0,
                 rep.sent if rep else "none",
             )
@@ -420,6 +447,16 @@ class QualityLoop:
         )
         if self._on_change is not None:
             self._on_change(rung, reason)
+
+
+def negotiate_answer(
+    answer_sdp: str, offer_sdp: str, options: AdaptationOptions | None = None
+) -> str:
+    """Our answer with what :func:`attach_quality` uses negotiated where the offer has it:
+    transport-wide sequence numbers on voice and video (``transport_feedback``)."""
+    if not (options or AdaptationOptions()).transport_feedback:
+        return answer_sdp
+    return add_transport_cc(answer_sdp, offer=offer_sdp, kinds=("audio", "video"))
 
 
 def attach_quality(

@@ -20,9 +20,8 @@ from media.ingest import MicIngest
 from media.player import AvPlayer, IdleLoop
 from media.quality import Rung
 from media.tracks import ClockedAudioTrack, ClockedVideoTrack
-from media.twcc import add_transport_cc
 from media.vad import Segmenter, SegmenterOptions, SpeechDropped, SpeechStarted, UtteranceReady
-from signaling.adaptation import QualityLoop, attach_quality
+from signaling.adaptation import QualityLoop, attach_quality, negotiate_answer
 from signaling.early_asr import EarlyAsr, EarlyAsrOptions
 from signaling.events import (
     BargeIn,
@@ -160,8 +159,7 @@ class Session:
         self.pc.addTrack(self.audio_track)
         self.pc.addTrack(self.video_track)
         answer = await self.pc.createAnswer()
-        # transport-wide sequence numbers on the voice, where the caller offers them
-        sdp = add_transport_cc(answer.sdp, offer=offer.sdp)
+        sdp = negotiate_answer(answer.sdp, offer.sdp)  # transport-cc, where offered
         await self.pc.setLocalDescription(RTCSessionDescription(sdp=sdp, type=answer.type))
         self.quality = attach_quality(self, on_change=self._on_quality)
         if not self._watching:

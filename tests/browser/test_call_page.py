@@ -108,7 +108,10 @@ async def test_spoken_question_gets_captioned_answer_and_moving_video(
         if line.startswith("avatar_path_rtt_seconds{")
     ]
     assert rtts and all(0 < r < 0.5 for r in rtts), rtts
-    # chromium negotiated transport-wide sequence numbers on the voice and reports them
+    # chromium negotiated transport-wide sequence numbers on voice and video and reports
+    # them (and sends no REMB for the video: the server estimates from the reports)
+    answer: str = await page.evaluate("window.avatarCall.pc.remoteDescription.sdp")
+    assert answer.count("transport-wide-cc-extensions-01") == 2, answer
     queues = [
         float(line.rsplit(" ", 1)[1])
         for line in scraped.splitlines()

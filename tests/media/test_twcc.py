@@ -144,21 +144,30 @@ a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid\r
 a=extmap:2 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r
 a=rtpmap:111 opus/48000/2\r
 a=rtpmap:0 PCMU/8000\r
-m=video 9 UDP/TLS/RTP/SAVPF 97\r
+m=video 9 UDP/TLS/RTP/SAVPF 97 98\r
 a=mid:1\r
 a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid\r
 a=extmap:3 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time\r
 a=rtpmap:97 VP8/90000\r
+a=rtpmap:98 rtx/90000\r
+a=fmtp:98 apt=97\r
 """
 
 
-def test_sdp_negotiates_transport_cc_on_the_voice_only() -> None:
-    offer = add_transport_cc(OFFER)
-    assert transport_cc_id(offer) == 4  # the first id no section uses
-    assert transport_cc_id(offer, "video") is None
-    assert "a=rtcp-fb:111 transport-cc\r\n" in offer and "rtcp-fb:0 " not in offer
-    assert add_transport_cc(offer) == offer  # already there
-    answer = add_transport_cc(OFFER.replace("a=group:BUNDLE 0 1\r\n", ""), offer=offer)
-    assert transport_cc_id(answer) == 4
-    # an answer never adds what the offer lacks
-    assert add_transport_cc(OFFER, offer=OFFER) == OFFER
+def test_sdp_negotiates_transport_cc_per_kind_under_one_id() -> None:
+    voice = add_transport_cc(OFFER)
+    assert transport_cc_id(voice) == 4  # the first id no section uses
+    assert transport_cc_id(voice, "video") is None
+    assert "a=rtcp-fb:111 transport-cc\r\n" in voice and "rtcp-fb:97 " not in voice
+    both = add_transport_cc(OFFER, kinds=("audio", "video"))
+    assert transport_cc_id(both) == 4 and transport_cc_id(both, "video") == 4
+    assert "a=rtcp-fb:97 transport-cc\r\n" in both
+    assert "rtcp-fb:98 " not in both  # retransmissions get no feedback format of their own
+    assert add_transport_cc(both, kinds=("audio", "video")) == both  # already there
+    # an answer takes the offer's id, and only where the offer has it
+    plain = OFFER.replace("a=group:BUNDLE 0 1\r\n", "")
+    answer = add_transport_cc(plain, offer=voice, kinds=("audio", "video"))
+    assert transport_cc_id(answer) == 4 and transport_cc_id(answer, "video") is None
+    answer = add_transport_cc(plain, offer=both, kinds=("audio", "video"))
+    assert transport_cc_id(answer, "video") == 4
+    assert add_transport_cc(OFFER, offer=OFFER, kinds=("audio", "video")) == OFFER

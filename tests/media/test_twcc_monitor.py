@@ -11,9 +11,17 @@ from aiortc import RTCPeerConnection
 
 from media.jitter import install_receive_buffers
 from media.netem import Impairment, relayed_call
+from media.twcc import add_transport_cc, transport_cc_id
 from media.twcc_monitor import BusyQueueDetector
-from media.twcc_report import TransportFeedbackReporter, install_transport_feedback
-from signaling.adaptation import PeerSession, QualityLoop, attach_quality
+from media.twcc_report import TransportFeedbackReporter, install_transport_feedback, stop_remb
+from signaling.adaptation import (
+    AdaptationOptions,
+    PeerSession,
+    QualityLoop,
+    attach_quality,
+    negotiate_answer,
+)
+from tests.media.test_twcc import OFFER
 from tests.rtc_helpers import drain_track, noise_tracks, patch_loopback_ice
 
 VOICE, MTU = 63, 1200
@@ -114,7 +122,7 @@ async def test_a_browser_like_receivers_feedback_lets_the_sender_step_down(
         loops.append(attach_quality(PeerSession(sender, t.clock, t.video, t.renderer)))
 
     async with relayed_call(
-        t.audio, t.video, drain_track, seed=5, negotiated=negotiated, transport_cc=True
+        t.audio, t.video, drain_track, seed=5, negotiated=negotiated, transport_cc=("audio",)
     ) as call:
         try:
             await asyncio.sleep(2.5)
@@ -158,3 +166,61 @@ async def test_without_transport_cc_nothing_is_numbered(monkeypatch: pytest.Monk
         finally:
             for running in loops:
                 await running.stop()
+
+
+async def test_with_the_video_numbered_the_sender_estimates_what_rembs_would_say(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Voice and video numbered: the receiver, as a browser, sends transport feedback and
+    no REMB; the sender's own estimator (the one the REMB came from) sees the cap at once
+    and gives the values the receiver's would have sent."""
+    patch_loopback_ice(monkeypatch)
+    t = noise_tracks()
+    loops: list[QualityLoop] = []
+    reporters: list[TransportFeedbackReporter] = []
+    would: list[tuple[float, int, bool]] = []
+
+    def negotiated(sender: RTCPeerConnection, receiver: RTCPeerConnection) -> None:
+        install_receive_buffers(receiver)
+        reporter = install_transport_feedback(receiver)
+        assert reporter is not None
+        reporters.append(reporter)
+        assert stop_remb(receiver, on_remb=lambda _ms, b, f: would.append((t.clock.now(), b, f)))
+        loops.append(attach_quality(PeerSession(sender, t.clock, t.video, t.renderer)))
+
+    kinds = ("audio", "video")
+    async with relayed_call(
+        t.audio, t.video, drain_track, seed=5, negotiated=negotiated, transport_cc=kinds
+    ) as call:
+        try:
+            await asyncio.sleep(3.5)
+            feedback = loops[0].feedback
+            assert feedback is not None and feedback.estimator is not None
+            assert feedback.stats.rembs > 0, "the sender's estimator gave nothing"
+            onset = t.clock.now()
+            call.relay.impair(a_to_b=Impairment(rate_bps=300_000, queue_limit_s=1.0))
+            for _ in range(40):
+                await asyncio.sleep(0.05)
+                if loops[0].controller.index > 0:
+                    break
+            assert loops[0].controller.index > 0, "the sender did not step down"
+            early = [at for at, _, fast in feedback.stats.remb_trace if fast and at >= onset]
+            assert early and early[0] - onset < 0.6, feedback.stats.remb_trace[-10:]
+            # the same estimates as the receiver's own estimator, a feedback interval later
+            ours = [bps for at, bps, fast in feedback.stats.remb_trace if fast and at >= onset]
+            theirs = [bps for at, bps, fast in would if fast and at >= onset]
+            assert theirs and ours[0] == pytest.approx(theirs[0], rel=0.05)
+        finally:
+            for running in loops:
+                await running.stop()
+            for reporter in reporters:
+                await reporter.close()
+
+
+def test_the_answer_offers_transport_cc_only_where_the_offer_did() -> None:
+    offer = add_transport_cc(OFFER, kinds=("audio", "video"))
+    plain = OFFER.replace("a=group:BUNDLE 0 1\r\n", "")
+    answer = negotiate_answer(plain, offer)
+    assert transport_cc_id(answer) == transport_cc_id(answer, "video") == 4
+    assert negotiate_answer(plain, OFFER) == plain
+    assert negotiate_answer(plain, offer, AdaptationOptions(transport_feedback=False)) == plain
