@@ -8,9 +8,9 @@ so it can tell a bottleneck queue from its own side, whatever the receiver's est
 
 This module is the wire format and the SDP: :func:`parse_feedback` and
 :func:`build_feedback` for the FCI, :func:`feedback_fcis` to find it in a compound RTCP
-packet, :func:`add_transport_cc` to negotiate the extension on the audio m-section (only
-there: a browser then keeps its REMB for the video, which the quality controller reads,
-and reports the voice packets, which cross the same queue every 20 ms).
+packet, :func:`stamp_sequence` and :func:`read_sequence` for the header extension,
+:func:`add_transport_cc` and :func:`negotiated_id` for the SDP. A browser sends no REMB for
+a stream it reports this way: the sender estimates instead (:mod:`media.twcc_monitor`).
 """
 
 from __future__ import annotations

@@ -2,22 +2,26 @@
 
 A browser's REMB reacts to a sudden bottleneck only after 0.7-0.8 s (measured with
 aiortc's port of its estimator, ``scripts/bench_congestion.py --no-fast-remb``): by then a
-one-second queue is full, and the voice waits behind it. With transport-wide sequence
-numbers on the voice (:func:`media.twcc.add_transport_cc`), the browser reports when each
-voice packet arrived, every 50-100 ms. :class:`TransportFeedbackMonitor` numbers the voice
-packets as they leave the call's DTLS transport, counts every byte that leaves (video
-too), and reads the feedback:
+one-second queue is full, and the voice waits behind it. Where the call negotiated
+transport-wide sequence numbers (:func:`media.twcc.add_transport_cc`; every browser offers
+them) the browser instead reports when each packet arrived, every 62-79 ms (Chromium), and
+sends no REMB for the streams it reports. :class:`TransportFeedbackMonitor` numbers the
+packets as they leave the call's DTLS transport, counts every byte that leaves, and reads
+the feedback:
 
-- a voice packet's one-way delay (arrival minus send time, any offset) is the queue it met;
-- while the queue is busy, everything sent between two voice packets left the bottleneck
-  between their arrivals, so those bytes over that time *is* the link's rate.
+- the video's packets feed the estimator the REMB would have come from, here on the sender:
+  :class:`media.fast_remb.FastRemoteBitrateEstimator` (aiortc's port of the browser's
+  receive-side estimator, with the bot's early detectors of a filling queue); its estimates
+  reach the quality loop as REMBs (``on_remb``);
+- each voice packet's one-way delay (arrival minus send time, any offset) is the queue it
+  met; while that queue stays busy, everything sent between two voice packets left the
+  bottleneck between their arrivals, so those bytes over that time *is* the link's rate
+  (:class:`BusyQueueDetector`; a slowly growing queue: ``media.fast_remb``'s growth
+  detector). A rate under ``drop_ratio`` of what we send goes to ``on_estimate``.
 
-Those samples go through :class:`BusyQueueDetector` (a queue that grows over a run of
-voice packets that all waited) and :mod:`media.fast_remb`'s detector of a slowly growing
-one; a queue's rate, when it is under ``drop_ratio`` of what
-we send, is reported with ``on_estimate`` as a REMB would be. Pure bookkeeping apart from
-wrapping the transport's ``_send_rtp`` and ``_handle_rtcp_data`` (instance attributes);
-:meth:`close` gives them back.
+Apart from wrapping the transport's ``_send_rtp`` and ``_handle_rtcp_data`` (instance
+attributes; :meth:`TransportFeedbackMonitor.close` gives them back) this is bookkeeping on
+the times given.
 """
 
 from __future__ import annotations

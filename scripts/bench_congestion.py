@@ -15,8 +15,11 @@ The receiving peer (the bot's side) uses the bot's receive side in both runs,
 is lost, and for 16 audio packets after any lost one: that measures aiortc's receiver, not
 the sender under test), and :class:`media.fast_remb.FastRemoteBitrateEstimator`, whose REMB
 leaves as soon as a bottleneck queue starts filling (``--no-fast-remb``: aiortc's estimator
-alone). ``remb-ms`` is how long after the cap's onset the first REMB under twice the cap
-left the receiver.
+alone). ``--transport-cc all`` has the bot play a browser that negotiated transport-wide
+congestion control: feedback every 100 ms and no REMB, so our sender estimates from the
+feedback (:mod:`media.twcc_monitor`); ``voice`` numbers the voice only. ``remb-ms`` is how
+long after the cap's onset the first REMB under twice the cap left the receiver (with
+``all``: would have left it).
 Each runs twice, with our controller (``signaling.adaptation.attach_quality``) and with
 plain aiortc defaults (its VP8 encoder driven by REMB, 720 px 25 fps fixed). Printed:
 latency p50/p95 (during the impairment and overall), freezes (> 200 ms without a new

@@ -192,8 +192,8 @@ class QualityLoop:
         pc, top = self.session.pc, self.controller.rung
         if self.options.transport_feedback:
             self.feedback = self._watch_feedback(pc)  # before the pacer: it sends through it
-            # a browser numbers its microphone's packets too, and its pacer stalls when no
-            # feedback about them comes back: answer it
+            # a browser numbers its microphone's packets too and expects feedback on them
+            # (it counts unreported packets as still in flight): answer it
             self.feedback_reporter = install_transport_feedback(pc)
         for tr in pc.getTransceivers():
             if tr.kind == "video" and tr.sender.track is self.session.video_track:
@@ -279,22 +279,6 @@ class QualityLoop:
         )
 
     async def stop(self) -> None:
-        if self.feedback is not None:
-            self.feedback.close()
-        if self.feedback_reporter is not None:
-            await self.feedback_reporter.close()
-        if self.feedback is not None or self.feedback_reporter is not None:
-            fb, rep = self.feedback, self.feedback_reporter
-            every = fb.feedback_interval_s if fb else None
-            log.info(
-                "transport feedback: %s read (every %s ms; %s estimates, %s queue signals), "
-                "%s sent",
-                fb.stats.feedbacks if fb else "none",
-                round(every * 1000) if every is not None else "-",
-                fb.stats.rembs if fb else 0,
-                fb.stats.signals if fb else 0,
-                rep.sent if rep else "none",
-            )
         if self.probe is not None:
             await self.probe.close()
         for task in (self._task, self._applying, self._draining):
@@ -304,6 +288,26 @@ class QualityLoop:
                     await task
         if self.pacer is not None:
             await self.pacer.close()
+        # (after the pacer, which sends through the monitor: each unwraps what it wrapped)
+        if self.feedback is not None:
+            self.feedback.close()
+        if self.feedback_reporter is not None:
+            await self.feedback_reporter.close()
+        self._log_feedback()
+
+    def _log_feedback(self) -> None:
+        fb, rep = self.feedback, self.feedback_reporter
+        if fb is None and rep is None:
+            return
+        every = fb.feedback_interval_s if fb else None
+        log.info(
+            "transport feedback: %s read (every %s ms; %s estimates, %s queue signals), %s sent",
+            fb.stats.feedbacks if fb else "none",
+            round(every * 1000) if every is not None else "-",
+            fb.stats.rembs if fb else 0,
+            fb.stats.signals if fb else 0,
+            rep.sent if rep else "none",
+        )
 
     @property
     def rung(self) -> Rung:
