@@ -1,0 +1,205 @@
+"""A real browser behind a real bottleneck: how soon the server steps down, and what the
+browser heard.
+
+    python scripts/bench_browser_congestion.py              # 3 calls per mode, 200 kbps cap
+    python scripts/bench_browser_congestion.py --runs 5 --cap-kbps 400 --json out.json
+
+Debian's chromium runs inside a network namespace (``media.netns.TbfNamespace``) and calls
+the real server on the host; the host → namespace direction, the server's media, goes
+through the kernel's token bucket filter (``tc tbf``, 1 s queue) once the avatar is
+speaking. Two modes per run: ``feedback`` (the browser's offer as it is: transport-cc, so
+the server numbers its packets and estimates from the browser's transport feedback) and
+``remb`` (transport-cc taken out of the offer on its way, as an older client would send it:
+the browser's own REMB is the signal). Printed per call: how long after the cap the
+server's quality rung first changed (read from ``/metrics`` every 20 ms) and to what, and
+what the browser's ``getStats()`` reports over the 4 s after the cap: concealed audio
+(``concealedSamples`` share: the voice that did not arrive in time to be played) and
+video freezes (``freezeCount`` / ``totalFreezesDuration``). Needs root (a namespace) and
+``/usr/bin/chromium``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from media.netns import TbfNamespace, TbfOptions, unavailable_reason  # noqa: E402
+from tests.browser.harness import CHROMIUM, chromium_args, run_server  # noqa: E402
+
+_TRANSPORT_CC = re.compile(
+    r"a=(extmap:\d+ http://www\.ietf\.org/id/draft-holmer[^\r\n]*|rtcp-fb:\d+ transport-cc)\r?\n"
+)
+_STATS_JS = """
+async () => {
+  const report = await window.avatarCall.pc.getStats();
+  const out = {};
+  for (const s of report.values()) {
+    if (s.type === "inbound-rtp" && s.kind === "audio") {
+      out.concealed = s.concealedSamples ?? 0; out.samples = s.totalSamplesReceived ?? 0;
+    }
+    if (s.type === "inbound-rtp" && s.kind === "video") {
+      out.freezes = s.freezeCount ?? 0; out.freezeS = s.totalFreezesDuration ?? 0;
+    }
+  }
+  return out;
+}
+"""
+
+
+def _rung(url: str) -> float | None:
+    with urllib.request.urlopen(url + "/metrics", timeout=2) as r:
+        text = r.read().decode()
+    for line in text.splitlines():
+        if line.startswith("avatar_quality_rung{"):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+async def one_call(
+    ns: TbfNamespace, url: str, wrapper: Path, mode: str, args: argparse.Namespace
+) -> dict[str, Any]:
+    from playwright.async_api import Route, async_playwright
+
+    with tempfile.TemporaryDirectory(prefix="avatar-rtc-chromium-") as profile:
+        async with async_playwright() as pw:
+            context = await pw.chromium.launch_persistent_context(
+                profile,
+                executable_path=str(wrapper),
+                headless=True,
+                # the page's origin is the host's namespace-facing address: not "localhost"
+                args=[
+                    *chromium_args("/dev/null"),
+                    f"--unsafely-treat-insecure-origin-as-secure={url}",
+                ],
+                permissions=["microphone"],
+            )
+            try:
+                page = await context.new_page()
+                if mode == "remb":
+
+                    async def without_transport_cc(route: Route) -> None:
+                        body = json.loads(route.request.post_data or "{}")
+                        body["sdp"] = _TRANSPORT_CC.sub("", body.get("sdp", ""))
+                        await route.continue_(post_data=json.dumps(body))
+
+                    await page.route("**/offer", without_transport_cc)
+                await page.goto(url + "/")
+                await page.click("#call")
+                await page.wait_for_function(
+                    "document.querySelector('#connection').dataset.state === 'connected'",
+                    timeout=30_000,
+                )
+                await page.fill("#type-text", args.question)
+                await page.click("#send")
+                await page.wait_for_function(
+                    "document.querySelector('#agent-state').dataset.state === 'speaking'",
+                    timeout=30_000,
+                )
+                await asyncio.sleep(args.settle_s)  # the call at its top rung, speaking
+                before = await page.evaluate(_STATS_JS)
+                start_rung = await asyncio.to_thread(_rung, url)
+                t0 = time.monotonic()
+                ns.shape(TbfOptions(rate_bps=args.cap_kbps * 1000, latency_s=1.0))
+                first: tuple[float, float] | None = None
+                try:
+                    while time.monotonic() - t0 < args.watch_s:
+                        rung = await asyncio.to_thread(_rung, url)
+                        if first is None and rung is not None and rung != start_rung:
+                            first = (time.monotonic() - t0, rung)
+                        await asyncio.sleep(0.02)
+                    after = await page.evaluate(_STATS_JS)
+                finally:
+                    ns.shape(None)
+                await page.click("#hangup")
+            finally:
+                await context.close()
+    samples = after.get("samples", 0) - before.get("samples", 0)
+    concealed = after.get("concealed", 0) - before.get("concealed", 0)
+    return {
+        "mode": mode,
+        "step_down_ms": None if first is None else round(first[0] * 1000),
+        "rung": None if first is None else first[1],
+        "concealed_audio_pct": round(100 * concealed / samples, 1) if samples else None,
+        "video_freezes": after.get("freezes", 0) - before.get("freezes", 0),
+        "video_freeze_s": round(after.get("freezeS", 0) - before.get("freezeS", 0), 2),
+    }
+
+
+async def bench(args: argparse.Namespace) -> list[dict[str, Any]]:
+    results: list[dict[str, Any]] = []
+    with TbfNamespace() as ns, tempfile.TemporaryDirectory() as tmp:
+        wrapper = Path(tmp) / "chromium-in-namespace"
+        wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {ns.name} {CHROMIUM} "$@"\n')
+        wrapper.chmod(0o755)
+        env = {"AVATAR_RTC_ACCESS__ANONYMOUS": "any"}  # the caller is not on loopback
+        log = Path(tmp) / "server.log"
+        with run_server(log=log, env=env, args=("--host", "0.0.0.0")) as local:
+            url = f"http://{ns.host_addr}:{local.rsplit(':', 1)[1]}"
+            for run in range(args.runs):
+                for mode in args.modes:
+                    r = await one_call(ns, url, wrapper, mode, args)
+                    r["run"] = run
+                    print(json.dumps(r), flush=True)
+                    results.append(r)
+    return results
+
+
+def _median(values: list[Any]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--runs", type=int, default=3, help="calls per mode")
+    p.add_argument("--modes", nargs="+", default=["feedback", "remb"], choices=["feedback", "remb"])
+    p.add_argument("--cap-kbps", type=int, default=200)
+    p.add_argument("--settle-s", type=float, default=3.0, help="speaking before the cap")
+    p.add_argument("--watch-s", type=float, default=4.0, help="watched after the cap")
+    p.add_argument("--question", default="What is your return policy?")
+    p.add_argument("--json", type=Path, help="write the results here")
+    args = p.parse_args(argv)
+    if args.runs < 1 or args.cap_kbps < 8:
+        p.error("--runs must be >= 1 and --cap-kbps >= 8")
+    reason = unavailable_reason()
+    if reason is not None:
+        print(f"cannot run: {reason}", file=sys.stderr)
+        return 2
+    if not CHROMIUM.exists():
+        print(f"cannot run: {CHROMIUM} is missing (scripts/setup.sh installs it)", file=sys.stderr)
+        return 2
+    results = asyncio.run(bench(args))
+    print(f"\ncap {args.cap_kbps} kbps; medians over {args.runs} call(s) per mode:")
+    print(
+        f"{'mode':9} {'step down ms':>12} {'concealed audio %':>17} {'freezes':>7} {'freeze s':>8}"
+    )
+    for mode in args.modes:
+        rs = [r for r in results if r["mode"] == mode]
+        print(
+            f"{mode:9} {_median([r['step_down_ms'] for r in rs])!s:>12} "
+            f"{_median([r['concealed_audio_pct'] for r in rs])!s:>17} "
+            f"{_median([r['video_freezes'] for r in rs])!s:>7} "
+            f"{_median([r['video_freeze_s'] for r in rs])!s:>8}"
+        )
+        print(f"  per call step down ms: {[r['step_down_ms'] for r in rs]}")
+    if args.json:
+        args.json.write_text(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
