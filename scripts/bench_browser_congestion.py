@@ -7,7 +7,8 @@ browser heard.
 Debian's chromium runs inside a network namespace (``media.netns.TbfNamespace``) and calls
 the real server on the host; the host → namespace direction, the server's media, goes
 through the kernel's token bucket filter (``tc tbf``, 1 s queue) once the avatar is
-speaking. Two modes per run: ``feedback`` (the browser's offer as it is: transport-cc, so
+speaking (the rung gauge is set once a change is applied, which includes rendering the
+idle loop at the new size: both modes pay that). Two modes per run: ``feedback`` (the browser's offer as it is: transport-cc, so
 the server numbers its packets and estimates from the browser's transport feedback) and
 ``remb`` (transport-cc taken out of the offer on its way, as an older client would send it:
 the browser's own REMB is the signal). Printed per call: how long after the cap the
@@ -144,7 +145,7 @@ async def bench(args: argparse.Namespace) -> list[dict[str, Any]]:
         wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {ns.name} {CHROMIUM} "$@"\n')
         wrapper.chmod(0o755)
         env = {"AVATAR_RTC_ACCESS__ANONYMOUS": "any"}  # the caller is not on loopback
-        log = Path(tmp) / "server.log"
+        log = args.server_log or Path(tmp) / "server.log"
         with run_server(log=log, env=env, args=("--host", "0.0.0.0")) as local:
             url = f"http://{ns.host_addr}:{local.rsplit(':', 1)[1]}"
             for run in range(args.runs):
@@ -172,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--watch-s", type=float, default=4.0, help="watched after the cap")
     p.add_argument("--question", default="What is your return policy?")
     p.add_argument("--json", type=Path, help="write the results here")
+    p.add_argument("--server-log", type=Path, help="keep the server's log here")
     args = p.parse_args(argv)
     if args.runs < 1 or args.cap_kbps < 8:
         p.error("--runs must be >= 1 and --cap-kbps >= 8")
