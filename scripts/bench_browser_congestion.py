@@ -8,8 +8,9 @@ Debian's chromium runs inside a network namespace (``media.netns.TbfNamespace``)
 the real server on the host; the host → namespace direction, the server's media, goes
 through the kernel's token bucket filter (``tc tbf``, 1 s queue) once the avatar is
 speaking (the rung gauge is set once a change is applied, which includes rendering the
-idle loop at the new size: both modes pay that). Two modes per run: ``feedback`` (the browser's offer as it is: transport-cc, so
-the server numbers its packets and estimates from the browser's transport feedback) and
+idle loop at the new size: both modes pay that). Two modes per run: ``feedback`` (the
+browser's offer as it is: transport-cc, so the server numbers its packets and estimates
+from the browser's transport feedback) and
 ``remb`` (transport-cc taken out of the offer on its way, as an older client would send it:
 the browser's own REMB is the signal). Printed per call: how long after the cap the
 server's quality rung first changed (read from ``/metrics`` every 20 ms) and to what, and
