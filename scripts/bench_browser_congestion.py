@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from media.netns import TbfNamespace, TbfOptions, unavailable_reason  # noqa: E402
-from tests.browser.harness import CHROMIUM, chromium_args, run_server  # noqa: E402
+from tests.browser.harness import CHROMIUM, launch_chromium, run_server  # noqa: E402
 
 _TRANSPORT_CC = re.compile(
     r"a=(extmap:\d+ http://www\.ietf\.org/id/draft-holmer[^\r\n]*|rtcp-fb:\d+ transport-cc)\r?\n"
@@ -72,61 +72,48 @@ def _rung(url: str) -> float | None:
 async def one_call(
     ns: TbfNamespace, url: str, wrapper: Path, mode: str, args: argparse.Namespace
 ) -> dict[str, Any]:
-    from playwright.async_api import Route, async_playwright
+    from playwright.async_api import Route
 
-    with tempfile.TemporaryDirectory(prefix="avatar-rtc-chromium-") as profile:
-        async with async_playwright() as pw:
-            context = await pw.chromium.launch_persistent_context(
-                profile,
-                executable_path=str(wrapper),
-                headless=True,
-                # the page's origin is the host's namespace-facing address: not "localhost"
-                args=[
-                    *chromium_args("/dev/null"),
-                    f"--unsafely-treat-insecure-origin-as-secure={url}",
-                ],
-                permissions=["microphone"],
-            )
-            try:
-                page = await context.new_page()
-                if mode == "remb":
+    # the page's origin is the host's namespace-facing address: not "localhost"
+    secure = f"--unsafely-treat-insecure-origin-as-secure={url}"
+    async with launch_chromium("/dev/null", executable=wrapper, extra_args=(secure,)) as context:
+        page = await context.new_page()
+        if mode == "remb":
 
-                    async def without_transport_cc(route: Route) -> None:
-                        body = json.loads(route.request.post_data or "{}")
-                        body["sdp"] = _TRANSPORT_CC.sub("", body.get("sdp", ""))
-                        await route.continue_(post_data=json.dumps(body))
+            async def without_transport_cc(route: Route) -> None:
+                body = json.loads(route.request.post_data or "{}")
+                body["sdp"] = _TRANSPORT_CC.sub("", body.get("sdp", ""))
+                await route.continue_(post_data=json.dumps(body))
 
-                    await page.route("**/offer", without_transport_cc)
-                await page.goto(url + "/")
-                await page.click("#call")
-                await page.wait_for_function(
-                    "document.querySelector('#connection').dataset.state === 'connected'",
-                    timeout=30_000,
-                )
-                await page.fill("#type-text", args.question)
-                await page.click("#send")
-                await page.wait_for_function(
-                    "document.querySelector('#agent-state').dataset.state === 'speaking'",
-                    timeout=30_000,
-                )
-                await asyncio.sleep(args.settle_s)  # the call at its top rung, speaking
-                before = await page.evaluate(_STATS_JS)
-                start_rung = await asyncio.to_thread(_rung, url)
-                t0 = time.monotonic()
-                ns.shape(TbfOptions(rate_bps=args.cap_kbps * 1000, latency_s=1.0))
-                first: tuple[float, float] | None = None
-                try:
-                    while time.monotonic() - t0 < args.watch_s:
-                        rung = await asyncio.to_thread(_rung, url)
-                        if first is None and rung is not None and rung != start_rung:
-                            first = (time.monotonic() - t0, rung)
-                        await asyncio.sleep(0.02)
-                    after = await page.evaluate(_STATS_JS)
-                finally:
-                    ns.shape(None)
-                await page.click("#hangup")
-            finally:
-                await context.close()
+            await page.route("**/offer", without_transport_cc)
+        await page.goto(url + "/")
+        await page.click("#call")
+        await page.wait_for_function(
+            "document.querySelector('#connection').dataset.state === 'connected'",
+            timeout=30_000,
+        )
+        await page.fill("#type-text", args.question)
+        await page.click("#send")
+        await page.wait_for_function(
+            "document.querySelector('#agent-state').dataset.state === 'speaking'",
+            timeout=30_000,
+        )
+        await asyncio.sleep(args.settle_s)  # the call at its top rung, speaking
+        before = await page.evaluate(_STATS_JS)
+        start_rung = await asyncio.to_thread(_rung, url)
+        t0 = time.monotonic()
+        ns.shape(TbfOptions(rate_bps=args.cap_kbps * 1000, latency_s=1.0))
+        first: tuple[float, float] | None = None
+        try:
+            while time.monotonic() - t0 < args.watch_s:
+                rung = await asyncio.to_thread(_rung, url)
+                if first is None and rung is not None and rung != start_rung:
+                    first = (time.monotonic() - t0, rung)
+                await asyncio.sleep(0.02)
+            after = await page.evaluate(_STATS_JS)
+        finally:
+            ns.shape(None)
+        await page.click("#hangup")
     samples = after.get("samples", 0) - before.get("samples", 0)
     concealed = after.get("concealed", 0) - before.get("concealed", 0)
     return {

@@ -139,9 +139,14 @@ def chromium_args(fake_audio: str) -> list[str]:
 
 @contextlib.asynccontextmanager
 async def launch_chromium(
-    fake_audio: str, *, viewport: tuple[int, int] = (900, 1000)
+    fake_audio: str,
+    *,
+    viewport: tuple[int, int] = (900, 1000),
+    executable: Path = CHROMIUM,
+    extra_args: tuple[str, ...] = (),
 ) -> AsyncIterator[Any]:
-    """A fresh headless chromium (new user-data dir); yields its BrowserContext."""
+    """A fresh headless chromium (new user-data dir); yields its BrowserContext.
+    ``executable`` may be a wrapper that runs Debian's chromium (in a network namespace)."""
     from playwright.async_api import async_playwright
 
     if not await asyncio.to_thread(CHROMIUM.exists):
@@ -150,9 +155,9 @@ async def launch_chromium(
         async with async_playwright() as pw:
             context = await pw.chromium.launch_persistent_context(
                 profile,
-                executable_path=str(CHROMIUM),
+                executable_path=str(executable),
                 headless=True,
-                args=chromium_args(fake_audio),
+                args=[*chromium_args(fake_audio), *extra_args],
                 viewport={"width": viewport[0], "height": viewport[1]},
                 permissions=["microphone"],
             )
