@@ -146,13 +146,14 @@ class TwccStats:
     malformed: int = 0  # feedback messages that could not be read
     signals: int = 0  # queues seen (the voice's estimates, the estimator's early REMBs)
     rembs: int = 0  # REMBs the video's estimator gave (numbered video only)
-    remb_trace: list[tuple[float, int, bool]] = field(default_factory=list)  # newest 256
-    last_queue_s: float = 0.0  # the newest reported packet's delay over the lowest seen
+    remb_trace: deque[tuple[float, int, bool]] = field(default_factory=lambda: deque(maxlen=256))
+    last_queue_s: float = 0.0  # the newest reported packet's delay over the last 10 s' lowest
     first_feedback_at: float | None = None
     last_feedback_at: float | None = None
-    signal_times: list[float] = field(default_factory=list)  # the newest 64 signals' times
+    signal_times: deque[float] = field(default_factory=lambda: deque(maxlen=64))  # newest
 
 
+_FLOOR_WINDOW_MS = 10_000.0
 _Send = Callable[[bytes], Awaitable[None]]
 _Handle = Callable[[bytes], Awaitable[None]]
 
@@ -207,7 +208,8 @@ class TransportFeedbackMonitor:
         self._rates: deque[tuple[float, int]] = deque()  # (time, bytes sent): our rate
         self._last_voice: _Sent | None = None  # the newest voice packet reported
         self._newest_at = -math.inf  # send time of the newest packet reported
-        self._lowest_delay: float | None = None
+        # the gauge's floor: a window, so a longer route does not read as a queue for good
+        self._floor = SlidingMin(_FLOOR_WINDOW_MS)
         self._busy = BusyQueueDetector(self.options.busy)
         self._growth = QueueGrowthDetector(self.options.growth)
         self.estimator: FastRemoteBitrateEstimator | None = None
@@ -296,9 +298,7 @@ class TransportFeedbackMonitor:
             self._newest_at = max(self._newest_at, sent.at)
             arrival_ms, send_ms = arrival_us / 1000, sent.at * 1000
             delay = arrival_ms - send_ms
-            if self._lowest_delay is None or delay < self._lowest_delay:
-                self._lowest_delay = delay
-            s.last_queue_s = max(0.0, delay - self._lowest_delay) / 1000
+            s.last_queue_s = max(0.0, delay - self._floor.add(send_ms, delay)) / 1000
             if sent.ssrc in self._video and self.estimator is not None:
                 abs_send = round(sent.at * (1 << 18)) & 0xFFFFFF
                 self.estimator.add(round(arrival_ms), abs_send, sent.payload, sent.ssrc)
@@ -322,7 +322,7 @@ class TransportFeedbackMonitor:
 
     def _remb_seen(self, _arrival_ms: int, bps: int, fast: bool) -> None:
         self.stats.rembs += 1
-        self.stats.remb_trace = [*self.stats.remb_trace[-255:], (self._time(), bps, fast)]
+        self.stats.remb_trace.append((self._time(), bps, fast))
         if fast:
             self._signalled(self._time())
         if self._on_remb is not None:
@@ -331,7 +331,7 @@ class TransportFeedbackMonitor:
     def _signalled(self, now: float) -> None:
         s = self.stats
         s.signals += 1
-        s.signal_times = [*s.signal_times[-63:], now]
+        s.signal_times.append(now)
 
     def _news(self, now: float, bps: float) -> bool:
         """Is this estimate worth acting on: well under what we send, and under the last

@@ -1,7 +1,10 @@
 """The impairment relay: delay, loss and the bandwidth cap, measured."""
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -61,14 +64,25 @@ async def _endpoint(loop: asyncio.AbstractEventLoop):  # type: ignore[no-untyped
     return t, p, t.get_extra_info("sockname")
 
 
-async def test_relay_delays_drops_and_caps_real_udp() -> None:
+@contextlib.asynccontextmanager
+async def _relay_pair(seed: int) -> AsyncIterator[tuple[UdpRelay, Any, Any, Any, Any]]:
+    """A started relay between two sinks: (relay, A's transport, A's sink, B's, B's)."""
     loop = asyncio.get_running_loop()
-    relay = UdpRelay(seed=1)
+    relay = UdpRelay(seed=seed)
     await relay.start()
     ta, pa, addr_a = await _endpoint(loop)
     tb, pb, addr_b = await _endpoint(loop)
     relay.set_targets(a=addr_a, b=addr_b)
     try:
+        yield relay, ta, pa, tb, pb
+    finally:
+        relay.close()
+        ta.close()
+        tb.close()
+
+
+async def test_relay_delays_drops_and_caps_real_udp() -> None:
+    async with _relay_pair(1) as (relay, ta, pa, tb, pb):
         # delay + loss, A -> B
         relay.impair(a_to_b=Impairment(delay_s=0.05, loss=0.1))
         sent_at = {}
@@ -93,10 +107,6 @@ async def test_relay_delays_drops_and_caps_real_udp() -> None:
         assert 80_000 < rate < 115_000
         assert relay.b_to_a.stats.queue_drops > 0
         assert relay.b_to_a.stats.max_queue_s <= 0.3
-    finally:
-        relay.close()
-        ta.close()
-        tb.close()
 
 
 def test_sdp_candidate_rewrite() -> None:
@@ -117,13 +127,7 @@ async def test_relay_keeps_the_order_when_the_loop_runs_late() -> None:
     """A FIFO link never reorders: a packet due at once still waits for the ones scheduled
     before it, also when a busy event loop runs their timers late (it once did not, and
     the bot's voice buffer counted the reordered voice as lost)."""
-    loop = asyncio.get_running_loop()
-    relay = UdpRelay(seed=2)
-    await relay.start()
-    ta, _pa, addr_a = await _endpoint(loop)
-    tb, pb, addr_b = await _endpoint(loop)
-    relay.set_targets(a=addr_a, b=addr_b)
-    try:
+    async with _relay_pair(2) as (relay, ta, _pa, _tb, pb):
         relay.impair(a_to_b=Impairment(rate_bps=1_500_000, burst_bytes=1600))
         n = 0
         for _ in range(20):
@@ -136,7 +140,3 @@ async def test_relay_keeps_the_order_when_the_loop_runs_late() -> None:
         got = [int.from_bytes(d[:4], "big") for _, d in pb.got]
         assert len(got) == n
         assert got == sorted(got)
-    finally:
-        relay.close()
-        ta.close()
-        tb.close()

@@ -205,7 +205,7 @@ async def test_with_the_video_numbered_the_sender_estimates_what_rembs_would_say
                     break
             assert loops[0].controller.index > 0, "the sender did not step down"
             early = [at for at, _, fast in feedback.stats.remb_trace if fast and at >= onset]
-            assert early and early[0] - onset < 0.6, feedback.stats.remb_trace[-10:]
+            assert early and early[0] - onset < 0.6, list(feedback.stats.remb_trace)[-10:]
             # the same estimates as the receiver's own estimator, a feedback interval later
             ours = [bps for at, bps, fast in feedback.stats.remb_trace if fast and at >= onset]
             theirs = [bps for at, bps, fast in would if fast and at >= onset]
