@@ -12,6 +12,14 @@ that it is sent faster. Each packet's abs-send-time is stamped again as it leave
 receiver's delay-based estimator sees the network's queue, not ours.
 :meth:`flush` drops what waits (the sender is draining a bottleneck queue: those frames
 are stale, the encoder sends a keyframe after the pause).
+
+While ``saturated()`` says the link is known to be full (a bottleneck was seen and the
+link has not shown more since), the video leaves at ``saturated_factor`` x its bitrate
+instead. At ``factor`` a frame goes out in a short burst, and on a saturated link a
+voice packet that follows it waits behind the whole frame: a 5 kB frame is 100 ms on a
+400 kbps link, a gap the listener hears. Spread over its frame interval, a frame keeps
+the voice packets interleaved; a bigger frame (a keyframe) waits here, where the voice
+passes it, and not in the network's queue, where it cannot.
 """
 
 from __future__ import annotations
@@ -43,7 +51,8 @@ class PacerStats:
 
 
 class VideoPacer:
-    """Paces ``sender``'s RTP at ``factor`` x ``bitrate()`` bps; :meth:`close` undoes it."""
+    """Paces ``sender``'s RTP at ``factor`` x ``bitrate()`` bps (``saturated_factor`` x while
+    ``saturated()``); :meth:`close` undoes it."""
 
     def __init__(
         self,
@@ -53,13 +62,19 @@ class VideoPacer:
         factor: float = 2.5,
         max_queue_s: float = 0.3,
         burst_s: float = 0.005,
+        saturated: Callable[[], bool] | None = None,
+        saturated_factor: float = 1.2,
         time_fn: Callable[[], float] = time.monotonic,
     ) -> None:
         if sender.kind != "video":
             raise ValueError(f"the pacer is for video senders, not {sender.kind!r}")
-        if factor < 1 or max_queue_s <= 0 or burst_s < 0:
-            raise ValueError("need factor >= 1, max_queue_s > 0 and burst_s >= 0")
+        if factor < 1 or saturated_factor < 1 or max_queue_s <= 0 or burst_s < 0:
+            raise ValueError(
+                "need factor >= 1, saturated_factor >= 1, max_queue_s > 0 and burst_s >= 0"
+            )
         self.factor, self.max_queue_s, self.burst_s = factor, max_queue_s, burst_s
+        self.saturated_factor = saturated_factor
+        self._saturated = saturated
         self._bitrate = bitrate
         self._time = time_fn
         self._sender = sender
@@ -133,7 +148,8 @@ class VideoPacer:
 
     def _rate(self) -> float:
         """Bits per second now: the paced rate, or faster if the queue is too long."""
-        paced = self.factor * max(1.0, self._bitrate())
+        full = self._saturated is not None and self._saturated()
+        paced = (self.saturated_factor if full else self.factor) * max(1.0, self._bitrate())
         # what waits must be gone before the oldest of it has waited max_queue_s
         left = max(0.01, self.max_queue_s - self.queue_s)
         return max(paced, self._queued_bytes * 8 / left)

@@ -23,7 +23,9 @@ long after the cap's onset the first REMB under twice the cap left the receiver 
 Each runs twice, with our controller (``signaling.adaptation.attach_quality``) and with
 plain aiortc defaults (its VP8 encoder driven by REMB, 720 px 25 fps fixed). Printed:
 latency p50/p95 (during the impairment and overall), freezes (> 200 ms without a new
-frame), audio gaps (> 100 ms between voice frames arriving), voice frames lost (never
+frame), audio gaps (> 100 ms between voice frames arriving; those after a voice frame sent
+between the cap's onset and the sender's first reaction are told apart: no sender avoids
+them in a FIFO bottleneck), voice frames lost (never
 arrived, or too late for the bot's buffer) and the packets the bottleneck dropped, received
 height/fps per second, time back to the top rung. A PNG plot
 of received bitrate, height and latency over time is written with ``--plot``.
@@ -171,11 +173,24 @@ class Trace:
         default_factory=list
     )  # now, lat, h, w
     audio: list[float] = field(default_factory=list)
+    audio_pts: list[int] = field(default_factory=list)  # each voice frame's RTP-clock pts
     bytes: list[tuple[float, int]] = field(default_factory=list)
     control: list[tuple[float, float, float | None]] = field(default_factory=list)
     rembs: list[tuple[float, int, bool]] = field(default_factory=list)  # now, bps, fast
     voice_lost: int | None = None  # voice frames the bot's buffer never got (None: aiortc's)
     queue_drops: int = 0  # packets the bottleneck's queue dropped (it was full)
+    stalls: list[tuple[float, float]] = field(default_factory=list)  # event loop ran late
+
+
+async def _watch_loop(clock: MediaClock, trace: Trace, every_s: float = 0.005) -> None:
+    """Note when this process's event loop ran a timer 40+ ms late (sender, relay and
+    receiver share it: a stall delays the voice whatever the network does)."""
+    while True:
+        due = clock.now() + every_s
+        await asyncio.sleep(every_s)
+        late = clock.now() - due
+        if late > 0.04:
+            trace.stalls.append((due, late))
 
 
 async def _drain(track: MediaStreamTrack, clock: MediaClock, trace: Trace) -> None:
@@ -187,6 +202,7 @@ async def _drain(track: MediaStreamTrack, clock: MediaClock, trace: Trace) -> No
         now = clock.now()
         if isinstance(frame, av.AudioFrame):
             trace.audio.append(now)
+            trace.audio_pts.append(frame.pts or 0)
             continue
         assert isinstance(frame, av.VideoFrame)
         plane = frame.planes[0]
@@ -244,6 +260,7 @@ async def run_case(
             session = PeerSession(pc=sender, clock=clock, video_track=video, renderer=renderer)
             loops.append(attach_quality(session, AdaptationOptions(queue_probe=queue_probe)))
 
+    watcher = asyncio.ensure_future(_watch_loop(clock, trace))
     async with relayed_call(
         audio,
         video,
@@ -259,6 +276,7 @@ async def run_case(
                 await running.stop()
             for reporter in reporters:
                 await reporter.close()
+        watcher.cancel()
         trace.queue_drops = call.relay.a_to_b.stats.queue_drops
         if voice:
             trace.voice_lost = sum(b.skipped for b in voice)
@@ -307,6 +325,43 @@ def _pct(xs: list[float], q: float) -> float | None:
     return round(float(np.percentile(xs, q)) * 1000, 1)
 
 
+def _reaction(tr: Trace, i0: float, fell: list[float], loop: Any) -> float | None:
+    """When the sender first acted on the onset: for ours a rung change, a drain or a cut of
+    the target (sampled every 0.25 s), for aiortc's the receiver's first low REMB."""
+    if loop is None:
+        return fell[0] if fell else None
+    acts = [t for t, *_ in loop.changes if t >= i0] + [t for t, *_ in loop.drains if t >= i0]
+    before = [tg for now, tg, _ in tr.control if now < i0]
+    if before:
+        acts += [now for now, tg, _ in tr.control if now >= i0 and tg < 0.95 * before[-1]][:1]
+    return min(acts) if acts else None
+
+
+def _forced_gaps(tr: Trace, t0: float, i0: float, reacted: float | None) -> list[float]:
+    """The audio gaps no sender could have avoided: those after a voice frame sent between
+    the onset and the sender's reaction (plus one video frame's time, 40 ms: a frame being
+    encoded then still leaves). In a FIFO bottleneck every such frame waits behind the video
+    sent since the one before it; at a 5.5x overload 20 ms of it is 110 ms on the link.
+
+    A frame's send time is its pts on the sender's clock, placed by the least delayed frame
+    before the onset (a loopback path: a millisecond or so).
+    """
+    if reacted is None or len(tr.audio) < 2 or len(tr.audio_pts) != len(tr.audio):
+        return []
+    pts_s = [p / 48000 for p in tr.audio_pts]
+    early = [a - p for a, p in zip(tr.audio, pts_s, strict=True) if t0 + 1 <= a < i0]
+    if not early:
+        return []
+    offset = min(early)
+    out = []
+    for k in range(len(tr.audio) - 1):
+        gap = tr.audio[k + 1] - tr.audio[k]
+        sent = offset + pts_s[k]
+        if gap > 0.1 and tr.audio[k] > t0 + 1 and i0 - 0.02 <= sent < reacted + 0.04:
+            out.append(gap)
+    return out
+
+
 def _summarize(
     tr: Trace, ours: bool, scenario: str, t0: float, i0: float, i1: float, end: float, loop: Any
 ) -> dict[str, Any]:
@@ -342,6 +397,12 @@ def _summarize(
             return None
         return round((sel[-1][1] - sel[0][1]) * 8 / (sel[-1][0] - sel[0][0]) / 1000)
 
+    def stalled(a: float, b: float) -> float:
+        """The longest loop stall within the voice gap from a to b."""
+        return max((late for due, late in tr.stalls if a - 0.01 <= due < b), default=0.0)
+
+    reacted = _reaction(tr, i0, fell, loop) if scenario == "cap" else None
+    forced = _forced_gaps(tr, t0, i0, reacted)
     out = {
         "mode": "ours" if ours else "aiortc",
         "scenario": scenario,
@@ -352,13 +413,17 @@ def _summarize(
         "freezes": len(gaps),
         "freeze_s": round(sum(gaps), 2),
         "audio_gaps_over_100ms": len(agaps),
+        "audio_gaps_sender_could_not_avoid": len(forced),
+        "sender_reacted_after_onset_ms": None if reacted is None else round((reacted - i0) * 1000),
         "voice_frames_lost": tr.voice_lost,
         "queue_drops": tr.queue_drops,
-        "audio_gaps": [
-            [round(a - t0, 2), round(b - a, 3)]
+        "audio_gaps": [  # [at, seconds, the longest event-loop stall within it]
+            [round(a - t0, 2), round(b - a, 3), round(stalled(a, b), 3)]
             for a, b in itertools.pairwise(tr.audio)
             if b - a > 0.1 and a > t0 + 1
         ],
+        "loop_stalls_over_40ms": len(tr.stalls),
+        "longest_loop_stall_ms": round(max((late for _, late in tr.stalls), default=0.0) * 1000),
         "control": [[round(now - t0, 2), tg, cap] for now, tg, cap in tr.control],
         "time_to_top_rung_s": top_at,
         "remb_after_onset_ms": round((fell[0] - i0) * 1000) if fell else None,
@@ -414,6 +479,13 @@ def _print(results: list[dict[str, Any]]) -> None:
             f"{r['scenario']}/{r['mode']} relay out kbps before/during/after: {b}/{d}/{a}; "
             f"bottleneck drops {r['queue_drops']}, voice frames lost {r['voice_frames_lost']}"
         )
+        if r["sender_reacted_after_onset_ms"] is not None:
+            print(
+                f"{r['scenario']}/{r['mode']} audio gaps [at, s, loop stall s] {r['audio_gaps']}: "
+                f"{r['audio_gaps_sender_could_not_avoid']} after voice sent before the sender "
+                f"reacted ({r['sender_reacted_after_onset_ms']} ms after the onset), "
+                f"{_avoidable(r)} after"
+            )
         hs = " ".join(f"{k}:{h}/{n}" for k, h, n in r["height_fps_per_s"])
         print(f"{r['scenario']}/{r['mode']} height/fps per second: {hs}")
         if "rung_changes" in r:
@@ -423,6 +495,10 @@ def _print(results: list[dict[str, Any]]) -> None:
             print(f"{r['scenario']}/{r['mode']} drains (* ended by the queue probe): {ds}")
         if r.get("transport_feedback"):
             print(f"{r['scenario']}/{r['mode']} transport feedback: {r['transport_feedback']}")
+
+
+def _avoidable(r: dict[str, Any]) -> int:
+    return int(r["audio_gaps_over_100ms"] - r["audio_gaps_sender_could_not_avoid"])
 
 
 def _print_medians(results: list[dict[str, Any]]) -> None:
@@ -435,7 +511,7 @@ def _print_medians(results: list[dict[str, Any]]) -> None:
     print(f"medians over {1 + max(r['run'] for r in results)} runs:")
     print(
         f"{'scenario':8} {'mode':7} {'p95 during ms':>13} {'p95 all ms':>10} {'freezes':>7} "
-        f"{'freeze s':>8} {'audio gaps':>10} {'voice lost':>10} "
+        f"{'freeze s':>8} {'audio gaps':>10} {'avoidable':>9} {'voice lost':>10} "
         f"{'top rung s':>10} {'remb ms':>7}  per run p95 during"
     )
     keys = dict.fromkeys((r["scenario"], r["mode"]) for r in results)
@@ -447,6 +523,7 @@ def _print_medians(results: list[dict[str, Any]]) -> None:
             f"{med([r['latency_ms_all']['p95'] for r in rs]):>10} "
             f"{med([r['freezes'] for r in rs]):>7} {med([r['freeze_s'] for r in rs]):>8} "
             f"{med([r['audio_gaps_over_100ms'] for r in rs]):>10} "
+            f"{med([_avoidable(r) for r in rs]):>9} "
             f"{med([r['voice_frames_lost'] for r in rs]):>10} "
             f"{med([r['time_to_top_rung_s'] for r in rs]):>10} "
             f"{med([r['remb_after_onset_ms'] for r in rs]):>7}  {p95}"

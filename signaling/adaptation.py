@@ -8,7 +8,8 @@
 - limits that sender's retransmissions to a share of its bitrate
   (:mod:`media.retransmit`), none while it drains a queue;
 - paces that sender's packets at a multiple of its bitrate (:mod:`media.pacer`), so a
-  keyframe does not reach a bottleneck as one burst in front of the audio;
+  keyframe does not reach a bottleneck as one burst in front of the audio; a smaller
+  multiple while the controller knows the link's capacity, so no frame does;
 - gives the voice (an Opus sender) a 32 kbps encoder instead of aiortc's 96 kbps, and
   counts what it sends out of the REMB estimate (the receiver's budget for both);
 - gives the caller's mic receiver a low-latency jitter buffer (:mod:`media.jitter`);
@@ -118,6 +119,9 @@ class AdaptationOptions:
     cap_to_renderer: bool = True
     retransmit_share: float = 0.3  # retransmissions may use this share of the video bitrate
     pace_factor: float | None = 2.5  # video leaves at this x its bitrate (None: in bursts)
+    # ... and at this x while the controller knows the link's capacity (a bottleneck was
+    # seen): a frame's burst would hold the voice back behind it on a full link
+    saturated_pace_factor: float = 1.5
     voice_bitrate: int | None = 32_000  # the Opus voice's bitrate (None: aiortc's 96 kbps)
     queue_probe: bool = True  # end a drain once STUN pings see the bottleneck queue empty
     # number voice and video transport-wide where the caller offers it (every browser
@@ -135,6 +139,10 @@ class AdaptationOptions:
             raise ValueError("retransmit_share must be in (0, 1]")
         if self.pace_factor is not None and self.pace_factor < 1:
             raise ValueError(f"pace_factor must be >= 1 or None, got {self.pace_factor}")
+        if self.saturated_pace_factor < 1:
+            raise ValueError(
+                f"saturated_pace_factor must be >= 1, got {self.saturated_pace_factor}"
+            )
 
 
 class _ByteRate:
@@ -216,7 +224,11 @@ class QualityLoop:
                 )
                 if self.options.pace_factor is not None:
                     self.pacer = VideoPacer(
-                        tr.sender, self._video_bitrate, factor=self.options.pace_factor
+                        tr.sender,
+                        self._video_bitrate,
+                        factor=self.options.pace_factor,
+                        saturated=lambda: self.controller.capacity is not None,
+                        saturated_factor=self.options.saturated_pace_factor,
                     )
             elif tr.kind == "audio":
                 if self.audio_monitor is None:

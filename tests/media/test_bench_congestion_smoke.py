@@ -46,4 +46,9 @@ def test_quick_benchmark_runs(tmp_path: Path) -> None:
     assert ours_cap["rung_changes"][0][4] == "start"
     assert len(ours_cap["rung_changes"]) >= 2  # 400 kbps made the controller step down
     assert ours_cap["encoder"]["keyframes"] >= 1
+    # the sender's reaction to the cap is found, and the gaps it excuses are among the gaps
+    assert ours_cap["sender_reacted_after_onset_ms"] > 0
+    excused = ours_cap["audio_gaps_sender_could_not_avoid"]
+    assert 0 <= excused <= ours_cap["audio_gaps_over_100ms"] == len(ours_cap["audio_gaps"])
+    assert all(len(gap) == 3 for gap in ours_cap["audio_gaps"])  # at, length, loop stall
     assert plot.stat().st_size > 10_000

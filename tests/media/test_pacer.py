@@ -166,3 +166,31 @@ async def test_bad_arguments() -> None:
     sender.kind = "audio"  # type: ignore[misc]
     with pytest.raises(ValueError, match="video senders"):
         VideoPacer(sender, lambda: 1.0)  # type: ignore[arg-type]
+
+
+async def test_a_saturated_link_gets_the_smaller_factor() -> None:
+    full = False
+    sender = FakeSender(ext_map())
+    pacer = VideoPacer(
+        sender,  # type: ignore[arg-type]
+        lambda: 480_000,
+        factor=4.0,
+        saturated=lambda: full,
+        saturated_factor=1.0,
+        max_queue_s=5.0,
+        burst_s=0.0,
+    )
+
+    async def frame_spread(first_seq: int) -> float:
+        start = len(sender.transport.sent)
+        for seq in range(first_seq, first_seq + 10):  # one 12 kB frame at once
+            await sender.transport._send_rtp(packet(VIDEO, seq))
+        await all_sent(pacer, start + 10)
+        times = [t for t, _ in sender.transport.sent[start:]]
+        return times[-1] - times[0]
+
+    # 9 gaps of 1200 B: at 4 x 480 kbps 45 ms, at 1 x 180 ms (sleeps only run late)
+    assert await frame_spread(0) < 0.15
+    full = True
+    assert await frame_spread(10) >= 0.17
+    await pacer.close()
