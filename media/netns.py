@@ -2,7 +2,8 @@
 
 :class:`TbfNamespace` creates a private network namespace and a veth pair between it and
 the host (addresses in a /30 of 10.200.0.0/16, nothing routed anywhere else), and shapes
-the host → namespace direction with a token bucket filter. A process started with
+the host → namespace direction with a token bucket filter (or drops a share of it at random,
+:meth:`TbfNamespace.lose`). A process started with
 :meth:`TbfNamespace.command` runs inside the namespace and reaches the host at
 ``host_addr``. Needs root (CAP_NET_ADMIN) and ``ip``/``tc``; :func:`unavailable_reason` says
 why not where it cannot work, for a clean ``pytest.skip``. Everything is removed on
@@ -104,6 +105,23 @@ class TbfNamespace:
             "burst", str(options.burst_bytes),
             "latency", f"{round(options.latency_s * 1000)}ms",
         )  # fmt: skip
+
+    def lose(self, share: float | None) -> None:
+        """Drop ``share`` of the UDP packets reaching the namespace, at random (``None``:
+        none). The kernel's ``statistic`` match through ``iptables`` (this kernel has no
+        ``netem``); an error names iptables where it is not installed."""
+        if share is not None and not 0 < share < 1:
+            raise ValueError(f"share must be within (0, 1), got {share}")
+        if shutil.which("iptables") is None:
+            raise RuntimeError("`iptables` is not installed (scripts/setup.sh installs it)")
+        ns = ("ip", "netns", "exec", self.name)
+        self._sh(*ns, "iptables", "-F", "INPUT")
+        if share is not None:
+            self._sh(
+                *ns, "iptables", "-A", "INPUT", "-p", "udp",
+                "-m", "statistic", "--mode", "random", "--probability", f"{share:.4f}",
+                "-j", "DROP",
+            )  # fmt: skip
 
     def command(self, argv: list[str]) -> list[str]:
         """``argv`` wrapped to run inside the namespace."""

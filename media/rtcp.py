@@ -2,8 +2,9 @@
 
 :class:`RtcpMonitor` wraps one sender's ``_handle_rtcp_packet`` and ``_send_rtcp`` (instance
 attributes: only this sender is affected, aiortc still handles every packet): receiver
-reports give fraction lost, jitter, RTT (from our own sender-report send times) and the
-rate that reached the receiver between two reports, NACKs
+reports give fraction lost (over at least ``LOSS_WINDOW_S``, however often they come),
+jitter, RTT (from our own sender-report send times) and the rate that reached the receiver
+between two reports, NACKs
 the repaired loss, REMB packets the receiver's estimate; :meth:`RtcpMonitor.estimate` takes
 the sender's own (:mod:`media.twcc_monitor`) the same way.
 """
@@ -27,7 +28,9 @@ from aiortc.rtp import (
     unpack_remb_fci,
 )
 
-__all__ = ["RtcpMonitor", "RtcpSnapshot"]
+__all__ = ["LOSS_WINDOW_S", "RtcpMonitor", "RtcpSnapshot"]
+
+LOSS_WINDOW_S = 0.5  # the loss the controller gets is measured over at least this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,8 @@ class RtcpMonitor:
         self._reports = 0
         self._nacked = 0
         self._last_rr: tuple[float, int] | None = None  # (arrival, packets delivered)
+        # (arrival, extended highest sequence, cumulative lost) where the loss window began
+        self._loss_base: tuple[float, int, int] | None = None
         self._last_sent: tuple[int, int] = (0, 0)  # the sender's (octets, packets) then
         self._cap: tuple[float, float] | None = None  # (until, bps): see estimate()
         self.last: RtcpSnapshot = RtcpSnapshot()
@@ -103,7 +108,7 @@ class RtcpMonitor:
                 if report.ssrc != ssrc:
                     continue
                 self._reports += 1
-                self._pending["fraction_lost"] = report.fraction_lost / 256
+                self._loss(report.fraction_lost, report.highest_sequence, report.packets_lost)
                 self._pending["jitter_s"] = report.jitter / self._clock_rate
                 sent = self._sr_sent.get(report.lsr)
                 if report.lsr and sent is not None:
@@ -121,6 +126,26 @@ class RtcpMonitor:
                 return
             if ssrc in ssrcs:
                 self.remb(float(bitrate))
+
+    def _loss(self, fraction: int, highest: int, lost: int) -> None:
+        """Fraction lost over at least ``LOSS_WINDOW_S``, from the reports' cumulative counts.
+
+        A report's own fraction covers the time since the receiver's previous report, and a
+        browser sends one with every RTCP message: a transport feedback every ~70 ms, each
+        NACK. Over such an interval one lost packet of two reads as 50 % (a 2 % random loss
+        took a browser's call to the bottom rung); the first report's fraction is kept.
+        """
+        now, base = self._time(), self._loss_base
+        if base is None or highest < base[1]:  # the first report, or the receiver restarted
+            self._loss_base = (now, highest, lost)
+            if base is None:
+                self._pending["fraction_lost"] = fraction / 256
+            return
+        expected = highest - base[1]
+        if now - base[0] < LOSS_WINDOW_S or expected == 0:
+            return
+        self._pending["fraction_lost"] = min(1.0, max(0, lost - base[2]) / expected)
+        self._loss_base = (now, highest, lost)
 
     def remb(self, bps: float) -> None:
         """A REMB's estimate: one that arrived, or the sender's own from transport

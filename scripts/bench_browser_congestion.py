@@ -18,6 +18,16 @@ what the browser's ``getStats()`` reports over the 4 s after the cap: concealed 
 (``concealedSamples`` share: the voice that did not arrive in time to be played) and
 video freezes (``freezeCount`` / ``totalFreezesDuration``). Needs root (a namespace) and
 ``/usr/bin/chromium``.
+
+``--impairment loss`` drops ``--loss-pct`` of the server's packets at random instead (the
+kernel's ``statistic`` match, through ``iptables``), for ``--watch-s`` seconds.
+``--voice-fec-pct N`` starts the server with Opus in-band FEC in its voice
+(``media.voice_fec_loss_pct``); mode ``no-fec`` then takes ``useinbandfec=1`` out of the
+browser's offer, so that call's voice goes without it. The audio's ``packetsLost`` and
+``fecPacketsReceived`` are printed with the concealed share.
+
+    python scripts/bench_browser_congestion.py --impairment loss --loss-pct 5 \
+        --voice-fec-pct 10 --modes feedback no-fec --runs 5 --watch-s 8
 """
 
 from __future__ import annotations
@@ -50,6 +60,8 @@ async () => {
   for (const s of report.values()) {
     if (s.type === "inbound-rtp" && s.kind === "audio") {
       out.concealed = s.concealedSamples ?? 0; out.samples = s.totalSamplesReceived ?? 0;
+      out.lost = s.packetsLost ?? 0; out.received = s.packetsReceived ?? 0;
+      out.fec = s.fecPacketsReceived ?? 0;
     }
     if (s.type === "inbound-rtp" && s.kind === "video") {
       out.freezes = s.freezeCount ?? 0; out.freezeS = s.totalFreezesDuration ?? 0;
@@ -86,6 +98,14 @@ async def one_call(
                 await route.continue_(post_data=json.dumps(body))
 
             await page.route("**/offer", without_transport_cc)
+        if mode == "no-fec":
+
+            async def without_fec(route: Route) -> None:
+                body = json.loads(route.request.post_data or "{}")
+                body["sdp"] = body.get("sdp", "").replace(";useinbandfec=1", "")
+                await route.continue_(post_data=json.dumps(body))
+
+            await page.route("**/offer", without_fec)
         await page.goto(url + "/")
         await page.click("#call")
         await page.wait_for_function(
@@ -102,7 +122,10 @@ async def one_call(
         before = await page.evaluate(_STATS_JS)
         start_rung = await asyncio.to_thread(_rung, url)
         t0 = time.monotonic()
-        ns.shape(TbfOptions(rate_bps=args.cap_kbps * 1000, latency_s=1.0))
+        if args.impairment == "cap":
+            ns.shape(TbfOptions(rate_bps=args.cap_kbps * 1000, latency_s=1.0))
+        else:
+            ns.lose(args.loss_pct / 100)
         first: tuple[float, float] | None = None
         try:
             while time.monotonic() - t0 < args.watch_s:
@@ -113,6 +136,8 @@ async def one_call(
             after = await page.evaluate(_STATS_JS)
         finally:
             ns.shape(None)
+            if args.impairment == "loss":
+                ns.lose(None)
         await page.click("#hangup")
     samples = after.get("samples", 0) - before.get("samples", 0)
     concealed = after.get("concealed", 0) - before.get("concealed", 0)
@@ -121,6 +146,9 @@ async def one_call(
         "step_down_ms": None if first is None else round(first[0] * 1000),
         "rung": None if first is None else first[1],
         "concealed_audio_pct": round(100 * concealed / samples, 1) if samples else None,
+        "audio_packets_lost": after.get("lost", 0) - before.get("lost", 0),
+        "audio_packets": after.get("received", 0) - before.get("received", 0),
+        "audio_fec_packets": after.get("fec", 0) - before.get("fec", 0),
         "video_freezes": after.get("freezes", 0) - before.get("freezes", 0),
         "video_freeze_s": round(after.get("freezeS", 0) - before.get("freezeS", 0), 2),
     }
@@ -133,6 +161,8 @@ async def bench(args: argparse.Namespace) -> list[dict[str, Any]]:
         wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {ns.name} {CHROMIUM} "$@"\n')
         wrapper.chmod(0o755)
         env = {"AVATAR_RTC_ACCESS__ANONYMOUS": "any"}  # the caller is not on loopback
+        if args.voice_fec_pct:
+            env["AVATAR_RTC_MEDIA__VOICE_FEC_LOSS_PCT"] = str(args.voice_fec_pct)
         log = args.server_log or Path(tmp) / "server.log"
         with run_server(log=log, env=env, args=("--host", "0.0.0.0")) as local:
             url = f"http://{ns.host_addr}:{local.rsplit(':', 1)[1]}"
@@ -155,16 +185,21 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--runs", type=int, default=3, help="calls per mode")
-    p.add_argument("--modes", nargs="+", default=["feedback", "remb"], choices=["feedback", "remb"])
+    p.add_argument(
+        "--modes", nargs="+", default=["feedback", "remb"], choices=["feedback", "remb", "no-fec"]
+    )
+    p.add_argument("--impairment", choices=["cap", "loss"], default="cap")
     p.add_argument("--cap-kbps", type=int, default=200)
+    p.add_argument("--loss-pct", type=float, default=2.0, help="with --impairment loss")
+    p.add_argument("--voice-fec-pct", type=int, default=0, help="the server's voice FEC")
     p.add_argument("--settle-s", type=float, default=3.0, help="speaking before the cap")
     p.add_argument("--watch-s", type=float, default=4.0, help="watched after the cap")
     p.add_argument("--question", default="What is your return policy?")
     p.add_argument("--json", type=Path, help="write the results here")
     p.add_argument("--server-log", type=Path, help="keep the server's log here")
     args = p.parse_args(argv)
-    if args.runs < 1 or args.cap_kbps < 8:
-        p.error("--runs must be >= 1 and --cap-kbps >= 8")
+    if args.runs < 1 or args.cap_kbps < 8 or not 0 < args.loss_pct < 100:
+        p.error("--runs must be >= 1, --cap-kbps >= 8 and --loss-pct within (0, 100)")
     reason = unavailable_reason()
     if reason is not None:
         print(f"cannot run: {reason}", file=sys.stderr)
@@ -173,9 +208,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cannot run: {CHROMIUM} is missing (scripts/setup.sh installs it)", file=sys.stderr)
         return 2
     results = asyncio.run(bench(args))
-    print(f"\ncap {args.cap_kbps} kbps; medians over {args.runs} call(s) per mode:")
+    what = f"cap {args.cap_kbps} kbps" if args.impairment == "cap" else f"loss {args.loss_pct} %"
+    print(f"\n{what}; medians over {args.runs} call(s) per mode:")
     print(
         f"{'mode':9} {'step down ms':>12} {'concealed audio %':>17} {'freezes':>7} {'freeze s':>8}"
+        f" {'audio lost':>10}"
     )
     for mode in args.modes:
         rs = [r for r in results if r["mode"] == mode]
@@ -183,9 +220,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{mode:9} {_median([r['step_down_ms'] for r in rs])!s:>12} "
             f"{_median([r['concealed_audio_pct'] for r in rs])!s:>17} "
             f"{_median([r['video_freezes'] for r in rs])!s:>7} "
-            f"{_median([r['video_freeze_s'] for r in rs])!s:>8}"
+            f"{_median([r['video_freeze_s'] for r in rs])!s:>8} "
+            f"{_median([r['audio_packets_lost'] for r in rs])!s:>10}"
         )
         print(f"  per call step down ms: {[r['step_down_ms'] for r in rs]}")
+        print(f"  per call concealed audio %: {[r['concealed_audio_pct'] for r in rs]}")
     if args.json:
         args.json.write_text(json.dumps(results))
     return 0

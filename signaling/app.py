@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 from aiortc import RTCSessionDescription
 
+from signaling.adaptation import AdaptationOptions
 from signaling.auth import AccessOptions, AccessPolicy, ApiKey, AuthError, KeyScope
 from signaling.config import Settings
 from signaling.control import control_socket
@@ -270,6 +271,7 @@ async def _offer(request: web.Request) -> web.Response:
         early_asr=EarlyAsrOptions(
             enabled=media.early_asr_pause_ms > 0, pause_ms=max(20, media.early_asr_pause_ms)
         ),
+        adaptation=AdaptationOptions(voice_fec_loss_pct=media.voice_fec_loss_pct or None),
     )
     bind_session(session_id)  # every log line of this call, aiortc's included, carries it
     session = Session(

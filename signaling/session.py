@@ -21,7 +21,12 @@ from media.player import AvPlayer, IdleLoop
 from media.quality import Rung
 from media.tracks import ClockedAudioTrack, ClockedVideoTrack
 from media.vad import Segmenter, SegmenterOptions, SpeechDropped, SpeechStarted, UtteranceReady
-from signaling.adaptation import QualityLoop, attach_quality, negotiate_answer
+from signaling.adaptation import (
+    AdaptationOptions,
+    QualityLoop,
+    attach_quality,
+    negotiate_answer,
+)
 from signaling.early_asr import EarlyAsr, EarlyAsrOptions
 from signaling.events import (
     BargeIn,
@@ -53,6 +58,7 @@ class SessionOptions:
     resume_grace_s: float = 15.0  # peer connection lost: wait this long for a resume offer
     segmenter: SegmenterOptions = field(default_factory=SegmenterOptions)
     early_asr: EarlyAsrOptions = field(default_factory=EarlyAsrOptions)
+    adaptation: AdaptationOptions = field(default_factory=AdaptationOptions)
     greet: bool = True
     max_queued_events: int = 512
 
@@ -159,9 +165,10 @@ class Session:
         self.pc.addTrack(self.audio_track)
         self.pc.addTrack(self.video_track)
         answer = await self.pc.createAnswer()
-        sdp = negotiate_answer(answer.sdp, offer.sdp)  # transport-cc, where offered
+        adaptation = self.options.adaptation
+        sdp = negotiate_answer(answer.sdp, offer.sdp, adaptation)  # transport-cc, if offered
         await self.pc.setLocalDescription(RTCSessionDescription(sdp=sdp, type=answer.type))
-        self.quality = attach_quality(self, on_change=self._on_quality)
+        self.quality = attach_quality(self, adaptation, on_change=self._on_quality)
         if not self._watching:
             self._watching = True
             self._spawn(self._watchdog())

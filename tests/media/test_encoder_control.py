@@ -430,3 +430,126 @@ def test_install_voice_encoder_sets_the_voice_bitrate() -> None:
         install_voice_encoder(FakeSender())  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="within 6"):
         install_voice_encoder(sender, bitrate=1_000)  # type: ignore[arg-type]
+
+
+def _silk_lbrr(packet: bytes) -> bool | None:
+    """The LBRR (in-band FEC) flag of a one-frame 20 ms mono Opus packet with a SILK layer,
+    read with the range decoder of RFC 6716 4.1 (the VAD flag, then the LBRR flag, each
+    one bit at probability 1/2); None for a CELT-only packet."""
+    toc = packet[0]
+    if toc >> 3 >= 16 or toc & 3 != 0:  # CELT-only, or more than one frame
+        return None
+    data, pos = packet[1:], 0
+
+    def byte() -> int:
+        nonlocal pos
+        pos += 1
+        return data[pos - 1] if pos <= len(data) else 0
+
+    rem = byte()
+    rng, val = 128, 127 - (rem >> 1)
+
+    def normalize() -> None:
+        nonlocal rng, val, rem
+        while rng <= 1 << 23:
+            rng <<= 8
+            sym = rem
+            rem = byte()
+            sym = ((sym << 8) | rem) >> 1
+            val = ((val << 8) + (255 & ~sym)) & ((1 << 31) - 1)
+
+    def bit() -> bool:
+        nonlocal rng, val
+        s = rng >> 1
+        one = val < s
+        if not one:
+            val -= s
+        rng = s if one else rng - s
+        normalize()
+        return one
+
+    normalize()
+    bit()  # the frame's VAD flag
+    return bit()
+
+
+def test_voice_fec_puts_a_copy_of_the_last_frame_in_each_packet() -> None:
+    from media.encoder_control import install_voice_encoder
+
+    def lbrr_flags(fec: int | None) -> list[bool | None]:
+        sender = FakeSender()
+        sender.kind = "audio"  # type: ignore[misc]
+        enc = install_voice_encoder(sender, bitrate=32_000, fec_loss_pct=fec)  # type: ignore[arg-type]
+        flags = []
+        t = np.arange(960) / 48000
+        for k in range(60):
+            tone = np.sin(2 * np.pi * (180 + 40 * np.sin(k / 7)) * (t + k * 0.02))
+            pcm = (tone * 0.5 * 12000).astype(np.int16)
+            frame = av.AudioFrame.from_ndarray(
+                np.repeat(pcm, 2)[None, :], format="s16", layout="stereo"
+            )
+            frame.sample_rate, frame.pts = 48000, k * 960
+            frame.time_base = fractions.Fraction(1, 48000)
+            payloads, _ = enc.encode(frame)
+            flags += [_silk_lbrr(p) for p in payloads]
+        return flags
+
+    with_fec, without = lbrr_flags(10), lbrr_flags(None)
+    assert all(f is not None for f in with_fec)  # a voice at 32 kbps is coded with SILK
+    assert sum(bool(f) for f in with_fec[5:]) >= 0.8 * len(with_fec[5:])
+    assert not any(without)
+    audio = FakeSender()
+    audio.kind = "audio"  # type: ignore[misc]
+    with pytest.raises(ValueError, match="fec_loss_pct"):
+        install_voice_encoder(audio, fec_loss_pct=0)  # type: ignore[arg-type]
+
+
+def test_offers_inband_fec_reads_the_opus_fmtp() -> None:
+    from media.encoder_control import offers_inband_fec
+
+    chrome = "v=0\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\n"
+    assert offers_inband_fec(chrome, 111)
+    assert not offers_inband_fec(chrome, 112)  # another payload type
+    assert not offers_inband_fec(chrome.replace("useinbandfec=1", "useinbandfec=0"), 111)
+    assert not offers_inband_fec("a=rtpmap:111 opus/48000/2\r\n", 111)  # no fmtp
+
+
+async def test_rtcp_monitor_measures_loss_over_half_a_second() -> None:
+    """A browser sends a receiver report with every RTCP message (~70 ms apart): over such an
+    interval one lost packet of two reads 50 %. The monitor takes the reports' cumulative
+    counts over at least half a second instead."""
+    now = [50.0]
+    sender = FakeSender()
+    mon = RtcpMonitor(sender, time_fn=lambda: now[0])  # type: ignore[arg-type]
+
+    def report(highest: int, lost: int, fraction: int) -> RtcpRrPacket:
+        info = RtcpReceiverInfo(
+            ssrc=1234,
+            fraction_lost=fraction,
+            packets_lost=lost,
+            highest_sequence=highest,
+            jitter=0,
+            lsr=0,
+            dlsr=0,
+        )
+        return RtcpRrPacket(ssrc=9, reports=[info])
+
+    await sender._handle_rtcp_packet(report(1000, 0, 0))
+    assert mon.take().fraction_lost == 0.0  # the first report's own fraction
+    seen = []
+    for k in range(1, 15):  # every 70 ms, 14 packets; one lost every 50 packets
+        now[0] += 0.07
+        highest = 1000 + 14 * k
+        await sender._handle_rtcp_packet(report(highest, (highest - 1000) // 50, 128))
+        snap = mon.take()
+        if snap.fraction_lost is not None:
+            seen.append(snap.fraction_lost)
+    assert len(seen) == 1  # once the window reached 0.5 s (8 reports), not per report
+    assert seen[0] == pytest.approx(2 / 112)
+    # a restarted receiver (sequence back down) starts a new window, no reading
+    now[0] += 1.0
+    await sender._handle_rtcp_packet(report(10, 0, 0))
+    assert mon.take().fraction_lost is None
+    now[0] += 0.6
+    await sender._handle_rtcp_packet(report(110, 10, 0))
+    assert mon.take().fraction_lost == pytest.approx(0.1)

@@ -73,3 +73,34 @@ def test_options_are_validated() -> None:
         TbfOptions(rate_bps=10)
     with pytest.raises(ValueError, match="burst_bytes"):
         TbfOptions(rate_bps=100_000, burst_bytes=100)
+
+
+def _received_share(ns: TbfNamespace, port: int, packets: int) -> float:
+    proc = subprocess.Popen(
+        ns.command([sys.executable, "-c", _RECEIVER, ns.ns_addr, str(port)]),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for _ in range(packets):
+        sock.sendto(b"x" * 200, (ns.ns_addr, port))
+        time.sleep(0.002)
+    sock.close()
+    out, _ = proc.communicate(timeout=10)
+    return int(out.split()[0]) / (200 * packets)
+
+
+def test_lose_drops_that_share_and_lifts() -> None:
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"a network namespace is not available: {reason}")
+    with TbfNamespace() as ns:
+        ns.lose(0.25)
+        lossy = _received_share(ns, 40003, 400)
+        assert 0.62 < lossy < 0.88, lossy  # 75 % expected; 400 packets: +-5 % is 2.3 sd
+        ns.lose(None)
+        assert _received_share(ns, 40004, 200) > 0.97
+        with pytest.raises(ValueError, match="share"):
+            ns.lose(1.5)

@@ -173,3 +173,42 @@ async def test_metrics_endpoint_off(settings: Settings, fake_services: Services)
                 assert r.status == 404
     finally:
         await server.close()
+
+
+async def test_voice_fec_follows_the_setting_and_the_offer(
+    settings: Settings, fake_services: Services
+) -> None:
+    """``media.voice_fec_loss_pct`` turns Opus in-band FEC on for callers whose offer says
+    they decode it (``useinbandfec=1``, as browsers' do); aiortc's offer does not say so."""
+    from aiortc import RTCPeerConnection
+
+    async def voice_options(pct: int, fec_in_offer: bool) -> dict[str, str]:
+        media = settings.media.model_copy(update={"voice_fec_loss_pct": pct})
+        app = create_app(settings.model_copy(update={"media": media}), services=fake_services)
+        server, url = await start(app)
+        pc = RTCPeerConnection()
+        try:
+            pc.addTransceiver("audio", direction="sendrecv")
+            pc.addTransceiver("video", direction="recvonly")
+            await pc.setLocalDescription(await pc.createOffer())
+            sdp = pc.localDescription.sdp
+            opus = "a=rtpmap:96 opus/48000/2\r\n"
+            assert opus in sdp and "useinbandfec" not in sdp
+            if fec_in_offer:
+                sdp = sdp.replace(opus, opus + "a=fmtp:96 minptime=10;useinbandfec=1\r\n")
+            async with ClientSession() as http:
+                async with http.post(url + "/offer", json={"sdp": sdp, "type": "offer"}) as r:
+                    assert r.status == 200, await r.text()
+            (session,) = app[STATE].sessions.values()
+            assert session.quality is not None and session.quality.audio_sender is not None
+            encoder = vars(session.quality.audio_sender)["_RTCRtpSender__encoder"]
+            return dict(encoder.codec.options)
+        finally:
+            await pc.close()
+            await drain(app)
+            await server.close()
+
+    on = await voice_options(10, fec_in_offer=True)
+    assert on["fec"] == "1" and on["packet_loss"] == "10"
+    assert "fec" not in await voice_options(10, fec_in_offer=False)
+    assert "fec" not in await voice_options(0, fec_in_offer=True)  # the default: off
