@@ -130,10 +130,10 @@ class RtcpMonitor:
     def _loss(self, fraction: int, highest: int, lost: int) -> None:
         """Fraction lost over at least ``LOSS_WINDOW_S``, from the reports' cumulative counts.
 
-        A report's own fraction covers the time since the receiver's previous report, and a
-        browser sends one with every RTCP message: a transport feedback every ~70 ms, each
-        NACK. Over such an interval one lost packet of two reads as 50 % (a 2 % random loss
-        took a browser's call to the bottom rung); the first report's fraction is kept.
+        A report's own fraction covers the time since the receiver's previous report, and
+        Chromium sends them at irregular times, 0.1-1 s apart and some 2 ms apart (with a
+        NACK): over such an interval one lost packet of three reads as 33 % (at a 2 % random
+        loss its calls went to the bottom rung). The first report's fraction is kept.
         """
         now, base = self._time(), self._loss_base
         if base is None or highest < base[1]:  # the first report, or the receiver restarted
