@@ -17,7 +17,11 @@ Policy: down fast, up slowly.
     and is under what we actually send (``send_bps``; the rung's bitrate when unknown).
     Other REMBs are no signal: aiortc raises its estimate by ~8 %/s up to ~1.5x of what it
     receives, so it lags behind a probe, and a static picture that encodes small keeps it
-    low without any congestion. While the receiver reports loss or NACKs packets
+    low without any congestion. Except REMBs that come often (``remb_busy_count`` within
+    ``remb_busy_s``): the receiver's estimator is in overuse, each one is 0.85x what
+    arrives, and one under ``backoff`` times what we send says a queue grows by the
+    difference (a probe crept over the link without a fall): a mild cut to it.
+    While the receiver reports loss or NACKs packets
     (``remb_loss_guard``) and the RTT is not rising, REMB is ignored: aiortc retransmits
     packets with their original send time, so its estimator reads every repaired loss as a
     delay spike.
@@ -97,6 +101,10 @@ class QualityOptions:
     remb_loss_guard: float = 0.01  # reported loss above this: REMB alone is not trusted
     severe_ratio: float = 0.7  # REMB under this share of the send rate: drain the queue
     remb_window_s: float = 1.5  # a REMB 5 % under the highest of this window fell
+    # this many REMBs within remb_busy_s: the receiver's estimator is in overuse, where each
+    # is 0.85x what arrives (in its increase state it sends about one a second)
+    remb_busy_count: int = 4
+    remb_busy_s: float = 0.5
     drain_s: float = 1.0
     severe_queue_s: float = 0.4  # RTT this far over its minimum: a deep queue, go to the bottom
     severe_loss: float = 0.2  # loss over this: bottom rung and drain
@@ -137,6 +145,8 @@ class QualityOptions:
             raise ValueError(f"start_index {self.start_index} is outside the ladder")
         if self.remb_window_s <= 0:
             raise ValueError(f"remb_window_s must be positive, got {self.remb_window_s}")
+        if self.remb_busy_count < 2 or not 0 < self.remb_busy_s <= self.remb_window_s:
+            raise ValueError("need remb_busy_count >= 2 and 0 < remb_busy_s <= remb_window_s")
         if not 0 < self.severe_ratio < 1 or not 0 <= self.drain_s <= self.max_drain_s <= 5:
             raise ValueError("need 0 < severe_ratio < 1 and 0 <= drain_s <= max_drain_s <= 5")
         if self.severe_queue_s <= self.rtt_rise_s or not 0 < self.severe_loss < 1:
@@ -322,13 +332,22 @@ class QualityController:
                 severe = severe or queue > o.severe_queue_s
         if repaired_loss is not None:
             s.repaired = repaired_loss
-        remb_fell = False
+        remb_fell = remb_busy = False
         if remb_bps is not None:
             # the highest recent REMB, else the last one (the first ever counts as a fall)
             recent = [(t, r) for t, r in s.rembs if t >= now - o.remb_window_s] or s.rembs[-1:]
             remb_fell = not recent or remb_bps < 0.95 * max(r for _, r in recent)
             s.rembs = [*recent, (now, remb_bps)]
+            busy = sum(1 for t, _ in s.rembs if t >= now - o.remb_busy_s)
+            remb_busy = busy >= o.remb_busy_count
         lossy = max(s.loss, s.repaired) > o.remb_loss_guard
+        if remb_bps is not None and not remb_fell and remb_busy and (not lossy or s.rtt_rising):
+            # held low, not falling: 0.85x what arrives, under 0.85x what we send: a queue
+            # grows by the difference (a probe crept over the link); a mild cut to it
+            if remb_bps < o.backoff * sent:
+                reasons.append(f"remb {remb_bps / 1000:.0f} kbps held")
+                cut = min(cut or math.inf, remb_bps)
+                s.capacity = min(s.capacity or math.inf, remb_bps / o.backoff)
         if remb_bps is not None and remb_fell and (not lossy or s.rtt_rising):
             if remb_bps < o.backoff * sent:
                 reasons.append(f"remb {remb_bps / 1000:.0f} kbps")

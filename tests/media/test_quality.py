@@ -48,6 +48,36 @@ def test_remb_above_what_we_send_is_no_signal() -> None:
     assert ctl.target == 1_500_000
 
 
+def test_a_held_low_remb_in_overuse_is_a_mild_cut() -> None:
+    """A probe crept over the link: the receiver's estimator is in overuse and sends a REMB
+    with nearly every packet, each 0.85x what arrives, steady (no fall). Sent often and under
+    0.85x what we send, it cuts the target to it; sent about once a second (its increase
+    state, lagging a probe), it is no signal."""
+    ctl = QualityController(QualityOptions(start_index=3))  # 256 px, 300 kbps
+    ctl.update(0.0, remb_bps=330_000, send_bps=280_000)  # the first REMB (not under sent)
+    for k in range(1, 3):  # sparse and steady: no signal, the target grows
+        ctl.update(k * 0.6, remb_bps=330_000, send_bps=500_000)
+        assert "held" not in ctl.reason
+    grown = ctl.target
+    assert ctl.rung.height == 256 and grown > 330_000
+    t, cut = 1.2, None
+    for _ in range(6):  # now one every 30 ms, steady at 0.85x the 388k that arrives
+        t += 0.03
+        ctl.update(t, remb_bps=330_000, send_bps=500_000)
+        if "held" in ctl.reason and cut is None:
+            cut = t
+    assert cut is not None and cut <= 1.2 + 3 * 0.03 + 1e-9  # 4 within 0.5 s (one sparse)
+    assert ctl.target == 330_000 < grown
+    assert ctl.rung.height == 256  # a mild cut keeps the rung, no drain
+    assert ctl.drain_s == 0.0
+    assert ctl.capacity == pytest.approx(330_000 / 0.85)
+    # often but not under what we send (what arrives is what we send): no cut
+    ctl2 = QualityController(QualityOptions(start_index=3))
+    for k in range(8):
+        ctl2.update(k * 0.03, remb_bps=330_000, send_bps=360_000)
+        assert "held" not in ctl2.reason
+
+
 def test_remb_far_under_the_send_rate_goes_to_the_bottom_and_drains() -> None:
     ctl = QualityController(QualityOptions(severe_ratio=0.5, drain_s=0.6))
     # we send 1.9 Mbps, 400 kbps gets through: bottom rung, pause to drain the queue
@@ -343,6 +373,7 @@ def test_rtt_baseline_is_the_window_minimum_and_jitter_widens_it() -> None:
         ({"probe_gain": 0.5, "ramp_gain": 0.2}, "probe_gain"),
         ({"loss_threshold": 1.5}, "loss_threshold"),
         ({"min_fill": 0.0}, "min_fill"),
+        ({"remb_busy_count": 1}, "remb_busy_count"),
         ({"up_hold_s": 20.0, "max_up_hold_s": 10.0}, "up_hold_s"),
     ],
 )
