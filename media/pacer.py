@@ -63,7 +63,7 @@ class VideoPacer:
         max_queue_s: float = 0.3,
         burst_s: float = 0.005,
         saturated: Callable[[], bool] | None = None,
-        saturated_factor: float = 1.2,
+        saturated_factor: float = 1.5,
         time_fn: Callable[[], float] = time.monotonic,
     ) -> None:
         if sender.kind != "video":

@@ -1,5 +1,6 @@
 """tc tbf on a veth pair in a namespace the test creates: the rate is what we asked for."""
 
+import shutil
 import socket
 import subprocess
 import sys
@@ -31,7 +32,8 @@ print(n, (last or 0) - (first or 0), flush=True)
 """
 
 
-def _measure(ns: TbfNamespace, port: int, *, seconds: float, offered_bps: int) -> float:
+def _receiver(ns: TbfNamespace, port: int) -> subprocess.Popen[str]:
+    """A UDP receiver inside the namespace, ready; it prints its bytes and span at the end."""
     proc = subprocess.Popen(
         ns.command([sys.executable, "-c", _RECEIVER, ns.ns_addr, str(port)]),
         stdout=subprocess.PIPE,
@@ -39,6 +41,11 @@ def _measure(ns: TbfNamespace, port: int, *, seconds: float, offered_bps: int) -
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def _measure(ns: TbfNamespace, port: int, *, seconds: float, offered_bps: int) -> float:
+    proc = _receiver(ns, port)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     payload = b"x" * 1000
     t0 = time.monotonic()
@@ -76,13 +83,7 @@ def test_options_are_validated() -> None:
 
 
 def _received_share(ns: TbfNamespace, port: int, packets: int) -> float:
-    proc = subprocess.Popen(
-        ns.command([sys.executable, "-c", _RECEIVER, ns.ns_addr, str(port)]),
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "ready"
+    proc = _receiver(ns, port)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     for _ in range(packets):
         sock.sendto(b"x" * 200, (ns.ns_addr, port))
@@ -96,6 +97,8 @@ def test_lose_drops_that_share_and_lifts() -> None:
     reason = unavailable_reason()
     if reason is not None:
         pytest.skip(f"a network namespace is not available: {reason}")
+    if shutil.which("iptables") is None:
+        pytest.skip("iptables is not installed (scripts/setup.sh installs it with apt)")
     with TbfNamespace() as ns:
         ns.lose(0.25)
         lossy = _received_share(ns, 40003, 400)
