@@ -458,7 +458,13 @@ class QualityLoop:
                 self.encoder.resume()
             if self.retransmits is not None:
                 self.retransmits.resume()
-        self.drains.append((began, self.session.clock.now() - began, early))
+        paused = self.session.clock.now() - began
+        self.drains.append((began, paused, early))
+        log.info(
+            "video paused %.2f s to drain the bottleneck queue (%s)",
+            paused,
+            "the probe saw it empty" if early else f"the controller's {drain_s:.2f} s",
+        )
 
     async def _apply(self, rung: Rung, reason: str) -> None:
         s = self.session
