@@ -398,9 +398,14 @@ class QualityLoop:
         await self._apply(self.controller.rung, "start")
         assert self.monitor is not None
         while True:
-            # every interval, and at once when a report or a REMB arrives
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.monitor.news.wait(), self.options.interval_s)
+            # every interval, and at once when a report or a REMB arrives. Not wait_for:
+            # Python 3.11's returns the result when a cancel meets a wait that just ended,
+            # swallowing the cancel, and this loop would then run on while stop() waits
+            news = asyncio.ensure_future(self.monitor.news.wait())
+            try:
+                await asyncio.wait((news,), timeout=self.options.interval_s)
+            finally:
+                news.cancel()
             now = self.session.clock.now()
             snap = self.monitor.take()
             rtts = [snap.rtt_s]
