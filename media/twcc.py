@@ -29,6 +29,7 @@ __all__ = [
     "feedback_fcis",
     "negotiated_id",
     "parse_feedback",
+    "payload_size",
     "read_sequence",
     "stamp_sequence",
     "transport_cc_id",
@@ -172,6 +173,13 @@ def _extension_block(data: bytes) -> tuple[int, int, int] | None:
     profile, words = struct.unpack_from("!HH", data, start)
     end = start + 4 + 4 * words
     return (start, profile, end) if end <= len(data) else None
+
+
+def payload_size(data: bytes) -> int:
+    """The payload bytes of an RTP packet: after the fixed header, CSRCs and extensions."""
+    block = _extension_block(data)
+    header = block[2] if block is not None else 12 + 4 * (data[0] & 0x0F)
+    return max(0, len(data) - header)
 
 
 def read_sequence(data: bytes, ext_id: int) -> int | None:

@@ -42,7 +42,7 @@ from media.fast_remb import (
     QueueGrowthOptions,
     SlidingMin,
 )
-from media.twcc import feedback_fcis, parse_feedback, stamp_sequence
+from media.twcc import feedback_fcis, parse_feedback, payload_size, stamp_sequence
 
 __all__ = [
     "BusyQueueDetector",
@@ -166,13 +166,6 @@ class _Sent:
     ssrc: int
 
 
-def _payload_size(data: bytes) -> int:
-    header = 12 + 4 * (data[0] & 0x0F)
-    if data[0] & 0x10 and len(data) >= header + 4:
-        header += 4 + 4 * int.from_bytes(data[header + 2 : header + 4])
-    return max(0, len(data) - header)
-
-
 class TransportFeedbackMonitor:
     """Numbers the packets of the SSRCs in ``ext_ids`` (SSRC -> extension id) on
     ``transport`` (an ``RTCDtlsTransport``) and reads the transport feedback about them.
@@ -258,7 +251,7 @@ class TransportFeedbackMonitor:
             return
         assert ssrc is not None
         self._sent_bytes += len(stamped)
-        self._sent[self._seq] = _Sent(now, self._sent_bytes, _payload_size(stamped), ssrc)
+        self._sent[self._seq] = _Sent(now, self._sent_bytes, payload_size(stamped), ssrc)
         self._seq = (self._seq + 1) & 0xFFFF
         self.stats.numbered += 1
         while len(self._sent) > self.options.history:

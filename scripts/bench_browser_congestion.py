@@ -55,19 +55,16 @@ _TRANSPORT_CC = re.compile(
 )
 _STATS_JS = """
 async () => {
-  const report = await window.avatarCall.pc.getStats();
-  const out = {};
-  for (const s of report.values()) {
-    if (s.type === "inbound-rtp" && s.kind === "audio") {
-      out.concealed = s.concealedSamples ?? 0; out.samples = s.totalSamplesReceived ?? 0;
-      out.lost = s.packetsLost ?? 0; out.received = s.packetsReceived ?? 0;
-      out.fec = s.fecPacketsReceived ?? 0;
-    }
-    if (s.type === "inbound-rtp" && s.kind === "video") {
-      out.freezes = s.freezeCount ?? 0; out.freezeS = s.totalFreezesDuration ?? 0;
-    }
-  }
-  return out;
+  // the page's own reading of getStats() (static/stats.js), inbound audio and video
+  const { snapshot } = await import("/static/stats.js");
+  const snap = snapshot(await window.avatarCall.pc.getStats());
+  const a = snap.audio ?? {}, v = snap.video ?? {};
+  return {
+    concealed: a.concealedSamples ?? 0, samples: a.totalSamplesReceived ?? 0,
+    lost: a.packetsLost ?? 0, received: a.packetsReceived ?? 0,
+    fec: a.fecPacketsReceived ?? 0,
+    freezes: v.freezeCount ?? 0, freezeS: v.totalFreezesDuration ?? 0,
+  };
 }
 """
 

@@ -28,6 +28,7 @@ const INBOUND_FIELDS = [
   "audioLevel",
   "concealedSamples",
   "totalSamplesReceived",
+  "fecPacketsReceived",
 ];
 
 function pick(stat) {

@@ -14,6 +14,7 @@ from media.twcc import (
     build_feedback,
     feedback_fcis,
     parse_feedback,
+    payload_size,
     read_sequence,
     stamp_sequence,
     transport_cc_id,
@@ -171,3 +172,13 @@ def test_sdp_negotiates_transport_cc_per_kind_under_one_id() -> None:
     answer = add_transport_cc(plain, offer=both, kinds=("audio", "video"))
     assert transport_cc_id(answer, "video") == 4
     assert add_transport_cc(OFFER, offer=OFFER, kinds=("audio", "video")) == OFFER
+
+
+def test_payload_size_skips_csrcs_and_extensions() -> None:
+    plain = bytes([0x80, 96]) + bytes(10) + bytes(100)  # 12-byte header, 100 bytes
+    assert payload_size(plain) == 100
+    stamped = stamp_sequence(plain, 3, 7)
+    assert stamped is not None and len(stamped) > len(plain)
+    assert payload_size(stamped) == 100
+    two_csrcs = bytes([0x82, 96]) + bytes(10) + bytes(8) + bytes(100)
+    assert payload_size(two_csrcs) == 100
