@@ -4,7 +4,7 @@ browser heard.
     python scripts/bench_browser_congestion.py              # 3 calls per mode, 200 kbps cap
     python scripts/bench_browser_congestion.py --runs 5 --cap-kbps 400 --json out.json
 
-Debian's chromium runs inside a network namespace (``media.netns.TbfNamespace``) and calls
+Debian's chromium runs inside a network namespace (``tests.harness.netns.TbfNamespace``) and calls
 the real server on the host; the host → namespace direction, the server's media, goes
 through the kernel's token bucket filter (``tc tbf``, 1 s queue) once the avatar is
 speaking (the rung gauge is set once a change is applied, which includes rendering the
@@ -47,8 +47,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from media.netns import TbfNamespace, TbfOptions, unavailable_reason  # noqa: E402
 from tests.browser.harness import CHROMIUM, launch_chromium, run_server  # noqa: E402
+from tests.harness.netns import TbfNamespace, TbfOptions, unavailable_reason  # noqa: E402
 
 _TRANSPORT_CC = re.compile(
     r"a=(extmap:\d+ http://www\.ietf\.org/id/draft-holmer[^\r\n]*|rtcp-fb:\d+ transport-cc)\r?\n"

@@ -30,8 +30,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from signaling.bot import BotError, BotOptions, BotReport, run_bot
-from signaling.spawn import spawn_server as serve
+from signaling.client.bot import BotError, BotOptions, BotReport, run_bot
+from tests.harness.spawn import spawn_server as serve
 
 QUESTIONS = [
     "What are your opening hours?",

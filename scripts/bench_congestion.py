@@ -1,6 +1,6 @@
 """Glass-to-glass video latency under congestion: our quality control vs plain aiortc.
 
-Two aiortc peers in one process talk through :class:`media.netem.UdpRelay` on 127.0.0.1
+Two aiortc peers in one process talk through :class:`tests.harness.netem.UdpRelay` on 127.0.0.1
 (candidates rewritten to cross it). The sender plays the call's clocked audio and video
 tracks; every video frame carries its send-time stamp (16 bits of milliseconds + a 4-bit
 checksum as black/white blocks), which the receiver reads back from the decoded luma, so
@@ -10,17 +10,17 @@ latency is measured on the decoded picture with the one shared clock. Scenarios:
 2. ``loss``: 2 % loss and 50 ms one-way delay both ways for ``--loss-s`` seconds.
 
 The receiving peer (the bot's side) uses the bot's receive side in both runs,
-:class:`media.jitter.LowLatencyVideoJitterBuffer` and ``LowLatencyJitterBuffer`` for audio
+``LowLatencyVideoJitterBuffer`` and ``LowLatencyJitterBuffer`` for audio
 (``--stock-receiver`` for aiortc's, which wait for 512 video packets once a retransmission
 is lost, and for 16 audio packets after any lost one: that measures aiortc's receiver, not
-the sender under test), and :class:`media.fast_remb.FastRemoteBitrateEstimator`, whose REMB
+the sender under test), and ``FastRemoteBitrateEstimator``, whose REMB
 leaves as soon as a bottleneck queue starts filling (``--no-fast-remb``: aiortc's estimator
 alone). ``--transport-cc all`` has the bot play a browser that negotiated transport-wide
 congestion control: feedback every 100 ms and no REMB, so our sender estimates from the
-feedback (:mod:`media.twcc_monitor`); ``voice`` numbers the voice only. ``remb-ms`` is how
+feedback (``twcc_monitor``); ``voice`` numbers the voice only. ``remb-ms`` is how
 long after the cap's onset the first REMB under twice the cap left the receiver (with
 ``all``: would have left it).
-Each runs twice, with our controller (``signaling.adaptation.attach_quality``) and with
+Each runs twice, with our controller (``media.congestion.loop.attach_quality``) and with
 plain aiortc defaults (its VP8 encoder driven by REMB, 720 px 25 fps fixed). Printed:
 latency p50/p95 (during the impairment and overall), freezes (> 200 ms without a new
 frame), audio gaps (> 100 ms between voice frames arriving; those after a voice frame sent
@@ -56,12 +56,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import itertools
 
 from media.clock import MediaClock
-from media.jitter import LowLatencyJitterBuffer, install_receive_buffers
-from media.netem import Impairment, UdpRelay, relayed_call
+from media.congestion.jitter import LowLatencyJitterBuffer, install_receive_buffers
+from media.congestion.loop import AdaptationOptions, PeerSession, QualityLoop, attach_quality
+from media.congestion.twcc_report import (
+    TransportFeedbackReporter,
+    install_transport_feedback,
+    stop_remb,
+)
 from media.player import AvPlayer, IdleLoop
 from media.tracks import ClockedAudioTrack, ClockedVideoTrack
-from media.twcc_report import TransportFeedbackReporter, install_transport_feedback, stop_remb
-from signaling.adaptation import AdaptationOptions, PeerSession, QualityLoop, attach_quality
+from tests.harness.netem import Impairment, UdpRelay, relayed_call
 
 BITS, CHECK = 16, 4
 TOP_HEIGHT = 720
@@ -240,7 +244,7 @@ async def run_case(
 
     def negotiated(sender: RTCPeerConnection, receiver: RTCPeerConnection) -> None:
         if not stock_receiver:
-            installed = install_receive_buffers(  # the bot's (signaling.bot_call)
+            installed = install_receive_buffers(  # the bot's (signaling.client.bot_call)
                 receiver,
                 fast_remb=fast_remb,
                 on_remb=lambda _ms, bps, fast: trace.rembs.append((clock.now(), bps, fast)),
@@ -604,12 +608,12 @@ def main(argv: list[str] | None = None) -> int:
         "--stock-receiver",
         action="store_true",
         help="receive with aiortc's own jitter buffers (video stalls for good after a lost "
-        "retransmission) instead of media.jitter's bounded one",
+        "retransmission) instead of media.congestion.jitter's bounded one",
     )
     p.add_argument(
         "--no-fast-remb",
         action="store_true",
-        help="the bot's buffers without media.fast_remb's early REMB (aiortc's estimator only)",
+        help="the bot's buffers without the early REMB of fast_remb (aiortc's estimator only)",
     )
     p.add_argument(
         "--no-queue-probe",
@@ -623,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
         help="negotiate transport-wide sequence numbers on the voice (or on voice and video) "
         "and have the bot send transport feedback every 100 ms, as a browser does; with "
         "'all' the bot sends no REMB (a browser sends none for a stream it reports): our "
-        "sender estimates from the feedback (media.twcc_monitor)",
+        "sender estimates from the feedback (media.congestion.twcc_monitor)",
     )
     p.add_argument("--modes", nargs="+", default=["ours", "aiortc"], choices=["ours", "aiortc"])
     p.add_argument(

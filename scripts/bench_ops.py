@@ -19,7 +19,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_call import QUESTIONS, CpuSampler, _windows, spawn_server, synthesize_questions
 
-from signaling.bot import BotOptions, run_bot
+from signaling.client.bot import BotOptions, run_bot
 
 SETUPS = {
     "on": ["--log-format", "json", "--log-level", "info"],

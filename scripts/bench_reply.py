@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT / "tests" / "inference"))
 from bench_call import QUESTIONS, spawn_server, synthesize_questions  # noqa: E402
 from fake_openai import FakeOpenAi  # noqa: E402
 
-from signaling.bot import BotError, BotOptions, run_bot  # noqa: E402
+from signaling.client.bot import BotError, BotOptions, run_bot  # noqa: E402
 
 STAGES = ["asr_done", "first_sentence", "first_audio", "first_frame", "first_sent"]
 _ANSWER = re.compile(r"^\s*A: (.+)$", re.MULTILINE)

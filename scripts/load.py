@@ -30,8 +30,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from signaling.loadgen import OfferRefused, ProbeCall, ProbeOptions
-from signaling.spawn import spawn_server
+from signaling.client.loadgen import OfferRefused, ProbeCall, ProbeOptions
+from tests.harness.spawn import spawn_server
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -28,10 +28,10 @@ from inference.avatar import AvatarStore
 from inference.dialogue import ScriptedDialogue, ScriptedDialogueOptions
 from inference.render.warp import WarpOptions
 from inference.tts import FakeTts, FakeTtsOptions
-from signaling.app import STATE, create_app
+from signaling.client.loadgen import soak
 from signaling.config import Settings
-from signaling.loadgen import soak
-from signaling.services import Services, WarpRendererFactory, load_services
+from signaling.server.app import STATE, create_app
+from signaling.stages.services import Services, WarpRendererFactory, load_services
 
 
 def fake_services(avatars: Path) -> Services:

@@ -33,9 +33,9 @@ def _serve(argv: list[str]) -> int:
     )
     args = parser.parse_args(argv)
 
-    from signaling.app import create_app, serve
     from signaling.config import ConfigError, load_settings
-    from signaling.logs import configure_logging, get_logger
+    from signaling.server.app import create_app, serve
+    from signaling.server.logs import configure_logging, get_logger
 
     overrides: dict[str, Any] = {}
     for key in ("host", "port", "max_sessions", "log_format", "log_level", "metrics_enabled"):
@@ -76,7 +76,7 @@ def _config(argv: list[str]) -> int:
 
 
 def _bot(argv: list[str]) -> int:
-    from signaling.bot import main as bot_main
+    from signaling.client.bot import main as bot_main
 
     return bot_main(argv)
 

@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from signaling.auth import normalize_origin
+from signaling.server.auth import normalize_origin
 
 __all__ = ["ConfigError", "Settings", "load_settings"]
 

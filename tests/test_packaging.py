@@ -11,7 +11,7 @@ import tomllib
 import zipfile
 from pathlib import Path
 
-from signaling.app import static_dir
+from signaling.server.app import static_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ["pyproject.toml", "README.md", "media", "inference", "signaling", "static"]
@@ -87,10 +87,10 @@ def test_a_built_wheel_carries_the_pages_and_finds_them(tmp_path: Path) -> None:
         n.removeprefix("signaling/static/") for n in names if n.startswith("signaling/static/")
     }
     assert _pages() <= shipped and "index.html" in shipped
-    assert "signaling/app.py" in names and "inference/render/musetalk/__init__.py" in names
+    assert "signaling/server/app.py" in names and "inference/render/musetalk/__init__.py" in names
 
     # The installed copy (first on the path, ahead of the editable checkout) finds its pages.
-    probe = "import signaling.app as a; print(a.__file__); print(a.static_dir())"
+    probe = "import signaling.server.app as a; print(a.__file__); print(a.static_dir())"
     env = {**os.environ, "PYTHONPATH": str(site)}
     run = subprocess.run(
         [sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True

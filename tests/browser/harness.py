@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from signaling.spawn import free_port, spawn_server
+from tests.harness.spawn import free_port, spawn_server
 
 __all__ = [
     "CHROMIUM",

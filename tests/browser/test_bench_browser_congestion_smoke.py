@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from media.netns import unavailable_reason
 from tests.browser.harness import ROOT
+from tests.harness.netns import unavailable_reason
 
 pytestmark = pytest.mark.browser
 

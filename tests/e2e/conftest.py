@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from inference.tts import PiperTtsOptions, make_tts
-from signaling.spawn import spawn_server
+from tests.harness.spawn import spawn_server
 
 ROOT = Path(__file__).resolve().parents[2]
 

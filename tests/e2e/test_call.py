@@ -17,7 +17,7 @@ from aiohttp import ClientSession, WSMsgType
 
 from inference.dialogue import FaqDialogueOptions, make_dialogue
 from inference.dialogue.faq import FaqDialogue
-from signaling.bot import BotOptions, run_bot
+from signaling.client.bot import BotOptions, run_bot
 
 pytestmark = pytest.mark.slow
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"

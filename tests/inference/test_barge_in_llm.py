@@ -15,8 +15,8 @@ from inference.dialogue.faq import FaqIndex
 from inference.dialogue.openai_chat import OpenAiChatDialogue, OpenAiChatOptions
 from inference.render.cached import CachedRenderer, CachedRendererOptions
 from inference.tts import CachedTts, CachedTtsOptions, FakeTts, FakeTtsOptions
-from signaling.events import ControlEvent, Timings
-from signaling.turn import TurnRequest, TurnRunner
+from signaling.call.events import ControlEvent, Timings
+from signaling.call.turn import TurnRequest, TurnRunner
 
 
 async def _wait_for(cond: object, timeout_s: float = 5.0) -> None:

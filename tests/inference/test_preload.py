@@ -25,7 +25,7 @@ from inference.preload import (
 from inference.render.cached import CachedRenderer, CachedRendererOptions
 from inference.tts import CachedTts, CachedTtsOptions, FakeTts, FakeTtsOptions
 from inference.types import ReplySentence, Transcript
-from signaling.turn import TurnRequest, TurnRunner
+from signaling.call.turn import TurnRequest, TurnRunner
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from media.jitter import install_audio_jitter_buffer
-from media.netem import Impairment, UdpRelay, connect_via_relay
+from media.congestion.jitter import install_audio_jitter_buffer
+from tests.harness.netem import Impairment, UdpRelay, connect_via_relay
 from tests.rtc_helpers import loopback_pc, patch_loopback_ice
 
 pytestmark = pytest.mark.timeout(60)

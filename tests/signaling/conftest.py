@@ -15,7 +15,7 @@ from inference.dialogue import ScriptedDialogue, ScriptedDialogueOptions
 from inference.render.warp import WarpOptions
 from inference.tts import FakeTts, FakeTtsOptions
 from signaling.config import Settings
-from signaling.services import Services, WarpRendererFactory
+from signaling.stages.services import Services, WarpRendererFactory
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,260 @@
+"""One reply turn: transcript → sentences → speech → frames → the call's A/V timeline.
+
+A turn runs as one task; cancelling it (barge-in, a new turn) stops the dialogue stream, the
+TTS and the renderer together. Text-to-speech of the next sentence overlaps the rendering
+of the current one through a small bounded queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from inference.asr.base import Asr
+from inference.audio import resample_int16
+from inference.dialogue.base import Dialogue
+from inference.render.base import Renderer
+from inference.tts.base import Tts
+from inference.types import PcmChunk, ReplySentence, Transcript, Utterance
+from signaling.call.events import ControlEvent, ReplyText, StateChanged, Timings, TranscriptEvent
+
+__all__ = ["MediaSink", "TurnObserver", "TurnRequest", "TurnRunner", "detect_language"]
+
+RENDER_RATE = 16000
+
+
+class TurnObserver(Protocol):
+    """Receives stage durations (seconds) and render batch sizes, e.g. for metrics."""
+
+    def stage(self, name: str, seconds: float) -> None: ...
+
+    def batch(self, frames: int) -> None: ...
+
+
+class _NoObserver:
+    def stage(self, name: str, seconds: float) -> None:
+        pass
+
+    def batch(self, frames: int) -> None:
+        pass
+
+
+class MediaSink(Protocol):
+    """Where finished reply media goes (the call's AvPlayer)."""
+
+    def push(self, audio: np.ndarray, frames: Sequence[np.ndarray]) -> float: ...
+
+    def next_start(self) -> float:
+        """Clock time at which media pushed now would start playing."""
+        ...
+
+    @property
+    def busy_until(self) -> float:
+        """Clock time at which everything scheduled so far has played."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRequest:
+    """What starts a turn: a spoken utterance, typed text, or the greeting."""
+
+    turn: int
+    speech_end: float  # clock time the caller stopped speaking (or typed / call start)
+    utterance: Utterance | None = None
+    text: str | None = None
+    greeting: bool = False
+    verbatim: bool = False  # say ``text`` as it is (a goodbye), no dialogue
+    language: str = "en"
+    # The utterance's transcript already under way (early ASR during the end-of-speech pause).
+    early_transcript: asyncio.Task[Transcript] | None = None
+
+
+def detect_language(text: str) -> str:
+    """'zh' when the text holds CJK ideographs, else 'en'."""
+    return "zh" if any("\u4e00" <= ch <= "\u9fff" for ch in text) else "en"
+
+
+class TurnRunner:
+    """Runs turns for one call. Cheap: it only holds references to per-process models."""
+
+    def __init__(
+        self,
+        *,
+        asr: Asr,
+        dialogue: Dialogue,
+        tts: Tts,
+        renderer: Renderer,
+        sink: MediaSink,
+        emit: Callable[[ControlEvent], None],
+        now: Callable[[], float],
+        output_rate: int = 48000,
+        observer: TurnObserver | None = None,
+    ) -> None:
+        self._asr = asr
+        self._dialogue = dialogue
+        self._tts = tts
+        self._renderer = renderer
+        self._sink = sink
+        self._emit = emit
+        self._now = now
+        self._output_rate = output_rate
+        self._observer: TurnObserver = observer or _NoObserver()
+
+    async def run(self, req: TurnRequest) -> dict[str, float]:
+        """Run one turn to the end; returns the stage timings (ms after speech end)."""
+        marks: dict[str, float] = {}
+
+        def mark(name: str, at: float | None = None) -> None:
+            if name not in marks:
+                t = self._now() if at is None else at
+                marks[name] = round((t - req.speech_end) * 1000.0, 1)
+
+        sentences: AsyncIterator[ReplySentence]
+        if req.greeting:
+            sentences = _one(self._dialogue.greeting(req.language))
+        elif req.verbatim and req.text is not None:
+            lang = detect_language(req.text)
+            sentences = _one(ReplySentence(text=req.text, language=lang))
+        else:
+            transcript = await self._transcript(req, mark)
+            if transcript is None:
+                self._emit(StateChanged(state="listening"))
+                return marks
+            sentences = self._dialogue.reply(transcript)
+        self._emit(StateChanged(state="thinking"))
+
+        queue: asyncio.Queue[tuple[ReplySentence, PcmChunk] | None] = asyncio.Queue(maxsize=2)
+
+        async def produce() -> None:
+            try:
+                async for sentence in sentences:
+                    mark("first_sentence")
+                    self._emit(
+                        ReplyText(
+                            text=sentence.text,
+                            language=sentence.language,
+                            turn=req.turn,
+                            index=sentence.index,
+                        )
+                    )
+                    asked: float | None = self._now()
+                    async for chunk in self._tts.synthesize(sentence.text, sentence.language):
+                        if asked is not None:
+                            self._observer.stage("tts_first_audio", self._now() - asked)
+                            asked = None
+                        if len(chunk.samples):
+                            mark("first_audio")
+                            await queue.put((sentence, chunk))
+            finally:
+                await queue.put(None)
+
+        async def consume() -> None:
+            speaking = False
+            while (item := await queue.get()) is not None:
+                _, chunk = item
+                async for start in self._play(chunk, mark):
+                    mark("first_sent", at=start)
+                    if not speaking:
+                        speaking = True
+                        self._emit(StateChanged(state="speaking"))
+
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(produce())
+            tg.create_task(consume())
+        self._emit(Timings(turn=req.turn, stages=dict(marks)))
+        return marks
+
+    async def _early(self, req: TurnRequest) -> Transcript | None:
+        """The early transcript when there is one and it worked (else the turn runs ASR)."""
+        if req.early_transcript is None:
+            return None
+        try:
+            return await req.early_transcript
+        except asyncio.CancelledError:
+            if req.early_transcript.cancelled() and not _current_cancelling():
+                return None  # only the early attempt was cancelled, not this turn
+            raise
+        except Exception:
+            return None
+
+    async def _transcript(self, req: TurnRequest, mark: Callable[[str], None]) -> Transcript | None:
+        if req.utterance is not None:
+            began = self._now()
+            transcript = await self._early(req) or await self._asr.transcribe(req.utterance)
+            self._observer.stage("asr", self._now() - began)
+            mark("asr_done")
+        elif req.text is not None:
+            transcript = Transcript(text=req.text, language=detect_language(req.text))
+        else:
+            raise ValueError("a turn needs an utterance, text or greeting")
+        if not transcript.text.strip():
+            return None
+        self._emit(
+            TranscriptEvent(text=transcript.text, language=transcript.language, turn=req.turn)
+        )
+        return transcript
+
+    def _align_with_idle_loop(self, fps: int) -> None:
+        """When speech starts from silence, talk from the source frame the idle loop shows
+        at that moment (a video avatar then never jumps between idle and talking)."""
+        seek = getattr(self._renderer, "seek", None)  # optional: renderers with a timeline
+        now = self._now()
+        if seek is None or self._sink.busy_until > now:
+            return  # continuing speech that is scheduled or playing: no jump to make
+        seek(math.floor(self._sink.next_start() * fps + 1e-6))
+
+    async def _play(self, chunk: PcmChunk, mark: Callable[[str], None]) -> AsyncIterator[float]:
+        """Render one chunk of speech and push it to the sink batch by batch."""
+        fps = self._renderer.fps
+        n_frames = max(1, math.ceil(chunk.duration_s * fps))
+        per_frame_out = self._output_rate // fps
+        # Resampling a sentence takes tens of ms: off the loop, so no video tick is missed.
+        out_rate, render_rate = self._output_rate, RENDER_RATE
+        resampled = await asyncio.to_thread(
+            lambda: (
+                resample_int16(chunk.samples, chunk.sample_rate, out_rate),
+                resample_int16(chunk.samples, chunk.sample_rate, render_rate),
+            )
+        )
+        audio_out = _fit(resampled[0], n_frames * per_frame_out)
+        audio_render = _fit(resampled[1], n_frames * (RENDER_RATE // fps))
+        self._align_with_idle_loop(fps)
+        done = 0
+        last: np.ndarray | None = None
+        began = self._now()
+        async for batch in self._renderer.render(audio_render):
+            mark("first_frame")
+            self._observer.stage("render_batch", self._now() - began)
+            self._observer.batch(len(batch))
+            batch = batch[: n_frames - done]
+            if not batch:
+                continue
+            seg = audio_out[done * per_frame_out : (done + len(batch)) * per_frame_out]
+            yield self._sink.push(seg, batch)
+            done += len(batch)
+            last = batch[-1]
+            began = self._now()
+        if done < n_frames and last is not None:
+            # A renderer that came up short: keep the voice, hold the last face.
+            rest = [last] * (n_frames - done)
+            yield self._sink.push(audio_out[done * per_frame_out :], rest)
+
+
+def _current_cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def _fit(samples: np.ndarray, length: int) -> np.ndarray:
+    if len(samples) >= length:
+        return samples[:length]
+    return np.concatenate([samples, np.zeros(length - len(samples), dtype=samples.dtype)])
+
+
+async def _one(item: ReplySentence) -> AsyncIterator[ReplySentence]:
+    yield item

@@ -1,0 +1,475 @@
+"""The aiohttp application: offer/answer, control WebSocket, health, avatars, static files."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiortc import RTCSessionDescription
+
+from media.congestion.loop import AdaptationOptions
+from signaling.call.early_asr import EarlyAsrOptions
+from signaling.call.session import Session, SessionOptions
+from signaling.config import Settings
+from signaling.ice import enable_loopback_candidates, is_loopback_host
+from signaling.metrics import CONTENT_TYPE_LATEST, Metrics
+from signaling.server.auth import AccessOptions, AccessPolicy, ApiKey, AuthError, KeyScope
+from signaling.server.control import control_socket
+from signaling.server.guard import (
+    RedactedAccessLogger,
+    is_loopback_peer,
+    origin_middleware,
+    presented_key,
+    rate_limited,
+)
+from signaling.server.logs import bind_session
+from signaling.server.ratelimit import RateLimiter, RateLimitOptions
+from signaling.server.validation import (
+    BadRequest,
+    OfferRequest,
+    parse_offer,
+    parse_session_request,
+)
+from signaling.stages.services import Services, load_services
+
+__all__ = ["AppState", "access_options", "create_app", "drain", "serve", "static_dir"]
+
+log = logging.getLogger(__name__)
+
+
+def static_dir(package: Path | None = None) -> Path:
+    """The folder of the browser pages, found from ``package`` (this ``signaling`` package's
+    folder if None): ``signaling/static`` in an installed wheel, else ``static/`` beside the
+    packages (a source checkout, editable installs); the installed place if neither exists."""
+    package = Path(str(resources.files("signaling"))) if package is None else package
+    installed, checkout = package / "static", package.parent / "static"
+    return checkout if not installed.is_dir() and checkout.is_dir() else installed
+
+
+@dataclass
+class AppState:
+    """Per-process state of the server, held by the app (never a module global)."""
+
+    settings: Settings
+    services: Services | None = None
+    load_error: str | None = None
+    sessions: dict[str, Session] = field(default_factory=dict)
+    loader: asyncio.Task[None] | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+    draining: bool = False
+    load: Callable[[Settings], Awaitable[Services]] = load_services
+    access: AccessPolicy = field(init=False)
+    http_limiter: RateLimiter = field(init=False)
+    scopes: dict[str, KeyScope] = field(default_factory=dict)
+    sockets: dict[str, web.WebSocketResponse] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        a = self.settings.access
+        self.access = AccessPolicy(access_options(self.settings))
+        self.http_limiter = RateLimiter(
+            RateLimitOptions(rate_per_s=a.requests_per_s, burst=a.request_burst)
+        )
+
+    def forget(self, session: Session) -> None:
+        self.scopes.pop(session.id, None)
+        if self.sessions.pop(session.id, None) is not None:
+            self.metrics.active_sessions.set(len(self.sessions))
+
+    @property
+    def full(self) -> bool:
+        return len(self.sessions) >= self.settings.max_sessions
+
+    @property
+    def ready(self) -> bool:
+        return self.services is not None
+
+
+STATE: web.AppKey[AppState] = web.AppKey("avatar_rtc_state", AppState)
+
+
+def access_options(settings: Settings) -> AccessOptions:
+    """The access rules the settings describe (``api_key`` is an unscoped key "default")."""
+    a = settings.access
+    keys = [
+        ApiKey(
+            name=k.name,
+            secret=k.key.get_secret_value(),
+            avatars=frozenset(k.avatars) if k.avatars is not None else None,
+            origins=frozenset(k.origins) if k.origins is not None else None,
+        )
+        for k in a.keys
+    ]
+    if settings.api_key is not None:
+        keys.append(ApiKey(name="default", secret=settings.api_key.get_secret_value()))
+    anonymous = a.anonymous if a.anonymous != "auto" else ("none" if keys else "loopback")
+    secret = a.token_secret.get_secret_value().encode() if a.token_secret is not None else b""
+    return AccessOptions(
+        keys=tuple(keys),
+        token_secret=secret,
+        token_ttl_s=a.token_ttl_s,
+        anonymous=anonymous,
+        allowed_origins=frozenset(a.allowed_origins),
+    )
+
+
+def create_app(
+    settings: Settings,
+    services: Services | None = None,
+    *,
+    loader: Callable[[Settings], Awaitable[Services]] = load_services,
+) -> web.Application:
+    """Build the app. Without ``services``, ``loader`` loads the models in the background
+    at startup (``/health/ready`` answers 503 until it is done)."""
+    state = AppState(
+        settings=settings,
+        services=services,
+        load=loader,
+        metrics=Metrics(enabled=settings.metrics_enabled),
+    )
+    loopback = is_loopback_host(settings.host)
+    app = web.Application(
+        client_max_size=settings.max_sdp_bytes + 4096,
+        middlewares=[origin_middleware(state.access, loopback_server=loopback)],
+    )
+    app[STATE] = state
+    if loopback:
+        enable_loopback_candidates()
+    app.router.add_post("/session", _issue_token)
+    app.router.add_post("/offer", _offer)
+    app.router.add_get("/ws", _ws)
+    app.router.add_get("/health/live", _live)
+    app.router.add_get("/health/ready", _ready)
+    app.router.add_get("/avatars", _avatars)
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/", _index)
+    app.router.add_static("/static/", static_dir(), show_index=False)
+    app.on_startup.append(_start_loading)
+    app.on_shutdown.append(_close_sessions)
+    return app
+
+
+async def _start_loading(app: web.Application) -> None:
+    state = app[STATE]
+    if state.services is not None:
+        return
+
+    async def load() -> None:
+        try:
+            state.services = await state.load(state.settings)
+            log.info("models loaded; ready")
+        except Exception as exc:  # surfaced through /health/ready and /offer
+            log.exception("loading models failed")
+            state.load_error = f"{type(exc).__name__}: {exc}"
+
+    state.loader = asyncio.create_task(load())
+
+
+GOODBYE = {
+    "en": "We are closing for maintenance now. Thank you for calling, goodbye!",
+    "zh": "系统即将维护，感谢您的来电，再见！",
+}
+
+
+async def drain(app: web.Application, *, timeout_s: float = 10.0) -> None:
+    """Graceful shutdown, step one: refuse new calls, let every avatar say goodbye (bounded),
+    then hang up. Run it before the server stops accepting connections."""
+    state = app[STATE]
+    state.draining = True
+    sessions = list(state.sessions.values())
+    if timeout_s > 0:
+        await asyncio.gather(
+            *(
+                s.say_goodbye(GOODBYE.get(s.options.language, GOODBYE["en"]), timeout_s=timeout_s)
+                for s in sessions
+            ),
+            return_exceptions=True,
+        )
+    await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
+
+
+async def _close_sessions(app: web.Application) -> None:
+    state = app[STATE]
+    if state.loader is not None and not state.loader.done():
+        state.loader.cancel()
+    await drain(app, timeout_s=0.0)
+    if state.services is not None:
+        await state.services.aclose()  # background preloading
+
+
+def _json_error(status: int, reason: str, **headers: str) -> web.Response:
+    return web.json_response({"error": reason}, status=status, headers=headers or None)
+
+
+async def _offer(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    rejected = state.metrics.rejected_total
+    if state.draining:
+        rejected.labels(reason="shutting_down").inc()
+        return _json_error(503, "server is shutting down", **{"Retry-After": "30"})
+    if state.services is None:
+        rejected.labels(reason="not_ready").inc()
+        reason = state.load_error or "models are still loading"
+        return _json_error(503, reason, **{"Retry-After": "5"})
+    limited = rate_limited(state.http_limiter, request)
+    if limited is not None:
+        rejected.labels(reason="rate_limited").inc()
+        return limited
+    bad: BadRequest | None = None
+    offer: OfferRequest | None = None
+    try:
+        raw = await request.read()
+        offer = parse_offer(raw, max_bytes=state.settings.max_sdp_bytes)
+    except BadRequest as exc:
+        bad = exc
+    except web.HTTPRequestEntityTooLarge:
+        bad = BadRequest("offer too large", status=413)
+    if offer is not None and offer.session is not None:
+        return await _resume(request, state, offer)
+    if state.full:
+        rejected.labels(reason="busy").inc()
+        return _json_error(503, "server is busy: too many calls", **{"Retry-After": "10"})
+    if offer is None:
+        assert bad is not None
+        rejected.labels(reason="bad_request").inc()
+        return _json_error(bad.status, bad.reason)
+    services = state.services
+    avatar = offer.avatar or state.settings.render.avatar
+    try:
+        scope = state.access.authorize_call(
+            offer.token or _bearer(request),
+            loopback_peer=is_loopback_peer(request),
+            now=time.time(),
+        )
+        scope.check_origin(request.headers.get("Origin"), own_host=request.host)
+        scope.check_avatar(avatar)
+    except AuthError as exc:
+        rejected.labels(reason="unauthorized").inc()
+        return _json_error(exc.status, exc.reason)
+    session_id = secrets.token_urlsafe(12)
+    try:
+        renderer = await services.renderer_for(avatar, session=session_id)
+    except KeyError:
+        return _json_error(400, f"unknown avatar {avatar!r}")
+    media = state.settings.media
+    options = SessionOptions(
+        avatar=avatar,
+        language=offer.language,
+        fps=state.settings.render.fps,
+        lead_s=media.lead_ms / 1000.0,
+        video_offset_s=media.video_offset_ms / 1000.0,
+        heartbeat_timeout_s=state.settings.heartbeat_timeout_s,
+        resume_grace_s=state.settings.resume_grace_s,
+        segmenter=services.segmenter_options,
+        early_asr=EarlyAsrOptions(
+            enabled=media.early_asr_pause_ms > 0, pause_ms=max(20, media.early_asr_pause_ms)
+        ),
+        adaptation=AdaptationOptions(voice_fec_loss_pct=media.voice_fec_loss_pct or None),
+    )
+    bind_session(session_id)  # every log line of this call, aiortc's included, carries it
+    session = Session(
+        session_id=session_id,
+        services=services,
+        renderer=renderer,
+        options=options,
+        ice_servers=state.settings.ice_servers,
+        on_closed=state.forget,
+        metrics=state.metrics,
+    )
+    state.sessions[session_id] = session
+    state.scopes[session_id] = scope
+    state.metrics.sessions_total.inc()
+    state.metrics.active_sessions.set(len(state.sessions))
+    try:
+        answer = await session.accept(RTCSessionDescription(sdp=offer.sdp, type="offer"))
+    except Exception as exc:  # aiortc raises ValueError & co. on SDP it cannot use
+        await session.close()
+        rejected.labels(reason="bad_sdp").inc()
+        return _json_error(400, f"cannot use this offer (malformed SDP?): {exc}")
+    return _answer(state, session, answer)
+
+
+def _answer(state: AppState, session: Session, answer: RTCSessionDescription) -> web.Response:
+    return web.json_response(
+        {
+            "sdp": answer.sdp,
+            "type": answer.type,
+            "session": session.id,
+            "token": state.access.signer.session_token(session.id),
+            "resume_grace_s": min(
+                state.settings.resume_grace_s, state.settings.heartbeat_timeout_s
+            ),
+            "ice_servers": state.settings.ice_servers,
+        }
+    )
+
+
+def _bearer(request: web.Request) -> str | None:
+    auth = request.headers.get("Authorization", "")
+    return auth[7:].strip() or None if auth[:7].lower() == "bearer " else None
+
+
+async def _resume(request: web.Request, state: AppState, offer: OfferRequest) -> web.Response:
+    """``/offer`` with ``session`` + its token: the same call on a new peer connection."""
+    assert offer.session is not None
+    session = state.sessions.get(offer.session)
+    if session is None or session.closed.is_set():
+        return _json_error(404, "unknown or expired session; start a new call")
+    if not state.access.signer.check_session_token(session.id, offer.token):
+        state.metrics.rejected_total.labels(reason="unauthorized").inc()
+        return _json_error(401, "invalid session token")
+    scope = state.scopes.get(session.id)
+    try:
+        if scope is not None:
+            scope.check_origin(request.headers.get("Origin"), own_host=request.host)
+    except AuthError as exc:
+        return _json_error(exc.status, exc.reason)
+    bind_session(session.id)
+    try:
+        answer = await session.resume(RTCSessionDescription(sdp=offer.sdp, type="offer"))
+    except Exception as exc:  # a bad SDP fails this resume; the call waits for another
+        log.info("session %s: resume failed: %s", session.id, exc)
+        return _json_error(400, f"cannot use this offer (malformed SDP?): {exc}")
+    return _answer(state, session, answer)
+
+
+async def _issue_token(request: web.Request) -> web.Response:
+    """``POST /session``: an access token for the presented API key (or anonymous)."""
+    state = request.app[STATE]
+    limited = rate_limited(state.http_limiter, request)
+    if limited is not None:
+        state.metrics.rejected_total.labels(reason="rate_limited").inc()
+        return limited
+    if state.draining:
+        return _json_error(503, "server is shutting down", **{"Retry-After": "30"})
+    try:
+        parse_session_request(await request.read())
+        scope = state.access.authenticate_key(
+            presented_key(request), loopback_peer=is_loopback_peer(request)
+        )
+        scope.check_origin(request.headers.get("Origin"), own_host=request.host)
+    except web.HTTPRequestEntityTooLarge:
+        return _json_error(413, "body too large")
+    except BadRequest as exc:
+        return _json_error(exc.status, exc.reason)
+    except AuthError as exc:
+        state.metrics.rejected_total.labels(reason="unauthorized").inc()
+        return _json_error(exc.status, exc.reason)
+    token, expires = state.access.signer.issue(scope, now=time.time())
+    return web.json_response(
+        {
+            "token": token,
+            "expires_in_s": state.access.signer.ttl_s,
+            "expires_at": expires,
+            "avatars": sorted(scope.avatars) if scope.avatars is not None else None,
+        }
+    )
+
+
+async def _ws(request: web.Request) -> web.StreamResponse:
+    return await control_socket(request, request.app[STATE])
+
+
+async def _live(request: web.Request) -> web.Response:
+    """Alive, unless render work hung on every GPU: only a new process frees a device whose
+    kernel or driver call never returns, so an orchestrator should restart this one."""
+    if not _render_ok(request.app[STATE]):
+        return web.json_response({"status": "render_stalled"}, status=503)
+    return web.json_response({"status": "ok"})
+
+
+async def _ready(request: web.Request) -> web.Response:
+    """Ready: models loaded, the GPU usable where the renderer needs one (and not hung on
+    every device), below the cap."""
+    state = request.app[STATE]
+    sessions = len(state.sessions)
+    if state.ready and not state.draining and not state.full and _gpu_ok(state):
+        return web.json_response({"status": "ready", "sessions": sessions})
+    if state.load_error:
+        body: dict[str, Any] = {"status": "error", "error": state.load_error}
+    elif not state.ready:
+        body = {"status": "loading"}
+    elif state.draining:
+        body = {"status": "shutting_down"}
+    elif state.full:
+        body = {"status": "full", "sessions": sessions}
+    elif not _render_ok(state):
+        body = {"status": "render_stalled"}
+    else:
+        body = {"status": "gpu_unavailable"}
+    return web.json_response(body, status=503)
+
+
+def _render_ok(state: AppState) -> bool:
+    """False once the renderer factory reports no device can render (``healthy``: the
+    MuseTalk service after every GPU's render work hung; a restart of the process fixes it)."""
+    renderers = state.services.renderers if state.services is not None else None
+    return bool(getattr(renderers, "healthy", True))
+
+
+def _gpu_ok(state: AppState) -> bool:
+    if not _render_ok(state):
+        return False
+    if state.settings.render.renderer != "musetalk":
+        return True
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    if not state.metrics.enabled:
+        return _json_error(404, "metrics are turned off (metrics_enabled: false)")
+    if state.settings.render.renderer == "musetalk":
+        import torch
+
+        if torch.cuda.is_available():
+            for i in range(torch.cuda.device_count()):
+                used = torch.cuda.memory_allocated(i)
+                state.metrics.gpu_memory_bytes.labels(device=f"cuda:{i}").set(used)
+    if state.services is not None:
+        state.metrics.sync_cache(state.services.cache_stats())
+    for session in state.sessions.values():
+        session.sync_metrics()
+    return web.Response(body=state.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _avatars(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    names = state.services.avatar_names() if state.services is not None else []
+    return web.json_response({"avatars": names, "default": state.settings.render.avatar})
+
+
+async def _index(request: web.Request) -> web.StreamResponse:
+    index = static_dir() / "index.html"
+    if not index.is_file():
+        return _json_error(404, "call page not installed")
+    return web.FileResponse(index)
+
+
+async def serve(app: web.Application, host: str, port: int) -> None:
+    """Run until SIGINT/SIGTERM, then drain (goodbyes) before closing the listener."""
+    import signal
+
+    runner = web.AppRunner(app, access_log_class=RedactedAccessLogger)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+        log.info("shutting down: saying goodbye to %d call(s)", len(app[STATE].sessions))
+        await drain(app)
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,1 @@
+"""Test harnesses: real servers spawned on loopback, netem-style links, network namespaces."""

@@ -1,0 +1,159 @@
+"""TurnRunner with fake stages, a real AvPlayer and a manual clock."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+
+import numpy as np
+import pytest
+
+from inference.asr import ScriptedAsr, ScriptedAsrOptions
+from inference.dialogue import ScriptedDialogue, ScriptedDialogueOptions
+from inference.tts import FakeTts, FakeTtsOptions
+from inference.types import Utterance
+from media.clock import ManualClock
+from media.player import AvPlayer
+from signaling.call.events import ControlEvent, ReplyText, StateChanged, Timings, TranscriptEvent
+from signaling.call.turn import TurnRequest, TurnRunner, detect_language
+
+
+class RecordingRenderer:
+    """Frames whose first pixel counts the frame; remembers seeks and audio lengths."""
+
+    fps = 25
+
+    def __init__(self, *, short_by: int = 0, batch: int = 5) -> None:
+        self.seeks: list[int] = []
+        self.audio_lengths: list[int] = []
+        self.short_by = short_by
+        self.batch = batch
+        self.count = 0
+        self.two_frames = asyncio.Event()  # set once two frames are out
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        return (8, 8)
+
+    def set_output_height(self, height: int) -> None:
+        pass
+
+    def idle_frames(self) -> Sequence[np.ndarray]:
+        return [np.zeros((8, 8, 3), np.uint8)]
+
+    def seek(self, step: int) -> None:
+        self.seeks.append(step)
+
+    async def render(self, audio_16k: np.ndarray) -> AsyncIterator[list[np.ndarray]]:
+        self.audio_lengths.append(len(audio_16k))
+        n = len(audio_16k) // 640 - self.short_by
+        for start in range(0, n, self.batch):
+            frames = []
+            for _ in range(min(self.batch, n - start)):
+                self.count += 1
+                f = np.zeros((8, 8, 3), np.uint8)
+                f[0, 0, 0] = self.count % 256
+                frames.append(f)
+            if self.count >= 2:
+                self.two_frames.set()
+            await asyncio.sleep(0)
+            yield frames
+
+
+def make_runner(
+    renderer: RecordingRenderer, *, transcripts: tuple[str, ...] = ("Where is my order?",)
+) -> tuple[TurnRunner, AvPlayer, list[ControlEvent], ManualClock]:
+    clock = ManualClock(10.0)
+    player = AvPlayer(clock=clock, fps=25, lead_s=0.12)
+    events: list[ControlEvent] = []
+    runner = TurnRunner(
+        asr=ScriptedAsr(ScriptedAsrOptions(transcripts=transcripts)),
+        dialogue=ScriptedDialogue(
+            ScriptedDialogueOptions(replies=("First sentence here. And a second one!",))
+        ),
+        tts=FakeTts(FakeTtsOptions(sample_rate=22050)),
+        renderer=renderer,
+        sink=player,
+        emit=events.append,
+        now=clock.now,
+    )
+    return runner, player, events, clock
+
+
+def utterance() -> Utterance:
+    return Utterance(samples=np.zeros(16000, np.int16), start_s=9.0, end_s=10.0)
+
+
+async def test_spoken_turn_streams_events_and_aligned_media() -> None:
+    renderer = RecordingRenderer()
+    runner, player, events, _ = make_runner(renderer)
+    marks = await runner.run(TurnRequest(turn=1, speech_end=10.0, utterance=utterance()))
+    kinds = [type(e) for e in events]
+    assert kinds[0] is TranscriptEvent
+    assert [e.text for e in events if isinstance(e, ReplyText)] == [
+        "First sentence here.",
+        "And a second one!",
+    ]
+    states = [e.state for e in events if isinstance(e, StateChanged)]
+    assert states == ["thinking", "speaking"]
+    assert isinstance(events[-1], Timings)
+    assert set(marks) >= {"asr_done", "first_sentence", "first_audio", "first_frame", "first_sent"}
+    # Every 40 ms frame carries exactly 1,920 samples of 48 kHz audio, gapless after the lead.
+    assert player.busy_until > 10.12
+    total_frames = renderer.count
+    assert total_frames == sum(n // 640 for n in renderer.audio_lengths)
+    assert player.busy_until == pytest.approx(10.12 + total_frames / 25, abs=1e-6)
+    # Frame k of the timeline is the k-th rendered frame.
+    for k in (0, 7, total_frames - 1):
+        frame = player.frame_at(10.12 + (k + 0.5) / 25)
+        assert frame is not None and frame[0, 0, 0] == (k + 1) % 256
+    assert np.any(player.audio_at(10.12, 48000 * total_frames // 25) != 0)
+
+
+async def test_speech_from_silence_seeks_the_renderer_to_the_idle_step() -> None:
+    renderer = RecordingRenderer()
+    runner, _, _, _ = make_runner(renderer)
+    await runner.run(TurnRequest(turn=1, speech_end=10.0, text="Hello"))
+    # The first chunk starts at 10.12 s: step 253 of the idle loop; the second continues.
+    assert renderer.seeks == [253]
+
+
+async def test_short_renderer_keeps_the_voice_and_holds_the_last_face() -> None:
+    renderer = RecordingRenderer(short_by=3)
+    runner, player, _, _ = make_runner(renderer)
+    await runner.run(TurnRequest(turn=1, speech_end=10.0, text="Hello"))
+    expected = sum(n // 640 for n in renderer.audio_lengths)
+    assert player.busy_until == pytest.approx(10.12 + expected / 25, abs=1e-6)
+    last = player.frame_at(player.busy_until - 0.01)
+    assert last is not None and last[0, 0, 0] == renderer.count % 256
+
+
+async def test_empty_transcript_goes_back_to_listening() -> None:
+    renderer = RecordingRenderer()
+    runner, player, events, _ = make_runner(renderer, transcripts=("  ",))
+    await runner.run(TurnRequest(turn=1, speech_end=10.0, utterance=utterance()))
+    assert [e.state for e in events if isinstance(e, StateChanged)] == ["listening"]
+    assert renderer.count == 0 and player.busy_until == 0.0
+
+
+async def test_cancelling_a_turn_stops_rendering() -> None:
+    renderer = RecordingRenderer(batch=1)
+    runner, _, _, _ = make_runner(renderer)
+    task = asyncio.create_task(runner.run(TurnRequest(turn=1, speech_end=10.0, text="Hi")))
+    await asyncio.wait_for(renderer.two_frames.wait(), 5.0)
+    assert renderer.count >= 2
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    count = renderer.count
+    for _ in range(20):
+        await asyncio.sleep(0.002)
+    assert renderer.count == count  # nothing rendered after the cancel
+    whole = RecordingRenderer(batch=1)
+    await make_runner(whole)[0].run(TurnRequest(turn=1, speech_end=10.0, text="Hi"))
+    assert count < whole.count  # the cancelled turn stopped short of the whole reply
+
+
+def test_detect_language() -> None:
+    assert detect_language("退货怎么办？") == "zh"
+    assert detect_language("How do returns work?") == "en"
