@@ -7,7 +7,7 @@ from math import gcd
 import numpy as np
 from scipy.signal import resample_poly
 
-__all__ = ["pad_to_multiple", "resample_int16"]
+__all__ = ["fit_length", "pad_to_multiple", "resample_int16"]
 
 
 def resample_int16(samples: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
@@ -29,3 +29,10 @@ def pad_to_multiple(samples: np.ndarray, multiple: int) -> np.ndarray:
     if rest == 0:
         return samples
     return np.concatenate([samples, np.zeros(rest, dtype=samples.dtype)])
+
+
+def fit_length(samples: np.ndarray, length: int) -> np.ndarray:
+    """The first ``length`` samples, zero-padded at the end when there are fewer."""
+    if len(samples) >= length:
+        return samples[:length]
+    return np.concatenate([samples, np.zeros(length - len(samples), dtype=samples.dtype)])

@@ -1,8 +1,8 @@
 """Predictive preloading: fill the speech and clip caches before a caller needs them.
 
 - :func:`warm` synthesizes sentences through a caching Tts and renders their audio through a
-  caching Renderer exactly as a reply turn does (same resampling, same frame count), so the
-  turn later finds both in the cache.
+  caching Renderer, given the input a reply turn gives it (``render_input``), so the turn
+  later finds both in the cache.
 - :class:`Preloader` warms a bounded list of lines in the background when an avatar loads:
   the greeting, the fallback and apology lines, the first FAQ answers (:func:`preload_lines`),
   one sentence at a time, pausing while the machine is busy.
@@ -25,14 +25,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from inference.asr.base import Asr
-from inference.audio import resample_int16
 from inference.dialogue.base import Dialogue
 from inference.dialogue.faq import FaqDialogue, FaqDialogueOptions
 from inference.dialogue.openai_chat import OpenAiChatDialogue
 from inference.dialogue.sentences import split_sentences
-from inference.render.base import Renderer
+from inference.render.base import Renderer, render_input
 from inference.tts.base import Tts
-from inference.types import PcmChunk, ReplySentence, Transcript, Utterance
+from inference.types import SPEECH_RATE, ReplySentence, Transcript, Utterance
 
 __all__ = [
     "PrefetchOptions",
@@ -44,12 +43,10 @@ __all__ = [
     "faq_predictor",
     "machine_busy",
     "preload_lines",
-    "render_audio",
     "warm",
 ]
 
 log = logging.getLogger(__name__)
-RENDER_RATE = 16000
 Predictor = Callable[[Transcript], Awaitable[tuple[str, list[ReplySentence]] | None]]
 
 
@@ -62,22 +59,12 @@ def machine_busy(threshold: float = 0.75) -> bool:
     return load / (os.cpu_count() or 1) > threshold
 
 
-def render_audio(chunk: PcmChunk, fps: int) -> np.ndarray:
-    """The 16 kHz audio a reply turn gives the renderer for ``chunk`` (whole frames)."""
-    n_frames = max(1, math.ceil(chunk.duration_s * fps))
-    audio = resample_int16(chunk.samples, chunk.sample_rate, RENDER_RATE)
-    length = n_frames * (RENDER_RATE // fps)
-    if len(audio) >= length:
-        return audio[:length]
-    return np.concatenate([audio, np.zeros(length - len(audio), dtype=np.int16)])
-
-
 async def warm(tts: Tts, renderer: Renderer | None, sentences: Sequence[ReplySentence]) -> None:
     """Synthesize and render ``sentences`` as a turn would, discarding the results."""
     for sentence in sentences:
         async for chunk in tts.synthesize(sentence.text, sentence.language):
             if renderer is not None and len(chunk.samples):
-                async for _ in renderer.render(render_audio(chunk, renderer.fps)):
+                async for _ in renderer.render(render_input(chunk, renderer.fps)):
                     pass
 
 
@@ -242,7 +229,7 @@ class SpeculativePrefetcher:
         if speech is None:
             self._last_at = None
             return
-        if len(speech) < opts.min_speech_s * RENDER_RATE:
+        if len(speech) < opts.min_speech_s * SPEECH_RATE:
             return
         if self._last_at is not None and now - self._last_at < opts.interval_s:
             return
@@ -252,12 +239,12 @@ class SpeculativePrefetcher:
         if self._busy():
             self.stats.skipped_busy += 1
             return
-        tail = speech[-int(opts.max_audio_s * RENDER_RATE) :].copy()
+        tail = speech[-int(opts.max_audio_s * SPEECH_RATE) :].copy()
         self.stats.started += 1
         self._task = asyncio.ensure_future(self._speculate(tail, now))
 
     async def _speculate(self, speech: np.ndarray, now: float) -> None:
-        utt = Utterance(samples=speech, start_s=now - len(speech) / RENDER_RATE, end_s=now)
+        utt = Utterance(samples=speech, start_s=now - len(speech) / SPEECH_RATE, end_s=now)
         try:
             partial = await self._asr.transcribe(utt)
             if not partial.text.strip():

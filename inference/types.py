@@ -11,12 +11,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = [
+    "SPEECH_RATE",
     "PcmChunk",
     "ReplySentence",
     "Transcript",
     "Utterance",
     "VideoFrameBatch",
 ]
+
+SPEECH_RATE = 16000  # Hz: the caller's speech as the ASR gets it (``Utterance``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +48,7 @@ class Utterance:
     samples: np.ndarray
     start_s: float
     end_s: float
-    sample_rate: int = 16000
+    sample_rate: int = SPEECH_RATE
 
     @property
     def duration_s(self) -> float:

@@ -4,13 +4,14 @@ A receive task reads the remote track as fast as frames arrive, resamples them w
 ``av.AudioResampler`` (any input format, layout or rate; a change mid-stream rebuilds the
 resampler) and re-chunks them into 320-sample frames. Between that task and the consumer
 is a bounded buffer that drops the *oldest* frames when the consumer lags, so the mic path
-never accumulates latency; ``frames_dropped`` counts them.
+never accumulates latency; ``frames_dropped`` counts them. The receive task ends with the
+iteration (track ended, consumer cancelled or gone) or on :meth:`MicIngest.close`; it is
+never left pending.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
 from collections.abc import AsyncIterator
 
@@ -28,8 +29,9 @@ class MicIngest:
     """Async iterator of 20 ms int16 frames (shape ``(320,)``) from a remote audio track.
 
     Iterate it once (``async for frame in MicIngest(track)``); iteration ends when the track
-    ends (``MediaStreamError``) or after :meth:`close`. ``max_buffered`` bounds the frames
-    waiting for the consumer (default 25 = 0.5 s).
+    ends (``MediaStreamError``) or after :meth:`close`. A consumer that stops iterating (it
+    is cancelled, breaks out) stops the receive task too; ``await close()`` also waits for
+    it to end. ``max_buffered`` bounds the frames waiting for the consumer (default 25 = 0.5 s).
     """
 
     def __init__(self, track: MediaStreamTrack, *, max_buffered: int = 25) -> None:
@@ -62,11 +64,12 @@ class MicIngest:
             self._task = asyncio.get_running_loop().create_task(self._receive())
 
     async def close(self) -> None:
-        """Stop receiving; a running iteration ends after the buffered frames."""
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        """Stop receiving and wait until the receive task has ended; a running iteration ends
+        after the buffered frames."""
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait([task])  # a cancellation of the caller still propagates
         self._finish()
 
     def __aiter__(self) -> AsyncIterator[np.ndarray]:
@@ -74,17 +77,21 @@ class MicIngest:
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[np.ndarray]:
-        while True:
-            if self._buffer:
-                self.frames_out += 1
-                yield self._buffer.popleft()
-                continue
-            if self._ended:
-                if self._error is not None:
-                    raise self._error
-                return
-            self._wakeup.clear()
-            await self._wakeup.wait()
+        try:
+            while True:
+                if self._buffer:
+                    self.frames_out += 1
+                    yield self._buffer.popleft()
+                    continue
+                if self._ended:
+                    if self._error is not None:
+                        raise self._error
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+        finally:  # the consumer is done (or cancelled): nobody reads what is received
+            if self._task is not None and not self._task.done():
+                self._task.cancel()
 
     async def _receive(self) -> None:
         try:

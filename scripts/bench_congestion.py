@@ -45,7 +45,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aioice.ice
 import av
 import numpy as np
 from aiortc import RTCPeerConnection
@@ -55,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import itertools
 
+from media.aiortc_hooks import offer_loopback_host_address
 from media.clock import MediaClock
 from media.congestion.jitter import LowLatencyJitterBuffer, install_receive_buffers
 from media.congestion.loop import AdaptationOptions, PeerSession, QualityLoop, attach_quality
@@ -571,7 +571,7 @@ def _plot(results: list[dict[str, Any]], path: Path) -> None:
 
 
 async def _main(args: argparse.Namespace) -> list[dict[str, Any]]:
-    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else []  # type: ignore[assignment]
+    offer_loopback_host_address(only=True)
     logging.basicConfig(level=logging.WARNING)
     times = {"warm": args.warm_s, "cap": args.cap_s, "loss": args.loss_s, "after": args.after_s}
     results = []

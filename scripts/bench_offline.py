@@ -35,6 +35,7 @@ from inference.offline import (
     RenderOptions,
     WarpFrames,
 )
+from inference.render.base import render_input
 
 SENTENCES = (
     "Hello, and welcome to our store. How can I help you today?",
@@ -81,9 +82,10 @@ def make_frames(args: argparse.Namespace) -> object:
 
 async def split(frames: object, avatar: object, pcm: Pcm, height: int, tmp: Path) -> dict:
     """Renderer alone, then encoder alone over the same frames (ms per frame)."""
-    audio_16k = pcm.to_16k()
+    audio_16k = render_input(pcm.as_chunk(), frames.fps)  # type: ignore[attr-defined]
     t0 = time.perf_counter()
-    batches = [b async for b in frames.frames(avatar, audio_16k, height=height)]  # type: ignore[attr-defined]
+    renderer = frames.renderer(avatar, height=height)  # type: ignore[attr-defined]
+    batches = [b async for b in renderer.render(audio_16k)]
     render_s = time.perf_counter() - t0
     n = sum(len(b) for b in batches)
     h, w = batches[0][0].shape[:2]
@@ -109,10 +111,10 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict:
 
     def load_tts() -> object:
         nonlocal tts_load_s
-        from inference.tts import LanguageRouterTtsOptions, make_tts
+        from inference.tts import TTS_BACKENDS, make_tts
 
         t0 = time.perf_counter()
-        tts = make_tts(LanguageRouterTtsOptions())
+        tts = make_tts(TTS_BACKENDS.default_section().options())
         tts_load_s = time.perf_counter() - t0
         return tts
 

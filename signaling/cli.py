@@ -34,6 +34,7 @@ def _serve(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     from signaling.config import ConfigError, load_settings
+    from signaling.preflight import check_startup
     from signaling.server.app import create_app, serve
     from signaling.server.logs import configure_logging, get_logger
 
@@ -49,6 +50,7 @@ def _serve(argv: list[str]) -> int:
         overrides["render"] = render
     try:
         settings = load_settings(args.config, overrides)
+        check_startup(settings)
     except ConfigError as exc:
         print(f"avatar-rtc: {exc}", file=sys.stderr)
         return 2
@@ -65,9 +67,11 @@ def _config(argv: list[str]) -> int:
     parser.add_argument("--check", type=Path, required=True, metavar="FILE")
     args = parser.parse_args(argv)
     from signaling.config import ConfigError, load_settings
+    from signaling.preflight import check_startup
 
     try:
         settings = load_settings(args.check)
+        check_startup(settings)
     except ConfigError as exc:
         print(f"avatar-rtc: {exc}", file=sys.stderr)
         return 2

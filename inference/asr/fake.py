@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Literal
 
+from inference.asr.base import Asr
+from inference.registry import Backend, BackendSettings
 from inference.types import Transcript, Utterance
 
-__all__ = ["ScriptedAsr", "ScriptedAsrOptions"]
+__all__ = ["BACKEND", "ScriptedAsr", "ScriptedAsrOptions", "ScriptedAsrSettings"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,3 +49,17 @@ class ScriptedAsr:
         if opts.delay_s:
             await asyncio.sleep(opts.delay_s)
         return item if isinstance(item, Transcript) else Transcript(text=item)
+
+
+class ScriptedAsrSettings(BackendSettings):
+    """``asr: {backend: fake}``: the default script."""
+
+    backend: Literal["fake"] = "fake"
+
+    def options(self) -> ScriptedAsrOptions:
+        return ScriptedAsrOptions()
+
+
+BACKEND: Backend[Asr] = Backend(
+    name="fake", options=ScriptedAsrOptions, make=ScriptedAsr, settings=ScriptedAsrSettings
+)

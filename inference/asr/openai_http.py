@@ -14,49 +14,47 @@ import time
 import uuid
 import wave
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import Field
+
+from inference.asr.base import Asr
+from inference.asr.whisper import WhisperAsrSettings
 from inference.dialogue.text import detect_language
 from inference.http import HttpError, HttpTimeouts, open_request
-from inference.resilience import (
-    BreakerOptions,
-    CircuitBreaker,
-    RetryOptions,
-    ServiceUnavailable,
-    retry,
-)
+from inference.registry import Backend, BackendSettings
+from inference.resilience import CircuitBreaker, ServiceUnavailable, retry
+from inference.service import ServiceOptions, ServiceSettings
 from inference.types import Transcript, Utterance
 
-__all__ = ["OpenAiAsr", "OpenAiAsrOptions", "encode_wav", "multipart_form"]
+__all__ = [
+    "BACKEND",
+    "OpenAiAsr",
+    "OpenAiAsrOptions",
+    "OpenAiAsrSettings",
+    "encode_wav",
+    "multipart_form",
+]
 
 _LANGUAGE_NAMES = {"english": "en", "chinese": "zh", "mandarin": "zh"}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OpenAiAsrOptions:
-    """``base_url`` ends before ``/audio/transcriptions``; ``language`` None lets the service
-    detect it."""
+    """``service.base_url`` ends before ``/audio/transcriptions``; ``language`` None lets the
+    service detect it."""
 
-    base_url: str = "http://127.0.0.1:8000/v1"
-    model: str = "whisper-1"
-    api_key: str | None = field(default=None, repr=False)
+    service: ServiceOptions = field(
+        default_factory=lambda: ServiceOptions(
+            model="whisper-1", timeouts=HttpTimeouts(connect_s=2.0, first_byte_s=8.0, read_s=5.0)
+        )
+    )
     language: str | None = "en"
     prompt: str | None = None
-    timeouts: HttpTimeouts = field(
-        default_factory=lambda: HttpTimeouts(connect_s=2.0, first_byte_s=8.0, read_s=5.0)
-    )
-    retry: RetryOptions = field(default_factory=RetryOptions)
-    breaker: BreakerOptions = field(default_factory=BreakerOptions)
-
-    def __post_init__(self) -> None:
-        if not self.base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must be http(s)://..., got {self.base_url!r}")
-        if not self.model:
-            raise ValueError("model must not be empty")
 
     @property
     def url(self) -> str:
-        return self.base_url.rstrip("/") + "/audio/transcriptions"
+        return self.service.url("audio/transcriptions")
 
 
 def encode_wav(utterance: Utterance) -> bytes:
@@ -96,12 +94,12 @@ class OpenAiAsr:
 
     def __init__(self, options: OpenAiAsrOptions | None = None) -> None:
         self.options = options or OpenAiAsrOptions()
-        self.breaker = CircuitBreaker(self.options.breaker)
+        self.breaker = CircuitBreaker(self.options.service.breaker)
 
     async def transcribe(self, utterance: Utterance) -> Transcript:
         """Transcribe; ServiceUnavailable when the service cannot answer after retries."""
         opts = self.options
-        fields = {"model": opts.model, "response_format": "json"}
+        fields = {"model": opts.service.model, "response_format": "json"}
         if opts.language:
             fields["language"] = opts.language
         if opts.prompt:
@@ -110,18 +108,17 @@ class OpenAiAsr:
             fields, {"file": ("speech.wav", "audio/wav", encode_wav(utterance))}
         )
         headers = {"Content-Type": ctype, "Accept": "application/json"}
-        if opts.api_key:
-            headers["Authorization"] = f"Bearer {opts.api_key}"
+        headers.update(opts.service.auth_headers())
 
         async def once() -> Any:
             async with open_request(
-                "POST", opts.url, headers=headers, body=body, timeouts=opts.timeouts
+                "POST", opts.url, headers=headers, body=body, timeouts=opts.service.timeouts
             ) as resp:
                 await resp.raise_for_status()
                 return await resp.json()
 
         try:
-            answer = await retry(once, opts.retry, breaker=self.breaker, now=time.monotonic)
+            answer = await retry(once, opts.service.retry, breaker=self.breaker, now=time.monotonic)
         except HttpError as exc:
             raise ServiceUnavailable(f"transcription service failed: {exc}") from exc
         return self._transcript(answer)
@@ -135,3 +132,29 @@ class OpenAiAsr:
         if language not in ("en", "zh"):
             language = detect_language(text, default=self.options.language or "en")
         return Transcript(text=text, language=language)
+
+
+class OpenAiAsrSettings(BackendSettings):
+    """``asr: {backend: openai}``: a remote transcription service; while it is down
+    (``fallback_embedded``), the embedded engine configured under ``embedded`` transcribes."""
+
+    backend: Literal["openai"] = "openai"
+    language: str | None = "en"
+    service: ServiceSettings = Field(default_factory=lambda: ServiceSettings(model="whisper-1"))
+    fallback_embedded: bool = True
+    embedded: WhisperAsrSettings = Field(default_factory=WhisperAsrSettings)
+
+    def options(self) -> OpenAiAsrOptions:
+        return OpenAiAsrOptions(service=self.service.options(), language=self.language)
+
+    def fallback_section(self) -> WhisperAsrSettings | None:
+        if not self.fallback_embedded:
+            return None
+        if "language" in self.embedded.model_fields_set:
+            return self.embedded
+        return self.embedded.model_copy(update={"language": self.language})
+
+
+BACKEND: Backend[Asr] = Backend(
+    name="openai", options=OpenAiAsrOptions, make=OpenAiAsr, settings=OpenAiAsrSettings
+)

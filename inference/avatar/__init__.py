@@ -7,16 +7,18 @@ from .errors import (
     CorruptAvatar,
     FaceTooSmall,
     InputNotFound,
+    InputTooLarge,
     InvalidName,
     NoFaceFound,
     UnsupportedInput,
 )
 from .model import PreparedAvatar
 from .prepare import PREP_VERSION, PrepareOptions
-from .store import AvatarInfo, AvatarStore, validate_name
+from .store import NAME_PATTERN, AvatarInfo, AvatarStore, validate_name
 
 __all__ = [
     "DEFAULT_AVATAR_NAME",
+    "NAME_PATTERN",
     "PREP_VERSION",
     "AvatarError",
     "AvatarInfo",
@@ -25,6 +27,7 @@ __all__ = [
     "CorruptAvatar",
     "FaceTooSmall",
     "InputNotFound",
+    "InputTooLarge",
     "InvalidName",
     "NoFaceFound",
     "PrepareOptions",

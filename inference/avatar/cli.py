@@ -23,10 +23,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="prepare a face photo (JPEG/PNG/WebP) or video (MP4/WebM/MOV) as avatar NAME",
     )
     prep.add_argument("input", type=Path, help="photo or video of one face")
-    prep.add_argument("--name", required=True, help="avatar name (letters, digits, _ - .)")
+    prep.add_argument(
+        "--name",
+        required=True,
+        help="avatar name: 1-64 ASCII letters, digits, _ - . starting with a letter or digit",
+    )
     prep.add_argument("--root", type=Path, default=Path("avatars"), help="avatar store folder")
     prep.add_argument(
         "--max-side", type=int, default=960, help="long side the frames are scaled down to"
+    )
+    prep.add_argument(
+        "--max-pixels",
+        type=int,
+        default=PrepareOptions().max_input_pixels,
+        help="refuse a photo or video frame larger than this many pixels (read from its "
+        "header, before decoding)",
     )
     prep.add_argument("--quiet", action="store_true", help="no progress bar")
     lst = sub.add_parser("list", help="list prepared avatars")
@@ -45,7 +56,8 @@ def main(argv: list[str]) -> int:
                     f"{info.name}\t{info.kind}\t{info.num_frames} frames\t{w}x{h}\t{info.fps:g} fps"
                 )
             return 0
-        store = AvatarStore(args.root, options=PrepareOptions(max_long_side=args.max_side))
+        options = PrepareOptions(max_long_side=args.max_side, max_input_pixels=args.max_pixels)
+        store = AvatarStore(args.root, options=options)
         quiet = (lambda done, total: None) if args.quiet else None
         avatar = store.prepare(args.input, args.name, progress=quiet)
     except (AvatarError, ValueError) as exc:

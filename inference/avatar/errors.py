@@ -8,6 +8,7 @@ __all__ = [
     "CorruptAvatar",
     "FaceTooSmall",
     "InputNotFound",
+    "InputTooLarge",
     "InvalidName",
     "NoFaceFound",
     "UnsupportedInput",
@@ -19,7 +20,9 @@ class AvatarError(Exception):
 
 
 class InvalidName(AvatarError, ValueError):
-    """The avatar name is empty, too long, has path separators, ``..`` or odd characters."""
+    """The avatar name does not match ``NAME_PATTERN``: empty, too long, path separators,
+    ``..``, a leading ``_``, ``-`` or ``.``, or characters other than ASCII letters, digits,
+    ``_``, ``-`` and ``.``."""
 
 
 class InputNotFound(AvatarError, FileNotFoundError):
@@ -28,6 +31,10 @@ class InputNotFound(AvatarError, FileNotFoundError):
 
 class UnsupportedInput(AvatarError, ValueError):
     """The input is corrupt, of an unsupported format, or holds no usable frames."""
+
+
+class InputTooLarge(UnsupportedInput):
+    """The input declares more pixels than the cap allows (checked before any decoding)."""
 
 
 class NoFaceFound(AvatarError):

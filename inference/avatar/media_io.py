@@ -2,6 +2,8 @@
 
 Frames come back as RGB uint8 ``(N, H, W, 3)``, downscaled so that the long side is at most
 ``max_long_side`` (even width and height), with the source frame rate (25.0 for a photo).
+An input larger than ``max_pixels`` is refused from its header (a photo's PNG/JPEG/WebP header,
+a video stream's declared size) before anything is decoded.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import InputNotFound, UnsupportedInput
+from .errors import InputNotFound, InputTooLarge, UnsupportedInput
+from .image_header import image_size
 
 __all__ = [
     "PHOTO_SUFFIXES",
     "VIDEO_SUFFIXES",
     "InputMedia",
+    "check_pixels",
     "file_sha256",
     "fit_long_side",
     "read_input",
@@ -57,25 +61,37 @@ def fit_long_side(width: int, height: int, max_long_side: int) -> tuple[int, int
     return w, h
 
 
+def check_pixels(filename: str, width: int, height: int, max_pixels: int) -> None:
+    """``InputTooLarge`` naming the size and the cap when ``width * height > max_pixels``."""
+    if width * height > max_pixels:
+        raise InputTooLarge(
+            f"{filename!r} is {width}x{height} pixels ({width * height / 1e6:.1f} megapixels), "
+            f"over the cap of {max_pixels} pixels ({max_pixels / 1e6:g} megapixels): "
+            "scale it down first"
+        )
+
+
 def read_input(
     path: Path,
     *,
     max_long_side: int,
     max_video_seconds: float,
+    max_pixels: int,
     progress: Callable[[int, int], None] | None = None,
 ) -> InputMedia:
     """Decode ``path`` as a photo or video according to its suffix.
 
-    Raises ``InputNotFound`` when it does not exist and ``UnsupportedInput`` when its suffix is
-    unknown or it cannot be decoded.
+    Raises ``InputNotFound`` when it does not exist, ``InputTooLarge`` when its header declares
+    more than ``max_pixels`` pixels a frame, and ``UnsupportedInput`` when its suffix is unknown
+    or it cannot be decoded.
     """
     if not path.is_file():
         raise InputNotFound(f"avatar input not found: {path}")
     suffix = path.suffix.lower()
     if suffix in PHOTO_SUFFIXES:
-        return _read_photo(path, max_long_side)
+        return _read_photo(path, max_long_side, max_pixels)
     if suffix in VIDEO_SUFFIXES:
-        return _read_video(path, max_long_side, max_video_seconds, progress)
+        return _read_video(path, max_long_side, max_video_seconds, max_pixels, progress)
     known = ", ".join(sorted(PHOTO_SUFFIXES | VIDEO_SUFFIXES))
     raise UnsupportedInput(f"unsupported avatar input {path.name!r}: expected one of {known}")
 
@@ -100,9 +116,19 @@ def resize_long_side(image: np.ndarray, max_long_side: int) -> np.ndarray:
     return cv2.resize(image, (tw, th), interpolation=interp)
 
 
-def _read_photo(path: Path, max_long_side: int) -> InputMedia:
-    data = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+def _read_photo(path: Path, max_long_side: int, max_pixels: int) -> InputMedia:
+    data = path.read_bytes()
+    size = image_size(data)
+    if size is None:
+        raise UnsupportedInput(
+            f"cannot decode image {path.name!r}: not a JPEG, PNG or WebP image, or its header "
+            "is damaged"
+        )
+    check_pixels(path.name, *size, max_pixels)
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:
+        raise UnsupportedInput(f"cannot decode image {path.name!r}: {exc}") from exc
     if image is None:
         raise UnsupportedInput(f"cannot decode image {path.name!r}: corrupt or not an image")
     if image.dtype != np.uint8:  # 16-bit PNG
@@ -121,6 +147,7 @@ def _read_video(
     path: Path,
     max_long_side: int,
     max_video_seconds: float,
+    max_pixels: int,
     progress: Callable[[int, int], None] | None,
 ) -> InputMedia:
     import av  # imported here: only videos need it
@@ -132,6 +159,9 @@ def _read_video(
             if not container.streams.video:
                 raise UnsupportedInput(f"{path.name!r} has no video stream")
             stream = container.streams.video[0]
+            check_pixels(
+                path.name, stream.codec_context.width, stream.codec_context.height, max_pixels
+            )
             stream.thread_type = "AUTO"
             rate = stream.average_rate or stream.guessed_rate
             fps = float(rate) if rate else 25.0
@@ -148,6 +178,7 @@ def _read_video(
                         f"{max_frames} frames are used"
                     )
                     break
+                check_pixels(path.name, frame.width, frame.height, max_pixels)
                 if size is None:
                     size = fit_long_side(frame.width, frame.height, max_long_side)
                 image: np.ndarray = frame.to_ndarray(format="rgb24", width=size[0], height=size[1])

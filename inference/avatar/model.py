@@ -40,3 +40,19 @@ class PreparedAvatar:
     def is_video(self) -> bool:
         """True when the avatar has several source frames (played ping-pong)."""
         return self.num_frames > 1
+
+    def mouth_box(self, margin: float = 0.35) -> tuple[float, float, float, float]:
+        """Normalized (0..1) x0, y0, x1, y1 around the lips over all source frames, widened
+        by ``margin`` of its size on each side: where a client finds the lips in the output
+        frame (the output keeps the source's aspect)."""
+        boxes = np.asarray(self.mouth_boxes, dtype=np.float64)
+        x0, y0 = boxes[:, 0].min(), boxes[:, 1].min()
+        x1, y1 = boxes[:, 2].max(), boxes[:, 3].max()
+        mx, my = (x1 - x0) * margin, (y1 - y0) * margin
+        w, h = self.size
+        return (
+            max(0.0, float((x0 - mx) / w)),
+            max(0.0, float((y0 - my) / h)),
+            min(1.0, float((x1 + mx) / w)),
+            min(1.0, float((y1 + my) / h)),
+        )

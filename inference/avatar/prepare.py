@@ -22,7 +22,8 @@ _log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PrepareOptions:
-    """How inputs are prepared. Part of the cache key: other options mean another preparation."""
+    """How inputs are prepared. Part of the cache key: other options mean another preparation
+    (except ``max_input_pixels``, which only refuses inputs and never changes an output)."""
 
     min_face_px: int = 64  # a face box smaller than this (long side, source px) is refused
     warn_face_px: int = 96  # smaller than this is accepted with a warning
@@ -31,6 +32,7 @@ class PrepareOptions:
     max_missing_fraction: float = 0.5  # video frames allowed without a face (filled in)
     refine_landmarks: bool = False  # FaceMesh iris refinement (slower; landmarks stay 468)
     box_smoothing: float = 2.5  # temporal sigma (frames) for video crop boxes
+    max_input_pixels: int = 50_000_000  # larger photos / video frames are refused undecoded
 
     def __post_init__(self) -> None:
         if not 16 <= self.min_face_px <= self.warn_face_px:
@@ -43,6 +45,8 @@ class PrepareOptions:
             raise ValueError("max_missing_fraction must be within [0, 1)")
         if self.box_smoothing < 0:
             raise ValueError("box_smoothing must be >= 0")
+        if self.max_input_pixels < 16 * 16:
+            raise ValueError("max_input_pixels must be >= 256")
 
     def cache_key(self) -> str:
         """A string naming the version and every option that changes the output."""

@@ -13,19 +13,22 @@ Format 1 of a prepared avatar folder::
 
 A folder is written under a hidden temporary name and renamed into place, so a failed or
 interrupted preparation never leaves a half-written ``NAME/``. A preparation is reused when
-the input's sha256 and the cache key (format version and options) match.
+the input's sha256 and the cache key (format version and options) match. Names match
+``NAME_PATTERN`` (ASCII only), so ``ROOT/NAME`` is always a direct child of ``ROOT``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import shutil
 import tempfile
 import threading
 import time
 import uuid
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,17 +37,23 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .errors import AvatarNotFound, CorruptAvatar, InvalidName
+from .checks import ARRAY_NAMES, check_arrays, check_meta
+from .errors import AvatarError, AvatarNotFound, CorruptAvatar, InvalidName
+from .image_header import image_size
 from .landmarks import FaceAnalyzer
 from .media_io import InputMedia, file_sha256, read_input, resize_long_side
 from .model import PreparedAvatar
 from .prepare import PrepareOptions, prepare_media
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "AvatarInfo", "AvatarStore", "validate_name"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "NAME_PATTERN", "AvatarInfo", "AvatarStore", "validate_name"]
 
 FORMAT = "avatar-rtc/prepared-avatar"
 FORMAT_VERSION = 1
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"  # the whole name; ASCII only
+_NAME = re.compile(NAME_PATTERN)
+# A damaged folder can hold a frame file that is not what meta.json says it is.
+_UNREADABLE = (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, cv2.error)
+_log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
 
@@ -52,8 +61,9 @@ Progress = Callable[[int, int], None]
 def validate_name(name: str) -> str:
     """Return ``name`` if it is a valid avatar name, else raise ``InvalidName``.
 
-    1–64 characters of letters, digits, ``_``, ``-`` and ``.``, starting with a letter or digit;
-    no path separators and no ``..``.
+    ``NAME_PATTERN``: 1–64 ASCII letters, digits, ``_``, ``-`` and ``.``, starting with a
+    letter or digit, and no ``..``; so never a path separator, an accented or full-width
+    letter, or a name an option parser would take for a flag.
     """
     if not isinstance(name, str) or not name:
         raise InvalidName("avatar name must be a non-empty string")
@@ -90,6 +100,7 @@ class AvatarStore:
         self.options = options or PrepareOptions()
         self._analyzer: FaceAnalyzer | None = None
         self._lock = threading.Lock()
+        self._reported: set[tuple[str, str]] = set()  # bad folders already logged by list()
 
     def path(self, name: str) -> Path:
         """Folder of avatar ``name`` (validated)."""
@@ -99,28 +110,29 @@ class AvatarStore:
         return (self.path(name) / "meta.json").is_file()
 
     def list(self) -> list[AvatarInfo]:
-        """Every readable prepared avatar, sorted by name (unreadable folders are skipped)."""
+        """Every readable prepared avatar, sorted by name. A folder that is not one (a name
+        outside ``NAME_PATTERN``, no or a damaged meta.json) is skipped and logged once."""
         out: list[AvatarInfo] = []
-        if not self.root.is_dir():
+        try:
+            children = sorted(self.root.iterdir()) if self.root.is_dir() else []
+        except OSError as exc:
+            self._report_once(str(self.root), f"cannot list the avatar store: {exc}")
             return out
-        for child in sorted(self.root.iterdir()):
-            if not child.is_dir() or not _NAME.fullmatch(child.name) or ".." in child.name:
+        for child in children:
+            if child.name.startswith(".") or not child.is_dir():  # a preparation's temporary
                 continue
             try:
                 meta = self._read_meta(child.name)
-            except CorruptAvatar:
+            except AvatarError as exc:
+                self._report_once(child.name, str(exc))
                 continue
-            out.append(
-                AvatarInfo(
-                    name=child.name,
-                    kind=str(meta["kind"]),
-                    num_frames=int(meta["num_frames"]),
-                    fps=float(meta["fps"]),
-                    frame_size=(int(meta["frame_size"][0]), int(meta["frame_size"][1])),
-                    warnings=tuple(meta.get("warnings", ())),
-                )
-            )
+            out.append(_info(child.name, meta))
         return out
+
+    def _report_once(self, what: str, problem: str) -> None:
+        if (what, problem) not in self._reported:
+            self._reported.add((what, problem))
+            _log.warning("avatar store %s: skipping %s: %s", self.root, what, problem)
 
     def is_current(self, name: str, source_hash: str) -> bool:
         """True if ``name`` was prepared from this input hash with the current options."""
@@ -129,7 +141,7 @@ class AvatarStore:
         except (AvatarNotFound, CorruptAvatar):
             return False
         return (
-            meta.get("source", {}).get("sha256") == source_hash
+            meta["source"]["sha256"] == source_hash
             and meta.get("cache_key") == self.options.cache_key()
         )
 
@@ -152,6 +164,7 @@ class AvatarStore:
                 input_path,
                 max_long_side=self.options.max_long_side,
                 max_video_seconds=self.options.max_video_seconds,
+                max_pixels=self.options.max_input_pixels,
                 progress=report.decode,
             )
             return self._prepare_media(media, name, digest, input_path.name, report.faces)
@@ -175,30 +188,28 @@ class AvatarStore:
             return self._prepare_media(media, name, digest, "<array>", report.faces)
 
     def load(self, name: str) -> PreparedAvatar:
-        """Read a prepared avatar; ``AvatarNotFound`` / ``CorruptAvatar`` when it can't be."""
+        """Read a prepared avatar; ``AvatarNotFound`` / ``CorruptAvatar`` when it can't be
+        (``InvalidName`` for a name outside ``NAME_PATTERN``)."""
         meta = self._read_meta(name)
         folder = self.path(name)
         try:
-            with np.load(folder / "arrays.npz") as arrays:
-                crop_boxes = arrays["crop_boxes"].astype(np.int32)
-                landmarks = arrays["landmarks"].astype(np.float32)
-                masks = arrays["masks"].astype(np.float32) / 255.0
-                mouth_boxes = arrays["mouth_boxes"].astype(np.float32)
+            with np.load(folder / "arrays.npz") as npz:
+                arrays = {key: npz[key] for key in ARRAY_NAMES}
+            check_arrays(name, arrays, meta)
             ext = "png" if meta["frames"] == "png" else "jpg"
-            n = int(meta["num_frames"])
-            frames = np.stack([_read_frame(folder / "frames" / f"{i:06d}.{ext}") for i in range(n)])
-        except (OSError, KeyError, ValueError) as exc:
+            size = (int(meta["frame_size"][0]), int(meta["frame_size"][1]))
+            paths = [folder / "frames" / f"{i:06d}.{ext}" for i in range(int(meta["num_frames"]))]
+            frames = np.stack([_read_frame(path, size) for path in paths])
+        except _UNREADABLE as exc:
             raise CorruptAvatar(f"avatar {name!r} at {folder} is unreadable: {exc}") from exc
-        if not (len(crop_boxes) == len(landmarks) == len(masks) == len(mouth_boxes) == n):
-            raise CorruptAvatar(f"avatar {name!r} at {folder}: array lengths do not match")
         return PreparedAvatar(
             name=name,
             frames=frames,
             fps=float(meta["fps"]),
-            crop_boxes=crop_boxes,
-            landmarks=landmarks,
-            masks=masks,
-            mouth_boxes=mouth_boxes,
+            crop_boxes=arrays["crop_boxes"].astype(np.int32),
+            landmarks=arrays["landmarks"].astype(np.float32),
+            masks=arrays["masks"].astype(np.float32) / 255.0,
+            mouth_boxes=arrays["mouth_boxes"].astype(np.float32),
             kind=str(meta["kind"]),
             source_hash=str(meta["source"]["sha256"]),
             warnings=tuple(meta.get("warnings", ())),
@@ -306,13 +317,31 @@ class AvatarStore:
                 f"avatar {name!r} has format version {meta.get('version')}, this code reads "
                 f"{FORMAT_VERSION}: prepare it again"
             )
-        return meta
+        return check_meta(name, meta)
 
 
-def _read_frame(path: Path) -> np.ndarray:
-    data = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
+def _info(name: str, meta: dict[str, Any]) -> AvatarInfo:
+    """What ``list`` tells of a folder whose meta.json passed ``check_meta``."""
+    width, height = meta["frame_size"]
+    return AvatarInfo(
+        name=name,
+        kind=str(meta["kind"]),
+        num_frames=int(meta["num_frames"]),
+        fps=float(meta["fps"]),
+        frame_size=(int(width), int(height)),
+        warnings=tuple(meta.get("warnings", ())),
+    )
+
+
+def _read_frame(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """Frame ``path`` as RGB; ``ValueError`` unless its header declares ``size`` (checked
+    before decoding) and it decodes."""
+    data = path.read_bytes()
+    declared = image_size(data)
+    if declared != size:
+        raise ValueError(f"{path.name} is not a {size[0]}x{size[1]} image (header: {declared})")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None or image.shape[:2] != (size[1], size[0]):
         raise ValueError(f"cannot decode {path.name}")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 

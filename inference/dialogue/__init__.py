@@ -1,8 +1,8 @@
 """Dialogue stage: text in, reply sentences out.
 
-Pick a backend by its options type with :func:`make_dialogue`; :data:`DIALOGUE_BACKENDS` maps
-configuration names to those types. :func:`dialogue_for_call` gives each call its own view
-(the LLM backend keeps the call's history there).
+:data:`DIALOGUE_BACKENDS` lists the backends (each module declares its own);
+:func:`make_dialogue` builds one from its options. :func:`dialogue_for_call` gives each call
+its own view (the LLM backend keeps the call's history there).
 The FAQ backend builds its index on creation (~1 s):
 create it once per process and share it (it is stateless), or make cheap per-call views with
 ``FaqDialogue(shared.index, options)``.
@@ -10,20 +10,19 @@ create it once per process and share it (it is stateless), or make cheap per-cal
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
+from inference.dialogue import fake, faq, openai_chat
 from inference.dialogue.base import Dialogue
 from inference.dialogue.fake import ScriptedDialogue, ScriptedDialogueOptions
 from inference.dialogue.faq import FaqDialogue, FaqDialogueOptions
 from inference.dialogue.openai_chat import OpenAiChatCall, OpenAiChatDialogue, OpenAiChatOptions
 from inference.dialogue.sentences import SentenceSplitter, SentenceSplitterOptions, split_sentences
-from inference.registry import build_backend
+from inference.registry import Registry
 
 __all__ = [
     "DIALOGUE_BACKENDS",
     "Dialogue",
-    "DialogueOptions",
     "FaqDialogue",
     "FaqDialogueOptions",
     "OpenAiChatCall",
@@ -38,24 +37,20 @@ __all__ = [
     "split_sentences",
 ]
 
-DialogueOptions = FaqDialogueOptions | ScriptedDialogueOptions | OpenAiChatOptions
-
-DIALOGUE_BACKENDS: dict[str, type[DialogueOptions]] = {
-    "faq": FaqDialogueOptions,
-    "fake": ScriptedDialogueOptions,
-    "openai": OpenAiChatOptions,
-}
-
-_FACTORIES: dict[type[Any], Callable[[Any], Dialogue]] = {
-    FaqDialogueOptions: FaqDialogue.load,
-    ScriptedDialogueOptions: ScriptedDialogue,
-    OpenAiChatOptions: OpenAiChatDialogue.load,
-}
+DIALOGUE_BACKENDS: Registry[Dialogue] = Registry(
+    "dialogue",
+    [
+        faq.BACKEND,
+        fake.BACKEND,
+        openai_chat.BACKEND,
+    ],
+    default="faq",
+)
 
 
-def make_dialogue(options: DialogueOptions) -> Dialogue:
+def make_dialogue(options: object) -> Dialogue:
     """Build the dialogue backend that ``options`` configures."""
-    return build_backend(_FACTORIES, options, "dialogue")
+    return DIALOGUE_BACKENDS.make(options)
 
 
 @runtime_checkable

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
+from typing import Literal
 
+from inference.dialogue.base import Dialogue
 from inference.dialogue.sentences import split_sentences
+from inference.registry import Backend, BackendSettings
 from inference.types import ReplySentence, Transcript
 
-__all__ = ["ScriptedDialogue", "ScriptedDialogueOptions"]
+__all__ = ["BACKEND", "ScriptedDialogue", "ScriptedDialogueOptions", "ScriptedDialogueSettings"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,3 +57,20 @@ class ScriptedDialogue:
         for n, sentence in enumerate(split_sentences(text)):
             await asyncio.sleep(opts.sentence_delay_s)
             yield ReplySentence(text=sentence, language=opts.language, index=n)
+
+
+class ScriptedDialogueSettings(BackendSettings):
+    """``dialogue: {backend: fake}``: the default script."""
+
+    backend: Literal["fake"] = "fake"
+
+    def options(self) -> ScriptedDialogueOptions:
+        return ScriptedDialogueOptions()
+
+
+BACKEND: Backend[Dialogue] = Backend(
+    name="fake",
+    options=ScriptedDialogueOptions,
+    make=ScriptedDialogue,
+    settings=ScriptedDialogueSettings,
+)

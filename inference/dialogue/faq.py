@@ -20,9 +20,11 @@ import asyncio
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
+from inference.dialogue.base import Dialogue
 from inference.dialogue.knowledge_base import LANGUAGES, KbEntry, KnowledgeBase, load_knowledge_base
 from inference.dialogue.sentences import SentenceSplitterOptions, split_sentences
 from inference.dialogue.text import (
@@ -31,9 +33,17 @@ from inference.dialogue.text import (
     detect_language,
     english_tokens,
 )
+from inference.registry import Backend, BackendSettings
 from inference.types import ReplySentence, Transcript
 
-__all__ = ["FaqDialogue", "FaqDialogueOptions", "FaqIndex", "FaqMatch"]
+__all__ = [
+    "BACKEND",
+    "FaqDialogue",
+    "FaqDialogueOptions",
+    "FaqDialogueSettings",
+    "FaqIndex",
+    "FaqMatch",
+]
 
 _ANSWER_WEIGHT = 0.6  # an answer document counts a little less than a phrasing or the tags
 
@@ -228,3 +238,18 @@ def _checked(language: str) -> str:
     if language not in LANGUAGES:
         raise ValueError(f"unsupported language {language!r}; expected one of {LANGUAGES}")
     return language
+
+
+class FaqDialogueSettings(BackendSettings):
+    """``dialogue: {backend: faq}``: answers from the knowledge base, no LLM."""
+
+    backend: Literal["faq"] = "faq"
+    knowledge_base: Path | None = None  # default: the bundled store FAQ
+
+    def options(self) -> FaqDialogueOptions:
+        return FaqDialogueOptions(kb_path=self.knowledge_base)
+
+
+BACKEND: Backend[Dialogue] = Backend(
+    name="faq", options=FaqDialogueOptions, make=FaqDialogue.load, settings=FaqDialogueSettings
+)

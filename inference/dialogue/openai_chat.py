@@ -25,24 +25,24 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import Field
+
+from inference.dialogue.base import Dialogue
 from inference.dialogue.faq import FaqIndex
 from inference.dialogue.knowledge_base import KbEntry
 from inference.dialogue.prompt import ChatMessage, build_messages, trim_history
 from inference.dialogue.sentences import SentenceSplitter, SentenceSplitterOptions
 from inference.dialogue.text import detect_language
 from inference.http import HttpError, HttpTimeouts, open_request
-from inference.resilience import (
-    BreakerOptions,
-    CircuitBreaker,
-    RetryOptions,
-    backoff_delay,
-    is_retryable,
-)
+from inference.registry import Backend, BackendSettings
+from inference.resilience import CircuitBreaker, RetryOptions, backoff_delay, is_retryable
+from inference.service import ServiceOptions, ServiceSettings
 from inference.types import ReplySentence, Transcript
 
 __all__ = [
+    "BACKEND",
     "DEFAULT_APOLOGY",
     "DEFAULT_PERSONA",
     "DEFAULT_SYSTEM_PROMPT",
@@ -50,6 +50,7 @@ __all__ = [
     "OpenAiChatCall",
     "OpenAiChatDialogue",
     "OpenAiChatOptions",
+    "OpenAiChatSettings",
     "stream_chat_deltas",
 ]
 
@@ -76,13 +77,13 @@ class LlmStreamError(HttpError):
 class OpenAiChatOptions:
     """Options of the LLM dialogue (the service, the prompt, the budget, the resilience).
 
-    ``base_url`` ends before ``/chat/completions`` (e.g. ``http://127.0.0.1:8000/v1``).
+    ``service.base_url`` ends before ``/chat/completions`` (``http://127.0.0.1:8000/v1``).
     ``persona`` may hold ``{store}``. ``history_tokens`` bounds the remembered conversation.
     """
 
-    base_url: str = "http://127.0.0.1:8000/v1"
-    model: str = "default"
-    api_key: str | None = field(default=None, repr=False)
+    service: ServiceOptions = field(
+        default_factory=lambda: ServiceOptions(retry=RetryOptions(attempts=2))
+    )
     persona: str = DEFAULT_PERSONA
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     kb_path: Path | None = None
@@ -93,15 +94,8 @@ class OpenAiChatOptions:
     temperature: float = 0.3
     max_sentence_chars: int = 120
     apology: tuple[tuple[str, str], ...] = DEFAULT_APOLOGY  # (language, line) pairs
-    timeouts: HttpTimeouts = field(default_factory=HttpTimeouts)
-    retry: RetryOptions = field(default_factory=lambda: RetryOptions(attempts=2))
-    breaker: BreakerOptions = field(default_factory=BreakerOptions)
 
     def __post_init__(self) -> None:
-        if not self.base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must be http(s)://..., got {self.base_url!r}")
-        if not self.model:
-            raise ValueError("model must not be empty")
         if not 0 <= self.kb_top_k <= 20:
             raise ValueError(f"kb_top_k must be within 0..20, got {self.kb_top_k}")
         if self.history_tokens < 0 or self.max_tokens < 1:
@@ -115,7 +109,7 @@ class OpenAiChatOptions:
 
     @property
     def url(self) -> str:
-        return self.base_url.rstrip("/") + "/chat/completions"
+        return self.service.url("chat/completions")
 
 
 async def stream_chat_deltas(
@@ -169,7 +163,7 @@ class OpenAiChatDialogue:
     def __init__(self, index: FaqIndex, options: OpenAiChatOptions | None = None) -> None:
         self.options = options or OpenAiChatOptions()
         self._index = index
-        self.breaker = CircuitBreaker(self.options.breaker)
+        self.breaker = CircuitBreaker(self.options.service.breaker)
         self._splitter_options = SentenceSplitterOptions(max_chars=self.options.max_sentence_chars)
 
     @classmethod
@@ -241,25 +235,24 @@ class OpenAiChatDialogue:
             user_text=text,
             history_budget=opts.history_tokens,
         )
+        service = opts.service
         payload = {
-            "model": opts.model,
+            "model": service.model,
             "messages": [m.to_json() for m in messages],
             "stream": True,
             "max_tokens": opts.max_tokens,
             "temperature": opts.temperature,
         }
-        headers = {"Accept": "text/event-stream"}
-        if opts.api_key:
-            headers["Authorization"] = f"Bearer {opts.api_key}"
+        headers = {"Accept": "text/event-stream", **service.auth_headers()}
         emitted = 0
-        for attempt in range(opts.retry.attempts):
+        for attempt in range(service.retry.attempts):
             if not self.breaker.allow(time.monotonic()):
                 log.warning("LLM circuit open: saying the apology")
                 yield self.apology(language)
                 return
             splitter = SentenceSplitter(self._splitter_options)
             try:
-                async for delta in stream_chat_deltas(opts.url, payload, headers, opts.timeouts):
+                async for delta in stream_chat_deltas(opts.url, payload, headers, service.timeouts):
                     for sentence in splitter.push(delta):
                         emitted += 1
                         yield sentence
@@ -276,10 +269,10 @@ class OpenAiChatDialogue:
                 if retryable:
                     self.breaker.record_failure(time.monotonic())
                 log.warning("LLM request failed (attempt %d): %s", attempt + 1, exc)
-                if emitted or not retryable or attempt + 1 >= opts.retry.attempts:
+                if emitted or not retryable or attempt + 1 >= service.retry.attempts:
                     yield self.apology(language)
                     return
-            await asyncio.sleep(backoff_delay(attempt, opts.retry, random.random()))
+            await asyncio.sleep(backoff_delay(attempt, service.retry, random.random()))
 
 
 class OpenAiChatCall:
@@ -303,3 +296,39 @@ def _trim_in_place(history: list[ChatMessage], budget: int) -> None:
     kept = trim_history(history, budget)
     if len(kept) != len(history):
         history[:] = kept
+
+
+class OpenAiChatSettings(BackendSettings):
+    """``dialogue: {backend: openai}``: an LLM service, the knowledge base as its context."""
+
+    backend: Literal["openai"] = "openai"
+    knowledge_base: Path | None = None  # default: the bundled store FAQ
+    service: ServiceSettings = Field(default_factory=ServiceSettings)
+    persona: str | None = None  # may hold {store}; None: the built-in persona
+    system_prompt: str | None = None  # None: the built-in rules (short spoken answers)
+    kb_top_k: int = Field(3, ge=0, le=20)
+    history_tokens: int = Field(1200, ge=0, le=100000)
+    max_tokens: int = Field(256, ge=1, le=8192)
+    temperature: float = Field(0.3, ge=0.0, le=2.0)
+
+    def options(self) -> OpenAiChatOptions:
+        return OpenAiChatOptions(
+            service=self.service.options(),
+            persona=self.persona if self.persona is not None else DEFAULT_PERSONA,
+            system_prompt=(
+                self.system_prompt if self.system_prompt is not None else DEFAULT_SYSTEM_PROMPT
+            ),
+            kb_path=self.knowledge_base,
+            kb_top_k=self.kb_top_k,
+            history_tokens=self.history_tokens,
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+        )
+
+
+BACKEND: Backend[Dialogue] = Backend(
+    name="openai",
+    options=OpenAiChatOptions,
+    make=OpenAiChatDialogue.load,
+    settings=OpenAiChatSettings,
+)

@@ -1,7 +1,7 @@
 """Reply audio for the offline renderer: any audio file decoded by PyAV, or TTS of a text.
 
 Audio is kept as mono int16 PCM at its own rate for the MP4's sound track; the renderer gets
-a 16 kHz copy (``to_16k``).
+the :func:`~inference.render.base.render_input` of it (``as_chunk``), as in a live call.
 """
 
 from __future__ import annotations
@@ -13,15 +13,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from inference.audio import resample_int16
+from inference.types import PcmChunk
 
 from .errors import AudioInputError, OfflineInputError
 
 if TYPE_CHECKING:  # the TTS package loads only when text is spoken
     from inference.tts.base import Tts
 
-__all__ = ["RENDER_RATE", "Pcm", "read_audio_file", "synthesize_text"]
-
-RENDER_RATE = 16000  # the renderers' input rate
+__all__ = ["Pcm", "read_audio_file", "synthesize_text"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,9 +40,9 @@ class Pcm:
     def duration_s(self) -> float:
         return len(self.samples) / self.rate
 
-    def to_16k(self) -> np.ndarray:
-        """The samples resampled to 16 kHz (the renderers' input)."""
-        return resample_int16(self.samples, self.rate, RENDER_RATE)
+    def as_chunk(self) -> PcmChunk:
+        """The whole audio as one piece of reply audio (what ``render_input`` takes)."""
+        return PcmChunk(self.samples, self.rate)
 
 
 def read_audio_file(path: Path, *, max_seconds: float = 3600.0) -> Pcm:

@@ -89,9 +89,9 @@ def main(
     except (OfflineInputError, ValueError, FileNotFoundError) as exc:
         print(f"avatar-rtc render: {exc}", file=sys.stderr)
         return 2
-    from inference.tts import LanguageRouterTtsOptions, make_tts
+    from inference.tts import TTS_BACKENDS, make_tts
 
-    tts_options = LanguageRouterTtsOptions()
+    tts_options = TTS_BACKENDS.default_section().options()  # piper (en) and espeak-ng (zh)
     renderer = BatchRenderer(
         frames=source,
         avatars=AvatarSource(args.avatars_dir).get,

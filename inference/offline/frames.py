@@ -1,35 +1,32 @@
-"""Frame sources of the offline renderer: what turns (avatar, 16 kHz audio) into frames.
+"""Frame sources of the offline renderer: what makes the ``Renderer`` of each clip.
 
-``FrameSource`` is the seam between the batch pipeline and a renderer. ``WarpFrames`` runs
-the weight-free warp renderer on the CPU; ``inference.offline.musetalk.MuseTalkFrames`` runs
-MuseTalk on a GPU with batches sized from free device memory.
+``FrameSource`` is the seam between the batch pipeline and a renderer: per clip it gives a
+:class:`~inference.render.base.Renderer` (the protocol of the live calls), which renders the
+clip's :func:`~inference.render.base.render_input`. ``WarpFrames`` runs the weight-free warp
+renderer on the CPU; ``inference.offline.musetalk.MuseTalkFrames`` runs MuseTalk on a GPU
+with batches sized from free device memory.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Protocol
 
-import numpy as np
-
 from inference.avatar.model import PreparedAvatar
+from inference.render.base import Renderer
 from inference.render.warp import WarpAssets, WarpOptions, WarpRenderer
 
 __all__ = ["FrameSource", "WarpFrames"]
 
 
 class FrameSource(Protocol):
-    """Renders whole clips for the offline pipeline (one clip at a time)."""
+    """Makes the renderers of the offline pipeline (one clip at a time)."""
 
     name: str  # "warp", "musetalk": part of the resume key
     fps: int
 
-    def frames(
-        self, avatar: PreparedAvatar, audio_16k: np.ndarray, *, height: int
-    ) -> AsyncIterator[list[np.ndarray]]:
-        """Yield every frame for ``audio_16k`` in order, in batches: frame i covers
-        [i / fps, (i + 1) / fps), ceil(len / 16000 * fps) frames in all, ``height`` pixels
-        high (the width follows the avatar's aspect, even)."""
+    def renderer(self, avatar: PreparedAvatar, *, height: int) -> Renderer:
+        """A renderer of ``avatar`` at ``fps`` whose frames are ``height`` pixels high (the
+        width follows the avatar's aspect, even)."""
         ...
 
     def describe(self) -> str:
@@ -59,13 +56,10 @@ class WarpFrames:
             self._assets[avatar.name] = assets
         return assets
 
-    async def frames(
-        self, avatar: PreparedAvatar, audio_16k: np.ndarray, *, height: int
-    ) -> AsyncIterator[list[np.ndarray]]:
+    def renderer(self, avatar: PreparedAvatar, *, height: int) -> Renderer:
         renderer = WarpRenderer(avatar, options=self.options, assets=self._assets_for(avatar))
         renderer.set_output_height(height)
-        async for batch in renderer.render(audio_16k):
-            yield batch
+        return renderer
 
     def describe(self) -> str:
         return repr(self.options)

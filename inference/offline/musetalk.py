@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+import cv2
 import numpy as np
 
 from inference.avatar.model import PreparedAvatar
+from inference.render.base import Renderer
 from inference.render.warp import pingpong_index
 
 __all__ = ["MuseTalkFrames", "MuseTalkFramesOptions"]
@@ -54,7 +56,8 @@ class MuseTalkFramesOptions:
 
 
 class MuseTalkFrames:
-    """A ``FrameSource`` over one ``MuseTalkEngine`` (``load`` reads the weights folder)."""
+    """A ``FrameSource`` over one ``MuseTalkEngine`` (``load`` reads the weights folder);
+    its renderers share the engine and the worker thread."""
 
     name = "musetalk"
 
@@ -92,13 +95,18 @@ class MuseTalkFrames:
         )
         return cls(engine, options)
 
-    async def frames(
-        self, avatar: PreparedAvatar, audio_16k: np.ndarray, *, height: int
+    def renderer(self, avatar: PreparedAvatar, *, height: int) -> Renderer:
+        return _ClipRenderer(self, avatar, height)
+
+    async def _render(
+        self, avatar: PreparedAvatar, audio_16k: np.ndarray, size: tuple[int, int]
     ) -> AsyncIterator[list[np.ndarray]]:
+        """Every frame of ``avatar`` for ``audio_16k`` at ``size`` (width, height), in batches
+        of the largest size the device holds."""
         from inference.render.musetalk import FrameJob, frame_count, windows_for_audio
 
         if audio_16k.ndim != 1 or audio_16k.dtype != np.int16:
-            raise ValueError("frames() takes 1-D int16 audio at 16 kHz")
+            raise ValueError("render() takes 1-D int16 audio at 16 kHz")
         await self._call(self.engine.add_avatar, avatar)
         if not self._warm and self.engine.device.type == "cuda":
             # compiled graphs: every padded batch size once, so no clip meets a recompilation
@@ -109,7 +117,6 @@ class MuseTalkFrames:
         windows = await self._call(
             windows_for_audio, self.engine.audio, audio_16k, self.options.audio
         )
-        size = _out_size(avatar, height)
         out_size = None if size == avatar.size else size
         pos = 0
         while pos < n:
@@ -154,6 +161,32 @@ class MuseTalkFrames:
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._worker, lambda: fn(*args, **kwargs))
+
+
+class _ClipRenderer:
+    """The ``Renderer`` of one clip: ``avatar`` through its ``MuseTalkFrames``."""
+
+    def __init__(self, source: MuseTalkFrames, avatar: PreparedAvatar, height: int) -> None:
+        self._source = source
+        self._avatar = avatar
+        self.fps = source.fps
+        self._size = _out_size(avatar, height)
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        return self._size
+
+    def set_output_height(self, height: int) -> None:
+        self._size = _out_size(self._avatar, height)
+
+    def idle_frames(self) -> Sequence[np.ndarray]:
+        frames = self._avatar.frames
+        if self._size == self._avatar.size:
+            return list(frames)
+        return [cv2.resize(f, self._size, interpolation=cv2.INTER_AREA) for f in frames]
+
+    def render(self, audio_16k: np.ndarray) -> AsyncIterator[list[np.ndarray]]:
+        return self._source._render(self._avatar, audio_16k, self._size)
 
 
 def _out_size(avatar: PreparedAvatar, height: int) -> tuple[int, int]:

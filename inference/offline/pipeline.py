@@ -1,8 +1,8 @@
 """The batch pipeline: jobs (text or audio → one MP4 each) through TTS, renderer and encoder.
 
-Per job: the reply audio (TTS of the text, or a decoded audio file), a 16 kHz copy for the
-renderer, frames streamed from the ``FrameSource`` into an ``Mp4Writer`` (rendering and
-encoding overlap in two worker threads), an atomic rename, and — for resumable jobs — the
+Per job: the reply audio (TTS of the text, or a decoded audio file), its ``render_input``
+for the renderer the ``FrameSource`` makes, frames streamed into an ``Mp4Writer`` (rendering
+and encoding overlap in two worker threads), an atomic rename, and — for resumable jobs — the
 sidecar manifest. A tqdm bar counts frames over all jobs.
 """
 
@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from inference.avatar.model import PreparedAvatar
+from inference.render.base import frame_count, render_input
 
-from .audio_io import RENDER_RATE, Pcm, read_audio_file, synthesize_text
+from .audio_io import Pcm, read_audio_file, synthesize_text
 from .errors import OfflineError, OfflineInputError
 from .frames import FrameSource
 from .manifest import Manifest, file_sha256, job_key
@@ -142,8 +143,9 @@ class BatchRenderer:
                 return JobResult(job, "skipped")
             await asyncio.to_thread(_remove_stale_temporaries, job.out)
         pcm = await self._audio(job)
-        audio_16k = await asyncio.to_thread(pcm.to_16k)
-        expected = -(-len(audio_16k) * self.frames.fps // RENDER_RATE)
+        fps = self.frames.fps
+        audio_16k = await asyncio.to_thread(render_input, pcm.as_chunk(), fps)
+        expected = frame_count(len(audio_16k), fps)
         if bar is not None:
             bar.total += expected
             bar.refresh()
@@ -195,9 +197,10 @@ class BatchRenderer:
 
         async def produce() -> None:
             try:
-                async for batch in self.frames.frames(
-                    avatar, audio_16k, height=self.options.height
-                ):
+                renderer = await asyncio.to_thread(
+                    self.frames.renderer, avatar, height=self.options.height
+                )
+                async for batch in renderer.render(audio_16k):
                     await queue.put(batch)
                 await queue.put(None)
             except Exception as exc:

@@ -1,42 +1,51 @@
-"""The render scheduler's vocabulary and its batch forming: the engine protocols, options,
-stats, the fair degradation policy, the queued request, and ``take_batch`` (earliest deadline
-first, every call decimated by the same stride, frames past ``drop_late_s`` repeated).
+"""The render scheduler's vocabulary and its batch forming: the engine protocols (the
+required one and one per optional ability), options, stats, the fair degradation policy, the
+queued request, the queue a scheduler shares with its worker, and ``take_batch`` (earliest
+deadline first, every call decimated by the same stride, frames past ``drop_late_s``
+repeated).
 
-``RenderScheduler`` (``inference.render.scheduler``) owns the state these work on; the
-functions here run with its lock held.
+``RenderScheduler`` (``inference.render.scheduler``) owns the ``WorkQueue`` these work on;
+the functions here run with its lock held.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
+import threading
 from collections import deque
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
-from inference.render.stall import settle
+from inference.render.stall import Job, RenderStalled, settle
 
 __all__ = [
+    "AudioLaneEngine",
+    "AudioWarmingEngine",
     "BatchEngine",
+    "BatchHandle",
     "FairDegrader",
     "InFlight",
+    "PaddedEngine",
     "PipelinedEngine",
     "Request",
     "SchedulerOptions",
     "SchedulerStats",
     "SessionState",
+    "ShrinkableEngine",
+    "TimedHandle",
+    "WorkQueue",
     "demand",
     "take_batch",
 ]
 
 
 class BatchEngine(Protocol):
-    """What the scheduler drives: the MuseTalk engine, or a fake in tests. Optional:
-    ``padded_size(n)``, the batch size the device really runs for ``n`` jobs (capacity is
-    measured in it), ``warmup_audio()`` (run on the audio lane's thread at start),
-    ``audio_lane()`` and ``shrink_batch(n)``."""
+    """What the scheduler drives: the MuseTalk engine, or a fake in tests. The protocols
+    below declare the optional abilities the scheduler uses where an engine has them."""
 
     def run_batch(self, jobs: Sequence[Any]) -> list[Any]: ...
 
@@ -45,14 +54,60 @@ class BatchEngine(Protocol):
     def warmup(self) -> float: ...
 
 
+class BatchHandle(Protocol):
+    """A submitted batch of a ``PipelinedEngine``."""
+
+    def wait_computed(self) -> None:
+        """Block until the device has computed the batch (its results may still be on
+        their way to the host)."""
+
+
+@runtime_checkable
+class TimedHandle(Protocol):
+    """A batch handle that measured the batch's device time (added to the stats)."""
+
+    def device_seconds(self) -> float: ...
+
+
+@runtime_checkable
 class PipelinedEngine(BatchEngine, Protocol):
     """An engine whose batches are submitted and finished separately. ``submit_batch``
-    returns a handle with ``wait_computed()`` (blocks until the device has computed the
-    batch; its results may still be on their way to the host)."""
+    returns a ``BatchHandle``."""
 
     def submit_batch(self, jobs: Sequence[Any]) -> Any: ...
 
     def finish_batch(self, handle: Any) -> list[Any]: ...
+
+
+@runtime_checkable
+class PaddedEngine(Protocol):
+    """An engine that runs batches padded to fewer sizes: ``padded_size(n)`` is the batch
+    size the device really runs for ``n`` jobs (capacity is measured in it)."""
+
+    def padded_size(self, n: int) -> int: ...
+
+
+@runtime_checkable
+class ShrinkableEngine(Protocol):
+    """An engine that must lower its own batch size after out-of-memory (a static graph
+    padded to a fixed size)."""
+
+    def shrink_batch(self, size: int) -> None: ...
+
+
+@runtime_checkable
+class AudioWarmingEngine(Protocol):
+    """An engine whose audio-feature work warms up on the audio lane's thread at start."""
+
+    def warmup_audio(self) -> None: ...
+
+
+@runtime_checkable
+class AudioLaneEngine(Protocol):
+    """An engine with a context for audio-feature work on the audio lane (on CUDA: its
+    own stream)."""
+
+    def audio_lane(self) -> AbstractContextManager[None]: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -142,7 +197,7 @@ class InFlight:
 
     batch: list[Request]
     launched: float
-    handle: Any = None
+    handle: BatchHandle | None = None
     results: list[Any] | None = None
     elapsed: float | None = None  # device time of the batch, once computed
 
@@ -153,6 +208,33 @@ class SessionState:
     last_seen: float
     last_frame: tuple[int, Any] | None = None
     pending: dict[int, Request] = field(default_factory=dict)
+
+
+@dataclass(slots=True, eq=False)
+class WorkQueue:
+    """What a scheduler's callers and its worker thread share, all guarded by ``cond``: the
+    queued frames (an EDF heap), each call's state, the functions queued for the worker, and
+    whether the scheduler stopped taking work (closed, or stalled for good)."""
+
+    cond: threading.Condition = field(default_factory=threading.Condition)
+    heap: list[Request] = field(default_factory=list)
+    sessions: dict[str, SessionState] = field(default_factory=dict)
+    calls: deque[Job] = field(default_factory=deque)
+    closed: bool = False
+    stalled: RenderStalled | None = None
+
+    @property
+    def stopped(self) -> bool:
+        return self.closed or self.stalled is not None
+
+    def take_unresolved(self) -> list[Request]:
+        """Take every request not yet resolved: queued or in a batch (lock held)."""
+        reqs = {id(r): r for r in self.heap}
+        for state in self.sessions.values():
+            reqs.update((id(r), r) for r in state.pending.values())
+            state.pending.clear()
+        self.heap = []
+        return list(reqs.values())
 
 
 def demand(sessions: Iterable[SessionState], now: float, horizon: float) -> float:

@@ -21,12 +21,11 @@ import struct
 import zlib
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from inference.cache import TieredCache, cache_key
-from inference.render.base import Renderer
+from inference.render.base import Renderer, RendererWrapper
 
 __all__ = ["CachedRenderer", "CachedRendererOptions", "decode_clip", "encode_clip", "iter_clip"]
 
@@ -124,28 +123,13 @@ def decode_clip(data: bytes) -> list[np.ndarray]:
     return [frame for part in iter_clip(data) for frame in part]
 
 
-class CachedRenderer:
+class CachedRenderer(RendererWrapper):
     """Wraps one call's renderer; everything but ``render`` goes straight to it."""
 
     def __init__(self, inner: Renderer, cache: TieredCache, options: CachedRendererOptions) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.cache = cache
         self.options = options
-        self.fps = inner.fps
-
-    @property
-    def frame_size(self) -> tuple[int, int]:
-        return self.inner.frame_size
-
-    def set_output_height(self, height: int) -> None:
-        self.inner.set_output_height(height)
-
-    def idle_frames(self) -> Sequence[np.ndarray]:
-        return self.inner.idle_frames()
-
-    def __getattr__(self, name: str) -> Any:
-        # Extras of the wrapped renderer (seek, blend_support, ...) stay reachable.
-        return getattr(self.inner, name)
 
     def key(self, audio_16k: np.ndarray) -> str:
         audio_hash = hashlib.sha256(np.ascontiguousarray(audio_16k, dtype="<i2").tobytes())
@@ -156,9 +140,13 @@ class CachedRenderer:
             self.options.renderer_id,
             f"{w}x{h}",
             self.inner.fps,
-            getattr(self.inner, "render_fps", self.inner.fps),  # fewer drawn at low rungs
+            self._render_fps(),  # fewer drawn at low rungs
             audio_hash.hexdigest(),
         )
+
+    def _render_fps(self) -> int:
+        follower = self.rate_follower()
+        return self.inner.fps if follower is None else follower.render_fps
 
     async def render(self, audio_16k: np.ndarray) -> AsyncIterator[list[np.ndarray]]:
         key = self.key(audio_16k)

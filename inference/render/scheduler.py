@@ -21,12 +21,13 @@ x the recent p99 time of such work)``. It then fails that work and everything qu
 thread cannot be killed from Python: it stays behind (``close`` does not wait for it past
 ``close_timeout_s``), and the device is only usable again after the process restarts.
 
-``SchedulerPool`` holds one scheduler per device and places each call on the least loaded
-healthy one.
+``SchedulerPool`` (``inference.render.scheduler_pool``) holds one scheduler per device and
+places each call on the least loaded healthy one.
 
-The parts live beside this module: ``batching`` (protocols, options, stats, the fairness
-policy and EDF batch forming), ``scheduler_worker`` (the worker thread, capacity estimate
-and out-of-memory handling) and ``scheduler_pool``; the names are re-exported here.
+The parts live beside this module: ``batching`` (the engine protocols, options, stats, the
+fairness policy, EDF batch forming and the queue shared with the worker) and
+``scheduler_worker`` (the worker thread, capacity estimate and out-of-memory handling); the
+names callers need are re-exported here.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ import functools
 import heapq
 import itertools
 import logging
-import math
 import threading
 import time
 from collections import deque
@@ -44,6 +44,8 @@ from concurrent.futures import Future
 from typing import Any
 
 from inference.render.batching import (
+    AudioLaneEngine,
+    AudioWarmingEngine,
     BatchEngine,
     FairDegrader,
     PipelinedEngine,
@@ -51,11 +53,10 @@ from inference.render.batching import (
     SchedulerOptions,
     SchedulerStats,
     SessionState,
+    WorkQueue,
 )
-from inference.render.scheduler_pool import RenderUnavailable, SchedulerPool
 from inference.render.scheduler_worker import BatchWorker
 from inference.render.stall import (
-    Job,
     RenderStalled,
     Stall,
     StallTimer,
@@ -70,9 +71,7 @@ __all__ = [
     "PipelinedEngine",
     "RenderScheduler",
     "RenderStalled",
-    "RenderUnavailable",
     "SchedulerOptions",
-    "SchedulerPool",
     "SchedulerStats",
 ]
 
@@ -86,7 +85,7 @@ def _in_context(
         return fn(*args, **kwargs)
 
 
-class RenderScheduler(BatchWorker):
+class RenderScheduler:
     """EDF batching of frame requests from many calls on one engine (one device)."""
 
     def __init__(
@@ -98,32 +97,19 @@ class RenderScheduler(BatchWorker):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.engine = engine
-        self.options = options or SchedulerOptions()
+        self.options = o = options or SchedulerOptions()
         self.name = name
         self.clock = clock
         self.stats = SchedulerStats()
-        self._policy = FairDegrader(
-            headroom=self.options.headroom, max_stride=self.options.max_stride
-        )
-        self._cond = threading.Condition()
-        self._heap: list[Request] = []
-        self._sessions: dict[str, SessionState] = {}
+        self._queue = WorkQueue()
         self._seq = itertools.count()
-        self._cap = self.options.max_batch
-        self._ok_since_oom = 0
-        self._thread: threading.Thread | None = None
-        self._last_computed = -math.inf
-        self._closed = False
-        self._calls: deque[Job] = deque()
-        self._current_call: Future[Any] | None = None
-        o = self.options
         timer = functools.partial(
             StallTimer, floor_s=o.stall_floor_s, factor=o.stall_factor, grace_s=o.stall_grace_s
         )
-        self._render_timer = timer()  # the worker's device work
+        self._worker = BatchWorker(
+            engine, o, self._queue, self.stats, timer(), name=name, clock=clock
+        )
         self._audio = WorkLane(f"{name}-audio", timer(), clock=clock, refuse=self._refusal)
-        self._may_compile = False  # the next batch may compile (no warm-up, a new size)
-        self._stalled: RenderStalled | None = None
         self._watchdog: threading.Thread | None = None
         self._stop = threading.Event()
 
@@ -136,28 +122,14 @@ class RenderScheduler(BatchWorker):
         convolution plans per thread, so a worker warmed on another thread would tune
         every convolution again in its first batches, seconds in which no frame comes.
         Likewise the audio lane runs the engine's ``warmup_audio`` on its own thread."""
-        if self._thread is not None:
+        if self._worker.thread is not None:
             return
-        if not warmup:  # the first batch may compile: the watchdog gives it stall_grace_s
-            self._may_compile = True
-        ready: Future[float] = Future()
-        # daemon threads: one stuck in a driver call must not keep the process from exiting
-        self._thread = threading.Thread(
-            target=self._run, args=(ready, warmup), name=f"{self.name}-worker", daemon=True
-        )
-        self._thread.start()
-        try:
-            seconds = ready.result()
-        except BaseException:
-            self._thread.join()
-            self._thread = None
-            raise
+        seconds = self._worker.start(warmup=warmup)
         if warmup:
             _log.info("scheduler %s warmed up in %.1f s", self.name, seconds)
         self._audio.start()
-        warm_audio = getattr(self.engine, "warmup_audio", None)
-        if warm_audio is not None:  # the lane thread's handles, at every chunk shape
-            self._audio.submit(warm_audio, measure=False).result()
+        if isinstance(self.engine, AudioWarmingEngine):  # the lane thread's handles
+            self._audio.submit(self.engine.warmup_audio, measure=False).result()
         if self.options.watchdog:
             self._watchdog = threading.Thread(
                 target=self._watch, name=f"{self.name}-watchdog", daemon=True
@@ -168,35 +140,28 @@ class RenderScheduler(BatchWorker):
         """Stop the threads; pending requests fail with ``RuntimeError``. Waits at most
         ``close_timeout_s`` (about a second once stalled) for the threads: one stuck in the
         device is left behind."""
-        with self._cond:
-            self._closed = True
-            pending, self._heap = self._heap, []
-            calls, self._calls = list(self._calls), deque()
-            self._cond.notify_all()
+        q = self._queue
+        with q.cond:
+            q.closed = True
+            pending, q.heap = q.heap, []
+            calls, q.calls = list(q.calls), deque()
+            q.cond.notify_all()
         audio, running = self._audio.shut()  # the running one finishes (or is stuck)
         err = RuntimeError(f"scheduler {self.name} closed")
         for req in pending:
-            self._fail(req, err)
+            self._worker.fail(req, err)
         for fut in [job[3] for job in calls] + audio:
             settle(fut, exc=err)
         self._stop.set()
-        budget = self.options.close_timeout_s
-        if self._stalled is not None:
-            budget = min(budget, 1.0)
-        deadline = time.monotonic() + budget
-        threads = [self._thread, self._audio.thread, self._watchdog]
-        for t in threads:
-            if t is not None and t is not threading.current_thread():
-                t.join(max(0.0, deadline - time.monotonic()))
-        stuck = [t.name for t in threads if t is not None and t.is_alive()]
+        stuck = self._join_threads()
         if stuck:  # what they were rendering will never come
-            with self._cond:
-                doomed = self._unresolved()
+            with q.cond:
+                doomed = q.take_unresolved()
             for req in doomed:
-                self._fail(req, self._stalled or err)
-            for left in (self._current_call, running):
+                self._worker.fail(req, q.stalled or err)
+            for left in (self._worker.current_call, running):
                 if left is not None:
-                    settle(left, exc=self._stalled or err)
+                    settle(left, exc=q.stalled or err)
             _log.error(
                 "scheduler %s closed with %s stuck; left behind (restart the process to "
                 "free the device)",
@@ -204,32 +169,44 @@ class RenderScheduler(BatchWorker):
                 ", ".join(stuck),
             )
 
+    def _join_threads(self) -> list[str]:
+        """Wait for the threads within the close budget; the names of those still alive."""
+        budget = self.options.close_timeout_s
+        if self._queue.stalled is not None:
+            budget = min(budget, 1.0)
+        deadline = time.monotonic() + budget
+        threads = [self._worker.thread, self._audio.thread, self._watchdog]
+        for t in threads:
+            if t is not None and t is not threading.current_thread():
+                t.join(max(0.0, deadline - time.monotonic()))
+        return [t.name for t in threads if t is not None and t.is_alive()]
+
     @property
     def healthy(self) -> bool:
         """False once device work hung past its limit (``stalled``; for good: the device
         needs a restart of the process) or the scheduler was closed."""
-        return self._stalled is None and not self._closed
+        return not self._queue.stopped
 
     @property
     def stalled(self) -> RenderStalled | None:
         """The hang that took this scheduler out of service, if any."""
-        return self._stalled
+        return self._queue.stalled
 
     @property
     def status(self) -> str:
         """``ok``, ``closed``, or why the scheduler stalled."""
-        if self._stalled is not None:
-            return str(self._stalled)
-        return "closed" if self._closed else "ok"
+        if self._queue.stalled is not None:
+            return str(self._queue.stalled)
+        return "closed" if self._queue.closed else "ok"
 
     def _check_open(self) -> None:
         """Raise unless the scheduler takes work."""
-        if self._stalled is not None or self._closed:
+        if self._queue.stopped:
             raise self._refusal()
 
     def _refusal(self) -> BaseException:
         """The error for work offered after a stall or close (a fresh one per caller)."""
-        s = self._stalled
+        s = self._queue.stalled
         if s is not None:
             return RenderStalled(s.scheduler, s.what, s.stalled_s, s.limit_s)
         return RuntimeError(f"scheduler {self.name} is closed")
@@ -238,48 +215,51 @@ class RenderScheduler(BatchWorker):
     def open_session(self, session: str, *, fps: float = 25.0) -> None:
         if fps <= 0:
             raise ValueError("fps must be positive")
-        with self._cond:
-            state = self._sessions.get(session)
+        q = self._queue
+        with q.cond:
+            state = q.sessions.get(session)
             if state is None:
-                self._sessions[session] = SessionState(fps=fps, last_seen=self.clock())
+                q.sessions[session] = SessionState(fps=fps, last_seen=self.clock())
             else:
                 state.fps = fps
 
     def close_session(self, session: str) -> None:
-        with self._cond:
-            state = self._sessions.pop(session, None)
+        q = self._queue
+        with q.cond:
+            state = q.sessions.pop(session, None)
             if state is None:
                 return
-            doomed = [r for r in self._heap if r.session == session]
-            self._heap = [r for r in self._heap if r.session != session]
-            heapq.heapify(self._heap)
+            doomed = [r for r in q.heap if r.session == session]
+            q.heap = [r for r in q.heap if r.session != session]
+            heapq.heapify(q.heap)
         for req in doomed:
-            self._fail(req, RuntimeError(f"session {session} closed"))
+            self._worker.fail(req, RuntimeError(f"session {session} closed"))
 
     @property
     def session_count(self) -> int:
-        return len(self._sessions)
+        return len(self._queue.sessions)
 
     def load(self) -> float:
         """Demanded share of capacity (sessions x fps / capacity); calls if unknown."""
-        with self._cond:
-            demand = sum(s.fps for s in self._sessions.values())
+        with self._queue.cond:
+            demand = sum(s.fps for s in self._queue.sessions.values())
         cap = self.stats.capacity_fps
-        return demand / cap if cap else float(len(self._sessions))
+        return demand / cap if cap else float(len(self._queue.sessions))
 
     def submit(self, session: str, frame_no: int, job: Any, deadline: float) -> Future[Any]:
         """Queue one frame of ``session``; the future gets the engine's result for it."""
         fut: Future[Any] = Future()
-        with self._cond:
+        q = self._queue
+        with q.cond:
             self._check_open()
-            state = self._sessions.get(session)
+            state = q.sessions.get(session)
             if state is None:
                 raise KeyError(f"session {session!r} is not open on scheduler {self.name}")
             req = Request(deadline, next(self._seq), session, frame_no, job, fut)
             state.pending[frame_no] = req
             state.last_seen = self.clock()
-            heapq.heappush(self._heap, req)
-            self._cond.notify()
+            heapq.heappush(q.heap, req)
+            q.cond.notify()
         return fut
 
     def submit_many(
@@ -297,12 +277,13 @@ class RenderScheduler(BatchWorker):
         """Run ``fn`` on the worker thread before the next batch (e.g. audio features), so
         one thread owns the device and no other thread's kernels interleave with a batch."""
         fut: Future[Any] = Future()
-        with self._cond:
+        q = self._queue
+        with q.cond:
             self._check_open()
-            if self._thread is None:
+            if self._worker.thread is None:
                 raise RuntimeError(f"scheduler {self.name} is not started")
-            self._calls.append((fn, args, kwargs, fut))
-            self._cond.notify()
+            q.calls.append((fn, args, kwargs, fut))
+            q.cond.notify()
         return fut
 
     def call_audio(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
@@ -312,9 +293,9 @@ class RenderScheduler(BatchWorker):
         overlaps render batches instead of waiting between them."""
         self._check_open()
         what = f"{describe(fn)} on the audio lane"
-        lane = getattr(self.engine, "audio_lane", None)
-        if lane is None:
+        if not isinstance(self.engine, AudioLaneEngine):
             return self._audio.submit(fn, args, kwargs, what=what)
+        lane = self.engine.audio_lane
         return self._audio.submit(_in_context, (lane, fn, *args), kwargs, what=what)
 
     # ---- watchdog ------------------------------------------------------------------------
@@ -325,10 +306,10 @@ class RenderScheduler(BatchWorker):
 
     def _check_stall(self) -> bool:
         """Look once for hung device work; on a hang, take the scheduler out of service."""
-        if self._stalled is not None or self._closed:
+        if self._queue.stopped:
             return True
         now = self.clock()
-        for timer in (self._render_timer, self._audio.timer):
+        for timer in (self._worker.timer, self._audio.timer):
             stall = timer.overdue(now)
             if stall is not None:
                 self._on_stall(stall)
@@ -338,14 +319,15 @@ class RenderScheduler(BatchWorker):
     def _on_stall(self, stall: Stall) -> None:
         """Fail the hung work and everything queued with ``RenderStalled``; refuse more."""
         err = RenderStalled(self.name, stall.what, stall.busy_s, stall.limit_s)
-        with self._cond:
-            if self._stalled is not None or self._closed:
+        q = self._queue
+        with q.cond:
+            if q.stopped:
                 return
-            self._stalled = err
-            doomed = self._unresolved()
-            calls, self._calls = list(self._calls), deque()
-            current = [self._current_call]
-            self._cond.notify_all()
+            q.stalled = err
+            doomed = q.take_unresolved()
+            calls, q.calls = list(q.calls), deque()
+            current = [self._worker.current_call]
+            q.cond.notify_all()
         audio, running = self._audio.shut()
         current.append(running)
         _log.error(
@@ -356,15 +338,6 @@ class RenderScheduler(BatchWorker):
             len(calls) + len(audio),
         )
         for req in doomed:
-            self._fail(req, err)
+            self._worker.fail(req, err)
         for fut in [job[3] for job in calls] + audio + [f for f in current if f is not None]:
             settle(fut, exc=err)
-
-    def _unresolved(self) -> list[Request]:
-        """Take every request not yet resolved: queued or in a batch (lock held)."""
-        reqs = {id(r): r for r in self._heap}
-        for state in self._sessions.values():
-            reqs.update((id(r), r) for r in state.pending.values())
-            state.pending.clear()
-        self._heap = []
-        return list(reqs.values())

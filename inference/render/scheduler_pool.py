@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from inference.render.scheduler import RenderScheduler
+from inference.render.scheduler import RenderScheduler
 
 __all__ = ["RenderUnavailable", "SchedulerPool"]
 

@@ -3,16 +3,16 @@
 With a pipelined engine the worker queues batch k+1 as soon as the device has computed
 batch k, then hands out batch k's frames. Each batch updates the capacity estimate (in the
 frames the device ran, padding included); out of memory halves the batch cap and requeues
-the batch, and enough good batches double the cap again. ``BatchWorker`` is a part of
-``RenderScheduler`` (``inference.render.scheduler``), which owns the state declared here.
+the batch, and enough good batches double the cap again. ``RenderScheduler``
+(``inference.render.scheduler``) owns one ``BatchWorker`` and the ``WorkQueue`` it serves.
 """
 
 from __future__ import annotations
 
 import heapq
 import logging
+import math
 import threading
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
@@ -23,21 +23,18 @@ from inference.render.batching import (
     BatchEngine,
     FairDegrader,
     InFlight,
+    PaddedEngine,
+    PipelinedEngine,
     Request,
     SchedulerOptions,
     SchedulerStats,
-    SessionState,
+    ShrinkableEngine,
+    TimedHandle,
+    WorkQueue,
     demand,
     take_batch,
 )
-from inference.render.stall import (
-    Job,
-    RenderStalled,
-    StallTimer,
-    describe,
-    run_watched,
-    settle,
-)
+from inference.render.stall import StallTimer, describe, run_watched, settle
 
 __all__ = ["BatchWorker"]
 
@@ -46,36 +43,88 @@ _log = logging.getLogger("inference.render.scheduler")
 
 
 class BatchWorker:
-    """The worker thread's side of ``RenderScheduler``: forming, launching and completing
-    batches, the capacity estimate and the out-of-memory batch cap."""
+    """One thread that owns the device: runs the functions queued for it and forms,
+    launches and completes batches from ``queue``; keeps the capacity estimate (in
+    ``stats``) and the out-of-memory batch cap. ``timer`` marks its device work for the
+    scheduler's watchdog."""
 
-    engine: BatchEngine
-    options: SchedulerOptions
-    clock: Callable[[], float]
-    stats: SchedulerStats
-    _policy: FairDegrader
-    _cond: threading.Condition
-    _heap: list[Request]
-    _sessions: dict[str, SessionState]
-    _calls: deque[Job]
-    _current_call: Future[Any] | None
-    _cap: int
-    _ok_since_oom: int
-    _last_computed: float
-    _closed: bool
-    _stalled: RenderStalled | None
-    _render_timer: StallTimer
-    _may_compile: bool
+    def __init__(
+        self,
+        engine: BatchEngine,
+        options: SchedulerOptions,
+        queue: WorkQueue,
+        stats: SchedulerStats,
+        timer: StallTimer,
+        *,
+        name: str,
+        clock: Callable[[], float],
+    ) -> None:
+        self.engine = engine
+        self.options = options
+        self.stats = stats
+        self.timer = timer
+        self.name = name
+        self.thread: threading.Thread | None = None
+        self.current_call: Future[Any] | None = None  # the queued function running now
+        self._queue = queue
+        self._clock = clock
+        self._policy = FairDegrader(headroom=options.headroom, max_stride=options.max_stride)
+        self._cap = options.max_batch
+        self._ok_since_oom = 0
+        self._last_computed = -math.inf
+        self._may_compile = False  # the next batch may compile (no warm-up, a new size)
+
+    def start(self, *, warmup: bool) -> float:
+        """Start the thread and warm the engine up on it (if ``warmup``); the seconds the
+        warm-up took. A failed warm-up raises here and ends the thread."""
+        ready: Future[float] = Future()
+        # a daemon thread: one stuck in a driver call must not keep the process from exiting
+        self.thread = threading.Thread(
+            target=self._run, args=(ready, warmup), name=f"{self.name}-worker", daemon=True
+        )
+        self.thread.start()
+        try:
+            return ready.result()
+        except BaseException:
+            self.thread.join()
+            self.thread = None
+            raise
+
+    def fail(self, req: Request, exc: BaseException) -> None:
+        """Fail ``req`` and the frames that follow it with ``exc``."""
+        self.stats.failed += 1 + len(req.followers)
+        with self._queue.cond:
+            state = self._queue.sessions.get(req.session)
+            if state is not None:
+                state.pending.pop(req.frame_no, None)
+        for r in (req, *req.followers):
+            settle(r.future, exc=exc)
+
+    def _run(self, ready: Future[float], warmup: bool) -> None:
+        """The thread: warm-up (if asked), then batches until closed or stalled."""
+        self._may_compile = not warmup  # the watchdog gives a compiling batch stall_grace_s
+        try:
+            seconds = self.engine.warmup() if warmup else 0.0
+            cap = max(1, min(self.options.max_batch, self.engine.max_batch_size()))
+        except BaseException as exc:
+            ready.set_exception(exc)
+            return
+        with self._queue.cond:
+            self._cap = cap
+            self.stats.batch_cap = cap
+        ready.set_result(seconds)
+        self._serve()
 
     def _take_batch(self) -> list[Request]:
         """Pop up to the batch cap of runnable requests (called with the lock held)."""
-        now = self.clock()
-        wanted = demand(self._sessions.values(), now, self.options.window_s)
+        q = self._queue
+        now = self._clock()
+        wanted = demand(q.sessions.values(), now, self.options.window_s)
         stride = self._policy.stride(wanted, self.stats.capacity_fps)
         self.stats.stride = stride
         return take_batch(
-            self._heap,
-            self._sessions,
+            q.heap,
+            q.sessions,
             self.stats,
             now=now,
             cap=self._cap,
@@ -84,86 +133,76 @@ class BatchWorker:
         )
 
     def _run_calls(self) -> None:
+        q = self._queue
         while True:
-            with self._cond:
-                if not self._calls or self._stalled is not None:
+            with q.cond:
+                if not q.calls or q.stalled is not None:
                     return
-                job = self._calls.popleft()
-                self._current_call = job[3]
+                job = q.calls.popleft()
+                self.current_call = job[3]
             what = f"{describe(job[0])} on the worker"
-            run_watched(self._render_timer, self.clock, job, measure=False, what=what)
-            self._current_call = None
-
-    def _run(self, ready: Future[float], warmup: bool) -> None:
-        """The worker thread: warm-up (if asked), then batches until closed or stalled."""
-        try:
-            seconds = self.engine.warmup() if warmup else 0.0
-            cap = max(1, min(self.options.max_batch, self.engine.max_batch_size()))
-        except BaseException as exc:
-            ready.set_exception(exc)
-            return
-        with self._cond:
-            self._cap = cap
-            self.stats.batch_cap = cap
-        ready.set_result(seconds)
-        self._serve()
+            run_watched(self.timer, self._clock, job, measure=False, what=what)
+            self.current_call = None
 
     def _serve(self) -> None:
+        q = self._queue
         inflight: InFlight | None = None
         while True:
             self._run_calls()
             if inflight is not None and inflight.elapsed is None:
                 self._wait_computed(inflight)
-            with self._cond:
-                while not self._heap and not self._calls and not self._closed:
-                    if inflight is not None or self._stalled is not None:
+            with q.cond:
+                while not q.heap and not q.calls and not q.closed:
+                    if inflight is not None or q.stalled is not None:
                         break
-                    self._cond.wait()
-                if self._closed or self._stalled is not None:
+                    q.cond.wait()
+                if q.stopped:
                     break
-                if self._calls:
+                if q.calls:
                     continue
                 batch: list[Request] = []
-                if self._heap:
-                    if (
-                        inflight is None
-                        and len(self._heap) < self._cap
-                        and self.options.linger_s > 0
-                    ):
-                        slack = self._heap[0].deadline - self.clock()
-                        if slack > 4 * self.options.linger_s:
-                            self._cond.wait(self.options.linger_s)
+                if q.heap:
+                    self._linger(inflight)
                     batch = self._take_batch()
             launched = self._launch(batch) if batch else None
             if inflight is not None:
                 self._complete(inflight)
             inflight = launched
-        if inflight is not None and self._stalled is None:
+        if inflight is not None and q.stalled is None:
             self._complete(inflight)
+
+    def _linger(self, inflight: InFlight | None) -> None:
+        """With nothing in flight and a batch short of the cap, wait ``linger_s`` for a
+        fuller one if the earliest deadline allows (lock held)."""
+        q, o = self._queue, self.options
+        if inflight is None and len(q.heap) < self._cap and o.linger_s > 0:
+            slack = q.heap[0].deadline - self._clock()
+            if slack > 4 * o.linger_s:
+                q.cond.wait(o.linger_s)
 
     def _launch(self, batch: list[Request]) -> InFlight | None:
         """Start ``batch`` on the engine; None if it failed (its requests are settled or
         requeued)."""
-        t0 = self.clock()
+        t0 = self._clock()
         jobs = [r.job for r in batch]
-        submit = getattr(self.engine, "submit_batch", None) if self.options.pipeline else None
-        what = f"a batch of {len(batch)} frames"
-        self._render_timer.begin(what, t0, grace=self._may_compile)
+        engine = self.engine
+        pipelined = engine if isinstance(engine, PipelinedEngine) else None
+        self.timer.begin(f"a batch of {len(batch)} frames", t0, grace=self._may_compile)
         try:
-            if submit is not None:
-                return InFlight(batch, t0, handle=submit(jobs))
-            results = self.engine.run_batch(jobs)
+            if pipelined is not None and self.options.pipeline:
+                return InFlight(batch, t0, handle=pipelined.submit_batch(jobs))
+            results = engine.run_batch(jobs)
         except torch.OutOfMemoryError as exc:
             self._on_oom(batch, exc)
             return None
         except Exception as exc:
             _log.exception("render batch of %d failed", len(batch))
             for req in batch:
-                self._fail(req, exc)
+                self.fail(req, exc)
             return None
         finally:
-            self._render_timer.end()
-        done = self.clock()
+            self.timer.end()
+        done = self._clock()
         self._last_computed = done
         return InFlight(batch, t0, results=results, elapsed=done - t0)
 
@@ -171,46 +210,52 @@ class BatchWorker:
         """Block until the device computed ``inflight``; its device time is measured from
         when the device could start it (its launch, or the end of the batch before)."""
         what = f"the device computing a batch of {len(inflight.batch)} frames"
-        self._render_timer.begin(what, self.clock(), grace=self._may_compile)
+        self.timer.begin(what, self._clock(), grace=self._may_compile)
         try:
-            inflight.handle.wait_computed()
+            if inflight.handle is not None:
+                inflight.handle.wait_computed()
         except Exception:  # the error surfaces in finish_batch
             _log.debug("wait for a computed batch failed", exc_info=True)
         finally:
-            self._render_timer.end()
-        done = self.clock()
+            self.timer.end()
+        done = self._clock()
         inflight.elapsed = done - max(inflight.launched, self._last_computed)
         self._last_computed = done
+
+    def _finish(self, inflight: InFlight) -> list[Any] | None:
+        """The results of a submitted batch; None if it failed (its requests are failed)."""
+        batch = inflight.batch
+        if inflight.elapsed is None:
+            self._wait_computed(inflight)
+        self.timer.begin(f"finishing a batch of {len(batch)} frames", self._clock())
+        try:
+            assert isinstance(self.engine, PipelinedEngine)  # it gave the handle
+            return self.engine.finish_batch(inflight.handle)
+        except Exception as exc:
+            _log.exception("render batch of %d failed", len(batch))
+            for req in batch:
+                self.fail(req, exc)
+            return None
+        finally:
+            self.timer.end()
 
     def _complete(self, inflight: InFlight) -> None:
         """Hand out the frames of a launched batch."""
         batch = inflight.batch
-        results = inflight.results
+        results = inflight.results if inflight.results is not None else self._finish(inflight)
         if results is None:
-            if inflight.elapsed is None:
-                self._wait_computed(inflight)
-            self._render_timer.begin(f"finishing a batch of {len(batch)} frames", self.clock())
-            try:
-                results = self.engine.finish_batch(inflight.handle)  # type: ignore[attr-defined]
-            except Exception as exc:
-                _log.exception("render batch of %d failed", len(batch))
-                for req in batch:
-                    self._fail(req, exc)
-                return
-            finally:
-                self._render_timer.end()
+            return
         if len(results) != len(batch):
             err = RuntimeError(f"engine returned {len(results)} results for {len(batch)} jobs")
             for req in batch:
-                self._fail(req, err)
+                self.fail(req, err)
             return
         self._record(len(batch), inflight.elapsed or 0.0)
-        device_seconds = getattr(inflight.handle, "device_seconds", None)
-        if device_seconds is not None:
-            self.stats.device_s += device_seconds()
-        with self._cond:
+        if isinstance(inflight.handle, TimedHandle):
+            self.stats.device_s += inflight.handle.device_seconds()
+        with self._queue.cond:
             for req, res in zip(batch, results, strict=True):
-                state = self._sessions.get(req.session)
+                state = self._queue.sessions.get(req.session)
                 if state is not None:
                     state.pending.pop(req.frame_no, None)
                     if state.last_frame is None or state.last_frame[0] <= req.frame_no:
@@ -226,13 +271,13 @@ class BatchWorker:
         st.frames += n
         st.busy_s += elapsed
         st.batch_sizes.append(n)
-        self._render_timer.record(elapsed)
+        self.timer.record(elapsed)
         self._may_compile = False
         # capacity in the frames the device ran: an engine that pads every batch to one
         # static size renders a half-empty batch as slowly as a full one, and counting
         # only the real frames would under-rate it and decimate calls for nothing
-        padded = getattr(self.engine, "padded_size", None)
-        slots = max(n, int(padded(n))) if padded is not None else n
+        engine = self.engine
+        slots = max(n, int(engine.padded_size(n))) if isinstance(engine, PaddedEngine) else n
         if slots * 2 >= self._cap and elapsed > 0:
             rate = slots / elapsed
             st.capacity_fps = (
@@ -243,7 +288,7 @@ class BatchWorker:
             self._ok_since_oom >= self.options.oom_recover_batches
             and self._cap < self.options.max_batch
         ):
-            self._cap = min(self.options.max_batch, self._cap * 2, self.engine.max_batch_size())
+            self._cap = min(self.options.max_batch, self._cap * 2, engine.max_batch_size())
             self._ok_since_oom = 0
             st.batch_cap = self._cap
 
@@ -252,27 +297,17 @@ class BatchWorker:
             torch.cuda.empty_cache()
         if len(batch) == 1:
             _log.error("out of memory on a single frame: %s", exc)
-            self._fail(batch[0], exc)
+            self.fail(batch[0], exc)
             return
         self.stats.oom_retries += 1
         self._cap = max(1, len(batch) // 2)
         self.stats.batch_cap = self._cap
-        shrink = getattr(self.engine, "shrink_batch", None)
-        if shrink is not None:  # engines that pad batches to a fixed size must shrink too
-            shrink(self._cap)
+        if isinstance(self.engine, ShrinkableEngine):  # padded to a fixed size: shrink too
+            self.engine.shrink_batch(self._cap)
             self._may_compile = True  # a static graph is rebuilt for the new size
         self._ok_since_oom = 0
         _log.warning("out of memory at batch %d; retrying at %d", len(batch), self._cap)
-        with self._cond:
+        with self._queue.cond:
             for req in batch:
-                heapq.heappush(self._heap, req)
-            self._cond.notify()
-
-    def _fail(self, req: Request, exc: BaseException) -> None:
-        self.stats.failed += 1 + len(req.followers)
-        with self._cond:
-            state = self._sessions.get(req.session)
-            if state is not None:
-                state.pending.pop(req.frame_no, None)
-        for r in (req, *req.followers):
-            settle(r.future, exc=exc)
+                heapq.heappush(self._queue.heap, req)
+            self._queue.cond.notify()

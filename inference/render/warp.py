@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..avatar.model import PreparedAvatar
-from .base import render_plan
+from .base import frame_count, render_plan
 from .warp_assets import BLINK_PROFILE, WarpAssets
-from .warp_audio import MouthShapes, MouthTrackOptions, mouth_shapes, num_frames
+from .warp_audio import MouthShapes, MouthTrackOptions, mouth_shapes
 from .warp_fields import apply_blink
 from .warp_mouth import MouthStyle
 
@@ -138,7 +138,7 @@ class WarpRenderer:
         At a ``render_fps`` under ``fps`` only the frames of :func:`render_plan` are drawn;
         the others repeat them (the same array)."""
         shapes = mouth_shapes(audio_16k, self.fps, options=self.options.track)
-        total = num_frames(len(audio_16k), self.fps)
+        total = frame_count(len(audio_16k), self.fps)
         order = render_plan(total, self.fps, self._render_fps)
         batch = self.options.batch_frames
         for start in range(0, total, batch):
@@ -168,7 +168,7 @@ class WarpRenderer:
     def render_all(self, audio_16k: np.ndarray) -> list[np.ndarray]:
         """Every frame for ``audio_16k`` at once, in the calling thread."""
         shapes = mouth_shapes(audio_16k, self.fps, options=self.options.track)
-        plan = [self._plan_next() for _ in range(num_frames(len(audio_16k), self.fps))]
+        plan = [self._plan_next() for _ in range(frame_count(len(audio_16k), self.fps))]
         return self._draw_batch(shapes, plan, list(range(len(plan))))
 
     def draw(

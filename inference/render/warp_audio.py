@@ -11,9 +11,11 @@ from enum import IntEnum
 
 import numpy as np
 
+from .base import RENDER_RATE, frame_count
+
 __all__ = ["MouthShapes", "MouthTrackOptions", "Viseme", "mouth_curve", "mouth_shapes"]
 
-SAMPLE_RATE = 16000
+SAMPLE_RATE = RENDER_RATE  # the renderer's input
 _WINDOW = 1024  # analysis window (64 ms), centred on each frame's interval
 
 
@@ -70,11 +72,6 @@ class MouthShapes:
         return len(self.openness)
 
 
-def num_frames(num_samples: int, fps: int) -> int:
-    """ceil(num_samples / 16000 * fps) without float error."""
-    return -(-num_samples * fps // SAMPLE_RATE)
-
-
 def mouth_curve(audio_16k: np.ndarray, fps: int) -> np.ndarray:
     """Per-frame mouth openness in [0, 1] for 16 kHz mono audio (int16 or float in [-1, 1])."""
     return mouth_shapes(audio_16k, fps).openness
@@ -88,7 +85,7 @@ def mouth_shapes(
     if fps <= 0:
         raise ValueError("fps must be positive")
     audio = _as_float(audio_16k)
-    n = num_frames(len(audio), fps)
+    n = frame_count(len(audio), fps)
     if n == 0:
         empty = np.zeros(0, np.float32)
         return MouthShapes(empty, empty, np.zeros(0, np.int8), empty)

@@ -12,13 +12,24 @@ import shutil
 import struct
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
 from inference.dialogue.sentences import split_sentences
+from inference.registry import Backend, BackendSettings
+from inference.tts.base import Tts
 from inference.types import PcmChunk
 
-__all__ = ["EspeakNotFoundError", "EspeakTts", "EspeakTtsOptions", "parse_wav"]
+__all__ = [
+    "BACKEND",
+    "EspeakNotFoundError",
+    "EspeakTts",
+    "EspeakTtsOptions",
+    "EspeakTtsSettings",
+    "parse_wav",
+]
 
 _DEFAULT_RATE = 22050
 
@@ -127,3 +138,23 @@ def parse_wav(data: bytes) -> tuple[np.ndarray, int]:
             return np.frombuffer(data[body:end], dtype="<i2").astype(np.int16), rate
         pos = body + size + (size % 2)
     raise ValueError("WAV stream has no data chunk")
+
+
+class EspeakTtsSettings(BackendSettings):
+    """``tts: {backend: espeak}``: espeak-ng alone, in one voice for every language."""
+
+    backend: Literal["espeak"] = "espeak"
+    voice: str = "cmn"
+    speed_wpm: int = Field(165, ge=80, le=450)
+    pitch: int = Field(50, ge=0, le=99)
+    amplitude: int = Field(100, ge=0, le=200)
+
+    def options(self) -> EspeakTtsOptions:
+        return EspeakTtsOptions(
+            voice=self.voice, speed_wpm=self.speed_wpm, pitch=self.pitch, amplitude=self.amplitude
+        )
+
+
+BACKEND: Backend[Tts] = Backend(
+    name="espeak", options=EspeakTtsOptions, make=EspeakTts, settings=EspeakTtsSettings
+)

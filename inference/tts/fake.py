@@ -11,14 +11,17 @@ import asyncio
 import zlib
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
 from inference.dialogue.sentences import split_sentences
 from inference.dialogue.text import contains_cjk
+from inference.registry import Backend, BackendSettings
+from inference.tts.base import Tts
 from inference.types import PcmChunk
 
-__all__ = ["FakeTts", "FakeTtsOptions", "fake_speech"]
+__all__ = ["BACKEND", "FakeTts", "FakeTtsOptions", "FakeTtsSettings", "fake_speech"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,3 +87,17 @@ class FakeTts:
             samples = fake_speech(sentence, opts)
             await asyncio.sleep(opts.realtime_factor * len(samples) / opts.sample_rate)
             yield PcmChunk(samples, opts.sample_rate, final=n == len(sentences) - 1)
+
+
+class FakeTtsSettings(BackendSettings):
+    """``tts: {backend: fake}``: instant synthetic speech."""
+
+    backend: Literal["fake"] = "fake"
+
+    def options(self) -> FakeTtsOptions:
+        return FakeTtsOptions()
+
+
+BACKEND: Backend[Tts] = Backend(
+    name="fake", options=FakeTtsOptions, make=FakeTts, settings=FakeTtsSettings
+)

@@ -21,45 +21,43 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
 from inference.dialogue.sentences import split_sentences
 from inference.http import HttpError, HttpTimeouts, open_request
+from inference.registry import Backend, BackendSettings
 from inference.resilience import (
-    BreakerOptions,
     CircuitBreaker,
     CircuitOpenError,
-    RetryOptions,
     ServiceUnavailable,
     backoff_delay,
     is_retryable,
 )
+from inference.service import ServiceOptions, ServiceSettings
+from inference.tts.base import Tts
+from inference.tts.piper_tts import PiperTtsSettings
 from inference.types import PcmChunk
 
-__all__ = ["OpenAiTts", "OpenAiTtsOptions", "WavStreamParser"]
+__all__ = ["BACKEND", "OpenAiTts", "OpenAiTtsOptions", "OpenAiTtsSettings", "WavStreamParser"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OpenAiTtsOptions:
     """``voices`` maps a language to the service's voice name (others use ``voice``)."""
 
-    base_url: str = "http://127.0.0.1:8000/v1"
-    model: str = "tts-1"
+    service: ServiceOptions = field(
+        default_factory=lambda: ServiceOptions(
+            model="tts-1", timeouts=HttpTimeouts(connect_s=2.0, first_byte_s=8.0, read_s=5.0)
+        )
+    )
     voice: str = "alloy"
     voices: tuple[tuple[str, str], ...] = ()
-    api_key: str | None = field(default=None, repr=False)
     response_format: Literal["pcm", "wav"] = "wav"
     pcm_sample_rate: int = 24000
     speed: float = 1.0
     chunk_ms: int = 200
-    timeouts: HttpTimeouts = field(
-        default_factory=lambda: HttpTimeouts(connect_s=2.0, first_byte_s=8.0, read_s=5.0)
-    )
-    retry: RetryOptions = field(default_factory=RetryOptions)
-    breaker: BreakerOptions = field(default_factory=BreakerOptions)
 
     def __post_init__(self) -> None:
-        if not self.base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must be http(s)://..., got {self.base_url!r}")
         if self.response_format not in ("pcm", "wav"):
             raise ValueError(f"response_format must be 'pcm' or 'wav', got {self.response_format}")
         if not 8000 <= self.pcm_sample_rate <= 96000:
@@ -71,7 +69,7 @@ class OpenAiTtsOptions:
 
     @property
     def url(self) -> str:
-        return self.base_url.rstrip("/") + "/audio/speech"
+        return self.service.url("audio/speech")
 
     def voice_for(self, language: str) -> str:
         return dict(self.voices).get(language, self.voice)
@@ -132,7 +130,7 @@ class OpenAiTts:
 
     def __init__(self, options: OpenAiTtsOptions | None = None) -> None:
         self.options = options or OpenAiTtsOptions()
-        self.breaker = CircuitBreaker(self.options.breaker)
+        self.breaker = CircuitBreaker(self.options.service.breaker)
 
     async def synthesize(self, text: str, language: str = "en") -> AsyncGenerator[PcmChunk, None]:
         sentences = split_sentences(text)
@@ -151,8 +149,8 @@ class OpenAiTts:
         yield PcmChunk(pending.samples, pending.sample_rate, final=True)
 
     async def _sentence(self, sentence: str, language: str) -> AsyncIterator[PcmChunk]:
-        opts = self.options
-        for attempt in range(opts.retry.attempts):
+        retry = self.options.service.retry
+        for attempt in range(retry.attempts):
             if not self.breaker.allow(time.monotonic()):
                 raise CircuitOpenError("the speech service's circuit breaker is open")
             yielded = False
@@ -165,29 +163,28 @@ class OpenAiTts:
             except HttpError as exc:
                 if is_retryable(exc):
                     self.breaker.record_failure(time.monotonic())
-                if yielded or not is_retryable(exc) or attempt + 1 >= opts.retry.attempts:
+                if yielded or not is_retryable(exc) or attempt + 1 >= retry.attempts:
                     raise ServiceUnavailable(f"speech service failed: {exc}") from exc
-            await asyncio.sleep(backoff_delay(attempt, opts.retry, random.random()))
+            await asyncio.sleep(backoff_delay(attempt, retry, random.random()))
 
     async def _request(self, sentence: str, language: str) -> AsyncIterator[PcmChunk]:
         opts = self.options
         payload = {
-            "model": opts.model,
+            "model": opts.service.model,
             "input": sentence,
             "voice": opts.voice_for(language),
             "response_format": opts.response_format,
             "speed": opts.speed,
         }
         headers = {"Accept": "audio/wav" if opts.response_format == "wav" else "audio/pcm"}
-        if opts.api_key:
-            headers["Authorization"] = f"Bearer {opts.api_key}"
+        headers.update(opts.service.auth_headers())
         wav = WavStreamParser() if opts.response_format == "wav" else None
         parts: list[np.ndarray] = []
         have = 0
         rate = opts.pcm_sample_rate
         carry = b""
         async with open_request(
-            "POST", opts.url, headers=headers, json_body=payload, timeouts=opts.timeouts
+            "POST", opts.url, headers=headers, json_body=payload, timeouts=opts.service.timeouts
         ) as resp:
             await resp.raise_for_status()
             async for data in resp.chunks():
@@ -209,3 +206,32 @@ class OpenAiTts:
             raise HttpError("speech answer ended before the WAV header was complete")
         if parts:
             yield PcmChunk(np.concatenate(parts), rate)
+
+
+class OpenAiTtsSettings(BackendSettings):
+    """``tts: {backend: openai}``: a remote speech service; while it is down
+    (``fallback_embedded``), the embedded engine configured under ``embedded`` speaks."""
+
+    backend: Literal["openai"] = "openai"
+    service: ServiceSettings = Field(default_factory=lambda: ServiceSettings(model="tts-1"))
+    service_voice: str = "alloy"
+    service_format: Literal["wav", "pcm"] = "wav"
+    service_pcm_rate: int = Field(24000, ge=8000, le=96000)
+    fallback_embedded: bool = True
+    embedded: PiperTtsSettings = Field(default_factory=PiperTtsSettings)
+
+    def options(self) -> OpenAiTtsOptions:
+        return OpenAiTtsOptions(
+            service=self.service.options(),
+            voice=self.service_voice,
+            response_format=self.service_format,
+            pcm_sample_rate=self.service_pcm_rate,
+        )
+
+    def fallback_section(self) -> PiperTtsSettings | None:
+        return self.embedded if self.fallback_embedded else None
+
+
+BACKEND: Backend[Tts] = Backend(
+    name="openai", options=OpenAiTtsOptions, make=OpenAiTts, settings=OpenAiTtsSettings
+)

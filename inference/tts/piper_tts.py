@@ -12,16 +12,23 @@ import threading
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
 from inference.dialogue.sentences import split_sentences
+from inference.registry import Backend, BackendSettings
+from inference.tts.base import Tts
+from inference.tts.espeak import EspeakTtsOptions
+from inference.tts.router import LanguageRouterTtsOptions
 from inference.types import PcmChunk
 
 __all__ = [
+    "BACKEND",
     "PiperTts",
     "PiperTtsOptions",
+    "PiperTtsSettings",
     "TtsVoiceError",
     "default_piper_voice",
     "resolve_piper_voice",
@@ -151,3 +158,31 @@ def _synthesis_config(options: PiperTtsOptions) -> Any:
         noise_w_scale=options.noise_w_scale,
         volume=options.volume,
     )
+
+
+class PiperTtsSettings(BackendSettings):
+    """``tts: {backend: piper}``: piper speaks English (``voice``), espeak-ng Mandarin
+    (``zh_voice``)."""
+
+    backend: Literal["piper"] = "piper"
+    voice: Path | None = None  # a piper .onnx; default: the joe voice package
+    zh_voice: str = "cmn"  # espeak-ng voice for Mandarin
+    noise_scale: float = Field(0.667, ge=0.0, le=2.0)
+    noise_w_scale: float = Field(0.8, ge=0.0, le=2.0)
+    length_scale: float = Field(1.0, gt=0.1, le=4.0)
+
+    def options(self) -> LanguageRouterTtsOptions:
+        piper = PiperTtsOptions(
+            voice=self.voice,
+            noise_scale=self.noise_scale,
+            noise_w_scale=self.noise_w_scale,
+            length_scale=self.length_scale,
+        )
+        return LanguageRouterTtsOptions(
+            routes={"en": piper, "zh": EspeakTtsOptions(voice=self.zh_voice)}
+        )
+
+
+BACKEND: Backend[Tts] = Backend(
+    name="piper", options=PiperTtsOptions, make=PiperTts.load, settings=PiperTtsSettings
+)

@@ -1,13 +1,40 @@
-"""A TTS that hands each text to the engine of its language ("en" → piper, "zh" → espeak)."""
+"""A TTS that hands each text to the engine of its language (say "en" → piper, "zh" → espeak).
+
+It is built from options only: the ``piper`` configuration section routes Mandarin to
+espeak-ng through it. Each route is built by the function the registry entry is given.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping
+import dataclasses
+from collections.abc import AsyncGenerator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
+from inference.registry import Backend
 from inference.tts.base import Tts
 from inference.types import PcmChunk
 
-__all__ = ["LanguageRouterTts"]
+__all__ = ["LanguageRouterTts", "LanguageRouterTtsOptions", "backend"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LanguageRouterTtsOptions:
+    """``routes`` maps a language to the options of its engine; unknown languages go to
+    ``fallback_language`` (None: error)."""
+
+    routes: Mapping[str, Any]
+    fallback_language: str | None = "en"
+
+    def __post_init__(self) -> None:
+        if not self.routes:
+            raise ValueError("routes must not be empty")
+        for language, options in self.routes.items():
+            is_options = dataclasses.is_dataclass(options) and not isinstance(options, type)
+            if not is_options or isinstance(options, LanguageRouterTtsOptions):
+                raise TypeError(f"route {language!r}: not the options of a TTS engine: {options!r}")
+        if self.fallback_language is not None and self.fallback_language not in self.routes:
+            raise ValueError(f"fallback_language {self.fallback_language!r} is not routed")
 
 
 class LanguageRouterTts:
@@ -43,3 +70,19 @@ class LanguageRouterTts:
         engine = self.engine_for(language)
         async for chunk in engine.synthesize(text, language):
             yield chunk
+
+
+def backend(make_route: Callable[[Any], Tts]) -> Backend[Tts]:
+    """The router's registry entry; ``make_route`` builds each route's engine (the same
+    options routed twice share one engine)."""
+
+    def make(options: LanguageRouterTtsOptions) -> LanguageRouterTts:
+        built: dict[Any, Tts] = {}
+        engines = {}
+        for language, engine_options in options.routes.items():
+            if engine_options not in built:
+                built[engine_options] = make_route(engine_options)
+            engines[language] = built[engine_options]
+        return LanguageRouterTts(engines, fallback_language=options.fallback_language)
+
+    return Backend(name="router", options=LanguageRouterTtsOptions, make=make)

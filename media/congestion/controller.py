@@ -1,10 +1,12 @@
 """Congestion-driven quality ladder: a pure state machine that picks a rung and a bitrate.
 
 :class:`QualityController` takes network and pipeline measurements (REMB estimate, RTCP
-receiver-report loss, RTT and jitter, the sender's queue depth, the renderer's lag) with the
-current time as a parameter. It keeps a *target bitrate*; the rung is the best one whose
-bitrate fits under the target, and the encoder gets the target itself (up to the next
-rung's bitrate), so the rate can follow the link between rungs without a size change.
+receiver-report loss, RTT and jitter, the sender's queue depth, the renderer's lag), each
+noted by its own ``on_*`` method; ``tick(now)`` weighs those noted since the last tick, with
+the current time as a parameter, and decides. It keeps a *target bitrate*; the rung is the
+best one whose bitrate fits under the target, and the encoder gets the target itself (up to
+the next rung's bitrate), so the rate can follow the link between rungs without a size
+change.
 
 Policy: down fast, up slowly.
 
@@ -211,13 +213,54 @@ class _State:
     fill: float = 1.0  # the share of its bitrate the encoder sent lately (min_fill..1)
 
 
+@dataclass(slots=True)
+class _Report:
+    """The measurements noted since the last tick (None: none came)."""
+
+    remb_bps: float | None = None
+    fraction_lost: float | None = None
+    rtt_s: float | None = None
+    jitter_s: float = 0.0
+    repaired: float | None = None
+    send_bps: float | None = None
+    delivered_bps: float | None = None
+    delivered_window_s: float = 0.0
+    send_queue_s: float | None = None
+    render_lag_s: float | None = None
+
+
+@dataclass(slots=True)
+class _Verdict:
+    """What one tick's measurements ask for."""
+
+    reasons: list[str] = field(default_factory=list)
+    cut: float | None = None  # the target congestion asks for
+    severe: bool = False
+    drain: float = 0.0
+    evidence: bool = False  # of a standing queue: an RTT rise or heavy loss
+    step_down: bool = False  # at least one rung down
+
+    def ask(self, reason: str, cut: float) -> None:
+        self.reasons.append(reason)
+        self.cut = min(self.cut or math.inf, cut)
+
+    def step(self, reason: str) -> None:
+        self.reasons.append(reason)
+        self.step_down = True
+
+
 class QualityController:
-    """Picks a rung and a bitrate from congestion signals; time is passed in (``now``)."""
+    """Picks a rung and a bitrate from congestion signals; time is passed in (``now``).
+
+    Note each measurement as it comes (``on_remb``, ``on_loss``, ``on_rtt``, ...; the
+    latest of each counts), then ``tick(now)``: it weighs them all together, in a fixed
+    order whatever order they came in, and returns a new rung or None."""
 
     def __init__(self, options: QualityOptions | None = None) -> None:
         self.options = options or QualityOptions()
         start = self.options.start_index
         self._s = _State(index=start, target=float(self.options.ladder[start].bitrate))
+        self._report = _Report()
         self.reason = "start"  # why the last change happened (for logs and events)
         self.drain_s = 0.0  # with a change: pause video this long to empty a queue
 
@@ -260,177 +303,212 @@ class QualityController:
         """Seconds without congestion needed before stepping up to rung ``index``."""
         return self._s.hold.get(index, self.options.up_hold_s)
 
-    def update(
-        self,
-        now: float,
-        *,
-        remb_bps: float | None = None,
-        fraction_lost: float | None = None,
-        rtt_s: float | None = None,
-        jitter_s: float | None = None,
-        send_queue_s: float | None = None,
-        render_lag_s: float | None = None,
-        send_bps: float | None = None,
-        repaired_loss: float | None = None,
-        delivered_bps: float | None = None,
-        delivered_window_s: float | None = None,
-    ) -> Rung | None:
-        """Feed the measurements known at ``now`` (None = no new value); returns a new rung.
+    # ---- measurements: each notes the latest value, the next tick weighs them ------------
+    def on_remb(self, bps: float) -> None:
+        """The receiver's REMB estimate (video's share of it)."""
+        self._report.remb_bps = bps
 
-        ``send_bps`` is the video rate actually sent lately (REMB is compared with it).
-        ``repaired_loss`` is the share of packets the receiver NACKed lately: loss that
-        retransmission repaired, which receiver reports do not count as lost.
-        ``delivered_bps`` is the rate that reached the receiver over the last
-        ``delivered_window_s``; measured from just before a severe signal until the
-        queue has drained, it is the link's rate and becomes the capacity; a delivered
-        rate well above the capacity shows the link got better.
+    def on_loss(self, fraction_lost: float) -> None:
+        """The fraction lost of a receiver report, 0..1 (RTCP's 8-bit value / 256)."""
+        if not 0 <= fraction_lost <= 1:
+            raise ValueError(f"fraction_lost must be within 0..1, got {fraction_lost}")
+        self._report.fraction_lost = fraction_lost
 
-        ``fraction_lost`` is 0..1 (RTCP's 8-bit value / 256). ``jitter_s`` is informative:
-        it widens the RTT margin (jittery paths have noisier RTTs). Call it regularly (for
-        example every 200 ms), also without new measurements, so the target can grow.
-        Read :attr:`bitrate` after each call: it can change without a rung change.
-        """
+    def on_rtt(self, rtt_s: float, jitter_s: float = 0.0) -> None:
+        """A round-trip time; the receiver's ``jitter_s`` widens the margin of a rise
+        (jittery paths have noisier RTTs)."""
+        self._report.rtt_s, self._report.jitter_s = rtt_s, jitter_s
+
+    def on_repaired(self, share: float) -> None:
+        """The share of packets the receiver NACKed lately: loss that retransmission
+        repaired, which receiver reports do not count as lost."""
+        self._report.repaired = share
+
+    def on_sent(self, bps: float) -> None:
+        """The video rate actually sent lately (REMB is compared with it)."""
+        self._report.send_bps = bps
+
+    def on_delivered(self, bps: float, window_s: float) -> None:
+        """The rate that reached the receiver over the last ``window_s``. Measured from just
+        before a severe signal until the queue has drained, it is the link's rate and
+        becomes the capacity; a delivered rate well above the capacity shows the link got
+        better."""
+        self._report.delivered_bps, self._report.delivered_window_s = bps, window_s
+
+    def on_send_queue(self, delay_s: float) -> None:
+        """How long the sender's queue takes to empty."""
+        self._report.send_queue_s = delay_s
+
+    def on_render_lag(self, lag_s: float) -> None:
+        """How far behind the renderer is."""
+        self._report.render_lag_s = lag_s
+
+    def tick(self, now: float) -> Rung | None:
+        """Weigh the measurements noted since the last tick, as of ``now``; a new rung or
+        None. Call it regularly (for example every 200 ms), also without new measurements,
+        so the target can grow. Read :attr:`bitrate` after each: it can change without a
+        rung change, and :attr:`drain_s` with a change."""
         o, s = self.options, self._s
+        report, self._report = self._report, _Report()
         if s.last_change is None:
             s.last_change = now
-        # growth per elapsed time, but never more than a second's worth in one call
+        # growth per elapsed time, but never more than a second's worth in one tick
         dt = 0.0 if s.last_update is None else min(1.0, max(0.0, now - s.last_update))
         s.last_update = now
-        if fraction_lost is not None and not 0 <= fraction_lost <= 1:
-            raise ValueError(f"fraction_lost must be within 0..1, got {fraction_lost}")
-        sent = min(send_bps if send_bps is not None else self.bitrate, self.bitrate)
-        if send_bps is not None:
-            s.fill = min(1.0, max(o.min_fill, send_bps / self.bitrate))
-        # the encoder's bitrate at each update of the last second (it is in force until now)
-        s.bitrates = [(t, b) for t, b in s.bitrates if t >= now - _FED_WINDOW_S][-63:]
-        s.bitrates.append((now, float(self.bitrate)))
-
-        reasons: list[str] = []
-        cut: float | None = None  # the target congestion asks for
-        severe = False
-        drain = 0.0
-        evidence = False  # of a standing queue: an RTT rise or heavy loss
-        if fraction_lost is not None:
-            s.loss = fraction_lost
-            if fraction_lost > o.loss_threshold:
-                reasons.append(f"loss {fraction_lost:.0%}")
-                cut = s.target * (1 - fraction_lost / 2)
-                if sent >= o.ladder[-1].bitrate:  # not while paused: that says nothing
-                    s.capacity = sent * (1 - fraction_lost)
-                if fraction_lost > o.severe_loss:  # a drop-tail queue is full: drain it
-                    severe, drain, evidence = True, o.drain_s, True
-        if rtt_s is not None:
-            queue = self._rtt_rise(now, rtt_s, jitter_s or 0.0)
-            s.rtt_rising = queue is not None
-            if queue is None:
-                s.clean_rtt_at = now
-            else:
-                evidence = True
-                reasons.append(f"rtt {rtt_s * 1000:.0f} ms")
-                cut = min(cut or math.inf, s.target * o.backoff)
-                drain = min(o.max_drain_s, queue)  # pause about as long as the queue is deep
-                severe = severe or queue > o.severe_queue_s
-        if repaired_loss is not None:
-            s.repaired = repaired_loss
-        remb_fell = remb_busy = False
-        if remb_bps is not None:
-            # the highest recent REMB, else the last one (the first ever counts as a fall)
-            recent = [(t, r) for t, r in s.rembs if t >= now - o.remb_window_s] or s.rembs[-1:]
-            remb_fell = not recent or remb_bps < 0.95 * max(r for _, r in recent)
-            s.rembs = [*recent, (now, remb_bps)]
-            busy = sum(1 for t, _ in s.rembs if t >= now - o.remb_busy_s)
-            remb_busy = busy >= o.remb_busy_count
-        lossy = max(s.loss, s.repaired) > o.remb_loss_guard
-        if remb_bps is not None and not remb_fell and remb_busy and (not lossy or s.rtt_rising):
-            # held low, not falling: 0.85x what arrives, under 0.85x what we send: a queue
-            # grows by the difference (a probe crept over the link); a mild cut to it
-            if remb_bps < o.backoff * sent:
-                reasons.append(f"remb {remb_bps / 1000:.0f} kbps held")
-                cut = min(cut or math.inf, remb_bps)
-                s.capacity = min(s.capacity or math.inf, remb_bps / o.backoff)
-        if remb_bps is not None and remb_fell and (not lossy or s.rtt_rising):
-            if remb_bps < o.backoff * sent:
-                reasons.append(f"remb {remb_bps / 1000:.0f} kbps")
-                cut = min(cut or math.inf, remb_bps)
-                s.capacity = remb_bps / o.backoff  # aiortc's REMB is 0.85x what arrives
-                # what was sent over the last second, as REMB's own window counts: a cut
-                # made a moment ago does not make the receiver's shortfall look smaller
-                # (but a keyframe over the bitrate is not a rate the link was asked for)
-                fed = max(sent, min(send_bps or 0.0, max(b for _, b in s.bitrates)))
-                if remb_bps < o.severe_ratio * fed:
-                    # sending far more than gets through: a deep queue is filling; the
-                    # bottom rung leaves the most room to empty it
-                    severe, drain = True, max(drain, o.drain_s)
-        step_down = False
-        if send_queue_s is not None and send_queue_s > o.queue_threshold_s:
-            reasons.append(f"send queue {send_queue_s * 1000:.0f} ms")
-            step_down = True
-        if render_lag_s is not None and render_lag_s > o.render_lag_threshold_s:
-            reasons.append(f"render lag {render_lag_s * 1000:.0f} ms")
-            step_down = True
-
-        if evidence and not s.confirmed:
+        sent = self._sent(now, report.send_bps)
+        v = _Verdict()
+        if report.fraction_lost is not None:
+            self._weigh_loss(report.fraction_lost, sent, v)
+        if report.rtt_s is not None:
+            self._weigh_rtt(now, report.rtt_s, report.jitter_s, v)
+        if report.repaired is not None:
+            s.repaired = report.repaired
+        if report.remb_bps is not None:
+            self._weigh_remb(now, report.remb_bps, sent, report.send_bps, v)
+        self._weigh_pipeline(report, v)
+        if v.evidence and not s.confirmed:
             s.confirmed = True
             if now <= s.measure_until and s.measured > 0:
                 s.capacity = min(s.capacity_cap, s.measured)
-        if remb_bps is not None and s.severe_at + _FED_WINDOW_S <= now <= s.measure_until:
+        remb = report.remb_bps
+        if remb is not None and s.severe_at + _FED_WINDOW_S <= now <= s.measure_until:
             # the second REMB averages began as the queue started to drain: the link's rate
-            self._measured(remb_bps / o.backoff)
-        if delivered_bps is not None:
-            s.delivered_seen = True
-            began = now - (delivered_window_s or 0.0)
-            if now <= s.measure_until and began >= s.severe_at - o.saturated_before_s:
-                # a full queue drains at the link's rate: the best rate seen meanwhile (a
-                # window from before the onset mixes in the old rate; later ones idle)
-                self._measured(delivered_bps)
-            elif (
-                s.capacity is not None
-                and s.boost == 1.0
-                and send_bps is not None
-                and send_bps > o.overdrive * delivered_bps
-            ):
-                # we send clearly more than arrives: a queue is growing in between
-                reasons.append(f"delivered {delivered_bps / 1000:.0f} kbps")
-                cut = min(cut or math.inf, delivered_bps * o.backoff)
-                s.capacity = delivered_bps
-            elif s.capacity is not None and (
-                delivered_bps > s.capacity * o.near_capacity
-                or (
-                    send_bps is not None
-                    and delivered_bps >= 0.95 * send_bps
-                    and delivered_bps > s.capacity * o.carried_margin
-                )
-            ):
-                # it carried more (clearly more than the capacity, or all we sent when that
-                # was more: an encoder short of its target cannot show the first): the link
-                # got better; probe on from there, faster each time this repeats without
-                # congestion in between
-                s.capacity = delivered_bps
-                s.boost = min(s.boost * 2, o.max_probe_gain / o.probe_gain)
+            self._measured(remb / o.backoff)
+        if report.delivered_bps is not None:
+            began = now - report.delivered_window_s
+            self._weigh_delivered(now, report.delivered_bps, began, report.send_bps, v)
+        return self._decide(now, dt, v, report.send_bps)
 
+    # ---- weighing one tick's measurements ----------------------------------------------
+    def _sent(self, now: float, send_bps: float | None) -> float:
+        """What we send (at most the encoder's bitrate); notes the encoder's fill and its
+        bitrate at this tick (it is in force until now)."""
+        o, s, bitrate = self.options, self._s, self.bitrate
+        if send_bps is not None:
+            s.fill = min(1.0, max(o.min_fill, send_bps / bitrate))
+        s.bitrates = [(t, b) for t, b in s.bitrates if t >= now - _FED_WINDOW_S][-63:]
+        s.bitrates.append((now, float(bitrate)))
+        return min(send_bps if send_bps is not None else bitrate, bitrate)
+
+    def _weigh_loss(self, lost: float, sent: float, v: _Verdict) -> None:
+        o, s = self.options, self._s
+        s.loss = lost
+        if lost <= o.loss_threshold:
+            return
+        v.ask(f"loss {lost:.0%}", s.target * (1 - lost / 2))
+        if sent >= o.ladder[-1].bitrate:  # not while paused: that says nothing
+            s.capacity = sent * (1 - lost)
+        if lost > o.severe_loss:  # a drop-tail queue is full: drain it
+            v.severe, v.drain, v.evidence = True, o.drain_s, True
+
+    def _weigh_rtt(self, now: float, rtt: float, jitter: float, v: _Verdict) -> None:
+        o, s = self.options, self._s
+        queue = self._rtt_rise(now, rtt, jitter)
+        s.rtt_rising = queue is not None
+        if queue is None:
+            s.clean_rtt_at = now
+            return
+        v.evidence = True
+        v.ask(f"rtt {rtt * 1000:.0f} ms", s.target * o.backoff)
+        v.drain = min(o.max_drain_s, queue)  # pause about as long as the queue is deep
+        v.severe = v.severe or queue > o.severe_queue_s
+
+    def _weigh_remb(
+        self, now: float, remb: float, sent: float, send_bps: float | None, v: _Verdict
+    ) -> None:
+        o, s = self.options, self._s
+        # the highest recent REMB, else the last one (the first ever counts as a fall)
+        recent = [(t, r) for t, r in s.rembs if t >= now - o.remb_window_s] or s.rembs[-1:]
+        fell = not recent or remb < 0.95 * max(r for _, r in recent)
+        s.rembs = [*recent, (now, remb)]
+        busy = sum(1 for t, _ in s.rembs if t >= now - o.remb_busy_s) >= o.remb_busy_count
+        if max(s.loss, s.repaired) > o.remb_loss_guard and not s.rtt_rising:
+            return  # lossy without a queue: retransmits read as delay spikes
+        if remb >= o.backoff * sent or not (fell or busy):
+            return
+        if not fell:
+            # held low, not falling: 0.85x what arrives, under 0.85x what we send: a queue
+            # grows by the difference (a probe crept over the link); a mild cut to it
+            v.ask(f"remb {remb / 1000:.0f} kbps held", remb)
+            s.capacity = min(s.capacity or math.inf, remb / o.backoff)
+            return
+        v.ask(f"remb {remb / 1000:.0f} kbps", remb)
+        s.capacity = remb / o.backoff  # aiortc's REMB is 0.85x what arrives
+        # what was sent over the last second, as REMB's own window counts: a cut made a
+        # moment ago does not make the receiver's shortfall look smaller (but a keyframe
+        # over the bitrate is not a rate the link was asked for)
+        fed = max(sent, min(send_bps or 0.0, max(b for _, b in s.bitrates)))
+        if remb < o.severe_ratio * fed:
+            # sending far more than gets through: a deep queue is filling; the bottom rung
+            # leaves the most room to empty it
+            v.severe, v.drain = True, max(v.drain, o.drain_s)
+
+    def _weigh_pipeline(self, report: _Report, v: _Verdict) -> None:
+        """A send queue or a lagging renderer: one rung down."""
+        o = self.options
+        if report.send_queue_s is not None and report.send_queue_s > o.queue_threshold_s:
+            v.step(f"send queue {report.send_queue_s * 1000:.0f} ms")
+        if report.render_lag_s is not None and report.render_lag_s > o.render_lag_threshold_s:
+            v.step(f"render lag {report.render_lag_s * 1000:.0f} ms")
+
+    def _weigh_delivered(
+        self, now: float, delivered: float, began: float, send_bps: float | None, v: _Verdict
+    ) -> None:
+        o, s = self.options, self._s
+        s.delivered_seen = True
+        if now <= s.measure_until and began >= s.severe_at - o.saturated_before_s:
+            # a full queue drains at the link's rate: the best rate seen meanwhile (a
+            # window from before the onset mixes in the old rate; later ones idle)
+            self._measured(delivered)
+        elif (
+            s.capacity is not None
+            and s.boost == 1.0
+            and send_bps is not None
+            and send_bps > o.overdrive * delivered
+        ):
+            # we send clearly more than arrives: a queue is growing in between
+            v.ask(f"delivered {delivered / 1000:.0f} kbps", delivered * o.backoff)
+            s.capacity = delivered
+        elif s.capacity is not None and (
+            delivered > s.capacity * o.near_capacity
+            or (
+                send_bps is not None
+                and delivered >= 0.95 * send_bps
+                and delivered > s.capacity * o.carried_margin
+            )
+        ):
+            # it carried more (clearly more than the capacity, or all we sent when that was
+            # more: an encoder short of its target cannot show the first): the link got
+            # better; probe on from there, faster each time this repeats without
+            # congestion in between
+            s.capacity = delivered
+            s.boost = min(s.boost * 2, o.max_probe_gain / o.probe_gain)
+
+    def _decide(self, now: float, dt: float, v: _Verdict, send_bps: float | None) -> Rung | None:
+        """Down on congestion, else maybe up."""
+        o, s = self.options, self._s
         self.drain_s = 0.0
-        if reasons and s.severe_at < now <= s.measure_until and not step_down:
+        if not v.reasons:
+            return self._maybe_up(now, dt)
+        s.last_bad = now
+        if s.severe_at < now <= s.measure_until and not v.step_down:
             # echoes of the queue a severe signal already answered (reports sent while it
             # drained): no new cut, but no growth either
-            s.last_bad = now
             return None
-        if reasons:
-            s.last_bad = now
-            s.passed_at, s.boost = None, 1.0
-            if severe and now > s.measure_until:  # a new episode (not its stale echoes)
-                s.measure_until = now + drain + 2.5
-                s.severe_at, s.measured, s.confirmed = now, 0.0, evidence
-                s.capacity_cap = max(
-                    s.capacity if s.capacity is not None else math.inf, o.ladder[-1].bitrate
-                )
-            # an encoder sending well over its rate cannot be trusted to hold a lower one
-            # within the rung: no hysteresis then
-            overshoot = send_bps is not None and send_bps > o.overshoot * self.bitrate
-            rung = self._down(now, cut, severe, step_down, "; ".join(reasons), overshoot)
-            if rung is not None:
-                self.drain_s = drain
-            return rung
-        return self._maybe_up(now, dt)
+        s.passed_at, s.boost = None, 1.0
+        if v.severe and now > s.measure_until:  # a new episode (not its stale echoes)
+            s.measure_until = now + v.drain + 2.5
+            s.severe_at, s.measured, s.confirmed = now, 0.0, v.evidence
+            s.capacity_cap = max(
+                s.capacity if s.capacity is not None else math.inf, o.ladder[-1].bitrate
+            )
+        # an encoder sending well over its rate cannot be trusted to hold a lower one within
+        # the rung: no hysteresis then
+        overshoot = send_bps is not None and send_bps > o.overshoot * self.bitrate
+        rung = self._down(now, v, overshoot)
+        if rung is not None:
+            self.drain_s = v.drain
+        return rung
 
     # ---- internals ---------------------------------------------------------------------
     def _measured(self, rate: float) -> None:
@@ -462,16 +540,9 @@ class QualityController:
         queue = rtt - min(r for _, r in s.rtts)
         return queue if queue > o.rtt_rise_s + 2 * jitter else None
 
-    def _down(
-        self,
-        now: float,
-        cut: float | None,
-        severe: bool,
-        step_down: bool,
-        reason: str,
-        overshoot: bool = False,
-    ) -> Rung | None:
+    def _down(self, now: float, v: _Verdict, overshoot: bool) -> Rung | None:
         s, o = self._s, self.options
+        cut, severe, step_down, reason = v.cut, v.severe, v.step_down, "; ".join(v.reasons)
         last = len(o.ladder) - 1
         probe = s.probe
         failed = (
@@ -540,7 +611,7 @@ class QualityController:
             clean = s.clean_rtt_at if s.rtts else now
             quiet = s.last_bad is None or now - s.last_bad >= o.ramp_after_s
             if s.delivered_seen:
-                pass  # only a delivered rate above it proves more (see update)
+                pass  # only a delivered rate above it proves more (_weigh_delivered)
             elif quiet and clean is not None and clean - s.passed_at >= o.settle_s:
                 s.capacity, s.passed_at = None, None
             else:

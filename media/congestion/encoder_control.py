@@ -4,8 +4,8 @@ aiortc's sender creates its encoder lazily (``get_encoder(codec)`` on the first 
 lets every REMB packet set ``encoder.target_bitrate``; its VP8/H.264 encoders rebuild — a
 keyframe — on every change over 10 %. :func:`install_encoder` puts a
 :class:`LiveVideoEncoder` into *one* sender before its first frame (the sender's private
-``_RTCRtpSender__encoder`` slot, the same object aiortc would have created): nothing global is
-patched, other calls keep aiortc's encoders. Our encoders
+encoder slot, :func:`media.aiortc_hooks.set_sender_encoder`, the same object aiortc would have
+created): nothing global is patched, other calls keep aiortc's encoders. Our encoders
 
 - change the bitrate on the running encoder (VP8 through :mod:`.vpx_live`, H.264 through
   libx264's VBV reconfiguration), so a rate change never costs a keyframe;
@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import av
-from aiortc.codecs.h264 import H264Encoder
 from aiortc.codecs.opus import OpusEncoder
 from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.mediastreams import VIDEO_TIME_BASE, convert_timebase
@@ -40,6 +39,13 @@ from aiortc.rtcrtpsender import RTCRtpSender
 from av.frame import Frame
 from av.packet import Packet
 
+from media.aiortc_hooks import (
+    h264_nal_units,
+    h264_payloads,
+    sender_encoder,
+    set_sender_encoder,
+    vp8_payloads,
+)
 from media.congestion.rtcp import RtcpMonitor, RtcpSnapshot
 from media.congestion.vpx_live import VpxError, VpxVp8Encoder, load_libvpx
 
@@ -207,7 +213,7 @@ class LiveVp8Encoder:
         if key:
             self._pause.keyframe_sent()
         self._count(len(data), key, force_keyframe)
-        payloads = Vp8Encoder._packetize(data, self.picture_id) if data else []
+        payloads = vp8_payloads(data, self.picture_id) if data else []
         self.picture_id = (self.picture_id + 1) % (1 << 15)
         return payloads, timestamp
 
@@ -219,7 +225,7 @@ class LiveVp8Encoder:
         s.forced_keyframes += int(key and forced)
 
     def pack(self, packet: Packet) -> tuple[list[bytes], int]:
-        payloads = Vp8Encoder._packetize(bytes(packet), self.picture_id)
+        payloads = vp8_payloads(bytes(packet), self.picture_id)
         assert packet.pts is not None and packet.time_base is not None
         self.picture_id = (self.picture_id + 1) % (1 << 15)
         return payloads, convert_timebase(packet.pts, packet.time_base, VIDEO_TIME_BASE)
@@ -305,7 +311,7 @@ class LiveH264Encoder:
                 self._pause.keyframe_sent()
                 self.stats.keyframes += 1
                 self.stats.forced_keyframes += int(force_keyframe)
-            yield from H264Encoder._split_bitstream(bytes(packet))
+            yield from h264_nal_units(bytes(packet))
 
     def encode(self, frame: Frame, force_keyframe: bool = False) -> tuple[list[bytes], int]:
         assert isinstance(frame, av.VideoFrame)
@@ -318,14 +324,12 @@ class LiveH264Encoder:
         with self._lock:
             nals = list(self._frames(frame, force_keyframe))
         self.stats.frames += 1
-        return H264Encoder._packetize(nals), timestamp
+        return h264_payloads(nals), timestamp
 
     def pack(self, packet: Packet) -> tuple[list[bytes], int]:
         assert packet.pts is not None and packet.time_base is not None
-        nals = H264Encoder._split_bitstream(bytes(packet))
-        return H264Encoder._packetize(nals), convert_timebase(
-            packet.pts, packet.time_base, VIDEO_TIME_BASE
-        )
+        nals = h264_nal_units(bytes(packet))
+        return h264_payloads(nals), convert_timebase(packet.pts, packet.time_base, VIDEO_TIME_BASE)
 
 
 def make_encoder(
@@ -344,9 +348,6 @@ def make_encoder(
     raise ValueError(f"no live encoder for {mime_type!r} (VP8 and H.264 are supported)")
 
 
-_ENCODER_SLOT = "_RTCRtpSender__encoder"
-
-
 def install_encoder(
     sender: RTCRtpSender, mime_type: str, *, bitrate: int, max_bitrate: int
 ) -> LiveVideoEncoder:
@@ -357,12 +358,10 @@ def install_encoder(
     """
     if sender.kind != "video":
         raise ValueError(f"install_encoder needs a video sender, got {sender.kind!r}")
-    if not hasattr(sender, _ENCODER_SLOT):
-        raise RuntimeError("this aiortc version has no sender encoder slot to fill")
-    if getattr(sender, _ENCODER_SLOT) is not None:
+    if sender_encoder(sender) is not None:
         raise RuntimeError("the sender already encodes: install the encoder before it starts")
     encoder = make_encoder(mime_type, bitrate=bitrate, max_bitrate=max_bitrate)
-    setattr(sender, _ENCODER_SLOT, encoder)
+    set_sender_encoder(sender, encoder)
     return encoder
 
 
@@ -387,9 +386,7 @@ def install_voice_encoder(
         raise ValueError(f"Opus bitrate must be within 6..510 kbps, got {bitrate}")
     if fec_loss_pct is not None and not 1 <= fec_loss_pct <= 100:
         raise ValueError(f"fec_loss_pct must be within 1..100, got {fec_loss_pct}")
-    if not hasattr(sender, _ENCODER_SLOT):
-        raise RuntimeError("this aiortc version has no sender encoder slot to fill")
-    if getattr(sender, _ENCODER_SLOT) is not None:
+    if sender_encoder(sender) is not None:
         raise RuntimeError("the sender already encodes: install the encoder before it starts")
     encoder = OpusEncoder()
     encoder.codec.bit_rate = bitrate
@@ -399,7 +396,7 @@ def install_voice_encoder(
             "fec": "1",
             "packet_loss": str(fec_loss_pct),
         }
-    setattr(sender, _ENCODER_SLOT, encoder)
+    set_sender_encoder(sender, encoder)
     return encoder
 
 

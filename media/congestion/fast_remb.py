@@ -22,11 +22,11 @@ arrives than was sent; its signal is 0.85x what arrived.
 queue's REMB is sent at once when it is far (``drop_ratio``) under what arrived over the
 last second, a growing queue's when it is under the last REMB; for a while after (``hold_ms``)
 aiortc's own REMBs (0.85x of a second that began before the queue) are held under it.
-:func:`install_fast_remb` gives one video receiver this estimator (aiortc's private
-``__remote_bitrate_estimator`` slot); nothing global is patched. The bot installs it with
-its receive buffers (:func:`.jitter.install_receive_buffers`). A browser receiving the
-call sends its own REMB (aiortc's estimator is a port of Chrome's receive-side one): this
-helps the bot and any aiortc client, not a browser.
+:func:`install_fast_remb` gives one video receiver this estimator (aiortc's private slot,
+:func:`media.aiortc_hooks.set_receiver_remb_estimator`); nothing global is patched. The bot
+installs it with its receive buffers (:func:`.jitter.install_receive_buffers`). A browser
+receiving the call sends its own REMB (aiortc's estimator is a port of Chrome's receive-side
+one): this helps the bot and any aiortc client, not a browser.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from aiortc.rate import RemoteBitrateEstimator
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 
+from media.aiortc_hooks import receiver_remb_estimator, set_receiver_remb_estimator
+
 __all__ = [
     "FastRemoteBitrateEstimator",
     "QueueGrowthDetector",
@@ -52,7 +54,6 @@ __all__ = [
     "install_fast_remb",
 ]
 
-_SLOT = "_RTCRtpReceiver__remote_bitrate_estimator"
 _ABS_SEND_WRAP = 1 << 24  # abs-send-time: 24 bits of 6.18 fixed-point seconds (64 s)
 
 
@@ -332,8 +333,8 @@ def install_fast_remb(
     """Give a *video* receiver a :class:`FastRemoteBitrateEstimator` (before media flows)."""
     if receiver.track is None or receiver.track.kind != "video":
         raise ValueError("install_fast_remb needs a video receiver")
-    if getattr(receiver, _SLOT, None) is None:
+    if receiver_remb_estimator(receiver) is None:
         raise RuntimeError("this aiortc version has no receive-side bitrate estimator slot")
     estimator = FastRemoteBitrateEstimator(detect=detect, on_remb=on_remb)
-    setattr(receiver, _SLOT, estimator)
+    set_receiver_remb_estimator(receiver, estimator)
     return estimator

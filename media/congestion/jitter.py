@@ -16,8 +16,8 @@ bot, benchmarks): aiortc's video buffer (512 packets) waits for a hole until 512
 arrived — tens of seconds at a low bitrate — when a retransmission is lost too. This one gives
 up on a hole after ``max_wait_s``, skips to the next frame start and asks for a keyframe.
 
-The ``install_*`` functions replace the buffer of one receiver (aiortc's private
-``_RTCRtpReceiver__jitter_buffer`` slot); nothing global is patched.
+The ``install_*`` functions replace the buffer of one receiver (aiortc's private slot,
+:func:`media.aiortc_hooks.set_receiver_jitter_buffer`); nothing global is patched.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtp import RtpPacket
 from aiortc.utils import uint16_add
 
+from media.aiortc_hooks import packet_payload, set_receiver_jitter_buffer
 from media.congestion.fast_remb import RembObserver, install_fast_remb
 
 __all__ = [
@@ -40,8 +41,6 @@ __all__ = [
     "install_receive_buffers",
     "install_video_jitter_buffer",
 ]
-
-_SLOT = "_RTCRtpReceiver__jitter_buffer"
 
 
 def _diff(a: int, b: int) -> int:
@@ -98,8 +97,7 @@ class LowLatencyJitterBuffer:
         out = self._packets.pop(run)
         self._next = uint16_add(run, 1)
         self.frames_out += 1
-        data = getattr(out, "_data", out.payload)
-        return False, JitterFrame(data=data, timestamp=out.timestamp)
+        return False, JitterFrame(data=packet_payload(out), timestamp=out.timestamp)
 
     def _drop_before(self, seq: int) -> None:
         for s in [s for s in self._packets if _diff(s, seq) < 0]:
@@ -113,10 +111,8 @@ def install_audio_jitter_buffer(
     """Give an *audio* receiver a :class:`LowLatencyJitterBuffer` (before media flows)."""
     if receiver.track is None or receiver.track.kind != "audio":
         raise ValueError("install_audio_jitter_buffer needs an audio receiver")
-    if not hasattr(receiver, _SLOT):
-        raise RuntimeError("this aiortc version has no receiver jitter buffer slot")
     buffer = LowLatencyJitterBuffer(max_wait_packets=max_wait_packets)
-    setattr(receiver, _SLOT, buffer)
+    set_receiver_jitter_buffer(receiver, buffer)
     return buffer
 
 
@@ -177,7 +173,7 @@ class LowLatencyVideoJitterBuffer:
                     del self._packets[p.sequence_number]
                 self._next = uint16_add(seq, 1)
                 self.frames_out += 1
-                data = b"".join(getattr(p, "_data", p.payload) for p in parts)
+                data = b"".join(packet_payload(p) for p in parts)
                 return JitterFrame(data=data, timestamp=parts[0].timestamp)
             seq = uint16_add(seq, 1)
         return None
@@ -227,10 +223,8 @@ def install_video_jitter_buffer(
     """Give a *video* receiver a :class:`LowLatencyVideoJitterBuffer` (before media flows)."""
     if receiver.track is None or receiver.track.kind != "video":
         raise ValueError("install_video_jitter_buffer needs a video receiver")
-    if not hasattr(receiver, _SLOT):
-        raise RuntimeError("this aiortc version has no receiver jitter buffer slot")
     buffer = LowLatencyVideoJitterBuffer(max_wait_s=max_wait_s)
-    setattr(receiver, _SLOT, buffer)
+    set_receiver_jitter_buffer(receiver, buffer)
     return buffer
 
 

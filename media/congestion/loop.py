@@ -27,8 +27,7 @@
   receiver report or a REMB reaches the video sender, and applies its
   target bitrate to the encoder (between rungs too) and its rungs: the video track's fps,
   the renderer's frame rate (one that can render fewer frames does), its output height
-  (and a new idle loop at that size), and emits a :class:`~signaling.call.events.QualityChanged`
-  event.
+  (and a new idle loop at that size), and reports each change to ``on_change``.
 """
 
 from __future__ import annotations
@@ -44,7 +43,8 @@ from typing import Protocol
 from aiortc import RTCPeerConnection
 from aiortc.rtcrtpsender import RTCRtpSender
 
-from inference.render.base import FrameRateFollower, Renderer
+from inference.render.base import Renderer, rate_follower
+from media.aiortc_hooks import sender_counts, sender_rtx_ssrc, sender_ssrc, transceiver_codecs
 from media.clock import MediaClock
 from media.congestion.controller import QualityController, QualityOptions, Rung
 from media.congestion.encoder_control import (
@@ -58,16 +58,17 @@ from media.congestion.jitter import LowLatencyJitterBuffer, install_audio_jitter
 from media.congestion.pacer import VideoPacer
 from media.congestion.queue_probe import QueueProbe, ice_ping
 from media.congestion.retransmit import RetransmitLimiter
+from media.congestion.rtcp import RtcpSnapshot
 from media.congestion.twcc import add_transport_cc, negotiated_id
 from media.congestion.twcc_monitor import TransportFeedbackMonitor
 from media.congestion.twcc_report import TransportFeedbackReporter, install_transport_feedback
 from media.player import IdleLoop
 from media.tracks import ClockedVideoTrack
-from signaling.call.events import ControlEvent, QualityChanged
 
 __all__ = [
     "AdaptationOptions",
     "PeerSession",
+    "QualityChange",
     "QualityLoop",
     "QualitySession",
     "attach_quality",
@@ -92,22 +93,27 @@ class QualitySession(Protocol):
     @property
     def renderer(self) -> Renderer: ...
 
-    def emit(self, event: ControlEvent) -> None: ...
-
 
 @dataclass
 class PeerSession:
     """What adaptation needs of a call, for a bare peer connection without a Session
-    (benchmarks, tests): the events it emits are kept in ``events``."""
+    (benchmarks, tests)."""
 
     pc: RTCPeerConnection
     clock: MediaClock
     video_track: ClockedVideoTrack
     renderer: Renderer
-    events: list[ControlEvent] = field(default_factory=list)
 
-    def emit(self, event: ControlEvent) -> None:
-        self.events.append(event)
+
+@dataclass(frozen=True, slots=True)
+class QualityChange:
+    """The outgoing video moved to ``rung`` (index ``index`` of the ladder, 0 = top)."""
+
+    rung: Rung
+    index: int
+    height: int
+    bitrate: int
+    reason: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -178,7 +184,7 @@ class QualityLoop:
         session: QualitySession,
         options: AdaptationOptions,
         *,
-        on_change: Callable[[Rung, str], None] | None = None,
+        on_change: Callable[[QualityChange], None] | None = None,
     ) -> None:
         self.session = session
         self.options = options
@@ -214,7 +220,7 @@ class QualityLoop:
             self.feedback_reporter = install_transport_feedback(pc)
         for tr in pc.getTransceivers():
             if tr.kind == "video" and tr.sender.track is self.session.video_track:
-                codecs = getattr(tr, "_codecs", [])
+                codecs = transceiver_codecs(tr)
                 if not codecs:
                     raise RuntimeError("no negotiated video codec: call after the answer is set")
                 try:
@@ -243,7 +249,7 @@ class QualityLoop:
                 if self.audio_monitor is None:
                     self.audio_monitor = RtcpMonitor(tr.sender, clock_rate=48000)
                     self.audio_sender = tr.sender
-                codecs = getattr(tr, "_codecs", [])
+                codecs = transceiver_codecs(tr)
                 voice = self.options.voice_bitrate
                 if voice and tr.sender.track is not None and codecs:
                     if codecs[0].mimeType.lower() == "audio/opus":
@@ -283,10 +289,10 @@ class QualityLoop:
             if tr.sender.track is None or ext_id is None:
                 continue
             if tr.kind == "audio" and voice is None:
-                voice = tr.sender._ssrc
+                voice = sender_ssrc(tr.sender)
                 ext_ids[voice] = ext_id
             elif tr.kind == "video" and tr.sender.track is self.session.video_track:
-                ssrcs = {tr.sender._ssrc, tr.sender._rtx_ssrc}
+                ssrcs = {sender_ssrc(tr.sender), sender_rtx_ssrc(tr.sender)}
                 video |= ssrcs
                 ext_ids.update(dict.fromkeys(ssrcs, ext_id))
         if not ext_ids:
@@ -379,7 +385,7 @@ class QualityLoop:
         """Audio payload bits per second sent lately (REMB counts it in its estimate)."""
         if self.audio_sender is None:
             return 0.0
-        octets = getattr(self.audio_sender, "_RTCRtpSender__octet_count", 0)
+        octets, _ = sender_counts(self.audio_sender)
         return self._audio_sent.bps(now, octets) or 0.0
 
     def _repaired_loss(self, now: float, nacked: int) -> float | None:
@@ -413,22 +419,19 @@ class QualityLoop:
                 rtts.append(self.audio_monitor.take().rtt_s)
             rtt = max((r for r in rtts if r is not None), default=None)
             audio = self._audio_bps(now)
+            c = self.controller
             # REMB is meant as the receiver's budget for the whole call: the video gets what
             # the voice leaves of it (the estimators seen here, aiortc's and the bot's, are
             # fed only video packets, which carry abs-send-time: then this is headroom)
-            remb = None if snap.remb_bps is None else max(0.0, snap.remb_bps - audio)
-            rung = self.controller.update(
-                now,
-                remb_bps=remb,
-                fraction_lost=snap.fraction_lost,
-                rtt_s=rtt,
-                jitter_s=snap.jitter_s,
-                render_lag_s=self._render_lag(now),
-                send_bps=self._send_bps(now),
-                repaired_loss=self._repaired_loss(now, snap.nacked),
-                delivered_bps=snap.delivered_bps,
-                delivered_window_s=snap.delivered_window_s,
-            )
+            if snap.remb_bps is not None:
+                c.on_remb(max(0.0, snap.remb_bps - audio))
+            if snap.fraction_lost is not None:
+                c.on_loss(snap.fraction_lost)
+            if rtt is not None:
+                c.on_rtt(rtt, snap.jitter_s or 0.0)
+            self._feed_sender(now, snap)
+            c.on_render_lag(self._render_lag(now))
+            rung = c.tick(now)
             if rung is not None:
                 if self._applying is not None and not self._applying.done():
                     await self._applying  # one change at a time, in order
@@ -451,6 +454,18 @@ class QualityLoop:
                 want = self.controller.bitrate
                 if abs(want - self.encoder.bitrate) > 0.03 * self.encoder.bitrate:
                     self.encoder.set_bitrate(want)
+
+    def _feed_sender(self, now: float, snap: RtcpSnapshot) -> None:
+        """What the sender knows to the controller: the rate sent, the share NACKed, and
+        the rate delivered."""
+        c = self.controller
+        sent, repaired = self._send_bps(now), self._repaired_loss(now, snap.nacked)
+        if sent is not None:
+            c.on_sent(sent)
+        if repaired is not None:
+            c.on_repaired(repaired)
+        if snap.delivered_bps is not None:
+            c.on_delivered(snap.delivered_bps, snap.delivered_window_s or 0.0)
 
     async def _end_drain(self, drain_s: float) -> None:
         """Resume video as soon as the probe sees the bottleneck queue empty (the
@@ -476,8 +491,9 @@ class QualityLoop:
         if self.encoder is not None:
             self.encoder.set_bitrate(self.controller.bitrate)
         s.video_track.fps = rung.fps
-        if isinstance(s.renderer, FrameRateFollower):  # draw no more than the track sends
-            s.renderer.set_render_fps(rung.fps)
+        follower = rate_follower(s.renderer)
+        if follower is not None:  # draw no more than the track sends
+            follower.set_render_fps(rung.fps)
         height = self.height_for(rung)
         if s.renderer.frame_size[1] != height:
             s.renderer.set_output_height(height)
@@ -487,17 +503,9 @@ class QualityLoop:
         log.info(
             "quality -> %d px %d fps %d kbps (%s)", height, rung.fps, rung.bitrate // 1000, reason
         )
-        s.emit(
-            QualityChanged(
-                rung=self.controller.ladder.index(rung),
-                height=height,
-                fps=rung.fps,
-                bitrate=self.controller.bitrate,
-                reason=reason,
-            )
-        )
         if self._on_change is not None:
-            self._on_change(rung, reason)
+            index = self.controller.ladder.index(rung)
+            self._on_change(QualityChange(rung, index, height, self.controller.bitrate, reason))
 
 
 def negotiate_answer(
@@ -514,7 +522,7 @@ def attach_quality(
     session: QualitySession,
     options: AdaptationOptions | None = None,
     *,
-    on_change: Callable[[Rung, str], None] | None = None,
+    on_change: Callable[[QualityChange], None] | None = None,
 ) -> QualityLoop:
     """Start quality adaptation for a call whose answer is set; returns the running loop."""
     loop = QualityLoop(session, options or AdaptationOptions(), on_change=on_change)

@@ -4,10 +4,10 @@ aiortc hands every packet of an encoded frame to the transport at once. Through 
 bottleneck that burst becomes a queue, and the audio packets sent meanwhile wait behind it:
 a 20 kB keyframe (a rung change, a PLI) on a 400 kbps link holds the audio back for 0.4 s,
 which a listener hears as a gap. :class:`VideoPacer` wraps the call's DTLS transport's
-``_send_rtp`` (an instance attribute) and sends the video sender's packets (its SSRC and
-its RTX SSRC) from a queue at ``factor`` x the video bitrate; audio and RTCP pass at once,
-ahead of any video waiting, and retransmissions go to the front of the queue (a frame
-waits for them). The queue never holds more than ``max_queue_s`` of video: past
+RTP send (:func:`media.aiortc_hooks.swap_send_rtp`) and sends the video sender's packets
+(its SSRC and its RTX SSRC) from a queue at ``factor`` x the video bitrate; audio and RTCP
+pass at once, ahead of any video waiting, and retransmissions go to the front of the queue
+(a frame waits for them). The queue never holds more than ``max_queue_s`` of video: past
 that it is sent faster. Each packet's abs-send-time is stamped again as it leaves, so the
 receiver's delay-based estimator sees the network's queue, not ours.
 :meth:`flush` drops what waits (the sender is draining a bottleneck queue: those frames
@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from aiortc import clock
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtp import RtpPacket, is_rtcp
+
+from media.aiortc_hooks import sender_header_extensions, sender_rtx_ssrc, sender_ssrc, swap_send_rtp
 
 __all__ = ["PacerStats", "VideoPacer"]
 
@@ -79,10 +81,10 @@ class VideoPacer:
         self._time = time_fn
         self._sender = sender
         self._transport = sender.transport
-        self._ssrcs = {sender._ssrc, sender._rtx_ssrc}
-        self._rtx_ssrc = sender._rtx_ssrc
+        self._rtx_ssrc = sender_rtx_ssrc(sender)
+        self._ssrcs = {sender_ssrc(sender), self._rtx_ssrc}
         self._newest: int | None = None  # the newest media sequence number queued
-        self._extensions = sender._RTCRtpSender__rtp_header_extensions_map  # type: ignore[attr-defined]
+        self._extensions = sender_header_extensions(sender)
         # (queued at, packet): retransmissions leave before new media (a frame waits for them)
         self._repairs: collections.deque[tuple[float, bytes]] = collections.deque()
         self._queue: collections.deque[tuple[float, bytes]] = collections.deque()
@@ -90,8 +92,8 @@ class VideoPacer:
         self._wake = asyncio.Event()
         self._next_at = 0.0  # when the next packet may leave
         self.stats = PacerStats()
-        self._inner: _Send = self._transport._send_rtp
-        self._transport._send_rtp = self._send  # type: ignore[method-assign]
+        self._swap = swap_send_rtp(self._transport, self._send)
+        self._inner: _Send = self._swap.inner
         self._task = asyncio.ensure_future(self._run())
 
     @property
@@ -111,8 +113,7 @@ class VideoPacer:
 
     async def close(self) -> None:
         """Stop pacing: what waits is sent at once and the transport is given back."""
-        if self._transport._send_rtp == self._send:
-            self._transport._send_rtp = self._inner  # type: ignore[method-assign,assignment]
+        self._swap.restore()
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task

@@ -2,8 +2,8 @@
 
 A severe congestion signal makes :class:`.controller.QualityController` ask for a *drain*:
 video pauses (voice goes on) so the bottleneck queue empties instead of delaying every later
-frame. The controller cannot see the queue, so that pause used to last ``drain_s`` (1 s)
-whatever its depth, and every drain was a second-long freeze, also for a 100 ms queue.
+frame. The controller cannot see the queue: its ``drain_s`` (1 s) is a guess, and a pause
+that long whatever the depth makes every drain a second-long freeze, also for a 100 ms queue.
 
 Every WebRTC endpoint answers STUN binding requests on its selected candidate pair (ICE
 consent freshness, RFC 7675: aioice itself sends one every ~5 s, browsers too). Such a
@@ -28,7 +28,10 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from aioice import Connection
 from aiortc import RTCPeerConnection
+
+from media.aiortc_hooks import ice_connection, selected_pair
 
 __all__ = ["Ping", "ProbeStats", "QueueProbe", "ice_ping"]
 
@@ -166,22 +169,18 @@ class QueueProbe:
 def ice_ping(pc: RTCPeerConnection) -> Ping:
     """The STUN binding request (an RFC 7675 consent check) of ``pc``'s selected ICE pair."""
 
-    def connection() -> object:
+    def connection() -> Connection:
         for transceiver in pc.getTransceivers():
             dtls = transceiver.sender.transport
             if dtls is not None:
-                return dtls.transport._connection  # aioice.Connection
+                return ice_connection(dtls)
         raise ConnectionError("the call has no transport yet")
 
     async def ping(timeout_s: float) -> None:
-        from aioice import Connection
-
         conn = connection()
-        assert isinstance(conn, Connection)
-        pairs = list(conn._nominated.values())
-        if not pairs or conn.remote_password is None:
+        pair = selected_pair(conn)
+        if pair is None or conn.remote_password is None:
             raise ConnectionError("no selected ICE pair")
-        pair = pairs[0]
         request = conn.build_request(pair, nominate=False)
         # one retransmission after 0.5 s (aioice's RTO): a ping dropped by a full queue is
         # answered late rather than never; the round trip still counts from the first send

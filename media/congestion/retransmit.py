@@ -3,8 +3,8 @@
 aiortc answers each NACK by resending the packet from its history, at any rate. On a
 congested link that is the worst thing to do: the losses come from a full bottleneck queue,
 and every retransmission goes back into that queue, keeping it full for seconds after the
-sender itself has slowed down. :class:`RetransmitLimiter` wraps one sender's
-``_retransmit`` (an instance attribute: only this sender changes) and
+sender itself has slowed down. :class:`RetransmitLimiter` gates one sender's
+retransmissions (:func:`media.aiortc_hooks.wrap_retransmit`: only this sender changes) and
 
 - lets retransmissions through a token bucket of ``share`` x the current video bitrate
   (libwebrtc limits its retransmissions to the target bitrate for the same reason);
@@ -15,10 +15,12 @@ sender itself has slowed down. :class:`RetransmitLimiter` wraps one sender's
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiortc.rtcrtpsender import RTCRtpSender
+
+from media.aiortc_hooks import wrap_retransmit
 
 __all__ = ["RetransmitLimiter", "RetransmitStats"]
 
@@ -58,13 +60,7 @@ class RetransmitLimiter:
         self._last = time_fn()
         self._paused_until = 0.0
         self.stats = RetransmitStats()
-        inner: Callable[[int], Awaitable[None]] = sender._retransmit
-
-        async def _retransmit(sequence_number: int) -> None:
-            if self.allow():
-                await inner(sequence_number)
-
-        sender._retransmit = _retransmit  # type: ignore[method-assign]
+        wrap_retransmit(sender, self.allow)
 
     def _capacity(self) -> float:
         return max(2 * _PACKET_BYTES, self._bitrate() / 8 * self.share * self.burst_s)

@@ -1,7 +1,8 @@
 """The RTCP that reaches one call's video sender, read for the quality controller.
 
-:class:`RtcpMonitor` wraps one sender's ``_handle_rtcp_packet`` and ``_send_rtcp`` (instance
-attributes: only this sender is affected, aiortc still handles every packet): receiver
+:class:`RtcpMonitor` sees the RTCP one sender receives and sends
+(:func:`media.aiortc_hooks.wrap_sender_rtcp`: only this sender is affected, aiortc still
+handles every packet): receiver
 reports give fraction lost (over at least ``LOSS_WINDOW_S``, however often they come),
 jitter, RTT (from our own sender-report send times) and the rate that reached the receiver
 between two reports, NACKs
@@ -27,6 +28,8 @@ from aiortc.rtp import (
     RtcpSrPacket,
     unpack_remb_fci,
 )
+
+from media.aiortc_hooks import sender_counts, sender_ssrc, wrap_sender_rtcp
 
 __all__ = ["LOSS_WINDOW_S", "RtcpMonitor", "RtcpSnapshot"]
 
@@ -79,20 +82,12 @@ class RtcpMonitor:
         # set when a receiver report or a REMB arrives: a controller can act at once
         # (aiortc's REMB follows an overuse within one packet; a poll adds its interval)
         self.news = asyncio.Event()
-        handle, send = sender._handle_rtcp_packet, sender._send_rtcp
+        wrap_sender_rtcp(sender, on_received=self.feed, on_sending=self._sending)
 
-        async def _handle(packet: Any) -> None:
-            self.feed(packet)
-            await handle(packet)
-
-        async def _send(packets: list[Any]) -> None:
-            for p in packets:
-                if isinstance(p, RtcpSrPacket):
-                    self.sent_sr(p.sender_info.ntp_timestamp)
-            await send(packets)
-
-        sender._handle_rtcp_packet = _handle  # type: ignore[method-assign]
-        sender._send_rtcp = _send  # type: ignore[method-assign]
+    def _sending(self, packets: list[Any]) -> None:
+        for p in packets:
+            if isinstance(p, RtcpSrPacket):
+                self.sent_sr(p.sender_info.ntp_timestamp)
 
     def sent_sr(self, ntp_timestamp: int) -> None:
         """Note that a sender report with this 64-bit NTP timestamp left now."""
@@ -102,7 +97,7 @@ class RtcpMonitor:
 
     def feed(self, packet: Any) -> None:
         """Read one parsed RTCP packet (others are ignored)."""
-        ssrc = self._sender._ssrc
+        ssrc = sender_ssrc(self._sender)
         if isinstance(packet, RtcpRrPacket | RtcpSrPacket):
             for report in packet.reports:
                 if report.ssrc != ssrc:
@@ -166,8 +161,7 @@ class RtcpMonitor:
     def _delivered(self, packets: int) -> None:
         """Delivered rate between two receiver reports (packets x our mean payload size)."""
         now = self._time()
-        octets = getattr(self._sender, "_RTCRtpSender__octet_count", 0)
-        count = getattr(self._sender, "_RTCRtpSender__packet_count", 0)
+        octets, count = sender_counts(self._sender)
         last, self._last_rr = self._last_rr, (now, packets)
         sent, self._last_sent = self._last_sent, (octets, count)
         if last is None or now - last[0] < 0.2 or packets < last[1]:

@@ -19,9 +19,9 @@ the feedback:
   (:class:`BusyQueueDetector`; a slowly growing queue: ``media.congestion.fast_remb``'s growth
   detector). A rate under ``drop_ratio`` of what we send goes to ``on_estimate``.
 
-Apart from wrapping the transport's ``_send_rtp`` and ``_handle_rtcp_data`` (instance
-attributes; :meth:`TransportFeedbackMonitor.close` gives them back) this is bookkeeping on
-the times given.
+Apart from wrapping the transport's outgoing RTP and incoming RTCP
+(:mod:`media.aiortc_hooks`; :meth:`TransportFeedbackMonitor.close` gives them back) this is
+bookkeeping on the times given.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from typing import Any
 
 from aiortc.rtp import is_rtcp
 
+from media.aiortc_hooks import swap_handle_rtcp_data, swap_send_rtp
 from media.congestion.fast_remb import (
     FastRemoteBitrateEstimator,
     QueueGrowthDetector,
@@ -209,16 +210,16 @@ class TransportFeedbackMonitor:
         if self._video:
             self.estimator = FastRemoteBitrateEstimator(on_remb=self._remb_seen)
         self._signal: tuple[float, float] | None = None  # (at, bps)
-        self._send: _Send = transport._send_rtp
-        self._handle: _Handle = transport._handle_rtcp_data
-        transport._send_rtp = self._sending
-        transport._handle_rtcp_data = self._received
+        self._swaps = (
+            swap_send_rtp(transport, self._sending),
+            swap_handle_rtcp_data(transport, self._received),
+        )
+        self._send: _Send = self._swaps[0].inner
+        self._handle: _Handle = self._swaps[1].inner
 
     def close(self) -> None:
-        if self._transport._send_rtp == self._sending:
-            self._transport._send_rtp = self._send
-        if self._transport._handle_rtcp_data == self._received:
-            self._transport._handle_rtcp_data = self._handle
+        for swap in self._swaps:
+            swap.restore()
 
     @property
     def feedback_interval_s(self) -> float | None:

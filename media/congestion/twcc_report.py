@@ -3,10 +3,10 @@
 aiortc neither numbers its packets transport-wide nor answers with transport feedback.
 :class:`TransportFeedbackReporter` gives one aiortc peer the receiving half: it notes when
 each packet numbered with one of ``ext_ids`` arrives (wrapping the DTLS transport's
-``_handle_rtp_data``, an instance attribute) and every ``interval_s`` sends one RTCP
-transport feedback (:func:`media.congestion.twcc.build_feedback`) for what arrived since the last
-one, the packets that never came marked lost. Chrome sends it every 50-250 ms by its
-bitrate; 100 ms is its default and ours.
+incoming RTP, :func:`media.aiortc_hooks.swap_handle_rtp_data`) and every ``interval_s`` sends
+one RTCP transport feedback (:func:`media.congestion.twcc.build_feedback`) for what arrived
+since the last one, the packets that never came marked lost. Chrome sends it every
+50-250 ms by its bitrate; 100 ms is its default and ours.
 """
 
 from __future__ import annotations
@@ -16,9 +16,15 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
+from media.aiortc_hooks import (
+    receiver_remb_estimator,
+    send_rtp,
+    set_receiver_remb_estimator,
+    swap_handle_rtp_data,
+)
 from media.congestion.fast_remb import FastRemoteBitrateEstimator, RembObserver
 from media.congestion.twcc import build_feedback, negotiated_id, read_sequence
 
@@ -27,7 +33,6 @@ __all__ = ["TransportFeedbackReporter", "install_transport_feedback", "stop_remb
 log = logging.getLogger(__name__)
 
 _MAX_SPAN = 1000  # sequence numbers one feedback may cover
-_REMB_SLOT = "_RTCRtpReceiver__remote_bitrate_estimator"
 
 
 class TransportFeedbackReporter:
@@ -56,13 +61,12 @@ class TransportFeedbackReporter:
         self._next: int | None = None  # the first sequence number the next feedback covers
         self._count = 0
         self.sent = 0  # feedback messages sent
-        self._handle: Callable[[bytes, int], Awaitable[None]] = transport._handle_rtp_data
-        transport._handle_rtp_data = self._arrived
+        self._swap = swap_handle_rtp_data(transport, self._arrived)
+        self._handle = self._swap.inner
         self._task = asyncio.ensure_future(self._run())
 
     async def close(self) -> None:
-        if self._transport._handle_rtp_data == self._arrived:
-            self._transport._handle_rtp_data = self._handle
+        self._swap.restore()
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
@@ -117,7 +121,7 @@ class TransportFeedbackReporter:
             if packet is None:
                 continue
             try:
-                await self._transport._send_rtp(packet)
+                await send_rtp(self._transport, packet)
             except ConnectionError:
                 return
             self.sent += 1
@@ -155,7 +159,7 @@ def stop_remb(pc: Any, on_remb: RembObserver | None = None) -> int:
     what would have been sent); how many."""
     count = 0
     for tr in pc.getTransceivers():
-        if tr.kind == "video" and getattr(tr.receiver, _REMB_SLOT, None) is not None:
-            setattr(tr.receiver, _REMB_SLOT, _NoRemb(on_remb=on_remb))
+        if tr.kind == "video" and receiver_remb_estimator(tr.receiver) is not None:
+            set_receiver_remb_estimator(tr.receiver, _NoRemb(on_remb=on_remb))
             count += 1
     return count

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from inference.asr.base import Asr
-from inference.types import Transcript, Utterance
+from inference.types import SPEECH_RATE, Transcript, Utterance
 
 __all__ = ["EarlyAsr", "EarlyAsrOptions"]
 
@@ -72,7 +72,7 @@ class EarlyAsr:
             if audio is None:
                 return
             self._voiced_at = voiced
-            utterance = Utterance(samples=audio, start_s=now - len(audio) / 16000, end_s=now)
+            utterance = Utterance(samples=audio, start_s=now - len(audio) / SPEECH_RATE, end_s=now)
             self._task = self._spawn(self._asr.transcribe(utterance))
             self.started += 1
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -18,7 +20,10 @@ __all__ = [
     "StateChanged",
     "Timings",
     "TranscriptEvent",
+    "encode_event",
 ]
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,3 +112,10 @@ class Pong(ControlEvent):
 class ErrorEvent(ControlEvent):
     type: ClassVar[str] = "error"
     reason: str
+
+
+def encode_event(event: ControlEvent) -> str:
+    """The event as strict JSON text: ValueError on NaN or Infinity (JSON has neither), and
+    any lone surrogate replaced by U+FFFD so the text encodes as UTF-8."""
+    text = json.dumps(event.to_json(), ensure_ascii=False, allow_nan=False)
+    return _SURROGATE.sub("\ufffd", text)

@@ -16,9 +16,9 @@ from inference.preload import SpeculatingDialogue
 from inference.render.base import Renderer
 from inference.types import Transcript, Utterance
 from media.clock import MediaClock
-from media.congestion.controller import Rung
 from media.congestion.loop import (
     AdaptationOptions,
+    QualityChange,
     QualityLoop,
     attach_quality,
     negotiate_answer,
@@ -33,6 +33,7 @@ from signaling.call.events import (
     ControlEvent,
     ErrorEvent,
     Hello,
+    QualityChanged,
     SpeechEvent,
     StateChanged,
 )
@@ -56,6 +57,7 @@ class SessionOptions:
     video_offset_s: float = 0.0
     heartbeat_timeout_s: float = 8.0  # no WebSocket, no message, no mic media: hang up
     resume_grace_s: float = 15.0  # peer connection lost: wait this long for a resume offer
+    connect_timeout_s: float = 4.0  # media never connected this long after the answer: hang up
     segmenter: SegmenterOptions = field(default_factory=SegmenterOptions)
     early_asr: EarlyAsrOptions = field(default_factory=EarlyAsrOptions)
     adaptation: AdaptationOptions = field(default_factory=AdaptationOptions)
@@ -65,6 +67,8 @@ class SessionOptions:
     def __post_init__(self) -> None:
         if self.fps <= 0 or self.heartbeat_timeout_s <= 0 or self.resume_grace_s <= 0:
             raise ValueError("fps, heartbeat_timeout_s and resume_grace_s must be positive")
+        if self.connect_timeout_s <= 0:
+            raise ValueError("connect_timeout_s must be positive")
 
 
 class Session:
@@ -92,6 +96,8 @@ class Session:
             renderer, restart=self._restart_renderer, on_failure=self._on_render_failure
         )
         self.renderer: Renderer = self.supervisor
+        # where the page and the bot find the lips (the avatar is loaded: it has a renderer)
+        self._mouth_box = services.avatar(options.avatar).mouth_box()
         self._ice_servers = list(ice_servers)
         self.pc = self._new_peer()
         self.player = AvPlayer(
@@ -127,6 +133,8 @@ class Session:
         self._last_seen = self.clock.now()
         self._ws_attached = 0
         self._media_lost_at: float | None = self.clock.now()  # until the peer connects
+        self._connect_by: float | None = None  # the first answer's media deadline
+        self._connected_once = False
         self.resumes = 0
         self.ws_attaches = 0
         self.close_reason = ""
@@ -169,6 +177,8 @@ class Session:
         sdp = negotiate_answer(answer.sdp, offer.sdp, adaptation)  # transport-cc, if offered
         await self.pc.setLocalDescription(RTCSessionDescription(sdp=sdp, type=answer.type))
         self.quality = attach_quality(self, adaptation, on_change=self._on_quality)
+        if self._connect_by is None:
+            self._connect_by = self.clock.now() + self.options.connect_timeout_s
         if not self._watching:
             self._watching = True
             self._spawn(self._watchdog())
@@ -214,7 +224,7 @@ class Session:
                 session=self.id,
                 avatar=self.options.avatar,
                 fps=self.options.fps,
-                mouth_box=list(getattr(self.renderer, "mouth_box", (0.3, 0.55, 0.7, 0.85))),
+                mouth_box=list(self._mouth_box),
             )
         )
 
@@ -329,10 +339,17 @@ class Session:
         if feedback is not None and feedback.stats.feedbacks:
             self.metrics.path_queue.labels(session=self.id).set(feedback.stats.last_queue_s)
 
-    def _on_quality(self, rung: Rung, reason: str) -> None:
-        if self.quality is not None:
-            index = self.quality.controller.ladder.index(rung)
-            self.metrics.quality_rung.labels(session=self.id).set(index)
+    def _on_quality(self, change: QualityChange) -> None:
+        self.metrics.quality_rung.labels(session=self.id).set(change.index)
+        self.emit(
+            QualityChanged(
+                rung=change.index,
+                height=change.height,
+                fps=change.rung.fps,
+                bitrate=change.bitrate,
+                reason=change.reason,
+            )
+        )
 
     def _on_frame(self, t: float, is_reply_frame: bool) -> None:
         self.metrics.frames_total.labels(outcome="reply" if is_reply_frame else "idle").inc()
@@ -347,7 +364,14 @@ class Session:
             self._spawn(self._listen(track))
 
     async def _listen(self, track: MediaStreamTrack) -> None:
-        async for frame in MicIngest(track):
+        ingest = MicIngest(track)
+        try:
+            await self._hear(ingest)
+        finally:  # hung up or the track ended: its receive task ends too, never left pending
+            await ingest.close()
+
+    async def _hear(self, ingest: MicIngest) -> None:
+        async for frame in ingest:
             now = self.clock.now()
             self._last_seen = now  # mic media is a sign of life
             began = time.perf_counter()
@@ -392,6 +416,7 @@ class Session:
         state = pc.connectionState
         if state == "connected":
             self._media_lost_at = None
+            self._connected_once = True
             self.touch()
             if not self._greeted and self.options.greet:
                 self._greeted = True
@@ -407,6 +432,8 @@ class Session:
             self._last_seen = now
         if now - self._last_seen > self.options.heartbeat_timeout_s:
             return "no sign of life (heartbeat timeout)"
+        if not self._connected_once and self._connect_by is not None and now > self._connect_by:
+            return "media never connected (connect timeout)"
         if (
             self._media_lost_at is not None
             and now - self._media_lost_at > self.options.resume_grace_s
@@ -415,7 +442,7 @@ class Session:
         return None
 
     async def _watchdog(self) -> None:
-        period = min(1.0, self.options.heartbeat_timeout_s / 8)
+        period = min(1.0, self.options.heartbeat_timeout_s / 8, self.options.connect_timeout_s / 4)
         while not self.closed.is_set():
             await asyncio.sleep(period)
             reason = self.liveness(self.clock.now())

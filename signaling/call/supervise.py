@@ -11,20 +11,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from inference.render.base import FrameRateFollower, Renderer
+from inference.render.base import (
+    FrameRateFollower,
+    Renderer,
+    RendererWrapper,
+    frame_count,
+    rate_follower,
+)
 
 __all__ = ["RestartPolicy", "SupervisedRenderer"]
 
 log = logging.getLogger(__name__)
-
-_RENDER_RATE = 16000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -40,8 +43,12 @@ class RestartPolicy:
             raise ValueError("RestartPolicy needs max_restarts >= 0, window_s > 0, backoff_s >= 0")
 
 
-class SupervisedRenderer:
-    """A :class:`Renderer` that survives the failure of the one it wraps."""
+class SupervisedRenderer(RendererWrapper):
+    """A :class:`Renderer` that survives the failure of the one it wraps.
+
+    While the wrapped renderer is down, ``inner`` is a stand-in that plays the idle loop
+    (and can neither seek nor follow a frame rate).
+    """
 
     def __init__(
         self,
@@ -52,63 +59,50 @@ class SupervisedRenderer:
         on_failure: Callable[[BaseException], None] | None = None,
         now: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._inner: Renderer | None = inner
+        super().__init__(inner)
         self._restart = restart
         self.policy = policy or RestartPolicy()
         self._on_failure = on_failure
         self._now = now
         self._idle = list(inner.idle_frames())
-        self.fps = inner.fps
-        self.mouth_box = getattr(inner, "mouth_box", (0.3, 0.55, 0.7, 0.85))
+        self._down = _IdleStandIn(self._idle, self.fps)
+        # restarts come from the same factory: the first renderer tells what they can do
+        self._rate = _RememberedRate(self) if rate_follower(inner) is not None else None
         self.failures = 0
         self.restarts = 0
         self._recent: list[float] = []
         self._restarting: asyncio.Task[None] | None = None
         self._height: int | None = None
-        self._render_fps: int | None = None
 
     @property
     def healthy(self) -> bool:
-        return self._inner is not None
-
-    @property
-    def frame_size(self) -> tuple[int, int]:
-        if self._inner is not None:
-            return self._inner.frame_size
-        h, w = self._idle[0].shape[:2]
-        return (w, h)
+        return self.inner is not self._down
 
     def set_output_height(self, height: int) -> None:
         self._height = height  # a restarted renderer gets it too
-        if self._inner is not None:
-            self._inner.set_output_height(height)
-
-    @property
-    def render_fps(self) -> int:
-        return self._render_fps or self.fps
-
-    def set_render_fps(self, fps: int) -> None:
-        self._render_fps = fps  # a restarted renderer gets it too
-        if isinstance(self._inner, FrameRateFollower):
-            self._inner.set_render_fps(fps)
+        self.inner.set_output_height(height)
 
     def idle_frames(self) -> Sequence[np.ndarray]:
         return self._idle
 
+    def rate_follower(self) -> FrameRateFollower | None:
+        """Follows a frame rate when the wrapped renderer does; the rate set is also given
+        to a restarted renderer."""
+        return self._rate
+
     async def render(self, audio_16k: np.ndarray) -> AsyncIterator[list[np.ndarray]]:
-        total = max(1, math.ceil(len(audio_16k) / _RENDER_RATE * self.fps))
+        total = max(1, frame_count(len(audio_16k), self.fps))
         done = 0
-        inner = self._inner
-        if inner is not None:
-            try:
-                async for batch in inner.render(audio_16k):
-                    done += len(batch)
-                    yield batch
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._failed(inner, exc)
+        inner = self.inner
+        try:
+            async for batch in inner.render(audio_16k):
+                done += len(batch)
+                yield batch
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._failed(inner, exc)
         if done < total:  # the idle loop stands in until the renderer is back
             yield [self._idle[(done + i) % len(self._idle)] for i in range(total - done)]
 
@@ -117,13 +111,13 @@ class SupervisedRenderer:
         log.error("renderer failed (%s: %s); restarting it", type(exc).__name__, exc)
         if self._on_failure is not None:
             self._on_failure(exc)
-        if self._inner is inner:
-            self._inner = None
+        if self.inner is inner:
+            self.inner = self._down
         if self._restarting is None or self._restarting.done():
             self._restarting = asyncio.ensure_future(self._restart_loop())
 
     async def _restart_loop(self) -> None:
-        while self._inner is None:
+        while not self.healthy:
             now = self._now()
             self._recent = [t for t in self._recent if now - t < self.policy.window_s]
             if len(self._recent) >= self.policy.max_restarts:
@@ -139,9 +133,9 @@ class SupervisedRenderer:
                 fresh = await self._restart()
                 if self._height is not None:
                     fresh.set_output_height(self._height)
-                if self._render_fps is not None and isinstance(fresh, FrameRateFollower):
-                    fresh.set_render_fps(self._render_fps)
-                self._inner = fresh
+                if self._rate is not None:
+                    self._rate.apply(fresh)
+                self.inner = fresh
                 self.restarts += 1
                 log.info("renderer restarted")
             except Exception:
@@ -154,3 +148,49 @@ class SupervisedRenderer:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+class _IdleStandIn:
+    """The supervised renderer while the real one is down: the idle loop, and nothing else."""
+
+    def __init__(self, idle: Sequence[np.ndarray], fps: int) -> None:
+        self._idle = idle
+        self.fps = fps
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        h, w = self._idle[0].shape[:2]
+        return (w, h)
+
+    def set_output_height(self, height: int) -> None:
+        pass  # the supervisor gives it to the restarted renderer
+
+    def idle_frames(self) -> Sequence[np.ndarray]:
+        return self._idle
+
+    async def render(self, audio_16k: np.ndarray) -> AsyncIterator[list[np.ndarray]]:
+        n = max(1, frame_count(len(audio_16k), self.fps))
+        yield [self._idle[i % len(self._idle)] for i in range(n)]
+
+
+class _RememberedRate:
+    """The supervised renderer's frame-rate following: passed on to the renderer running
+    now and kept for the next one."""
+
+    def __init__(self, owner: SupervisedRenderer) -> None:
+        self._owner = owner
+        self._fps: int | None = None
+
+    @property
+    def render_fps(self) -> int:
+        return self._fps or self._owner.fps
+
+    def set_render_fps(self, fps: int) -> None:
+        self._fps = fps
+        self.apply(self._owner.inner)
+
+    def apply(self, renderer: Renderer) -> None:
+        """Give ``renderer`` the rate set so far (if any, and if it follows one)."""
+        follower = rate_follower(renderer)
+        if self._fps is not None and follower is not None:
+            follower.set_render_fps(self._fps)

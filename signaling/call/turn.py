@@ -16,16 +16,14 @@ from typing import Protocol
 import numpy as np
 
 from inference.asr.base import Asr
-from inference.audio import resample_int16
+from inference.audio import fit_length, resample_int16
 from inference.dialogue.base import Dialogue
-from inference.render.base import Renderer
+from inference.render.base import Renderer, render_input, reply_frames, seeker
 from inference.tts.base import Tts
 from inference.types import PcmChunk, ReplySentence, Transcript, Utterance
 from signaling.call.events import ControlEvent, ReplyText, StateChanged, Timings, TranscriptEvent
 
 __all__ = ["MediaSink", "TurnObserver", "TurnRequest", "TurnRunner", "detect_language"]
-
-RENDER_RATE = 16000
 
 
 class TurnObserver(Protocol):
@@ -202,27 +200,27 @@ class TurnRunner:
     def _align_with_idle_loop(self, fps: int) -> None:
         """When speech starts from silence, talk from the source frame the idle loop shows
         at that moment (a video avatar then never jumps between idle and talking)."""
-        seek = getattr(self._renderer, "seek", None)  # optional: renderers with a timeline
-        now = self._now()
-        if seek is None or self._sink.busy_until > now:
+        timeline = seeker(self._renderer)  # renderers without a timeline have nothing to align
+        if timeline is None or self._sink.busy_until > self._now():
             return  # continuing speech that is scheduled or playing: no jump to make
-        seek(math.floor(self._sink.next_start() * fps + 1e-6))
+        timeline.seek(math.floor(self._sink.next_start() * fps + 1e-6))
 
     async def _play(self, chunk: PcmChunk, mark: Callable[[str], None]) -> AsyncIterator[float]:
         """Render one chunk of speech and push it to the sink batch by batch."""
         fps = self._renderer.fps
-        n_frames = max(1, math.ceil(chunk.duration_s * fps))
+        n_frames = reply_frames(chunk, fps)
         per_frame_out = self._output_rate // fps
         # Resampling a sentence takes tens of ms: off the loop, so no video tick is missed.
-        out_rate, render_rate = self._output_rate, RENDER_RATE
-        resampled = await asyncio.to_thread(
+        out_rate = self._output_rate
+        audio_out, audio_render = await asyncio.to_thread(
             lambda: (
-                resample_int16(chunk.samples, chunk.sample_rate, out_rate),
-                resample_int16(chunk.samples, chunk.sample_rate, render_rate),
+                fit_length(
+                    resample_int16(chunk.samples, chunk.sample_rate, out_rate),
+                    n_frames * per_frame_out,
+                ),
+                render_input(chunk, fps),
             )
         )
-        audio_out = _fit(resampled[0], n_frames * per_frame_out)
-        audio_render = _fit(resampled[1], n_frames * (RENDER_RATE // fps))
         self._align_with_idle_loop(fps)
         done = 0
         last: np.ndarray | None = None
@@ -248,12 +246,6 @@ class TurnRunner:
 def _current_cancelling() -> bool:
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
-
-
-def _fit(samples: np.ndarray, length: int) -> np.ndarray:
-    if len(samples) >= length:
-        return samples[:length]
-    return np.concatenate([samples, np.zeros(length - len(samples), dtype=samples.dtype)])
 
 
 async def _one(item: ReplySentence) -> AsyncIterator[ReplySentence]:

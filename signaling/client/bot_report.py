@@ -52,7 +52,7 @@ class CallRecord:
 
 @dataclass(slots=True, kw_only=True)
 class BotReport:
-    """The JSON report of one bot call (see ``docs/protocol.md`` and issue 2, item 6).
+    """The JSON report of one bot call (what ``avatar-rtc bot --report FILE`` writes).
 
     Times are measured at the bot from frame arrival times. Latencies count from the end of
     the bot's speech (``speech_end_ms``): to the first reply audio over the speech threshold

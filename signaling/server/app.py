@@ -7,7 +7,6 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -15,23 +14,31 @@ from typing import Any
 from aiohttp import web
 from aiortc import RTCSessionDescription
 
+from inference.avatar import AvatarError, CorruptAvatar, InvalidName
+from inference.render.base import HealthReporter
 from media.congestion.loop import AdaptationOptions
 from signaling.call.early_asr import EarlyAsrOptions
 from signaling.call.session import Session, SessionOptions
 from signaling.config import Settings
 from signaling.ice import enable_loopback_candidates, is_loopback_host
 from signaling.metrics import CONTENT_TYPE_LATEST, Metrics
-from signaling.server.auth import AccessOptions, AccessPolicy, ApiKey, AuthError, KeyScope
+from signaling.server.auth import AuthError
+from signaling.server.candidates import filter_candidates
 from signaling.server.control import control_socket
 from signaling.server.guard import (
     RedactedAccessLogger,
+    body_timed_out,
+    client_ip,
+    host_middleware,
     is_loopback_peer,
     origin_middleware,
     presented_key,
     rate_limited,
+    read_body,
 )
+from signaling.server.listener import ConnectionLimits, start_server
 from signaling.server.logs import bind_session
-from signaling.server.ratelimit import RateLimiter, RateLimitOptions
+from signaling.server.state import STATE, AppState, access_options
 from signaling.server.validation import (
     BadRequest,
     OfferRequest,
@@ -40,7 +47,15 @@ from signaling.server.validation import (
 )
 from signaling.stages.services import Services, load_services
 
-__all__ = ["AppState", "access_options", "create_app", "drain", "serve", "static_dir"]
+__all__ = [
+    "AppState",
+    "access_options",
+    "connection_limits",
+    "create_app",
+    "drain",
+    "serve",
+    "static_dir",
+]
 
 log = logging.getLogger(__name__)
 
@@ -52,72 +67,6 @@ def static_dir(package: Path | None = None) -> Path:
     package = Path(str(resources.files("signaling"))) if package is None else package
     installed, checkout = package / "static", package.parent / "static"
     return checkout if not installed.is_dir() and checkout.is_dir() else installed
-
-
-@dataclass
-class AppState:
-    """Per-process state of the server, held by the app (never a module global)."""
-
-    settings: Settings
-    services: Services | None = None
-    load_error: str | None = None
-    sessions: dict[str, Session] = field(default_factory=dict)
-    loader: asyncio.Task[None] | None = None
-    metrics: Metrics = field(default_factory=Metrics)
-    draining: bool = False
-    load: Callable[[Settings], Awaitable[Services]] = load_services
-    access: AccessPolicy = field(init=False)
-    http_limiter: RateLimiter = field(init=False)
-    scopes: dict[str, KeyScope] = field(default_factory=dict)
-    sockets: dict[str, web.WebSocketResponse] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        a = self.settings.access
-        self.access = AccessPolicy(access_options(self.settings))
-        self.http_limiter = RateLimiter(
-            RateLimitOptions(rate_per_s=a.requests_per_s, burst=a.request_burst)
-        )
-
-    def forget(self, session: Session) -> None:
-        self.scopes.pop(session.id, None)
-        if self.sessions.pop(session.id, None) is not None:
-            self.metrics.active_sessions.set(len(self.sessions))
-
-    @property
-    def full(self) -> bool:
-        return len(self.sessions) >= self.settings.max_sessions
-
-    @property
-    def ready(self) -> bool:
-        return self.services is not None
-
-
-STATE: web.AppKey[AppState] = web.AppKey("avatar_rtc_state", AppState)
-
-
-def access_options(settings: Settings) -> AccessOptions:
-    """The access rules the settings describe (``api_key`` is an unscoped key "default")."""
-    a = settings.access
-    keys = [
-        ApiKey(
-            name=k.name,
-            secret=k.key.get_secret_value(),
-            avatars=frozenset(k.avatars) if k.avatars is not None else None,
-            origins=frozenset(k.origins) if k.origins is not None else None,
-        )
-        for k in a.keys
-    ]
-    if settings.api_key is not None:
-        keys.append(ApiKey(name="default", secret=settings.api_key.get_secret_value()))
-    anonymous = a.anonymous if a.anonymous != "auto" else ("none" if keys else "loopback")
-    secret = a.token_secret.get_secret_value().encode() if a.token_secret is not None else b""
-    return AccessOptions(
-        keys=tuple(keys),
-        token_secret=secret,
-        token_ttl_s=a.token_ttl_s,
-        anonymous=anonymous,
-        allowed_origins=frozenset(a.allowed_origins),
-    )
 
 
 def create_app(
@@ -137,7 +86,10 @@ def create_app(
     loopback = is_loopback_host(settings.host)
     app = web.Application(
         client_max_size=settings.max_sdp_bytes + 4096,
-        middlewares=[origin_middleware(state.access, loopback_server=loopback)],
+        middlewares=[
+            host_middleware(state.hosts),
+            origin_middleware(state.access, loopback_server=loopback),
+        ],
     )
     app[STATE] = state
     if loopback:
@@ -225,7 +177,9 @@ async def _offer(request: web.Request) -> web.Response:
     bad: BadRequest | None = None
     offer: OfferRequest | None = None
     try:
-        raw = await request.read()
+        raw = await read_body(request, timeout_s=state.settings.access.body_timeout_s)
+        if raw is None:
+            return body_timed_out()
         offer = parse_offer(raw, max_bytes=state.settings.max_sdp_bytes)
     except BadRequest as exc:
         bad = exc
@@ -242,22 +196,28 @@ async def _offer(request: web.Request) -> web.Response:
         return _json_error(bad.status, bad.reason)
     services = state.services
     avatar = offer.avatar or state.settings.render.avatar
+    peer = client_ip(request)
     try:
+        state.check_ip_calls(peer)
         scope = state.access.authorize_call(
             offer.token or _bearer(request),
             loopback_peer=is_loopback_peer(request),
             now=time.time(),
+            admit=state.check_key_calls,
         )
         scope.check_origin(request.headers.get("Origin"), own_host=request.host)
         scope.check_avatar(avatar)
     except AuthError as exc:
+        if exc.status == 429:  # a per-IP or per-key call cap
+            rejected.labels(reason="call_cap").inc()
+            return _json_error(429, exc.reason, **{"Retry-After": "10"})
         rejected.labels(reason="unauthorized").inc()
         return _json_error(exc.status, exc.reason)
     session_id = secrets.token_urlsafe(12)
     try:
         renderer = await services.renderer_for(avatar, session=session_id)
-    except KeyError:
-        return _json_error(400, f"unknown avatar {avatar!r}")
+    except (KeyError, AvatarError) as exc:
+        return _avatar_refused(avatar, exc)
     media = state.settings.media
     options = SessionOptions(
         avatar=avatar,
@@ -267,6 +227,7 @@ async def _offer(request: web.Request) -> web.Response:
         video_offset_s=media.video_offset_ms / 1000.0,
         heartbeat_timeout_s=state.settings.heartbeat_timeout_s,
         resume_grace_s=state.settings.resume_grace_s,
+        connect_timeout_s=state.settings.access.connect_timeout_s,
         segmenter=services.segmenter_options,
         early_asr=EarlyAsrOptions(
             enabled=media.early_asr_pause_ms > 0, pause_ms=max(20, media.early_asr_pause_ms)
@@ -285,10 +246,12 @@ async def _offer(request: web.Request) -> web.Response:
     )
     state.sessions[session_id] = session
     state.scopes[session_id] = scope
+    state.peers[session_id] = peer
     state.metrics.sessions_total.inc()
     state.metrics.active_sessions.set(len(state.sessions))
     try:
-        answer = await session.accept(RTCSessionDescription(sdp=offer.sdp, type="offer"))
+        sdp = _plausible_candidates(request, state, offer.sdp)
+        answer = await session.accept(RTCSessionDescription(sdp=sdp, type="offer"))
     except Exception as exc:  # aiortc raises ValueError & co. on SDP it cannot use
         await session.close()
         rejected.labels(reason="bad_sdp").inc()
@@ -309,6 +272,22 @@ def _answer(state: AppState, session: Session, answer: RTCSessionDescription) ->
             "ice_servers": state.settings.ice_servers,
         }
     )
+
+
+def _plausible_candidates(request: web.Request, state: AppState, sdp: str) -> str:
+    """The offer without the ICE candidates the server will not try (logged)."""
+    peer = client_ip(request)
+    cap = state.settings.access.max_remote_candidates
+    filtered = filter_candidates(sdp, peer_ip=peer, max_candidates=cap)
+    if filtered.dropped:
+        log.info(
+            "dropped %d of %d ICE candidates offered from %s (not plausible for it, or past %d)",
+            filtered.dropped,
+            filtered.dropped + filtered.kept,
+            peer,
+            cap,
+        )
+    return filtered.sdp
 
 
 def _bearer(request: web.Request) -> str | None:
@@ -333,7 +312,8 @@ async def _resume(request: web.Request, state: AppState, offer: OfferRequest) ->
         return _json_error(exc.status, exc.reason)
     bind_session(session.id)
     try:
-        answer = await session.resume(RTCSessionDescription(sdp=offer.sdp, type="offer"))
+        sdp = _plausible_candidates(request, state, offer.sdp)
+        answer = await session.resume(RTCSessionDescription(sdp=sdp, type="offer"))
     except Exception as exc:  # a bad SDP fails this resume; the call waits for another
         log.info("session %s: resume failed: %s", session.id, exc)
         return _json_error(400, f"cannot use this offer (malformed SDP?): {exc}")
@@ -350,7 +330,10 @@ async def _issue_token(request: web.Request) -> web.Response:
     if state.draining:
         return _json_error(503, "server is shutting down", **{"Retry-After": "30"})
     try:
-        parse_session_request(await request.read())
+        body = await read_body(request, timeout_s=state.settings.access.body_timeout_s)
+        if body is None:
+            return body_timed_out()
+        parse_session_request(body)
         scope = state.access.authenticate_key(
             presented_key(request), loopback_peer=is_loopback_peer(request)
         )
@@ -411,7 +394,7 @@ def _render_ok(state: AppState) -> bool:
     """False once the renderer factory reports no device can render (``healthy``: the
     MuseTalk service after every GPU's render work hung; a restart of the process fixes it)."""
     renderers = state.services.renderers if state.services is not None else None
-    return bool(getattr(renderers, "healthy", True))
+    return not isinstance(renderers, HealthReporter) or renderers.healthy
 
 
 def _gpu_ok(state: AppState) -> bool:
@@ -442,6 +425,17 @@ async def _metrics(request: web.Request) -> web.Response:
     return web.Response(body=state.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+def _avatar_refused(avatar: str, exc: Exception) -> web.Response:
+    """400 for an avatar that cannot be used: a name outside ``NAME_PATTERN``, no such
+    avatar, or a damaged one (logged; the answer names no server path)."""
+    if isinstance(exc, InvalidName):
+        return _json_error(400, str(exc))
+    if isinstance(exc, CorruptAvatar):
+        log.error("avatar %r cannot be loaded: %s", avatar, exc)
+        return _json_error(400, f"avatar {avatar!r} is unavailable: its prepared files are damaged")
+    return _json_error(400, f"unknown avatar {avatar!r}")
+
+
 async def _avatars(request: web.Request) -> web.Response:
     state = request.app[STATE]
     names = state.services.avatar_names() if state.services is not None else []
@@ -455,14 +449,24 @@ async def _index(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(index)
 
 
+def connection_limits(settings: Settings) -> ConnectionLimits:
+    """The connection caps and timeouts the settings describe."""
+    a = settings.access
+    return ConnectionLimits(
+        max_connections=a.max_connections,
+        max_per_ip=a.max_connections_per_ip,
+        idle_timeout_s=a.idle_timeout_s,
+    )
+
+
 async def serve(app: web.Application, host: str, port: int) -> None:
     """Run until SIGINT/SIGTERM, then drain (goodbyes) before closing the listener."""
     import signal
 
-    runner = web.AppRunner(app, access_log_class=RedactedAccessLogger)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
+    limits = connection_limits(app[STATE].settings)
+    server = await start_server(
+        app, host=host, port=port, limits=limits, access_log_class=RedactedAccessLogger
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -472,4 +476,4 @@ async def serve(app: web.Application, host: str, port: int) -> None:
         log.info("shutting down: saying goodbye to %d call(s)", len(app[STATE].sessions))
         await drain(app)
     finally:
-        await runner.cleanup()
+        await server.close()

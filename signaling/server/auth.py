@@ -2,9 +2,11 @@
 
 Flow: a client (a backend holding a secret key, or a kiosk/embed page holding a scoped,
 origin-bound key) calls ``POST /session`` with its key and gets an access token (HMAC-SHA256
-signed, a few minutes long). ``POST /offer`` needs that token; its answer carries a session
-token, a capability bound to that one call, which opens and reopens ``/ws`` and resumes the
-call with a new offer. With no key configured the server is open to loopback clients only.
+signed, a few minutes long, good for one call). ``POST /offer`` spends that token; its answer
+carries a session token, a capability bound to that one call, which opens and reopens ``/ws``
+and resumes the call with a new offer. With no key configured the server is open to loopback
+clients only. ``HostPolicy`` refuses requests whose ``Host`` names a site other than this
+server (DNS rebinding).
 """
 
 from __future__ import annotations
@@ -12,9 +14,13 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import heapq
 import hmac
+import ipaddress
 import json
+import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit
@@ -24,14 +30,19 @@ __all__ = [
     "AccessPolicy",
     "ApiKey",
     "AuthError",
+    "Grant",
+    "HostPolicy",
     "KeyScope",
+    "SpentTokens",
     "TokenSigner",
+    "normalize_host_name",
     "normalize_origin",
 ]
 
 _TOKEN_PREFIX = "v1"
 _SESSION_PREFIX = "s1"
 _MAX_TOKEN_CHARS = 2048
+_HOST_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 Anonymous = Literal["none", "loopback", "any"]
 
 
@@ -57,6 +68,55 @@ def normalize_origin(origin: str) -> str:
     if ":" in host:
         host = f"[{host}]"
     return f"{parts.scheme}://{host}" + (f":{port}" if port and port != default else "")
+
+
+def normalize_host_name(host: str) -> str:
+    """A DNS name in lower case without a trailing dot, or ``*`` (ValueError if neither)."""
+    name = host.strip().lower().rstrip(".")
+    if name == "*":
+        return name
+    labels = name.split(".")
+    if len(name) > 253 or not all(_HOST_LABEL.match(label) for label in labels):
+        raise ValueError(f"not a host name: {host!r}")
+    return name
+
+
+def _host_of(header: str) -> str | None:
+    """The host of a ``Host`` header (port dropped, IPv6 unbracketed), None if malformed."""
+    try:
+        parts = urlsplit(f"//{header.strip()}")
+        hostname, _ = parts.hostname, parts.port  # the port: ValueError when malformed
+    except ValueError:
+        return None
+    return hostname.rstrip(".") if hostname else None
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostPolicy:
+    """Which ``Host`` headers the server answers: any IP address, ``localhost`` (and
+    ``*.localhost``), the name it binds to, and ``public_hosts`` (``*``: any name). A DNS
+    rebinding page always sends its own name, never an address, so it is refused."""
+
+    bind_host: str
+    public_hosts: frozenset[str] = frozenset()
+
+    def allows(self, header: str | None) -> bool:
+        if header is None or "*" in self.public_hosts:
+            return True  # no Host: not a browser (they always send one)
+        host = _host_of(header)
+        if host is None:
+            return False
+        if _is_ip(host) or host == "localhost" or host.endswith(".localhost"):
+            return True
+        return host == self.bind_host.lower().rstrip(".") or host in self.public_hosts
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,8 +156,11 @@ class ApiKey:
     secret: str = field(repr=False)
     avatars: frozenset[str] | None = None
     origins: frozenset[str] | None = None
+    max_calls: int | None = None  # concurrent calls under this key; None: no cap of its own
 
     def __post_init__(self) -> None:
+        if self.max_calls is not None and self.max_calls < 1:
+            raise ValueError(f"API key {self.name!r}: max_calls must be at least 1")
         if not self.name or len(self.name) > 64:
             raise ValueError("ApiKey.name must be 1 to 64 characters")
         if len(self.secret) < 16:
@@ -145,6 +208,40 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What a valid access token grants: its scope, until ``expires``; ``id`` names the token."""
+
+    scope: KeyScope
+    expires: float
+    id: str
+
+
+class SpentTokens:
+    """Access tokens already used, each remembered until it expires (the signature then
+    refuses it anyway), so memory stays bounded by the tokens issued within one lifetime."""
+
+    def __init__(self) -> None:
+        self._expiry: dict[str, float] = {}
+        self._heap: list[tuple[float, str]] = []
+
+    def spend(self, grant: Grant, *, now: float) -> None:
+        """Mark ``grant``'s token used; AuthError (401) if it already was."""
+        self._forget_expired(now)
+        if grant.id in self._expiry:
+            raise AuthError("access token already used; ask POST /session for a new one")
+        self._expiry[grant.id] = grant.expires
+        heapq.heappush(self._heap, (grant.expires, grant.id))
+
+    def _forget_expired(self, now: float) -> None:
+        while self._heap and self._heap[0][0] <= now:
+            _, token_id = heapq.heappop(self._heap)
+            del self._expiry[token_id]
+
+    def __len__(self) -> int:
+        return len(self._expiry)
+
+
 class TokenSigner:
     """Issues and verifies HMAC-SHA256 tokens; ``now`` is wall-clock seconds (``time.time``)."""
 
@@ -172,6 +269,10 @@ class TokenSigner:
 
     def verify(self, token: str, *, now: float) -> KeyScope:
         """The scope a valid, unexpired token grants; AuthError otherwise."""
+        return self.grant(token, now=now).scope
+
+    def grant(self, token: str, *, now: float) -> Grant:
+        """What a valid, unexpired token grants (its id: the signature); AuthError otherwise."""
         if not isinstance(token, str) or len(token) > _MAX_TOKEN_CHARS:
             raise AuthError("malformed token")
         parts = token.split(".")
@@ -190,11 +291,12 @@ class TokenSigner:
             raise AuthError("malformed token") from exc
         if now >= exp:
             raise AuthError("token expired; ask POST /session for a new one")
-        return KeyScope(
+        scope = KeyScope(
             name=name,
             avatars=frozenset(map(str, avatars)) if avatars is not None else None,
             origins=frozenset(map(str, origins)) if origins is not None else None,
         )
+        return Grant(scope=scope, expires=exp, id=parts[2])
 
     def session_token(self, session_id: str) -> str:
         """The capability of one call: reattach its WebSocket, resume it with a new offer."""
@@ -213,7 +315,9 @@ class AccessPolicy:
         self.options = options
         secret = options.token_secret or secrets.token_bytes(32)
         self.signer = TokenSigner(secret, ttl_s=options.token_ttl_s)
+        self.spent = SpentTokens()
         self._digests = [(hashlib.sha256(k.secret.encode()).digest(), k) for k in options.keys]
+        self._max_calls = {k.name: k.max_calls for k in options.keys}
         origins = set(options.allowed_origins)
         for key in options.keys:
             origins |= key.origins or set()
@@ -250,11 +354,31 @@ class AccessPolicy:
             )
         raise AuthError("an API key is required (Authorization: Bearer KEY)", status=401)
 
-    def authorize_call(self, token: str | None, *, loopback_peer: bool, now: float) -> KeyScope:
-        """The scope ``POST /offer`` runs under: its access token's, or anonymous."""
+    def max_calls(self, key_name: str) -> int | None:
+        """The concurrent calls key ``key_name`` may hold (None: no cap of its own)."""
+        return self._max_calls.get(key_name)
+
+    def authorize_call(
+        self,
+        token: str | None,
+        *,
+        loopback_peer: bool,
+        now: float,
+        admit: Callable[[KeyScope], None] | None = None,
+    ) -> KeyScope:
+        """The scope ``POST /offer`` runs under: its access token's (which this spends: a
+        token starts one call), or anonymous. ``admit`` may refuse the scope (AuthError)
+        before the token is spent, so a call refused for a cap keeps its token."""
         if token:
-            return self.signer.verify(token, now=now)
-        return self.authenticate_key(None, loopback_peer=loopback_peer)
+            grant = self.signer.grant(token, now=now)
+            if admit is not None:
+                admit(grant.scope)
+            self.spent.spend(grant, now=now)
+            return grant.scope
+        scope = self.authenticate_key(None, loopback_peer=loopback_peer)
+        if admit is not None:
+            admit(scope)
+        return scope
 
     def origin_allowed(self, origin: str, host: str, *, loopback_server: bool) -> bool:
         """Same origin as ``host``, listed, or (loopback server, no keys) a loopback page."""

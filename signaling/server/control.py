@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import json
+import logging
 import time
-from typing import TYPE_CHECKING
 
 from aiohttp import WSMsgType, web
 
-from signaling.call.events import ErrorEvent, Pong
+from signaling.call.events import ErrorEvent, Pong, encode_event
 from signaling.call.session import Session
 from signaling.server.auth import AuthError
 from signaling.server.guard import rate_limited
 from signaling.server.ratelimit import RateLimiter, RateLimitOptions
+from signaling.server.state import AppState
 from signaling.server.validation import BadRequest, parse_client_message
 
-if TYPE_CHECKING:
-    from signaling.server.app import AppState
-
 __all__ = ["control_socket"]
+
+log = logging.getLogger(__name__)
 
 _MAX_STRIKES = 50  # messages refused by the rate limit before the socket is closed (1008)
 
@@ -112,6 +111,11 @@ async def _pump_events(session: Session, ws: web.WebSocketResponse) -> None:
     while not ws.closed:
         event = await session.next_event()
         try:
-            await ws.send_str(json.dumps(event.to_json(), ensure_ascii=False))
+            text = encode_event(event)
+        except ValueError as exc:  # NaN or Infinity: skip it, the events after it still go
+            log.warning("session %s: dropped a %s event: %s", session.id, event.type, exc)
+            continue
+        try:
+            await ws.send_str(text)
         except ConnectionResetError:
             return

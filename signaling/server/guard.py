@@ -1,8 +1,10 @@
-"""aiohttp glue of access control: Origin allow-list + CORS middleware, per-IP rate limits,
-API key extraction, and an access log that never writes a query string (tokens live there)."""
+"""aiohttp glue of access control: Host check (DNS rebinding) and Origin allow-list + CORS
+middlewares, per-IP rate limits, bounded body reads, API key extraction, and an access log that
+never writes a query string (tokens live there)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
@@ -11,16 +13,19 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Middleware
 
 from signaling.ice import is_loopback_host
-from signaling.server.auth import AccessPolicy
+from signaling.server.auth import AccessPolicy, HostPolicy
 from signaling.server.ratelimit import RateLimiter
 
 __all__ = [
     "RedactedAccessLogger",
+    "body_timed_out",
     "client_ip",
+    "host_middleware",
     "is_loopback_peer",
     "origin_middleware",
     "presented_key",
     "rate_limited",
+    "read_body",
 ]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -56,6 +61,35 @@ def rate_limited(limiter: RateLimiter, request: web.Request) -> web.Response | N
         status=429,
         headers={"Retry-After": str(max(1, int(wait + 0.999)))},
     )
+
+
+async def read_body(request: web.Request, *, timeout_s: float) -> bytes | None:
+    """The request's body, or None when it did not arrive within ``timeout_s``."""
+    try:
+        return await asyncio.wait_for(request.read(), timeout_s)
+    except TimeoutError:
+        return None
+
+
+def body_timed_out() -> web.Response:
+    """408 for a body that came too slowly; the connection is closed after it."""
+    response = web.json_response({"error": "request body too slow"}, status=408)
+    response.force_close()
+    return response
+
+
+def host_middleware(policy: HostPolicy) -> Middleware:
+    """Refuse requests whose ``Host`` names a site this server is not (421): a page of
+    another site that made its name resolve to this server (DNS rebinding)."""
+
+    @web.middleware
+    async def check_host(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not policy.allows(request.headers.get("Host")):
+            reason = "unknown Host; list this server's public names in access.public_hosts"
+            return web.json_response({"error": reason}, status=421)
+        return await handler(request)
+
+    return check_host
 
 
 def origin_middleware(policy: AccessPolicy, *, loopback_server: bool) -> Middleware:

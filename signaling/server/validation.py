@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +20,11 @@ __all__ = [
 
 _LANGUAGES = ("en", "zh")
 _MESSAGE_TYPES = ("text", "interrupt", "ping")
+_MAX_DEPTH = 32  # nesting of arrays and objects; what we accept is one level deep
+# a string, or an unclosed one to the end; possessive, so linear on any input
+_JSON_STRINGS = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+"?', re.DOTALL)
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class BadRequest(ValueError):
@@ -46,13 +53,49 @@ class ClientMessage:
 
 
 def _load_object(raw: bytes | str, what: str) -> dict[str, Any]:
+    """Strict JSON (no NaN or Infinity), at most ``_MAX_DEPTH`` levels deep, an object."""
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text = raw if isinstance(raw, str) else raw.decode(json.detect_encoding(raw))
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"{what} is not valid JSON: {exc}") from exc
+    _check_depth(text, what)
+    try:
+        data = json.loads(text, parse_constant=_no_constant)
+    except ValueError as exc:  # bad JSON, NaN or Infinity, an integer of too many digits
         raise BadRequest(f"{what} is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise BadRequest(f"{what} must be a JSON object")
     return data
+
+
+def _check_depth(text: str, what: str) -> None:
+    """Refuse deep nesting before the recursive parser meets it (brackets in strings aside)."""
+    if text.count("[") + text.count("{") <= _MAX_DEPTH:
+        return
+    depth = 0
+    for c in _NOT_BRACKETS.sub("", _JSON_STRINGS.sub("", text)):
+        depth += 1 if c in "[{" else -1
+        if depth > _MAX_DEPTH:
+            raise BadRequest(f"{what} is nested deeper than {_MAX_DEPTH} levels")
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _has_surrogate(text: str) -> bool:
+    """A lone surrogate (from an escape like ``\\ud800``): not text, and not encodable."""
+    return _SURROGATE.search(text) is not None
+
+
+def _finite(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def parse_offer(raw: bytes, *, max_bytes: int) -> OfferRequest:
@@ -110,6 +153,8 @@ def parse_session_request(raw: bytes, *, max_bytes: int = 4096) -> None:
 
 def _check_sdp(sdp: str) -> None:
     lines = [line.strip() for line in sdp.splitlines() if line.strip()]
+    if _has_surrogate(sdp):
+        raise BadRequest("malformed SDP: it holds a lone surrogate (\\ud800-\\udfff)")
     if not lines or lines[0] != "v=0":
         raise BadRequest("malformed SDP: it must start with v=0")
     media = [line for line in lines if line.startswith("m=")]
@@ -138,12 +183,17 @@ def parse_client_message(raw: str, *, max_text_chars: int) -> ClientMessage:
         text = data.get("text")
         if not isinstance(text, str) or not text.strip():
             raise BadRequest('"text" must be a non-empty string')
+        if _has_surrogate(text):
+            raise BadRequest('"text" holds a lone surrogate (\\ud800-\\udfff); send valid Unicode')
         if len(text) > max_text_chars:
             raise BadRequest(f'"text" longer than {max_text_chars} characters')
         return ClientMessage(type="text", text=text.strip())
     if kind == "ping":
         t = data.get("t")
-        if t is not None and (isinstance(t, bool) or not isinstance(t, int | float)):
-            raise BadRequest('"t" must be a number')
-        return ClientMessage(type="ping", t=float(t) if t is not None else None)
+        if t is None:
+            return ClientMessage(type="ping")
+        number = _finite(t)
+        if number is None:
+            raise BadRequest('"t" must be a finite number')
+        return ClientMessage(type="ping", t=number)
     return ClientMessage(type="interrupt")

@@ -1,7 +1,8 @@
 """The per-process models of the server, loaded once and shared by every call.
 
-``load_services`` turns the validated settings into the stages' own options objects (the
-settings object stops here) and builds each stage through its factory.
+``load_services`` builds each speech stage from its configuration section through the stage's
+registry (:func:`build_stages`; the section gives the backend's own options, so the settings
+stop here), with the fallback a section names, then the renderers and the cache.
 """
 
 from __future__ import annotations
@@ -16,23 +17,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Protocol
 
-import numpy as np
-
-from inference.asr import (
-    Asr,
-    make_asr,
-)
+from inference.asr import Asr
 from inference.avatar import DEFAULT_AVATAR_NAME, AvatarNotFound, AvatarStore, PreparedAvatar
 from inference.avatar import default_avatar as prepare_default_avatar
 from inference.cache import CacheOptions, TieredCache
-from inference.dialogue import (
-    Dialogue,
-    DialogueOptions,
-    FaqDialogue,
-    FaqDialogueOptions,
-    dialogue_for_call,
-    make_dialogue,
-)
+from inference.dialogue import Dialogue, FaqDialogue, FaqDialogueOptions, dialogue_for_call
 from inference.fallback import FallbackAsr, FallbackTts
 from inference.preload import (
     Preloader,
@@ -42,28 +31,15 @@ from inference.preload import (
     preload_lines,
     warm,
 )
-from inference.render.base import Renderer
+from inference.registry import BackendSettings, Registry
+from inference.render.base import Renderer, Warmable
 from inference.render.cached import CachedRenderer, CachedRendererOptions
 from inference.render.warp import WarpOptions, WarpRenderer
 from inference.render.warp_assets import WarpAssets
-from inference.tts import (
-    CachedTts,
-    CachedTtsOptions,
-    Tts,
-    TtsOptions,
-    make_tts,
-)
+from inference.tts import CachedTts, CachedTtsOptions, Tts
 from inference.types import ReplySentence
 from media.vad import SegmenterOptions
-from signaling.config import CacheSettings, Settings
-from signaling.stages.options import (
-    asr_options,
-    dialogue_options,
-    embedded_asr_options,
-    embedded_tts_options,
-    segmenter_options,
-    tts_options,
-)
+from signaling.config import CacheSettings, MediaSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -71,25 +47,11 @@ __all__ = [
     "CachePlan",
     "RendererFactory",
     "Services",
+    "Stages",
     "WarpRendererFactory",
+    "build_stages",
     "load_services",
-    "mouth_box",
 ]
-
-
-def mouth_box(avatar: PreparedAvatar, margin: float = 0.35) -> tuple[float, float, float, float]:
-    """Normalized (0..1) box around the lips over all source frames, with a margin."""
-    boxes = np.asarray(avatar.mouth_boxes, dtype=np.float64)
-    x0, y0 = boxes[:, 0].min(), boxes[:, 1].min()
-    x1, y1 = boxes[:, 2].max(), boxes[:, 3].max()
-    mx, my = (x1 - x0) * margin, (y1 - y0) * margin
-    w, h = avatar.size
-    return (
-        max(0.0, (x0 - mx) / w),
-        max(0.0, (y0 - my) / h),
-        min(1.0, (x1 + mx) / w),
-        min(1.0, (y1 + my) / h),
-    )
 
 
 class RendererFactory(Protocol):
@@ -145,7 +107,7 @@ class Services:
     segmenter_options: SegmenterOptions = field(default_factory=SegmenterOptions)
     cache: TieredCache | None = None
     cache_plan: CachePlan = field(default_factory=CachePlan)
-    dialogue_options: DialogueOptions | None = None
+    dialogue_options: object | None = None
     _loaded: dict[str, PreparedAvatar] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     preload_busy: Callable[[], bool] = machine_busy  # preloading waits while this is True
@@ -190,8 +152,6 @@ class Services:
         renderer = await asyncio.to_thread(self.renderers.make, avatar, session=session)
         await asyncio.to_thread(renderer.idle_frames)  # builds and caches the idle loop
         renderer = self._cached_renderer(avatar, renderer)
-        # The bot and the page find the lips through this (normalized to the output frame).
-        renderer.mouth_box = mouth_box(avatar)  # type: ignore[attr-defined]
         self.start_preload(name)
         return renderer
 
@@ -285,11 +245,51 @@ def _cache(c: CacheSettings) -> TieredCache | None:
     return TieredCache(CacheOptions(directory=c.dir, l1_bytes=c.l1_bytes, l2_bytes=c.l2_bytes))
 
 
-def _cached_tts(tts: Tts, options: TtsOptions, cache: TieredCache | None) -> Tts:
+@dataclass(frozen=True, slots=True)
+class Stages:
+    """The speech stages of the process, and the options the dialogue was built from."""
+
+    asr: Asr
+    dialogue: Dialogue
+    tts: Tts
+    dialogue_options: object
+
+
+def build_stages(settings: Settings, cache: TieredCache | None = None) -> Stages:
+    """ASR, dialogue and TTS from their sections, through the registries of the settings;
+    a section that names a fallback (a remote service's embedded engine) is wrapped with it."""
+    backends = settings.backends
+    asr = backends.asr.build(settings.asr)
+    asr_fallback = settings.asr.fallback_section()
+    if asr_fallback is not None:
+        asr = FallbackAsr(asr, backends.asr.build(asr_fallback))
+    tts = _cached_tts(settings.tts, backends.tts, cache)
+    tts_fallback = settings.tts.fallback_section()
+    if tts_fallback is not None:
+        tts = FallbackTts(tts, _cached_tts(tts_fallback, backends.tts, cache))
+    dialogue_options = settings.dialogue.options()
+    dialogue = backends.dialogue.make(dialogue_options)
+    return Stages(asr=asr, dialogue=dialogue, tts=tts, dialogue_options=dialogue_options)
+
+
+def _cached_tts(
+    section: BackendSettings, registry: Registry[Tts], cache: TieredCache | None
+) -> Tts:
+    options = section.options()
+    tts = registry.make(options)
     if cache is None:
         return tts
     versions = ",".join(f"{p}={_version(p)}" for p in ("piper-tts", "avatar-rtc"))
     return CachedTts(tts, cache, CachedTtsOptions(voice_id=f"{options!r}|{versions}"))
+
+
+def _segmenter_options(m: MediaSettings) -> SegmenterOptions:
+    return SegmenterOptions(
+        aggressiveness=m.vad_aggressiveness,
+        end_silence_ms=m.end_silence_ms,
+        min_utterance_s=m.min_utterance_s,
+        max_segment_s=m.max_segment_s,
+    )
 
 
 def _renderer_factory(settings: Settings) -> RendererFactory:
@@ -304,24 +304,16 @@ def _renderer_factory(settings: Settings) -> RendererFactory:
 
 
 def _load_blocking(settings: Settings) -> Services:
-    dialogue_opts = dialogue_options(settings)
-    tts_opts = tts_options(settings)
     cache = _cache(settings.cache)
     c = settings.cache
-    asr = make_asr(asr_options(settings))
-    if settings.asr.backend == "openai" and settings.asr.fallback_embedded:
-        asr = FallbackAsr(asr, make_asr(embedded_asr_options(settings)))
-    tts = _cached_tts(make_tts(tts_opts), tts_opts, cache)
-    if settings.tts.backend == "openai" and settings.tts.fallback_embedded:
-        embedded = embedded_tts_options(settings)
-        tts = FallbackTts(tts, _cached_tts(make_tts(embedded), embedded, cache))
+    stages = build_stages(settings, cache)
     services = Services(
-        asr=asr,
-        dialogue=make_dialogue(dialogue_opts),
-        tts=tts,
+        asr=stages.asr,
+        dialogue=stages.dialogue,
+        tts=stages.tts,
         avatars=AvatarStore(Path(settings.render.avatars_dir)),
         renderers=_renderer_factory(settings),
-        segmenter_options=segmenter_options(settings),
+        segmenter_options=_segmenter_options(settings.media),
         cache=cache,
         cache_plan=CachePlan(
             clips=c.clips,
@@ -330,12 +322,11 @@ def _load_blocking(settings: Settings) -> Services:
             preload_languages=tuple(c.preload_languages),
             speculate=c.speculate,
         ),
-        dialogue_options=dialogue_opts,
+        dialogue_options=stages.dialogue_options,
     )
     avatar = services.avatar(settings.render.avatar)  # prepared/loaded before ready
-    warm = getattr(services.renderers, "warm", None)  # GPU renderers compile here, not in a call
-    if warm is not None:
-        warm(avatar)
+    if isinstance(services.renderers, Warmable):  # GPU renderers compile here, not in a call
+        services.renderers.warm(avatar)
     return services
 
 

@@ -52,7 +52,7 @@ def test_options_validation() -> None:
 
 
 def test_factory_picks_by_options_type() -> None:
-    assert ASR_BACKENDS == {
+    assert {name: b.options for name, b in ASR_BACKENDS.items()} == {
         "whisper": WhisperAsrOptions,
         "fake": ScriptedAsrOptions,
         "openai": OpenAiAsrOptions,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +17,13 @@ from inference.avatar import (
     AvatarStore,
     FaceTooSmall,
     InputNotFound,
+    InputTooLarge,
     NoFaceFound,
     PreparedAvatar,
+    PrepareOptions,
     UnsupportedInput,
 )
+from inference.avatar.cli import main as cli_main
 from inference.avatar.geometry import CHIN, MOUTH_LEFT, MOUTH_RIGHT, NOSE_MID
 
 
@@ -55,6 +60,13 @@ def test_astronaut_landmarks_and_boxes(astronaut: PreparedAvatar) -> None:
     mx0, my0, mx1, my1 = astronaut.mouth_boxes[0]
     assert x0 <= mx0 < mx1 <= x1 and y0 <= my0 < my1 <= y1
     assert marks[CHIN, 1] <= y1  # the chin (and its margin) is inside the crop
+
+
+def test_mouth_box_is_normalized_around_the_lips(astronaut: PreparedAvatar) -> None:
+    tight = astronaut.mouth_box(margin=0.0)
+    assert tight == pytest.approx(tuple(astronaut.mouth_boxes[0] / 512))
+    x0, y0, x1, y1 = astronaut.mouth_box()
+    assert x0 < tight[0] and y0 < tight[1] and tight[2] < x1 and tight[3] < y1
 
 
 def test_mask_is_a_feathered_lower_face(astronaut: PreparedAvatar) -> None:
@@ -179,3 +191,89 @@ def test_webp_photo(store: AvatarStore, tmp_path: Path) -> None:
     assert cv2.imwrite(str(path), data.astronaut()[:, :, ::-1], [cv2.IMWRITE_WEBP_QUALITY, 90])
     avatar = store.prepare(path, "webp", progress=lambda d, t: None)
     assert avatar.kind == "photo" and avatar.frames.shape == (1, 512, 512, 3)
+
+
+def _png_declaring(width: int, height: int) -> bytes:
+    """A tiny PNG whose header declares ``width`` x ``height`` RGB pixels (a few rows of data)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 3000)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body).to_bytes(4, "big")
+        return len(body).to_bytes(4, "big") + kind + body + crc
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def _jpeg_declaring(width: int, height: int) -> bytes:
+    """SOI, an APP0 segment, then a baseline frame header declaring ``width`` x ``height``."""
+    app0 = b"\xff\xe0" + struct.pack(">H", 16) + b"JFIF\0" + bytes(9)
+    sof0 = b"\xff\xc0" + struct.pack(">HBHHB", 17, 8, height, width, 3) + bytes(9)
+    return b"\xff\xd8" + app0 + sof0 + b"\xff\xd9"
+
+
+def _webp_declaring(width: int, height: int) -> bytes:
+    """An extended (VP8X) WebP header declaring a ``width`` x ``height`` canvas."""
+    body = b"VP8X" + struct.pack("<I", 10) + bytes(4)
+    body += (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+    return b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WEBP" + body
+
+
+@pytest.mark.parametrize(
+    ("filename", "payload", "size"),
+    [
+        ("bomb.png", _png_declaring(100000, 100000), "100000x100000"),
+        ("wide.png", _png_declaring(30000, 30000), "30000x30000"),
+        ("bomb.jpg", _jpeg_declaring(60000, 60000), "60000x60000"),
+        ("bomb.webp", _webp_declaring(16000, 16000), "16000x16000"),
+        ("renamed.jpg", _png_declaring(100000, 100000), "100000x100000"),  # sniffed, not named
+    ],
+)
+def test_pixel_cap_is_checked_from_the_header(
+    store: AvatarStore, tmp_path: Path, filename: str, payload: bytes, size: str
+) -> None:
+    path = tmp_path / filename
+    path.write_bytes(payload)
+    assert len(payload) < 4096
+    with pytest.raises(InputTooLarge, match=rf"{size} pixels .* cap of 50000000 pixels"):
+        store.prepare(path, "bomb", progress=lambda d, t: None)
+    assert not store.exists("bomb")
+
+
+def test_pixel_cap_option_and_other_formats(tmp_path: Path) -> None:
+    capped = AvatarStore(tmp_path / "avatars", options=PrepareOptions(max_input_pixels=100_000))
+    photo = _write_rgb(tmp_path / "astronaut.jpg", data.astronaut())
+    with pytest.raises(InputTooLarge, match=r"512x512 pixels .* cap of 100000 pixels"):
+        capped.prepare(photo, "capped", progress=lambda d, t: None)
+    bmp = tmp_path / "bitmap.png"
+    assert cv2.imwrite(str(tmp_path / "bitmap.bmp"), data.astronaut())
+    bmp.write_bytes((tmp_path / "bitmap.bmp").read_bytes())
+    with pytest.raises(UnsupportedInput, match="not a JPEG, PNG or WebP"):
+        capped.prepare(bmp, "bitmap", progress=lambda d, t: None)
+    with pytest.raises(ValueError, match="max_input_pixels"):
+        PrepareOptions(max_input_pixels=0)
+
+
+def test_video_pixel_cap_from_the_stream_header(tmp_path: Path) -> None:
+    path = tmp_path / "clip.mp4"
+    _write_video(path, 3, size=352)
+    capped = AvatarStore(tmp_path / "avatars", options=PrepareOptions(max_input_pixels=100_000))
+    with pytest.raises(InputTooLarge, match=r"352x352 pixels .* cap of 100000 pixels"):
+        capped.prepare(path, "clip", progress=lambda d, t: None)
+    assert not capped.exists("clip")
+
+
+def test_cli_refuses_a_huge_image_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png_declaring(100000, 100000))
+    root = tmp_path / "avatars"
+    assert cli_main(["prepare", str(bomb), "--name", "bomb", "--root", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: 'bomb.png' is 100000x100000 pixels") and "Traceback" not in err
+    photo = _write_rgb(tmp_path / "a.jpg", data.astronaut())
+    args = ["prepare", str(photo), "--name", "a", "--root", str(root), "--max-pixels", "1000"]
+    assert cli_main(args) == 2
+    assert "cap of 1000 pixels" in capsys.readouterr().err
+    assert not root.exists() or not any(root.iterdir())

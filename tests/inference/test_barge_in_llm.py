@@ -14,6 +14,7 @@ from inference.cache import CacheOptions, TieredCache
 from inference.dialogue.faq import FaqIndex
 from inference.dialogue.openai_chat import OpenAiChatDialogue, OpenAiChatOptions
 from inference.render.cached import CachedRenderer, CachedRendererOptions
+from inference.service import ServiceOptions
 from inference.tts import CachedTts, CachedTtsOptions, FakeTts, FakeTtsOptions
 from signaling.call.events import ControlEvent, Timings
 from signaling.call.turn import TurnRequest, TurnRunner
@@ -31,7 +32,8 @@ async def test_barge_in_cancels_llm_tts_render_and_next_turn_is_clean() -> None:
     url = await server.start()
     try:
         cache = TieredCache(CacheOptions())
-        shared = OpenAiChatDialogue(FaqIndex.load(), OpenAiChatOptions(base_url=url))
+        options = OpenAiChatOptions(service=ServiceOptions(base_url=url))
+        shared = OpenAiChatDialogue(FaqIndex.load(), options)
         call = shared.for_call()
         tts_inner = FakeTts(FakeTtsOptions(realtime_factor=0.05))
         tts = CachedTts(tts_inner, cache, CachedTtsOptions(voice_id="fake"))

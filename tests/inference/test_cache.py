@@ -11,6 +11,7 @@ import pytest
 from stage_fakes import CountingRenderer
 
 from inference.cache import CacheOptions, TieredCache, cache_key
+from inference.render.base import FrameRateFollower, Seekable, rate_follower, seeker
 from inference.render.cached import CachedRenderer, CachedRendererOptions, decode_clip, encode_clip
 from inference.tts import CachedTts, CachedTtsOptions, FakeTts, FakeTtsOptions
 from inference.tts.cached import decode_chunks, encode_chunks
@@ -197,10 +198,25 @@ async def test_cached_renderer_keys_on_the_render_rate() -> None:
     r = CachedRenderer(inner, cache, CachedRendererOptions(avatar_id="a", renderer_id="r1"))
     audio = (np.arange(640 * 10) % 300).astype(np.int16)
     _ = [b async for b in r.render(audio)]
-    r.set_render_fps(10)  # reaches the inner renderer through the wrapper
-    assert inner.render_fps == 10
+    follower = rate_follower(r)
+    assert follower is inner  # the wrapped renderer's own ability
+    follower.set_render_fps(10)
     _ = [b async for b in r.render(audio)]
     assert len(inner.renders) == 2
-    r.set_render_fps(25)
+    follower.set_render_fps(25)
     _ = [b async for b in r.render(audio)]
     assert len(inner.renders) == 2  # the full-rate clip again
+
+
+def test_cached_renderer_claims_only_what_the_renderer_it_wraps_can() -> None:
+    class Seeking(CountingRenderer):
+        def seek(self, step: int) -> None:
+            pass
+
+    cache = TieredCache(CacheOptions())
+    options = CachedRendererOptions(avatar_id="a", renderer_id="r1")
+    plain = CachedRenderer(CountingRenderer(), cache, options)
+    assert seeker(plain) is None and rate_follower(plain) is None
+    assert not isinstance(plain, Seekable | FrameRateFollower)
+    inner = Seeking()
+    assert seeker(CachedRenderer(inner, cache, options)) is inner

@@ -51,7 +51,7 @@ def test_scripted_greeting_and_validation() -> None:
 
 
 def test_factory_picks_by_options_type() -> None:
-    assert DIALOGUE_BACKENDS == {
+    assert {name: b.options for name, b in DIALOGUE_BACKENDS.items()} == {
         "faq": FaqDialogueOptions,
         "fake": ScriptedDialogueOptions,
         "openai": OpenAiChatOptions,

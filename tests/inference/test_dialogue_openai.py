@@ -15,6 +15,7 @@ from inference.dialogue.openai_chat import OpenAiChatDialogue, OpenAiChatOptions
 from inference.dialogue.prompt import ChatMessage, build_messages, estimate_tokens, trim_history
 from inference.http import HttpTimeouts
 from inference.resilience import BreakerOptions, RetryOptions
+from inference.service import ServiceOptions
 from inference.types import Transcript
 
 APOLOGY = "Sorry, I'm having trouble answering right now."
@@ -33,14 +34,17 @@ async def server() -> AsyncIterator[FakeOpenAi]:
 
 
 async def _dialogue(fake: FakeOpenAi, index: FaqIndex, **kw: object) -> OpenAiChatDialogue:
+    """The dialogue on the fake; ``kw`` sets options of the service (``timeouts``, ``retry``,
+    ``breaker``) or of the dialogue."""
     url = await fake.start()
-    opts: dict[str, object] = {
+    service: dict[str, object] = {
         "base_url": url,
         "timeouts": HttpTimeouts(connect_s=1.0, first_byte_s=0.5, read_s=0.5),
         "retry": RetryOptions(attempts=2, base_delay_s=0.01),
     }
-    opts.update(kw)
-    return OpenAiChatDialogue(index, OpenAiChatOptions(**opts))  # type: ignore[arg-type]
+    service.update({k: kw.pop(k) for k in ("timeouts", "retry", "breaker") if k in kw})
+    options = OpenAiChatOptions(service=ServiceOptions(**service), **kw)  # type: ignore[arg-type]
+    return OpenAiChatDialogue(index, options)
 
 
 async def _say(d: object, text: str, language: str = "en") -> list[str]:
@@ -49,9 +53,9 @@ async def _say(d: object, text: str, language: str = "en") -> list[str]:
 
 
 def test_registered() -> None:
-    assert DIALOGUE_BACKENDS["openai"] is OpenAiChatOptions
+    assert DIALOGUE_BACKENDS["openai"].options is OpenAiChatOptions
     with pytest.raises(ValueError, match="base_url"):
-        OpenAiChatOptions(base_url="127.0.0.1:8000")
+        OpenAiChatOptions(service=ServiceOptions(base_url="127.0.0.1:8000"))
 
 
 def test_prompt_has_persona_language_and_kb(index: FaqIndex) -> None:

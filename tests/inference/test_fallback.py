@@ -11,6 +11,7 @@ from fake_openai import FakeOpenAi, Fault
 from inference.asr import OpenAiAsr, OpenAiAsrOptions, ScriptedAsr, ScriptedAsrOptions
 from inference.fallback import FallbackAsr, FallbackTts
 from inference.resilience import RetryOptions, ServiceUnavailable
+from inference.service import ServiceOptions
 from inference.tts import FakeTts, FakeTtsOptions
 from inference.types import PcmChunk, Utterance
 
@@ -20,7 +21,9 @@ async def test_asr_falls_back_when_the_service_is_down() -> None:
     url = await fake.start()
     try:
         fake.fail("transcriptions", Fault(status=500))
-        primary = OpenAiAsr(OpenAiAsrOptions(base_url=url, retry=RetryOptions(attempts=1)))
+        primary = OpenAiAsr(
+            OpenAiAsrOptions(service=ServiceOptions(base_url=url, retry=RetryOptions(attempts=1)))
+        )
         asr = FallbackAsr(primary, ScriptedAsr(ScriptedAsrOptions(transcripts=("embedded",))))
         utt = Utterance(samples=np.zeros(8000, np.int16), start_s=0.0, end_s=0.5)
         assert (await asr.transcribe(utt)).text == "embedded" and asr.fallbacks == 1

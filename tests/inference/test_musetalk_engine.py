@@ -7,6 +7,14 @@ import pytest
 import torch
 from musetalk_helpers import engine, make_avatar, tiny_models
 
+from inference.render.batching import (
+    AudioLaneEngine,
+    AudioWarmingEngine,
+    PaddedEngine,
+    PipelinedEngine,
+    ShrinkableEngine,
+    TimedHandle,
+)
 from inference.render.musetalk import EngineOptions, FrameJob, MuseTalkEngine
 from inference.render.musetalk.blend import blend_faces
 from inference.render.musetalk.latents import crop_faces
@@ -110,6 +118,19 @@ def test_submitted_batches_finish_in_any_order_with_run_batch_frames() -> None:
             assert np.array_equal(g, w)
     with eng.audio_lane():  # on the CPU: no stream, the work simply runs
         assert eng.audio.encode(torch.zeros(1, 1600)).shape[0] == 1
+
+
+def test_the_engine_declares_every_ability_the_scheduler_uses() -> None:
+    eng = engine()
+    for ability in (
+        PipelinedEngine,
+        PaddedEngine,
+        ShrinkableEngine,
+        AudioWarmingEngine,
+        AudioLaneEngine,
+    ):
+        assert isinstance(eng, ability), ability.__name__
+    assert isinstance(eng.submit_batch(_jobs(1)), TimedHandle)
 
 
 def test_mask_decode_only_changes_what_the_mask_sees() -> None:

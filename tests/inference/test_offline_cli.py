@@ -12,6 +12,7 @@ import pytest
 from inference.avatar import DEFAULT_AVATAR_NAME, PreparedAvatar
 from inference.offline import AvatarSource, Manifest, WarpFrames
 from inference.offline.cli import main
+from inference.render.base import Renderer, RendererWrapper
 from inference.render.warp import WarpOptions
 from inference.tts import FakeTts
 
@@ -88,22 +89,32 @@ class _CountingFrames:
         self.name, self.fps = inner.name, inner.fps
         self.calls = 0
 
-    async def frames(
-        self, avatar: PreparedAvatar, audio_16k: np.ndarray, *, height: int
-    ) -> AsyncIterator[list[np.ndarray]]:
+    def renderer(self, avatar: PreparedAvatar, *, height: int) -> Renderer:
         self.calls += 1
-        k = 0
-        async for batch in self.inner.frames(avatar, audio_16k, height=height):
-            if self.calls == self.fail_on and k >= self.after:
-                raise RuntimeError("injected renderer failure")
-            yield batch
-            k += 1
+        failing = self.calls == self.fail_on
+        return _FailingRenderer(self.inner.renderer(avatar, height=height), failing, self.after)
 
     def describe(self) -> str:
         return self.inner.describe()
 
     def close(self) -> None:
         self.inner.close()
+
+
+class _FailingRenderer(RendererWrapper):
+    """Fails after ``after`` batches when ``failing``."""
+
+    def __init__(self, inner: Renderer, failing: bool, after: int) -> None:
+        super().__init__(inner)
+        self.failing, self.after = failing, after
+
+    async def render(self, audio_16k: np.ndarray) -> AsyncIterator[list[np.ndarray]]:
+        k = 0
+        async for batch in self.inner.render(audio_16k):
+            if self.failing and k >= self.after:
+                raise RuntimeError("injected renderer failure")
+            yield batch
+            k += 1
 
 
 def _script(path: Path, rows: list[tuple[str, str]]) -> Path:

@@ -54,11 +54,13 @@ async def test_frames_in_memory_sized_batches(engine: MuseTalkEngine) -> None:
     frames = MuseTalkFrames(engine, CPU)
     avatar = make_avatar(n=3)
     audio = speech_like(0.5)
-    batches = [b async for b in frames.frames(avatar, audio, height=64)]
+    renderer = frames.renderer(avatar, height=64)
+    assert renderer.frame_size == (80, 64) and renderer.fps == 25
+    batches = [b async for b in renderer.render(audio)]
     assert [len(b) for b in batches] == [4, 4, 4, 1]  # 13 frames, capped at max_batch
     assert all(f.shape == (64, 80, 3) and f.dtype == np.uint8 for b in batches for f in b)
     full = [f for b in batches for f in b]
-    again = [f async for b in frames.frames(avatar, audio, height=64) for f in b]
+    again = [f async for b in frames.renderer(avatar, height=64).render(audio) for f in b]
     assert all(np.array_equal(a, b) for a, b in zip(full, again, strict=True))
     frames.close()
 
@@ -66,7 +68,8 @@ async def test_frames_in_memory_sized_batches(engine: MuseTalkEngine) -> None:
 async def test_out_of_memory_halves_the_batch(engine: MuseTalkEngine) -> None:
     oom = _OomEngine(engine, limit=2)
     frames = MuseTalkFrames(oom, MuseTalkFramesOptions(device="cpu", max_batch=16))
-    batches = [b async for b in frames.frames(make_avatar(), speech_like(0.3), height=128)]
+    renderer = frames.renderer(make_avatar(), height=128)
+    batches = [b async for b in renderer.render(speech_like(0.3))]
     assert sum(len(b) for b in batches) == 8
     assert oom.tried[:3] == [8, 4, 2] and frames.batch_sizes == [2, 2, 2, 2]
     assert oom.shrunk == [4, 2]  # a static compiled graph's cap follows the halving

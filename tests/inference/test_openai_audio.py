@@ -14,6 +14,7 @@ from fake_openai import FakeOpenAi, Fault
 from inference.asr import ASR_BACKENDS, OpenAiAsr, OpenAiAsrOptions, make_asr
 from inference.http import HttpTimeouts
 from inference.resilience import BreakerOptions, CircuitOpenError, RetryOptions, ServiceUnavailable
+from inference.service import ServiceOptions
 from inference.tts import TTS_BACKENDS, OpenAiTts, OpenAiTtsOptions, make_tts
 from inference.tts.fake import FakeTtsOptions, fake_speech
 from inference.tts.openai_http import WavStreamParser
@@ -37,8 +38,9 @@ def _utterance() -> Utterance:
 
 async def test_asr_transcribes_and_sends_a_wav(server: FakeOpenAi) -> None:
     url = await server.start()
-    asr = make_asr(OpenAiAsrOptions(base_url=url, model="whisper-x", timeouts=FAST, retry=RETRY))
-    assert ASR_BACKENDS["openai"] is OpenAiAsrOptions and isinstance(asr, OpenAiAsr)
+    service = ServiceOptions(base_url=url, model="whisper-x", timeouts=FAST, retry=RETRY)
+    asr = make_asr(OpenAiAsrOptions(service=service))
+    assert ASR_BACKENDS["openai"].options is OpenAiAsrOptions and isinstance(asr, OpenAiAsr)
     t = await asr.transcribe(_utterance())
     assert t.text == "What are your opening hours?" and t.language == "en"
     _, form = server.requests[0]
@@ -49,7 +51,9 @@ async def test_asr_transcribes_and_sends_a_wav(server: FakeOpenAi) -> None:
 async def test_asr_retries_then_fails_clearly(server: FakeOpenAi) -> None:
     url = await server.start()
     server.fail("transcriptions", Fault(status=502), Fault(delay_s=1.0))
-    asr = OpenAiAsr(OpenAiAsrOptions(base_url=url, timeouts=FAST, retry=RETRY))
+    asr = OpenAiAsr(
+        OpenAiAsrOptions(service=ServiceOptions(base_url=url, timeouts=FAST, retry=RETRY))
+    )
     with pytest.raises(ServiceUnavailable, match="first_byte timeout"):
         await asr.transcribe(_utterance())
     server.fail("transcriptions", Fault(status=500))
@@ -61,9 +65,11 @@ async def test_asr_breaker_fails_fast(server: FakeOpenAi) -> None:
     server.fail("transcriptions", Fault(status=500))
     asr = OpenAiAsr(
         OpenAiAsrOptions(
-            base_url=url,
-            retry=RetryOptions(attempts=1),
-            breaker=BreakerOptions(failure_threshold=1, reset_after_s=60),
+            service=ServiceOptions(
+                base_url=url,
+                retry=RetryOptions(attempts=1),
+                breaker=BreakerOptions(failure_threshold=1, reset_after_s=60),
+            )
         )
     )
     with pytest.raises(ServiceUnavailable):
@@ -78,10 +84,13 @@ async def test_tts_streams_each_sentence(server: FakeOpenAi, fmt: Literal["wav",
     url = await server.start()
     tts = make_tts(
         OpenAiTtsOptions(
-            base_url=url, response_format=fmt, chunk_ms=100, voices=(("zh", "xiaoxiao"),)
+            service=ServiceOptions(base_url=url),
+            response_format=fmt,
+            chunk_ms=100,
+            voices=(("zh", "xiaoxiao"),),
         )
     )
-    assert TTS_BACKENDS["openai"] is OpenAiTtsOptions
+    assert TTS_BACKENDS["openai"].options is OpenAiTtsOptions
     chunks = [c async for c in tts.synthesize("Hello there. How are you?", "en")]
     assert [c.final for c in chunks].count(True) == 1 and chunks[-1].final
     assert {c.sample_rate for c in chunks} == {24000}
@@ -101,7 +110,8 @@ async def test_tts_streams_each_sentence(server: FakeOpenAi, fmt: Literal["wav",
 
 async def test_tts_retries_before_audio_but_not_after(server: FakeOpenAi) -> None:
     url = await server.start()
-    tts = OpenAiTts(OpenAiTtsOptions(base_url=url, timeouts=FAST, retry=RETRY, chunk_ms=50))
+    service = ServiceOptions(base_url=url, timeouts=FAST, retry=RETRY)
+    tts = OpenAiTts(OpenAiTtsOptions(service=service, chunk_ms=50))
     server.fail("speech", Fault(status=500))
     chunks = [c async for c in tts.synthesize("Hello there.")]
     assert sum(len(c.samples) for c in chunks) > 0 and len(server.requests) == 2

@@ -13,12 +13,8 @@ from typing import Any
 import pytest
 import torch
 
-from inference.render.scheduler import (
-    FairDegrader,
-    RenderScheduler,
-    SchedulerOptions,
-    SchedulerPool,
-)
+from inference.render.scheduler import FairDegrader, RenderScheduler, SchedulerOptions
+from inference.render.scheduler_pool import SchedulerPool
 
 
 class FakeClock:

@@ -14,13 +14,8 @@ import pytest
 from musetalk_helpers import make_avatar, speech_like, tiny_models
 
 from inference.render.musetalk import MuseTalkService, ServiceOptions
-from inference.render.scheduler import (
-    RenderScheduler,
-    RenderStalled,
-    RenderUnavailable,
-    SchedulerOptions,
-    SchedulerPool,
-)
+from inference.render.scheduler import RenderScheduler, RenderStalled, SchedulerOptions
+from inference.render.scheduler_pool import RenderUnavailable, SchedulerPool
 from inference.render.stall import StallTimer
 
 FLOOR = 0.3  # seconds: the stall limit floor of these tests

@@ -38,7 +38,7 @@ async def test_without_fallback_unknown_language_is_an_error() -> None:
 
 
 async def test_default_router_speaks_english_with_piper_and_chinese_with_espeak() -> None:
-    router = make_tts(LanguageRouterTtsOptions())
+    router = make_tts(TTS_BACKENDS.default_section().options())
     assert isinstance(router, LanguageRouterTts)
     assert isinstance(router.engine_for("en"), PiperTts)
     assert isinstance(router.engine_for("zh"), EspeakTts)
@@ -56,13 +56,14 @@ def test_same_options_share_one_engine() -> None:
 
 
 def test_router_options_validation_and_registry() -> None:
-    assert TTS_BACKENDS == {
+    assert {name: b.options for name, b in TTS_BACKENDS.items()} == {
         "piper": PiperTtsOptions,
         "espeak": EspeakTtsOptions,
         "fake": FakeTtsOptions,
         "router": LanguageRouterTtsOptions,
         "openai": OpenAiTtsOptions,
     }
+    assert list(TTS_BACKENDS.configurable()) == ["piper", "espeak", "fake", "openai"]
     with pytest.raises(TypeError, match="route 'en'"):
         LanguageRouterTtsOptions(routes={"en": "piper"})
     with pytest.raises(ValueError, match="not routed"):

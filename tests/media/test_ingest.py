@@ -141,3 +141,39 @@ async def test_rejects_video_track_and_surfaces_errors() -> None:
 
     with pytest.raises(TypeError, match="AudioFrame"):
         await collect(MicIngest(Broken()))
+
+
+class SilentTrack(MediaStreamTrack):
+    """A live track that never delivers a frame (a call whose media never connected)."""
+
+    kind = "audio"
+
+    async def recv(self) -> av.AudioFrame:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+def _receive_tasks() -> list[asyncio.Task[object]]:
+    return [t for t in asyncio.all_tasks() if "MicIngest._receive" in repr(t.get_coro())]
+
+
+async def test_a_cancelled_consumer_ends_the_receive_task() -> None:
+    ingest = MicIngest(SilentTrack())
+    consumer = asyncio.ensure_future(collect(ingest))
+    await asyncio.sleep(0.01)
+    [receive] = _receive_tasks()
+    consumer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await consumer
+    await asyncio.sleep(0)
+    assert receive.done() and not _receive_tasks()
+
+
+async def test_close_waits_for_the_receive_task() -> None:
+    ingest = MicIngest(SilentTrack())
+    ingest.start()
+    await asyncio.sleep(0.01)
+    [receive] = _receive_tasks()
+    await ingest.close()
+    assert receive.done()
+    assert await collect(ingest) == []  # iteration after close ends at once

@@ -20,7 +20,8 @@ from inference.render.musetalk.engine import EngineOptions, MuseTalkEngine
 from inference.render.musetalk.model import MuseTalkModels
 from inference.render.musetalk.renderer import MuseTalkRenderer, RendererOptions
 from inference.render.musetalk.weights import load_musetalk
-from inference.render.scheduler import RenderScheduler, SchedulerOptions, SchedulerPool
+from inference.render.scheduler import RenderScheduler, SchedulerOptions
+from inference.render.scheduler_pool import SchedulerPool
 
 __all__ = ["MuseTalkService", "ServiceOptions"]
 

@@ -9,11 +9,10 @@ from aiortc import RTCPeerConnection
 
 from inference.render.base import FrameRateFollower
 from media.clock import MediaClock
-from media.congestion.loop import PeerSession, QualityLoop, attach_quality
+from media.congestion.loop import PeerSession, QualityChange, QualityLoop, attach_quality
 from media.congestion.retransmit import RetransmitLimiter
 from media.player import AvPlayer, IdleLoop
 from media.tracks import ClockedAudioTrack, ClockedVideoTrack
-from signaling.call.events import QualityChanged
 from tests.harness.netem import Impairment, relayed_call
 from tests.rtc_helpers import NoiseRenderer, drain_track, patch_loopback_ice
 
@@ -30,10 +29,11 @@ async def test_a_bottleneck_moves_bitrate_rung_fps_and_renderer_together(
     video = ClockedVideoTrack(player, clock, IdleLoop(renderer.idle_frames()), fps=25)
     sessions: list[PeerSession] = []
     loops: list[QualityLoop] = []
+    changes: list[QualityChange] = []
 
     def negotiated(sender: RTCPeerConnection, receiver: RTCPeerConnection) -> None:
         sessions.append(PeerSession(sender, clock, video, renderer))
-        loops.append(attach_quality(sessions[0]))
+        loops.append(attach_quality(sessions[0], on_change=changes.append))
 
     audio = ClockedAudioTrack(player, clock)
     async with relayed_call(audio, video, drain_track, seed=3, negotiated=negotiated) as call:
@@ -69,8 +69,7 @@ async def test_a_bottleneck_moves_bitrate_rung_fps_and_renderer_together(
             assert renderer.height == min(rung.height, 360)
             above = loop.controller.ladder[index - 1].bitrate
             assert loop.encoder is not None and loop.encoder.bitrate <= above
-            changed = [e for e in sessions[0].events if isinstance(e, QualityChanged)]
-            assert changed and changed[-1].fps == rung.fps
+            assert changes and changes[-1].rung == rung and changes[-1].index == index
         finally:
             for running in loops:
                 await running.stop()

@@ -11,8 +11,10 @@ import pytest
 from aiohttp import web
 
 from inference.avatar import PreparedAvatar
+from inference.cache import CacheOptions, TieredCache
 from inference.dialogue.base import Dialogue
-from inference.render.base import FrameRateFollower, Renderer
+from inference.render.base import Renderer, rate_follower, seeker
+from inference.render.cached import CachedRenderer, CachedRendererOptions
 from inference.types import ReplySentence, Transcript
 from signaling.call.supervise import RestartPolicy, SupervisedRenderer
 from signaling.client.loadgen import ProbeCall, ProbeOptions
@@ -224,9 +226,10 @@ async def test_supervised_renderer_passes_the_render_rate_on_also_after_a_restar
     r = SupervisedRenderer(
         first, restart=restart, policy=RestartPolicy(max_restarts=1, window_s=60, backoff_s=0.0)
     )
-    assert isinstance(r, FrameRateFollower) and r.render_fps == 25
-    r.set_render_fps(10)  # a low quality rung
-    assert first.render_fps == 10 and r.render_fps == 10
+    follower = rate_follower(r)
+    assert follower is not None and follower.render_fps == 25
+    follower.set_render_fps(10)  # a low quality rung
+    assert first.render_fps == 10 and follower.render_fps == 10
     await _frames(r)  # fails: restarted in the background
     for _ in range(50):
         if made:
@@ -234,4 +237,58 @@ async def test_supervised_renderer_passes_the_render_rate_on_also_after_a_restar
         await asyncio.sleep(0.01)
     await asyncio.sleep(0.01)
     assert made and made[0].render_fps == 10
+    await r.close()
+
+
+class _Seeking(_Fake):
+    def __init__(self, fail: bool) -> None:
+        super().__init__(fail)
+        self.seeks: list[int] = []
+
+    def seek(self, step: int) -> None:
+        self.seeks.append(step)
+
+
+async def test_supervised_renderer_claims_only_what_the_renderer_it_wraps_can() -> None:
+    async def restart() -> Renderer:
+        return _Fake(fail=False)
+
+    plain = SupervisedRenderer(_Fake(fail=False), restart=restart)
+    assert seeker(plain) is None and rate_follower(plain) is None
+    cache = TieredCache(CacheOptions())
+    following = _Following(fail=False)
+    cached = CachedRenderer(following, cache, CachedRendererOptions(avatar_id="a", renderer_id="r"))
+    over_cache = SupervisedRenderer(cached, restart=restart)
+    assert seeker(over_cache) is None
+    follower = rate_follower(over_cache)
+    assert follower is not None
+    follower.set_render_fps(10)  # through the supervisor and the cache
+    assert following.render_fps == 10
+
+
+async def test_supervised_renderer_seeks_the_renderer_running_now() -> None:
+    made: list[_Seeking] = []
+
+    async def restart() -> Renderer:
+        made.append(_Seeking(fail=False))
+        return made[-1]
+
+    first = _Seeking(fail=True)
+    r = SupervisedRenderer(
+        first, restart=restart, policy=RestartPolicy(max_restarts=1, window_s=60, backoff_s=0.05)
+    )
+    timeline = seeker(r)
+    assert timeline is not None
+    timeline.seek(7)
+    assert first.seeks == [7]
+    await _frames(r)  # fails: the idle loop stands in until the restart, without a timeline
+    assert not r.healthy and seeker(r) is None
+    for _ in range(100):
+        if r.healthy:
+            break
+        await asyncio.sleep(0.01)
+    timeline = seeker(r)
+    assert timeline is not None
+    timeline.seek(9)
+    assert made[0].seeks == [9] and first.seeks == [7]
     await r.close()

@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Sequence
 
 import numpy as np
 import pytest
 
 from inference.asr import ScriptedAsr, ScriptedAsrOptions
+from inference.avatar import DEFAULT_AVATAR_NAME, PreparedAvatar
+from inference.cache import CacheOptions, TieredCache
 from inference.dialogue import ScriptedDialogue, ScriptedDialogueOptions
+from inference.render.base import Renderer
+from inference.render.cached import CachedRenderer
+from inference.render.warp import WarpOptions, WarpRenderer
 from inference.tts import FakeTts, FakeTtsOptions
 from inference.types import Utterance
 from media.clock import ManualClock
 from media.player import AvPlayer
 from signaling.call.events import ControlEvent, ReplyText, StateChanged, Timings, TranscriptEvent
+from signaling.call.supervise import SupervisedRenderer
 from signaling.call.turn import TurnRequest, TurnRunner, detect_language
+from signaling.stages.services import CachePlan, Services
 
 
 class RecordingRenderer:
@@ -61,7 +69,7 @@ class RecordingRenderer:
 
 
 def make_runner(
-    renderer: RecordingRenderer, *, transcripts: tuple[str, ...] = ("Where is my order?",)
+    renderer: Renderer, *, transcripts: tuple[str, ...] = ("Where is my order?",)
 ) -> tuple[TurnRunner, AvPlayer, list[ControlEvent], ManualClock]:
     clock = ManualClock(10.0)
     player = AvPlayer(clock=clock, fps=25, lead_s=0.12)
@@ -116,6 +124,57 @@ async def test_speech_from_silence_seeks_the_renderer_to_the_idle_step() -> None
     await runner.run(TurnRequest(turn=1, speech_end=10.0, text="Hello"))
     # The first chunk starts at 10.12 s: step 253 of the idle loop; the second continues.
     assert renderer.seeks == [253]
+
+
+class SeekLoggingWarp(WarpRenderer):
+    """The real warp renderer, noting every seek."""
+
+    def __init__(self, avatar: PreparedAvatar, seeks: list[int]) -> None:
+        super().__init__(avatar, options=WarpOptions(output_long_side=64, seed=1))
+        self.seeks = seeks
+
+    def seek(self, step: int) -> None:
+        self.seeks.append(step)
+        super().seek(step)
+
+
+class SeekLoggingFactory:
+    """A renderer factory of :class:`SeekLoggingWarp`, all noting into ``seeks``."""
+
+    def __init__(self) -> None:
+        self.seeks: list[int] = []
+
+    def make(self, avatar: PreparedAvatar, *, session: str) -> Renderer:
+        return SeekLoggingWarp(avatar, self.seeks)
+
+    def release(self, session: str) -> None:
+        pass
+
+
+@pytest.mark.parametrize("clips", [True, False], ids=["cached", "uncached"])
+async def test_a_live_calls_renderer_seeks_to_the_idle_step(
+    fake_services: Services, clips: bool
+) -> None:
+    """Through the wrappers of a live call: the renderer ``Services.renderer_for`` gives (the
+    clip cache over the warp renderer for a photo with clips on), supervised as ``Session``
+    does."""
+    factory = SeekLoggingFactory()
+    services = dataclasses.replace(
+        fake_services,
+        renderers=factory,
+        cache=TieredCache(CacheOptions()),
+        cache_plan=CachePlan(clips=clips, preload=False, speculate=False),
+    )
+
+    async def restart() -> Renderer:
+        return await services.renderer_for(DEFAULT_AVATAR_NAME, session="s1")
+
+    made = await restart()
+    assert isinstance(made, CachedRenderer) is clips
+    renderer = SupervisedRenderer(made, restart=restart)
+    runner, *_ = make_runner(renderer)
+    await runner.run(TurnRequest(turn=1, speech_end=10.0, text="Hello"))
+    assert factory.seeks == [253]  # talking starts where the idle loop is: 10.12 s at 25 fps
 
 
 async def test_short_renderer_keeps_the_voice_and_holds_the_last_face() -> None:

@@ -26,6 +26,10 @@ Serve = Callable[[web.Application], Awaitable[str]]
 BACKEND_KEY = "backend-key-0123456789"
 KIOSK_KEY = "kiosk-key-0123456789"
 KIOSK = "https://kiosk.example"
+SDP = (  # passes the offer's checks, so the token is looked at
+    "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+    "a=fingerprint:sha-256 AA:BB\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\n"
+)
 
 
 @pytest.fixture
@@ -109,6 +113,28 @@ async def test_keys_tokens_and_scopes(
             await ws.receive()
             assert ws.close_code == 4403
     async with ProbeCall(ProbeOptions(url=url, api_key=BACKEND_KEY)) as call:
+        assert "nine to five" in await call.ask("Hours?", wait_end=False)
+
+
+async def test_an_access_token_starts_one_call(
+    protected: Settings, fake_services: Services, serve: Serve
+) -> None:
+    url = await serve(create_app(protected, services=fake_services))
+    status, body = await post(url + "/session", Authorization=f"Bearer {BACKEND_KEY}")
+    assert status == 200
+    token = str(body["token"])
+    async with ProbeCall(ProbeOptions(url=url, token=token)) as call:
+        with pytest.raises(OfferRefused) as refused:
+            await ProbeCall(ProbeOptions(url=url, token=token)).connect()
+        assert refused.value.status == 401 and "already used" in refused.value.reason
+        offer = {"sdp": SDP, "type": "offer"}
+        status, body = await post(url + "/offer", offer, Authorization=f"Bearer {token}")
+        assert status == 401 and "already used" in str(body["error"])
+        # The call itself goes on: its session token reopens the socket and resumes it.
+        first = call.session_id
+        await call.resume()
+        await call.resume()
+        assert call.session_id == first
         assert "nine to five" in await call.ask("Hours?", wait_end=False)
 
 

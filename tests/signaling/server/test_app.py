@@ -122,6 +122,29 @@ async def test_call_metrics_admission_and_goodbye(
         await server.close()
 
 
+async def test_hostile_json_bodies_get_a_clear_400(
+    settings: Settings, fake_services: Services
+) -> None:
+    """Nesting deep enough to exhaust the parser's recursion, and NaN, which JSON lacks."""
+    server, url = await start(create_app(settings, services=fake_services))
+    deep = "[" * 1500 + "]" * 1500  # within /session's 4 KB
+    bodies = [("/session", deep), ("/offer", deep), ("/offer", "[" * 30000 + "]" * 30000)]
+    bodies.append(("/offer", '{"a":' * 1500 + "1" + "}" * 1500))
+    headers = {"Content-Type": "application/json"}
+    try:
+        async with ClientSession() as http:
+            for path, body in bodies:
+                async with http.post(url + path, data=body, headers=headers) as r:
+                    assert r.status == 400, (path, r.status)
+                    assert "nested deeper than 32 levels" in (await r.json())["error"]
+            for path in ("/offer", "/session"):
+                async with http.post(url + path, data='{"x":NaN}', headers=headers) as r:
+                    assert r.status == 400
+                    assert "not valid JSON" in (await r.json())["error"]
+    finally:
+        await server.close()
+
+
 def test_log_lines_carry_the_session(capsys: pytest.CaptureFixture[str]) -> None:
     configure_logging("json")
     try:

@@ -1,7 +1,9 @@
 """Hostile input: hypothesis fuzzes ``/offer``, ``/session`` and the control WebSocket.
 
 Every input must get a 4xx answer or a clean close (1008, 1009, 44xx), never a 500, an
-internal-error close (1011) or a hang (each exchange is bounded by a timeout). The server
+internal-error close (1011) or a hang (each exchange is bounded by a timeout), and every
+message the server sends must be strict JSON (no NaN or Infinity). Inputs include deep
+nesting, non-finite numbers and lone surrogates (``\\ud800``). The server
 runs on its own event loop thread so the synchronous hypothesis tests can drive it. The
 number of cases run is printed.
 """
@@ -103,17 +105,37 @@ def harness(fake_services: Services, capsys: pytest.CaptureFixture[str]) -> Iter
 
 
 header_text = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=80)
+lone_surrogates = st.sampled_from(["\ud800", "x\udfff", "\udc00\ud800", "\udbff!"])
 json_values = st.recursive(
     st.none()
     | st.booleans()
     | st.integers()
     | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(max_size=40),
+    | st.text(max_size=40)
+    | lone_surrogates,
     lambda inner: (
         st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
     ),
     max_leaves=12,
 )
+
+
+def deep_json(max_depth: int) -> st.SearchStrategy[str]:
+    """Arrays or objects nested past the server's limit (32), some past Python's recursion."""
+    return st.integers(33, max_depth).flatmap(
+        lambda n: st.sampled_from(
+            [
+                "[" * n + "]" * n,
+                "[" * n,
+                '{"a":' * n + "1" + "}" * n,
+                '{"type":"ping","t":' + "[" * n + "]" * n + "}",
+            ]
+        )
+    )
+
+
+def _strict(name: str) -> None:
+    raise AssertionError(f"the server sent {name}, which is not JSON")
 
 
 @st.composite
@@ -152,7 +174,8 @@ def offer_bodies(lines: list[str]) -> st.SearchStrategy[bytes]:
     )
     as_json = st.one_of(keyed, near_valid, json_values).map(lambda v: json.dumps(v).encode())
     huge = st.integers(70_000, 200_000).map(lambda n: b'{"sdp": "' + b"v" * n + b'"}')
-    return st.one_of(as_json, as_json, as_json, st.binary(max_size=600), huge)
+    deep = deep_json(20_000).map(str.encode)
+    return st.one_of(as_json, as_json, as_json, st.binary(max_size=600), huge, deep)
 
 
 async def _post(h: Harness, path: str, body: bytes, headers: dict[str, str]) -> int:
@@ -202,7 +225,11 @@ def test_fuzz_session(harness: Harness) -> None:
 
     @FUZZ
     @given(
-        body=st.one_of(st.binary(max_size=300), json_values.map(lambda v: json.dumps(v).encode())),
+        body=st.one_of(
+            st.binary(max_size=300),
+            json_values.map(lambda v: json.dumps(v).encode()),
+            deep_json(3000).map(str.encode),
+        ),
         auth=st.none() | header_text,
         key=st.none() | header_text,
         origin=st.none() | st.just(h.url) | header_text,
@@ -223,18 +250,24 @@ def ws_messages() -> st.SearchStrategy[str | bytes]:
         {"type": st.one_of(st.sampled_from(["text", "interrupt", "ping"]), json_values)},
         optional={"text": st.one_of(st.text(max_size=300), json_values), "t": json_values},
     )
+    non_finite = st.sampled_from(["1e999", "-1e999", "NaN", "-Infinity", "1" + "0" * 400])
     return st.one_of(
         typed.map(json.dumps),
         json_values.map(json.dumps),
         st.text(max_size=300),
         st.binary(max_size=300),
         st.integers(9_000, 100_000).map(lambda n: "x" * n),
+        deep_json(4000),
+        non_finite.map(lambda t: '{"type": "ping", "t": ' + t + "}"),
     )
 
 
-async def _ws_exchange(h: Harness, message: str | bytes) -> int | None:
+async def _ws_exchange(
+    h: Harness, message: str | bytes, seen: list[dict[str, Any]] | None = None
+) -> int | None:
     """Send ``message`` on a fresh socket of the live call, then a ping: a pong (None) or
-    the socket's close code."""
+    the socket's close code (-1: dropped without a close frame). Every message received
+    must be strict JSON; ``seen`` collects them."""
     query = {"session": h.call.session_id, "token": h.call.session_token}
     async with h.http.ws_connect(h.url + "/ws", params=query) as ws:
         if isinstance(message, bytes):
@@ -244,10 +277,15 @@ async def _ws_exchange(h: Harness, message: str | bytes) -> int | None:
         if not ws.closed:
             await ws.send_json({"type": "ping", "t": 7})
         async for msg in ws:
-            if msg.type == aiohttp.WSMsgType.TEXT and json.loads(msg.data).get("type") == "pong":
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                continue
+            event = json.loads(msg.data, parse_constant=_strict)
+            if seen is not None:
+                seen.append(event)
+            if event.get("type") == "pong" and event.get("t") == 7:
                 await ws.close(code=4000)  # leave without hanging up (1000 would)
                 return None
-        return ws.close_code
+        return ws.close_code if ws.close_code is not None else -1
 
 
 def test_fuzz_websocket_messages(harness: Harness) -> None:
@@ -263,6 +301,28 @@ def test_fuzz_websocket_messages(harness: Harness) -> None:
 
     case()
     assert h.call.session_id in h.app[STATE].sessions
+
+
+@pytest.mark.parametrize(
+    ("message", "needle"),
+    [
+        ("[" * 4000 + "]" * 4000, "nested deeper than 32"),  # within the message size
+        ('{"type": "text", "text": ' + "[" * 40 + "]" * 40 + "}", "nested deeper than 32"),
+        ('{"type": "text", "text": "\\ud800"}', "lone surrogate"),
+        ('{"type": "text", "text": "hi \\udfff"}', "lone surrogate"),
+        ('{"type": "ping", "t": 1e999}', "finite number"),
+        ('{"type": "ping", "t": NaN}', "not valid JSON"),
+        ('{"type": "ping", "t": Infinity}', "not valid JSON"),
+    ],
+)
+def test_hostile_ws_messages_get_an_error_and_events_keep_flowing(
+    harness: Harness, message: str, needle: str
+) -> None:
+    seen: list[dict[str, Any]] = []
+    assert harness.run(_ws_exchange(harness, message, seen)) is None  # the pong came
+    errors = [str(e.get("reason")) for e in seen if e.get("type") == "error"]
+    assert any(needle in reason for reason in errors), seen
+    assert harness.run(_ws_exchange(harness, '{"type": "ping"}')) is None
 
 
 async def _ws_query(h: Harness, session: str, token: str) -> int | None:

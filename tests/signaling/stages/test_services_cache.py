@@ -43,7 +43,8 @@ async def test_services_wire_llm_cache_and_preload(tmp_path: Path, avatars_root:
         assert stats["puts"] and stats["misses"]
         renderer = await services.renderer_for(settings.render.avatar, session="s1")
         assert isinstance(renderer, CachedRenderer)
-        assert getattr(renderer, "mouth_box", None) is not None
+        x0, y0, x1, y1 = services.avatar(settings.render.avatar).mouth_box()
+        assert 0.0 <= x0 < x1 <= 1.0 and 0.0 <= y0 < y1 <= 1.0  # where the hello says
         assert services.prefetcher_for_call(renderer) is None  # speculation is FAQ-only
     finally:
         await services.aclose()
