@@ -15,7 +15,6 @@ All methods are thread-safe; disk work belongs off the event loop (:meth:`Tiered
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import logging
@@ -26,6 +25,8 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from inference.work import run_blocking
 
 __all__ = ["CacheOptions", "CacheStats", "TieredCache", "cache_key"]
 
@@ -262,10 +263,10 @@ class TieredCache:
         """:meth:`get` that reads the disk in a worker thread (L1 hits stay on the loop)."""
         if self.peek_l1(key) is not None:
             return self.get(key, kind)
-        return await asyncio.to_thread(self.get, key, kind)
+        return await run_blocking(self.get, key, kind)
 
     async def aput(self, key: str, value: bytes) -> None:
-        await asyncio.to_thread(self.put, key, value)
+        await run_blocking(self.put, key, value)
 
 
 def _encode(payload: bytes) -> bytes:

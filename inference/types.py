@@ -7,11 +7,13 @@ mono int16 PCM with an explicit sample rate; video frames are RGB uint8 arrays (
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
 __all__ = [
     "SPEECH_RATE",
+    "Intent",
     "PcmChunk",
     "ReplySentence",
     "Transcript",
@@ -20,6 +22,10 @@ __all__ = [
 ]
 
 SPEECH_RATE = 16000  # Hz: the caller's speech as the ASR gets it (``Utterance``)
+
+# What a reply asks of the call besides being spoken: "handoff" = put the caller through to a
+# person (docs/protocol.md, the handoff event).
+Intent = Literal["handoff"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +73,8 @@ class ReplySentence:
     text: str
     language: str = "en"
     index: int = 0
+    intent: Intent | None = None
+    source: str | None = None  # the document the answer was taken from (captions, not voice)
 
 
 @dataclass(frozen=True, slots=True)

@@ -195,7 +195,11 @@ def main() -> int:
             tempfile.TemporaryDirectory(prefix="load-avatars-") as avatars,
             spawn_server(
                 args=("--max-sessions", str(args.cap), "--avatars-dir", avatars),
-                env={"AVATAR_RTC_ACCESS__REQUESTS_PER_S": "1000"},
+                env={  # every caller is 127.0.0.1: lift the per-IP limits
+                    "AVATAR_RTC_ACCESS__REQUESTS_PER_S": "1000",
+                    "AVATAR_RTC_ACCESS__MAX_CALLS_PER_IP": str(args.cap),
+                    "AVATAR_RTC_ACCESS__MAX_CONNECTIONS_PER_IP": str(4 * args.cap + 16),
+                },
                 log=args.server_log,
                 cwd=ROOT,
                 ready_timeout_s=300,

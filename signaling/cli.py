@@ -1,4 +1,4 @@
-"""The ``avatar-rtc`` command: serve, bot, prepare, config."""
+"""The ``avatar-rtc`` command: serve, bot, prepare, render, config, calls, kb."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from signaling.config import Settings
+    from signaling.server.tls import ServerTls
 
 __all__ = ["main"]
 
@@ -31,7 +35,10 @@ def _serve(argv: list[str]) -> int:
         default=None,
         help="turn /metrics and its counters off",
     )
+    _add_tls_flags(parser)
     args = parser.parse_args(argv)
+    if args.self_signed and (args.tls_cert or args.tls_key):
+        parser.error("--self-signed or --tls-cert/--tls-key, not both")
 
     from signaling.config import ConfigError, load_settings
     from signaling.preflight import check_startup
@@ -48,18 +55,53 @@ def _serve(argv: list[str]) -> int:
             render[key] = getattr(args, key)
     if render:
         overrides["render"] = render
+    if tls := _tls_overrides(args):
+        overrides["tls"] = tls
     try:
         settings = load_settings(args.config, overrides)
         check_startup(settings)
+        https = _server_tls(settings)
     except ConfigError as exc:
         print(f"avatar-rtc: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, level=settings.log_level.upper())
     get_logger("avatar_rtc").info("configuration", config=settings.masked())
     app = create_app(settings)
-    print(f"avatar-rtc: serving on http://{settings.host}:{settings.port}/", flush=True)
-    asyncio.run(serve(app, settings.host, settings.port))
+    if https is None:
+        print(f"avatar-rtc: serving on http://{settings.host}:{settings.port}/", flush=True)
+    else:
+        print(*https.banner(bind_host=settings.host, port=settings.port), sep="\n", flush=True)
+    context = https.context if https is not None else None
+    asyncio.run(serve(app, settings.host, settings.port, ssl_context=context))
     return 0
+
+
+def _add_tls_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("HTTPS (browsers give the microphone only to https pages)")
+    group.add_argument("--tls-cert", type=Path, metavar="FILE", help="certificate (PEM)")
+    group.add_argument("--tls-key", type=Path, metavar="FILE", help="its private key (PEM)")
+    group.add_argument(
+        "--self-signed",
+        action="store_true",
+        help="a self-signed certificate for this host's addresses (LAN trials)",
+    )
+
+
+def _tls_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``tls`` section the flags set (the flags replace the file's choice)."""
+    if args.self_signed:
+        return {"self_signed": True, "cert": None, "key": None}
+    files = {"cert": args.tls_cert, "key": args.tls_key}
+    given = {key: path for key, path in files.items() if path is not None}
+    return {**given, "self_signed": False} if given else {}
+
+
+def _server_tls(settings: Settings) -> ServerTls | None:
+    """The HTTPS context the settings ask for (a self-signed pair made first), or None."""
+    from signaling.server.tls import server_tls, tls_options
+
+    options = tls_options(settings)
+    return None if options is None else server_tls(options, bind_host=settings.host)
 
 
 def _config(argv: list[str]) -> int:
@@ -96,10 +138,22 @@ def _prepare(argv: list[str]) -> int:
     return avatar_main(["prepare", *argv])
 
 
+def _calls(argv: list[str]) -> int:
+    from signaling.records.export import main as calls_main
+
+    return calls_main(argv)
+
+
 def _render(argv: list[str]) -> int:
     from inference.offline.cli import main as render_main
 
     return render_main(argv)
+
+
+def _kb(argv: list[str]) -> int:
+    from inference.dialogue.kb_cli import main as kb_main
+
+    return kb_main(argv)
 
 
 _COMMANDS = {
@@ -108,6 +162,8 @@ _COMMANDS = {
     "prepare": _prepare,
     "render": _render,
     "config": _config,
+    "calls": _calls,
+    "kb": _kb,
 }
 
 

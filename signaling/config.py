@@ -156,15 +156,18 @@ class AccessSettings(BaseModel):
     request_burst: int = Field(20, ge=1, le=100000)
     messages_per_s: float = Field(20.0, gt=0, le=10000)  # per call: control messages
     message_burst: int = Field(60, ge=1, le=100000)
+    turns_per_s: float = Field(0.5, gt=0, le=1000)  # per call: new replies from typed text
+    turn_burst: int = Field(3, ge=1, le=1000)
     # Host names the server answers to besides IP addresses and localhost ("*": any name).
     public_hosts: list[str] = Field(default_factory=list)
     max_connections: int = Field(512, ge=1, le=100000)  # open TCP connections, all clients
     max_connections_per_ip: int = Field(32, ge=1, le=100000)
-    idle_timeout_s: float = Field(15.0, gt=0, le=3600)  # no complete request head: close
+    idle_timeout_s: float = Field(20.0, gt=0, le=3600)  # no complete request head: close
     body_timeout_s: float = Field(10.0, gt=0, le=600)  # a request body must arrive in this
     max_calls_per_ip: int = Field(4, ge=1, le=10000)  # concurrent calls of one client IP
     connect_timeout_s: float = Field(4.0, ge=0.5, le=60)  # an answered offer's media must connect
     max_remote_candidates: int = Field(16, ge=1, le=256)  # caller ICE addresses tried per call
+    operator_keys: list[SecretStr] = Field(default_factory=list)  # GET /calls, operator console
 
     @field_validator("allowed_origins")
     @classmethod
@@ -185,6 +188,13 @@ class AccessSettings(BaseModel):
             raise ValueError(f"API key names must be unique; repeated: {', '.join(twice)}")
         return value
 
+    @field_validator("operator_keys")
+    @classmethod
+    def _check_operator_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
+        if any(len(k.get_secret_value()) < 16 for k in value):
+            raise ValueError("each operator key must be at least 16 characters")
+        return value
+
     @field_validator("token_secret")
     @classmethod
     def _check_token_secret(cls, value: SecretStr | None) -> SecretStr | None:
@@ -192,6 +202,82 @@ class AccessSettings(BaseModel):
         if 0 < size < 16:  # empty: random per process, as None
             raise ValueError("must be at least 16 bytes (16 ASCII characters)")
         return value
+
+
+class RecordsSettings(BaseModel):
+    """Call records (metadata, transcript, timings, outcome) in SQLite or PostgreSQL."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    # sqlite:///relative.db, sqlite:////absolute.db, a file path, or postgresql://user@host/db;
+    # None: the SQLite file calls.sqlite3 in data_dir
+    url: str | None = None
+    retention_days: int = Field(90, ge=0, le=36500)  # older calls are deleted; 0: keep all
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is not None and "://" in value:
+            scheme = value.split("://", 1)[0].lower()
+            if scheme not in ("sqlite", "postgresql", "postgres"):
+                raise ValueError("must be sqlite:///PATH, postgresql://... or a file path")
+        return value
+
+
+class TlsSettings(BaseModel):
+    """HTTPS: a certificate and its key (PEM files), or a self-signed pair for LAN trials."""
+
+    model_config = ConfigDict(extra="forbid")
+    cert: Path | None = None  # the certificate (a full chain may follow it)
+    key: Path | None = None  # its private key, unencrypted
+    self_signed: bool = False  # create one in data_dir/tls, reused while valid
+
+    @model_validator(mode="after")
+    def _check_files(self) -> Self:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("tls.cert and tls.key go together: give both files")
+        if self.self_signed and self.cert is not None:
+            raise ValueError("either tls.self_signed or tls.cert and tls.key, not both")
+        return self
+
+
+class WebhookSettings(BaseModel):
+    """A URL told of every handoff (JSON: the call id and its transcript so far), signed with
+    HMAC-SHA256 of the body under ``secret`` (docs/protocol.md, Handoff webhook)."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: str | None = None  # http(s)://...; None: no webhook
+    secret: SecretStr | None = None
+    timeout_s: float = Field(5.0, gt=0, le=120)  # per attempt
+    attempts: int = Field(4, ge=1, le=20)
+    backoff_s: float = Field(1.0, gt=0, le=600)  # the pause after a failure, doubled each time
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _check_secret(self) -> Self:
+        size = 0 if self.secret is None else len(self.secret.get_secret_value().encode())
+        if self.url is not None and size < 16:
+            raise ValueError("a webhook url needs a secret of at least 16 bytes")
+        return self
+
+
+class HandoffSettings(BaseModel):
+    """Putting a caller through to a person: when it happens, how the wait goes."""
+
+    model_config = ConfigDict(extra="forbid")
+    # auto: on when someone can take the call (access.operator_keys or a webhook url)
+    enabled: Literal["auto", "on", "off"] = "auto"
+    company_every_s: float = Field(20.0, ge=2.0, le=3600)  # a short line while the caller waits
+    timeout_s: float = Field(180.0, ge=5.0, le=86400)  # nobody came: apologise, offer a callback
+    expected_wait_s: float = Field(120.0, ge=0, le=86400)  # the wait told the caller
+    asks: int = Field(2, ge=1, le=10)  # the request for a person that hands off in any case
+    webhook: WebhookSettings = Field(default_factory=WebhookSettings)
 
 
 class Settings(BaseSettings):
@@ -215,6 +301,7 @@ class Settings(BaseSettings):
     log_format: Literal["console", "json"] = "console"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     metrics_enabled: bool = True  # /metrics and the counters behind it
+    data_dir: Path = Path("data")  # the server's own files (call records)
     asr: AsrSection = _stage_field(ASR_BACKENDS)
     dialogue: DialogueSection = _stage_field(DIALOGUE_BACKENDS)
     tts: TtsSection = _stage_field(TTS_BACKENDS)
@@ -222,6 +309,9 @@ class Settings(BaseSettings):
     media: MediaSettings = Field(default_factory=MediaSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     access: AccessSettings = Field(default_factory=AccessSettings)
+    tls: TlsSettings = Field(default_factory=TlsSettings)
+    records: RecordsSettings = Field(default_factory=RecordsSettings)
+    handoff: HandoffSettings = Field(default_factory=HandoffSettings)
 
     @field_validator("ice_servers")
     @classmethod
@@ -274,7 +364,19 @@ class Settings(BaseSettings):
         data = self.model_dump(mode="json")
         if self.api_key is not None:
             data["api_key"] = "***"
+        if self.records.url is not None:
+            data["records"]["url"] = _mask_password(self.records.url)
         return data
+
+
+def _mask_password(url: str) -> str:
+    """``url`` with the password of its ``user:password@`` part replaced by ``***``."""
+    head, sep, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    return f"{head}://{userinfo.split(':', 1)[0]}:***@{host}{slash}{path}"
 
 
 def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:

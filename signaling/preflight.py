@@ -1,10 +1,10 @@
-"""Start-up checks of a valid configuration against this machine, without loading a model.
+"""Start-up checks of a valid configuration on this machine, made without loading a model.
 
-``avatar-rtc serve`` and ``avatar-rtc config --check`` both run :func:`check_startup`, so a
-file that passes the check does not stop the server at start: the access rules it builds,
-the address it listens on, the call pages, the files of each speech stage (and of its
-fallback), the default avatar, the MuseTalk folder and GPU, and the cache folder. A port
-that another process holds shows only when the server listens.
+``avatar-rtc serve`` and ``avatar-rtc config --check`` both run :func:`check_startup`: the
+access rules the server builds, the address it listens on, its call pages, the files each
+speech stage (and its fallback) loads, the avatar, the MuseTalk folder and GPU, the cache
+folder, and the HTTPS certificate and key. What only loading shows (a damaged model file)
+and a port that another process holds are found when the server starts.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from inference.asr.whisper import (
     default_whisper_model_dir,
 )
 from inference.avatar import DEFAULT_AVATAR_NAME, AvatarStore, InvalidName, validate_name
+from inference.dialogue.doc_store import check_document_store
 from inference.dialogue.faq import FaqDialogueOptions
 from inference.dialogue.knowledge_base import load_knowledge_base
 from inference.dialogue.openai_chat import OpenAiChatOptions
@@ -52,6 +53,7 @@ def startup_problems(settings: Settings) -> list[str]:
         _avatar,
         _renderer,
         _cache_dir,
+        _tls,
     )
     return [problem for check in checks for problem in check(settings)]
 
@@ -123,6 +125,8 @@ def _espeak(options: EspeakTtsOptions) -> None:
 
 def _knowledge_base(options: FaqDialogueOptions | OpenAiChatOptions) -> None:
     load_knowledge_base(options.kb_path)
+    if options.documents is not None:
+        check_document_store(options.documents)
 
 
 _FILE_CHECKS: dict[type[Any], Callable[[Any], None]] = {
@@ -181,6 +185,19 @@ def _cache_dir(settings: Settings) -> Iterator[str]:
     c = settings.cache
     if c.enabled and c.dir is not None:
         yield from _writable("cache.dir", Path(c.dir))
+
+
+def _tls(settings: Settings) -> Iterator[str]:
+    """The HTTPS certificate and key (or, self-signed, the folder they are made in)."""
+    from signaling.server.tls import certificate_problems, tls_options
+
+    options = tls_options(settings)
+    if options is None:
+        return
+    if options.self_signed:
+        yield from _writable("data_dir (tls.self_signed)", options.cert.parent)
+    else:
+        yield from certificate_problems(options.cert, options.key)
 
 
 def _writable(key: str, folder: Path) -> Iterator[str]:

@@ -12,11 +12,12 @@ export class Captions {
     this.names = names;
   }
 
-  add(who, text, { key = null, lang = null } = {}) {
+  add(who, text, { key = null, lang = null, source = null } = {}) {
     if (key) {
       const existing = this.list.querySelector(`[data-key="${CSS.escape(key)}"]`);
       if (existing) {
         existing.querySelector(".text").textContent += ` ${text}`;
+        if (source) this._cite(existing, source);
         this._scroll();
         return existing;
       }
@@ -32,6 +33,7 @@ export class Captions {
     body.className = "text";
     body.textContent = text;
     li.append(label, body);
+    if (source) this._cite(li, source);
     this.list.append(li);
     while (this.list.children.length > this.max) this.list.firstElementChild.remove();
     this._scroll();
@@ -40,6 +42,17 @@ export class Captions {
 
   clear() {
     this.list.replaceChildren();
+  }
+
+  /** Show where a reply came from ("manual.pdf, p. 3") under its line. */
+  _cite(li, source) {
+    let cite = li.querySelector(".source");
+    if (!cite) {
+      cite = document.createElement("cite");
+      cite.className = "source";
+      li.append(cite);
+    }
+    cite.textContent = source;
   }
 
   _scroll() {
@@ -54,7 +67,11 @@ export function showCaptions(client, captions) {
     captions.add("caller", e.detail.text, { lang: e.detail.language }),
   );
   client.addEventListener("reply_text", (e) =>
-    captions.add("agent", e.detail.text, { key: `turn-${e.detail.turn}`, lang: e.detail.language }),
+    captions.add("agent", e.detail.text, {
+      key: `turn-${e.detail.turn}`,
+      lang: e.detail.language,
+      source: e.detail.source ?? null,
+    }),
   );
 }
 

@@ -13,6 +13,7 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from media.aiortc_hooks import offer_loopback_host_address
 from media.clock import MediaClock
 from media.player import AvPlayer, IdleLoop
 from media.tracks import ClockedAudioTrack, ClockedVideoTrack
@@ -29,12 +30,11 @@ __all__ = [
 
 
 def patch_loopback_ice(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make aioice offer 127.0.0.1 as the only host candidate (it leaves loopback out)."""
-
-    def _loopback(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-        return ["127.0.0.1"] if use_ipv4 else []
-
-    monkeypatch.setattr(aioice.ice, "get_host_addresses", _loopback)
+    """Make aioice offer 127.0.0.1 as the only host candidate (it leaves loopback out),
+    until the test ends."""
+    # (set to itself: monkeypatch puts aioice's own back after the test)
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", aioice.ice.get_host_addresses)
+    offer_loopback_host_address(only=True)
 
 
 def loopback_pc() -> RTCPeerConnection:

@@ -7,7 +7,6 @@ is done upstream (``media.vad``), so whisper's own VAD filter is off.
 
 from __future__ import annotations
 
-import asyncio
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from inference.asr.base import Asr
 from inference.dialogue.text import detect_language
 from inference.registry import Backend, BackendSettings
 from inference.types import Transcript, Utterance
+from inference.work import run_blocking
 
 __all__ = [
     "BACKEND",
@@ -137,7 +137,7 @@ class WhisperAsr:
         audio = _to_float(utterance)
         if audio.size < _MIN_SAMPLES:
             return Transcript(text="", language=self._options.language or "en", confidence=0.0)
-        return await asyncio.to_thread(self._transcribe_blocking, audio)
+        return await run_blocking(self._transcribe_blocking, audio)
 
     def transcribe_blocking(self, utterance: Utterance) -> Transcript:
         """The same as :meth:`transcribe`, on the calling thread (scripts, benchmarks)."""

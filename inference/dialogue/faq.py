@@ -11,7 +11,10 @@ Two objects, following "load once, cheap per call":
 
 Each indexed document is one phrasing of a question, an entry's tags, or its answer (weighted
 down; so "do you take PayPal" finds the payment entry through its answer). An entry scores the
-maximum over its documents; below the language's threshold the caller hears the fallback.
+maximum over its documents. Below the language's threshold, the business's own documents are
+asked next (``documents``: a folder built by ``avatar-rtc kb build``): a passage scoring at
+least ``doc_min_score`` is answered with a few of its sentences, and the reply's ``source``
+cites it; else the caller hears the fallback.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Literal
 import numpy as np
 
 from inference.dialogue.base import Dialogue
+from inference.dialogue.doc_store import DocumentStore
 from inference.dialogue.knowledge_base import LANGUAGES, KbEntry, KnowledgeBase, load_knowledge_base
 from inference.dialogue.sentences import SentenceSplitterOptions, split_sentences
 from inference.dialogue.text import (
@@ -34,10 +38,11 @@ from inference.dialogue.text import (
     english_tokens,
 )
 from inference.registry import Backend, BackendSettings
-from inference.types import ReplySentence, Transcript
+from inference.types import Intent, ReplySentence, Transcript
 
 __all__ = [
     "BACKEND",
+    "FaqAnswer",
     "FaqDialogue",
     "FaqDialogueOptions",
     "FaqDialogueSettings",
@@ -55,20 +60,39 @@ class FaqDialogueOptions:
     ``kb_path``: a knowledge-base YAML file, ``None`` for the bundled Northwind Goods one.
     ``min_score_en`` / ``min_score_zh``: BM25 score below which the fallback line is said.
     ``max_sentence_chars``: longer answer sentences are split at clause boundaries.
+    ``documents``: a folder built by ``avatar-rtc kb build``, asked when the FAQ has no
+    confident answer; ``doc_min_score``: the BM25 score a passage needs to be answered from;
+    ``doc_answer_chars``: the length of an answer taken from a passage.
     """
 
     kb_path: Path | None = None
     min_score_en: float = 1.2
     min_score_zh: float = 1.0
     max_sentence_chars: int = 120
+    documents: Path | None = None
+    doc_min_score: float = 2.0
+    doc_answer_chars: int = 240
 
     def __post_init__(self) -> None:
-        if self.min_score_en < 0 or self.min_score_zh < 0:
-            raise ValueError("min_score_en and min_score_zh must be >= 0")
+        if self.min_score_en < 0 or self.min_score_zh < 0 or self.doc_min_score < 0:
+            raise ValueError("min_score_en, min_score_zh and doc_min_score must be >= 0")
+        if self.doc_answer_chars < 40:
+            raise ValueError(f"doc_answer_chars must be >= 40, got {self.doc_answer_chars}")
         SentenceSplitterOptions(max_chars=self.max_sentence_chars)  # validates
 
     def min_score(self, language: str) -> float:
         return self.min_score_zh if language == "zh" else self.min_score_en
+
+
+@dataclass(frozen=True, slots=True)
+class FaqAnswer:
+    """What the caller hears and in which language; ``source``: the document passage it was
+    taken from (None: the FAQ or the fallback line)."""
+
+    text: str
+    language: str
+    intent: Intent | None = None
+    source: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,20 +205,32 @@ class FaqIndex:
 class FaqDialogue:
     """The :class:`~inference.dialogue.base.Dialogue` of the FAQ: a cheap, stateless view."""
 
-    def __init__(self, index: FaqIndex, options: FaqDialogueOptions | None = None) -> None:
+    def __init__(
+        self,
+        index: FaqIndex,
+        options: FaqDialogueOptions | None = None,
+        documents: DocumentStore | None = None,
+    ) -> None:
         self._index = index
         self._options = options or FaqDialogueOptions()
+        self._documents = documents
         self._splitter_options = SentenceSplitterOptions(max_chars=self._options.max_sentence_chars)
 
     @classmethod
     def load(cls, options: FaqDialogueOptions | None = None) -> FaqDialogue:
-        """Build the index (once per process) and a dialogue on it."""
+        """Build the index and load the documents (once per process), and a dialogue on them."""
         options = options or FaqDialogueOptions()
-        return cls(FaqIndex.load(options.kb_path), options)
+        documents = DocumentStore.load(options.documents) if options.documents else None
+        return cls(FaqIndex.load(options.kb_path), options, documents)
 
     @property
     def index(self) -> FaqIndex:
         return self._index
+
+    @property
+    def documents(self) -> DocumentStore | None:
+        """The business's documents asked after the FAQ (None: none configured)."""
+        return self._documents
 
     @property
     def entries(self) -> tuple[KbEntry, ...]:
@@ -220,17 +256,41 @@ class FaqDialogue:
 
     def answer_text(self, text: str, language: str = "en") -> tuple[str, str]:
         """``(reply_text, reply_language)`` for a caller's question."""
+        found = self.answer(text, language)
+        return found.text, found.language
+
+    def answer(self, text: str, language: str = "en") -> FaqAnswer:
+        """The reply to a caller's question: the FAQ's, else a document's, else the fallback."""
         lang = detect_language(text, default=_checked(language))
         found = self._match(text, lang) if text.strip() else None
         if found is None:
-            return self._index.knowledge_base.fallback[lang], lang
-        return found.entry.answer(lang), lang
+            from_documents = self._document_answer(text, lang) if text.strip() else None
+            return from_documents or FaqAnswer(self._index.knowledge_base.fallback[lang], lang)
+        intent: Intent | None = "handoff" if found.entry.handoff else None
+        return FaqAnswer(found.entry.answer(lang), lang, intent)
+
+    def _document_answer(self, text: str, language: str) -> FaqAnswer | None:
+        if self._documents is None:
+            return None
+        best = self._documents.search(text, language, k=1)
+        if not best or best[0].score < self._options.doc_min_score:
+            return None
+        chunk = best[0].chunk
+        said = self._documents.excerpt(chunk, text, self._options.doc_answer_chars)
+        return FaqAnswer(said, language, source=chunk.citation()) if said else None
 
     async def reply(self, transcript: Transcript) -> AsyncGenerator[ReplySentence, None]:
-        """Stream the answer (or the fallback) sentence by sentence."""
-        text, lang = self.answer_text(transcript.text, transcript.language)
-        for n, sentence in enumerate(split_sentences(text, self._splitter_options)):
-            yield ReplySentence(text=sentence, language=lang, index=n)
+        """Stream the answer (or the fallback) sentence by sentence; the sentences of an
+        entry marked ``handoff`` carry that intent."""
+        found = self.answer(transcript.text, transcript.language)
+        for n, sentence in enumerate(split_sentences(found.text, self._splitter_options)):
+            yield ReplySentence(
+                text=sentence,
+                language=found.language,
+                index=n,
+                intent=found.intent,
+                source=found.source,
+            )
             await asyncio.sleep(0)  # a cancellation point between sentences
 
 
@@ -245,9 +305,10 @@ class FaqDialogueSettings(BackendSettings):
 
     backend: Literal["faq"] = "faq"
     knowledge_base: Path | None = None  # default: the bundled store FAQ
+    documents: Path | None = None  # a folder built by `avatar-rtc kb build`, asked next
 
     def options(self) -> FaqDialogueOptions:
-        return FaqDialogueOptions(kb_path=self.knowledge_base)
+        return FaqDialogueOptions(kb_path=self.knowledge_base, documents=self.documents)
 
 
 BACKEND: Backend[Dialogue] = Backend(

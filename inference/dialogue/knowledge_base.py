@@ -32,12 +32,14 @@ class KnowledgeBaseError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class KbEntry:
-    """One question/answer topic with phrasings and answers in every language."""
+    """One question/answer topic with phrasings and answers in every language; ``handoff``:
+    the caller asks for a person, and the answer puts the call through to one."""
 
     id: str
     tags: tuple[str, ...]
     questions: dict[str, tuple[str, ...]]
     answers: dict[str, str]
+    handoff: bool = False
 
     def answer(self, language: str) -> str:
         """The spoken answer in ``language`` (``"en"`` or ``"zh"``)."""
@@ -137,7 +139,12 @@ def _parse_entry(raw: Any, where: str) -> KbEntry:
     tags = raw.get("tags", [])
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise KnowledgeBaseError(f"{where}: 'tags' must be a list of text")
-    return KbEntry(id=entry_id, tags=tuple(tags), questions=questions, answers=answers)
+    handoff = raw.get("handoff", False)
+    if not isinstance(handoff, bool):
+        raise KnowledgeBaseError(f"{where}: 'handoff' must be true or false")
+    return KbEntry(
+        id=entry_id, tags=tuple(tags), questions=questions, answers=answers, handoff=handoff
+    )
 
 
 def _per_language(raw: Any, where: str) -> dict[str, str]:

@@ -1,5 +1,6 @@
 """Prompt building for the LLM dialogue: system prompt, persona, knowledge-base context,
-language instruction, and a conversation history trimmed to a token budget.
+passages of the business's documents with their sources, language instruction, and a
+conversation history trimmed to a token budget.
 
 Everything here is pure (no I/O), so the prompt a call sends is easy to test.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from inference.dialogue.doc_store import DocChunk
 from inference.dialogue.knowledge_base import KbEntry
 from inference.dialogue.text import contains_cjk
 
@@ -80,6 +82,10 @@ def _kb_context(entries: Sequence[KbEntry], language: str) -> str:
     return "\n".join(lines)
 
 
+def _document_context(chunks: Sequence[DocChunk]) -> str:
+    return "\n".join(f"[{n}] ({c.citation()}) {c.text}" for n, c in enumerate(chunks, 1))
+
+
 def build_messages(
     *,
     system_prompt: str,
@@ -90,8 +96,10 @@ def build_messages(
     history: Sequence[ChatMessage],
     user_text: str,
     history_budget: int,
+    documents: Sequence[DocChunk] = (),
 ) -> list[ChatMessage]:
-    """The full prompt: system (persona, rules, language, knowledge), history, the question."""
+    """The full prompt: system (persona, rules, language, knowledge, document passages),
+    history, the question."""
     parts = [persona.format(store=store or "the store").strip(), system_prompt.strip()]
     parts.append(LANGUAGE_INSTRUCTIONS.get(language, LANGUAGE_INSTRUCTIONS["en"]))
     if kb_entries:
@@ -99,7 +107,13 @@ def build_messages(
             "Answer from these knowledge-base entries when they apply:\n"
             + _kb_context(kb_entries, language if language in ("en", "zh") else "en")
         )
-    else:
+    elif not documents:
         parts.append("No knowledge-base entry matches this question.")
+    if documents:
+        parts.append(
+            "Passages of the store's own documents, each with its source in parentheses "
+            "(the source is shown to the caller; do not read it aloud):\n"
+            + _document_context(documents)
+        )
     system = ChatMessage("system", "\n\n".join(p for p in parts if p))
     return [system, *trim_history(history, history_budget), ChatMessage("user", user_text)]

@@ -15,7 +15,6 @@ frames would jump, so the factory wraps photo avatars only.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import struct
 import zlib
@@ -26,6 +25,7 @@ import numpy as np
 
 from inference.cache import TieredCache, cache_key
 from inference.render.base import Renderer, RendererWrapper
+from inference.work import run_blocking
 
 __all__ = ["CachedRenderer", "CachedRendererOptions", "decode_clip", "encode_clip", "iter_clip"]
 
@@ -154,12 +154,12 @@ class CachedRenderer(RendererWrapper):
         if data is not None:
             try:
                 parts = iter_clip(data)
-                first = await asyncio.to_thread(next, parts)
+                first = await run_blocking(next, parts)
             except (ValueError, struct.error):
                 first = []
             if first:
                 yield first
-                while (part := await asyncio.to_thread(next, parts, None)) is not None:
+                while (part := await run_blocking(next, parts, None)) is not None:
                     yield part
                 return
         size = self.inner.frame_size
@@ -169,7 +169,7 @@ class CachedRenderer(RendererWrapper):
             yield batch
         if collected and self.inner.frame_size == size:
             opts = self.options
-            await asyncio.to_thread(
+            await run_blocking(
                 lambda: self.cache.put(
                     key, encode_clip(collected, opts.compress_level, opts.batch_frames)
                 )

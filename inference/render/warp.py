@@ -11,7 +11,6 @@ their own frames (ping-pong) both when idle and under the talking mouth.
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..avatar.model import PreparedAvatar
+from ..work import run_blocking
 from .base import frame_count, render_plan
 from .warp_assets import BLINK_PROFILE, WarpAssets
 from .warp_audio import MouthShapes, MouthTrackOptions, mouth_shapes
@@ -147,7 +147,7 @@ class WarpRenderer:
             # within the batch: the planned frame, or the batch's edge for one beyond it
             wanted = [min(max(order[i], start), end - 1) for i in range(start, end)]
             picks = sorted(set(wanted))
-            drawn = await asyncio.to_thread(
+            drawn = await run_blocking(
                 self._draw_batch, shapes, [plan[j - start] for j in picks], picks
             )
             by_index = dict(zip(picks, drawn, strict=True))

@@ -7,10 +7,10 @@ With ``noise_scale=0`` and ``noise_w_scale=0`` the output is deterministic (fixt
 
 from __future__ import annotations
 
-import asyncio
+import json
 import threading
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +23,7 @@ from inference.tts.base import Tts
 from inference.tts.espeak import EspeakTtsOptions
 from inference.tts.router import LanguageRouterTtsOptions
 from inference.types import PcmChunk
+from inference.work import run_blocking
 
 __all__ = [
     "BACKEND",
@@ -46,6 +47,8 @@ class PiperTtsOptions:
     ``voice``: a ``.onnx`` file (with its ``.onnx.json`` beside it) or a folder holding one
     voice; ``None`` uses the bundled joe voice. ``noise_scale``, ``noise_w_scale`` and
     ``length_scale`` (speaking slowness) default to the voice's own values when ``None``.
+    ``threads``: onnxruntime threads of one synthesis; 1 keeps a call's speech on one core
+    (its fair share; see :mod:`inference.work`), 0 is onnxruntime's default (every core).
     """
 
     voice: Path | None = None
@@ -54,6 +57,7 @@ class PiperTtsOptions:
     length_scale: float | None = None
     speaker_id: int | None = None
     volume: float = 1.0
+    threads: int = field(default=1, repr=False)  # the sound does not depend on it
 
     def __post_init__(self) -> None:
         for name in ("noise_scale", "noise_w_scale"):
@@ -64,6 +68,8 @@ class PiperTtsOptions:
             raise ValueError(f"length_scale must be > 0, got {self.length_scale}")
         if not 0 < self.volume <= 4:
             raise ValueError(f"volume must be in (0, 4], got {self.volume}")
+        if not 0 <= self.threads <= 64:
+            raise ValueError(f"threads must be within 0..64, got {self.threads}")
 
 
 def default_piper_voice() -> Path:
@@ -103,9 +109,10 @@ def resolve_piper_voice(path: Path) -> tuple[Path, Path]:
 class PiperTts:
     """The :class:`~inference.tts.base.Tts` on piper.
 
-    Load once per process with :meth:`load` and share it. Sentences are synthesised one at
-    a time in a worker thread (one lock per voice: piper's phonemiser is not re-entrant);
-    when the consumer stops iterating or is cancelled, no further sentence is started.
+    Load once per process with :meth:`load` and share it. Each sentence is synthesised in a
+    worker thread; calls synthesise at the same time, one at a time only in the phonemiser
+    (espeak-ng is not re-entrant; the ONNX inference is). When the consumer stops iterating
+    or is cancelled, no further sentence is started.
     """
 
     def __init__(self, voice: Any, options: PiperTtsOptions) -> None:
@@ -113,17 +120,20 @@ class PiperTts:
         self._options = options
         self._lock = threading.Lock()
         self._syn_config = _synthesis_config(options)
+        phonemize = voice.phonemize
+
+        def locked_phonemize(text: str) -> Any:
+            with self._lock:
+                return phonemize(text)
+
+        voice.phonemize = locked_phonemize  # what ``voice.synthesize`` calls first
 
     @classmethod
     def load(cls, options: PiperTtsOptions | None = None) -> PiperTts:
         """Load the voice (checked first)."""
         options = options or PiperTtsOptions()
         model, config = resolve_piper_voice(options.voice or default_piper_voice())
-        try:
-            from piper import PiperVoice
-        except ImportError as exc:
-            raise ImportError("PiperTts needs piper-tts (pip install piper-tts)") from exc
-        return cls(PiperVoice.load(model, config_path=config), options)
+        return cls(_load_voice(model, config, options.threads), options)
 
     @property
     def sample_rate(self) -> int:
@@ -136,16 +146,34 @@ class PiperTts:
             yield PcmChunk(np.zeros(0, dtype=np.int16), self.sample_rate, final=True)
             return
         for n, sentence in enumerate(sentences):
-            samples = await asyncio.to_thread(self.synthesize_blocking, sentence)
+            samples = await run_blocking(self.synthesize_blocking, sentence)
             yield PcmChunk(samples, self.sample_rate, final=n == len(sentences) - 1)
 
     def synthesize_blocking(self, text: str) -> np.ndarray:
         """All of ``text`` as int16 samples, on the calling thread."""
-        with self._lock:
-            parts = [c.audio_int16_array for c in self._voice.synthesize(text, self._syn_config)]
+        parts = [c.audio_int16_array for c in self._voice.synthesize(text, self._syn_config)]
         if not parts:
             return np.zeros(0, dtype=np.int16)
         return np.ascontiguousarray(np.concatenate(parts), dtype=np.int16)
+
+
+def _load_voice(model: Path, config: Path, threads: int) -> Any:
+    """A piper voice on the CPU whose onnxruntime session uses ``threads`` (0: its default)."""
+    try:
+        import onnxruntime
+        from piper import PiperVoice
+        from piper.config import PiperConfig
+    except ImportError as exc:
+        raise ImportError("PiperTts needs piper-tts (pip install piper-tts)") from exc
+    session_options = onnxruntime.SessionOptions()
+    if threads:
+        session_options.intra_op_num_threads = threads
+        session_options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(
+        str(model), sess_options=session_options, providers=["CPUExecutionProvider"]
+    )
+    voice_config = PiperConfig.from_dict(json.loads(config.read_text(encoding="utf-8")))
+    return PiperVoice(session=session, config=voice_config)
 
 
 def _synthesis_config(options: PiperTtsOptions) -> Any:
@@ -170,6 +198,7 @@ class PiperTtsSettings(BackendSettings):
     noise_scale: float = Field(0.667, ge=0.0, le=2.0)
     noise_w_scale: float = Field(0.8, ge=0.0, le=2.0)
     length_scale: float = Field(1.0, gt=0.1, le=4.0)
+    threads: int = Field(1, ge=0, le=64)  # per synthesis; 0: onnxruntime's default (all cores)
 
     def options(self) -> LanguageRouterTtsOptions:
         piper = PiperTtsOptions(
@@ -177,6 +206,7 @@ class PiperTtsSettings(BackendSettings):
             noise_scale=self.noise_scale,
             noise_w_scale=self.noise_w_scale,
             length_scale=self.length_scale,
+            threads=self.threads,
         )
         return LanguageRouterTtsOptions(
             routes={"en": piper, "zh": EspeakTtsOptions(voice=self.zh_voice)}

@@ -1,60 +1,14 @@
-"""Congestion-driven quality ladder: a pure state machine that picks a rung and a bitrate.
+"""Congestion-driven quality control: a pure state machine that picks a rung and a bitrate.
 
 :class:`QualityController` takes network and pipeline measurements (REMB estimate, RTCP
-receiver-report loss, RTT and jitter, the sender's queue depth, the renderer's lag), each
-noted by its own ``on_*`` method; ``tick(now)`` weighs those noted since the last tick, with
-the current time as a parameter, and decides. It keeps a *target bitrate*; the rung is the
-best one whose bitrate fits under the target, and the encoder gets the target itself (up to
-the next rung's bitrate), so the rate can follow the link between rungs without a size
-change.
-
-Policy: down fast, up slowly.
-
-- *Down*: congestion cuts the target at once (at most once per ``down_hold_s`` unless the
-  signal is severe; the next report must see the effect of the last cut):
-  - a REMB estimate sets it to the estimate, but only when it *fell*: 5 % under the
-    highest REMB of the last ``remb_window_s`` (aiortc's estimator lowers it only on
-    overuse, to 0.85x of what it received over the last second, and then sends one with
-    nearly every packet while the overuse lasts: each step is small, the fall is not)
-    and is under what we actually send (``send_bps``; the rung's bitrate when unknown).
-    Other REMBs are no signal: aiortc raises its estimate by ~8 %/s up to ~1.5x of what it
-    receives, so it lags behind a probe, and a static picture that encodes small keeps it
-    low without any congestion. Except REMBs that come often (``remb_busy_count`` within
-    ``remb_busy_s``): the receiver's estimator is in overuse, each one is 0.85x what
-    arrives, and one under ``backoff`` times what we send says a queue grows by the
-    difference (a probe crept over the link without a fall): a mild cut to it.
-    While the receiver reports loss or NACKs packets
-    (``remb_loss_guard``) and the RTT is not rising, REMB is ignored: aiortc retransmits
-    packets with their original send time, so its estimator reads every repaired loss as a
-    delay spike.
-  - loss over ``loss_threshold`` multiplies it by (1 - loss / 2); an RTT over its window
-    minimum by ``rtt_rise_s`` (a queue) by ``backoff``; a send queue or a lagging renderer
-    steps one rung down.
-  - *severe* signals: loss over ``severe_loss``, an RTT ``severe_queue_s`` over its
-    minimum (a deep queue) or a REMB under ``severe_ratio`` of the rate sent over the last
-    second (we send far more than gets through) go to the bottom rung. With them
-    ``drain_s`` asks the sender to pause video (audio goes on) for about the queue's
-    depth, so the bottleneck queue empties instead of delaying every later frame.
-  What got through when congestion was seen is kept as the link's *capacity*.
-- *Up*: after ``up_hold_s`` without congestion (and, once RTTs are known, with a clean RTT
-  measured since), the target grows by ``probe_gain`` per second while it is near the
-  known capacity (a gentle probe: a queue grows slowly and the next report catches it;
-  it stops at ``probe_ceiling`` times the capacity until the receiver shows more; that
-  margin widens with the gain below, and is for what the encoder sends: one that fills
-  only part of its bitrate, down to ``min_fill``, gets a higher target for the same probe;
-  sending ``overdrive`` times what the receiver gets is congestion too),
-  and by ``ramp_gain`` per second when far under it. When the receiver gets more than
-  ``near_capacity`` times the capacity (or all we sent, when that was ``carried_margin``
-  times it), the link got better: that rate is the new capacity
-  and the probe's gain doubles (up to ``max_probe_gain``) each time this repeats without
-  congestion. Without receiver rates, passing that margin with a clean RTT ``settle_s``
-  later and nothing bad for ``ramp_after_s`` forgets the capacity.
-  Going down, a mild cut keeps the rung while the target is over ``rung_keep`` of its
-  bitrate (the encoder runs under the rung's rate; no keyframe, no new size), unless the
-  encoder already sends over ``overshoot`` times its bitrate.
-  Rungs go up one at a time as the target passes their bitrate, each a probe: congestion
-  within ``probe_window_s`` of it doubles that rung's hold before it is tried again (up to
-  ``max_up_hold_s``); a probe that survives resets it.
+receiver-report loss, RTT and jitter, the rates sent and delivered, the sender's queue
+depth, the renderer's lag), each noted by its own ``on_*`` method; ``tick(now)`` weighs
+those noted since the last tick, with the current time as a parameter, and decides. It
+keeps a *target bitrate*; the rung is the best one of the ladder
+(:mod:`media.congestion.ladder`) whose bitrate fits under the target, and the encoder gets
+the target itself (up to the next rung's bitrate), so the rate can follow the link between
+rungs without a size change. The policy, down fast and up slowly (each signal, the action
+it gets, and why), is in ``docs/congestion.md``.
 """
 
 from __future__ import annotations
@@ -62,120 +16,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-__all__ = ["DEFAULT_LADDER", "QualityController", "QualityOptions", "Rung"]
+from media.congestion.ladder import QualityOptions, Rung, fit
+
+__all__ = ["QualityController"]
 
 _FED_WINDOW_S = 1.0  # aiortc's REMB is 0.85x of what arrived over the last second
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Rung:
-    """One quality level: output height (px), frame rate and video bitrate (bps)."""
-
-    height: int
-    fps: int
-    bitrate: int
-
-    def __post_init__(self) -> None:
-        if self.height < 16 or self.height % 2:
-            raise ValueError(f"rung height must be an even number >= 16, got {self.height}")
-        if not 1 <= self.fps <= 60:
-            raise ValueError(f"rung fps must be within 1..60, got {self.fps}")
-        if self.bitrate < 10_000:
-            raise ValueError(f"rung bitrate must be >= 10 kbps, got {self.bitrate}")
-
-
-DEFAULT_LADDER: tuple[Rung, ...] = (
-    Rung(height=720, fps=25, bitrate=2_000_000),
-    Rung(height=512, fps=25, bitrate=1_200_000),
-    Rung(height=384, fps=20, bitrate=600_000),
-    Rung(height=256, fps=15, bitrate=300_000),
-    Rung(height=192, fps=10, bitrate=150_000),
-)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class QualityOptions:
-    """Controller options. ``ladder`` is ordered from the top (best) rung down."""
-
-    ladder: tuple[Rung, ...] = DEFAULT_LADDER
-    start_index: int = 0
-    loss_threshold: float = 0.05  # fraction lost (0..1) that counts as congestion
-    remb_loss_guard: float = 0.01  # reported loss above this: REMB alone is not trusted
-    severe_ratio: float = 0.7  # REMB under this share of the send rate: drain the queue
-    remb_window_s: float = 1.5  # a REMB 5 % under the highest of this window fell
-    # this many REMBs within remb_busy_s: the receiver's estimator is in overuse, where each
-    # is 0.85x what arrives (in its increase state it sends about one a second)
-    remb_busy_count: int = 4
-    remb_busy_s: float = 0.5
-    drain_s: float = 1.0
-    severe_queue_s: float = 0.4  # RTT this far over its minimum: a deep queue, go to the bottom
-    severe_loss: float = 0.2  # loss over this: bottom rung and drain
-    max_drain_s: float = 1.5
-    rtt_rise_s: float = 0.12  # RTT above the smallest seen by this much = a queue
-    rtt_window_s: float = 30.0  # the smallest RTT is taken over this window
-    queue_threshold_s: float = 0.15  # sender queue depth that counts as congestion
-    render_lag_threshold_s: float = 0.1  # renderer behind by this much = too heavy a rung
-    backoff: float = 0.85  # target after a queue is seen: this share of it
-    down_hold_s: float = 1.0
-    up_hold_s: float = 1.0  # quiet time after congestion before growing; per rung step up
-    max_up_hold_s: float = 4.0
-    probe_window_s: float = 2.0
-    probe_gain: float = 0.2  # target growth per second near the known capacity
-    ramp_gain: float = 0.4  # target growth per second far from it
-    max_probe_gain: float = 0.8  # the probe's growth after proofs in a row (the link cleared)
-    near_capacity: float = 1.12  # within [capacity / this, capacity * this]: probe gently
-    carried_margin: float = 1.08  # all we sent arrived and that is this x the capacity: more
-    probe_ceiling: float = 1.15  # the gentle probe stops this far over the capacity
-    rung_keep: float = 0.8  # a mild cut keeps the rung while the target is over this share
-    overshoot: float = 1.2  # ... unless the encoder sends over this x its bitrate
-    overdrive: float = 1.25  # sending this much more than arrives: a queue is growing
-    min_fill: float = 0.8  # the probe's target rises at most 1 / this over what is sent
-    settle_s: float = 1.0  # past that margin, wait this long for a clean RTT before ramping
-    ramp_after_s: float = 3.0  # ... and this long without any congestion
-    saturated_before_s: float = 0.3  # the link was full this long before a severe signal
-
-    def __post_init__(self) -> None:
-        if not self.ladder:
-            raise ValueError("the ladder needs at least one rung")
-        for hi, lo in zip(self.ladder, self.ladder[1:], strict=False):
-            if lo.bitrate >= hi.bitrate or lo.height > hi.height or lo.fps > hi.fps:
-                raise ValueError(
-                    f"ladder must go strictly down in bitrate (and not up in size or fps): "
-                    f"{hi} then {lo}"
-                )
-        if not 0 <= self.start_index < len(self.ladder):
-            raise ValueError(f"start_index {self.start_index} is outside the ladder")
-        if self.remb_window_s <= 0:
-            raise ValueError(f"remb_window_s must be positive, got {self.remb_window_s}")
-        if self.remb_busy_count < 2 or not 0 < self.remb_busy_s <= self.remb_window_s:
-            raise ValueError("need remb_busy_count >= 2 and 0 < remb_busy_s <= remb_window_s")
-        if not 0 < self.severe_ratio < 1 or not 0 <= self.drain_s <= self.max_drain_s <= 5:
-            raise ValueError("need 0 < severe_ratio < 1 and 0 <= drain_s <= max_drain_s <= 5")
-        if self.severe_queue_s <= self.rtt_rise_s or not 0 < self.severe_loss < 1:
-            raise ValueError("need severe_queue_s > rtt_rise_s and 0 < severe_loss < 1")
-        if not 0 < self.loss_threshold < 1:
-            raise ValueError(f"loss_threshold must be in (0, 1), got {self.loss_threshold}")
-        for name in ("rtt_rise_s", "rtt_window_s", "queue_threshold_s", "render_lag_threshold_s"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive")
-        if not 0 < self.up_hold_s <= self.max_up_hold_s:
-            raise ValueError("need 0 < up_hold_s <= max_up_hold_s")
-        if self.down_hold_s < 0 or self.probe_window_s < 0:
-            raise ValueError("down_hold_s and probe_window_s must be >= 0")
-        if not 0 < self.backoff < 1:
-            raise ValueError(f"backoff must be in (0, 1), got {self.backoff}")
-        if not 0 < self.rung_keep <= 1 or self.overshoot <= 1:
-            raise ValueError("need 0 < rung_keep <= 1 and overshoot > 1")
-        if not 0 < self.probe_gain <= self.ramp_gain <= 2 or self.near_capacity <= 1:
-            raise ValueError("need 0 < probe_gain <= ramp_gain <= 2 and near_capacity > 1")
-        if not self.probe_gain <= self.max_probe_gain <= 2:
-            raise ValueError("need probe_gain <= max_probe_gain <= 2")
-        if self.probe_ceiling <= self.near_capacity or self.overdrive <= 1:
-            raise ValueError("need probe_ceiling > near_capacity and overdrive > 1")
-        if not 1 < self.carried_margin <= self.near_capacity:
-            raise ValueError("need 1 < carried_margin <= near_capacity")
-        if not 0 < self.min_fill <= 1:
-            raise ValueError(f"min_fill must be in (0, 1], got {self.min_fill}")
 
 
 @dataclass(slots=True)
@@ -524,13 +369,6 @@ class QualityController:
         if s.capacity is not None:
             s.target = max(o.ladder[-1].bitrate / 2, min(s.target, s.capacity * o.backoff))
 
-    def _fit(self, target: float) -> int:
-        """The best rung whose bitrate fits under ``target``."""
-        for i, rung in enumerate(self.options.ladder):
-            if rung.bitrate <= target:
-                return i
-        return len(self.options.ladder) - 1
-
     def _rtt_rise(self, now: float, rtt: float, jitter: float) -> float | None:
         """The queueing delay (RTT over its window minimum) if it counts as a rise."""
         s, o = self._s, self.options
@@ -567,7 +405,7 @@ class QualityController:
         # down or a failed probe needs the rung's own rate to fit
         keep = 1.0 if severe or step_down or failed or overshoot else o.rung_keep
         kept = s.target >= keep * o.ladder[s.index].bitrate
-        index = s.index if kept else max(s.index, self._fit(s.target))
+        index = s.index if kept else max(s.index, fit(o.ladder, s.target))
         if index == s.index:
             self.reason = reason  # a bitrate cut within the rung
             return None
@@ -590,7 +428,7 @@ class QualityController:
             return None
         target = s.index - 1
         changed = s.last_change if s.last_change is not None else now
-        if self._fit(s.target) > target or now - changed < self.up_hold(target):
+        if fit(o.ladder, s.target) > target or now - changed < self.up_hold(target):
             return None
         s.probe = _Probe(index=target, since=now)
         return self._set(now, target, "probe up")

@@ -2,32 +2,26 @@
 
 :func:`attach_quality` is called once the answer is set (before media flows). It
 
-- puts a live encoder into the call's video sender (:mod:`media.congestion.encoder_control`), so the
-  bitrate follows the controller without a keyframe per change;
+- puts a live encoder into the call's video sender (:mod:`media.congestion.encoder_control`),
+  so the bitrate follows the controller without a keyframe per change;
 - reads the RTCP that reaches that sender (receiver reports, REMB);
-- limits that sender's retransmissions to a share of its bitrate
-  (:mod:`media.congestion.retransmit`), none while it drains a queue;
-- paces that sender's packets at a multiple of its bitrate (:mod:`media.congestion.pacer`), so a
-  keyframe does not reach a bottleneck as one burst in front of the audio; a smaller
-  multiple while the controller knows the link's capacity, so no frame does;
-- gives the voice (an Opus sender) a 32 kbps encoder instead of aiortc's 96 kbps (with
-  in-band FEC, if asked, where the caller decodes it: a lost packet rebuilt from the next),
-  and counts what it sends out of the REMB estimate (the receiver's budget for both);
+- limits that sender's retransmissions (:mod:`media.congestion.retransmit`), none while it
+  drains a queue, and paces its packets (:mod:`media.congestion.pacer`);
+- gives the voice (an Opus sender) a 32 kbps encoder, with in-band FEC if asked where the
+  caller decodes it, and counts what it sends out of the REMB estimate;
 - gives the caller's mic receiver a low-latency jitter buffer (:mod:`media.congestion.jitter`);
-- numbers voice and video packets transport-wide where the caller offered it (every
-  browser does; :func:`negotiate_answer` puts it in the answer) and reads the caller's
-  transport feedback (:mod:`media.congestion.twcc_monitor`): the browser then sends no REMB for the
-  video, and the estimator its REMB came from runs here, with the bot's early detectors
-  of a filling queue: a sudden bottleneck is seen 0.1-0.2 s after it forms, where a
-  browser's REMB took 0.7 s; its estimates reach the controller as REMBs; the caller's
-  own numbered packets (its microphone) get feedback back;
-- pings the caller over the call's ICE pair (:mod:`media.congestion.queue_probe`): a drain (video
-  paused so a bottleneck queue empties) ends as soon as a ping crosses without a queue;
-- runs a :class:`~media.congestion.controller.QualityController` every ``interval_s`` and whenever a
-  receiver report or a REMB reaches the video sender, and applies its
-  target bitrate to the encoder (between rungs too) and its rungs: the video track's fps,
-  the renderer's frame rate (one that can render fewer frames does), its output height
-  (and a new idle loop at that size), and reports each change to ``on_change``.
+- numbers voice and video packets transport-wide where the caller offered it
+  (:func:`negotiate_answer` puts it in the answer), reads the caller's transport feedback
+  (:mod:`media.congestion.twcc_monitor`) and answers the caller's own numbered packets;
+- pings the caller over the call's ICE pair (:mod:`media.congestion.queue_probe`) to end a
+  drain as soon as the bottleneck queue is empty;
+- runs a :class:`~media.congestion.controller.QualityController` every ``interval_s`` and
+  whenever a receiver report or a REMB reaches the video sender, and applies its target
+  bitrate to the encoder (between rungs too) and its rungs: the video track's fps, the
+  renderer's frame rate and output height (and a new idle loop at that size); each change
+  goes to ``on_change``.
+
+Why each of these, and what it does to a call, is in ``docs/congestion.md``.
 """
 
 from __future__ import annotations
@@ -35,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -46,7 +39,7 @@ from aiortc.rtcrtpsender import RTCRtpSender
 from inference.render.base import Renderer, rate_follower
 from media.aiortc_hooks import sender_counts, sender_rtx_ssrc, sender_ssrc, transceiver_codecs
 from media.clock import MediaClock
-from media.congestion.controller import QualityController, QualityOptions, Rung
+from media.congestion.controller import QualityController
 from media.congestion.encoder_control import (
     LiveVideoEncoder,
     RtcpMonitor,
@@ -55,6 +48,8 @@ from media.congestion.encoder_control import (
     offers_inband_fec,
 )
 from media.congestion.jitter import LowLatencyJitterBuffer, install_audio_jitter_buffer
+from media.congestion.ladder import QualityOptions, Rung
+from media.congestion.meters import ByteRate, RenderLag, RepairedShare
 from media.congestion.pacer import VideoPacer
 from media.congestion.queue_probe import QueueProbe, ice_ping
 from media.congestion.retransmit import RetransmitLimiter
@@ -160,22 +155,6 @@ class AdaptationOptions:
             )
 
 
-class _ByteRate:
-    """Bits per second of a growing byte counter over the last ``window_s``; None until
-    the samples span ``min_span_s``."""
-
-    def __init__(self, window_s: float, min_span_s: float) -> None:
-        self._window_s, self._min_span_s = window_s, min_span_s
-        self._samples: deque[tuple[float, int]] = deque()
-
-    def bps(self, now: float, total_bytes: int) -> float | None:
-        self._samples.append((now, total_bytes))
-        while self._samples[0][0] < now - self._window_s:
-            self._samples.popleft()
-        (t0, b0), (t1, b1) = self._samples[0], self._samples[-1]
-        return (b1 - b0) * 8 / (t1 - t0) if t1 - t0 >= self._min_span_s else None
-
-
 class QualityLoop:
     """The running adaptation of one call; :meth:`stop` ends it."""
 
@@ -195,14 +174,14 @@ class QualityLoop:
         self.pacer: VideoPacer | None = None
         self.audio_monitor: RtcpMonitor | None = None  # more RTT samples, same path
         self.audio_sender: RTCRtpSender | None = None
-        self._audio_sent = _ByteRate(options.lag_window_s, options.interval_s)
+        self._audio_sent = ByteRate(options.lag_window_s, options.interval_s)
         self.mic_buffers: list[LowLatencyJitterBuffer] = []
         self.changes: list[tuple[float, Rung, str]] = []  # (clock time, rung, reason)
         self._on_change = on_change
         self._max_height = session.renderer.frame_size[1]
-        self._drops: deque[tuple[float, int]] = deque()
-        self._sent = _ByteRate(options.lag_window_s, options.interval_s)
-        self._nacks: deque[tuple[float, int, int]] = deque()  # (time, nacked, bytes sent)
+        self._lag = RenderLag(options.lag_window_s, options.interval_s)
+        self._sent = ByteRate(options.lag_window_s, options.interval_s)
+        self._repaired = RepairedShare()
         self._task: asyncio.Task[None] | None = None
         self._applying: asyncio.Task[None] | None = None
         self.probe: QueueProbe | None = None
@@ -367,13 +346,7 @@ class QualityLoop:
     def _render_lag(self, now: float) -> float:
         """Seconds of video ticks the track dropped per second over the lag window."""
         track = self.session.video_track
-        self._drops.append((now, track.frames_dropped))
-        while self._drops and self._drops[0][0] < now - self.options.lag_window_s:
-            self._drops.popleft()
-        (t0, d0), (t1, d1) = self._drops[0], self._drops[-1]
-        if t1 - t0 < 0.8 * self.options.lag_window_s:
-            return 0.0  # not a full window yet (the call's first second stalls anyway)
-        return (d1 - d0) / track.fps / max(t1 - t0, self.options.interval_s)
+        return self._lag.lag(now, track.frames_dropped, track.fps)
 
     def _send_bps(self, now: float) -> float | None:
         """Video bitrate the encoder produced over the lag window (None without our encoder)."""
@@ -392,13 +365,7 @@ class QualityLoop:
         """Share of video packets NACKed over the last 2 s (packets estimated from bytes)."""
         if self.encoder is None:
             return None
-        self._nacks.append((now, nacked, self.encoder.stats.bytes))
-        while self._nacks and self._nacks[0][0] < now - 2.0:
-            self._nacks.popleft()
-        sent = self._nacks[-1][2] - self._nacks[0][2]
-        if sent <= 0:
-            return None
-        return min(1.0, sum(n for _, n, _ in self._nacks) / max(1.0, sent / 1100))
+        return self._repaired.share(now, nacked, self.encoder.stats.bytes)
 
     async def _run(self) -> None:
         await self._apply(self.controller.rung, "start")

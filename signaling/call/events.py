@@ -12,6 +12,7 @@ __all__ = [
     "BargeIn",
     "ControlEvent",
     "ErrorEvent",
+    "Handoff",
     "Hello",
     "Pong",
     "QualityChanged",
@@ -69,11 +70,21 @@ class TranscriptEvent(ControlEvent):
 
 @dataclass(frozen=True, slots=True)
 class ReplyText(ControlEvent):
+    """One sentence of the reply; ``source`` (sent only when set) cites the document the
+    answer was taken from, for the caption."""
+
     type: ClassVar[str] = "reply_text"
     text: str
     language: str
     turn: int
     index: int
+    source: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out = ControlEvent.to_json(self)
+        if self.source is None:
+            del out["source"]
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +111,19 @@ class QualityChanged(ControlEvent):
     fps: int
     bitrate: int
     reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Handoff(ControlEvent):
+    """The call is being put through to a person. ``state``: ``waiting`` (in the queue;
+    ``wait_s`` is the expected wait), ``connected`` (a person has the call), ``returned``
+    (back to the assistant), ``timeout`` (nobody came; a callback or email was offered)."""
+
+    type: ClassVar[str] = "handoff"
+    state: str
+    reason: str = ""
+    wait_s: float | None = None
+    language: str = "en"
 
 
 @dataclass(frozen=True, slots=True)

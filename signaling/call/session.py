@@ -12,6 +12,8 @@ from typing import Any
 
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 
+from inference.dialogue.base import ConversationMemory
+from inference.dialogue.handoff import HandoffGuard
 from inference.preload import SpeculatingDialogue
 from inference.render.base import Renderer
 from inference.types import Transcript, Utterance
@@ -37,6 +39,8 @@ from signaling.call.events import (
     SpeechEvent,
     StateChanged,
 )
+from signaling.call.handoff import CallHandoff, HandoffOptions
+from signaling.call.observers import CallObservers
 from signaling.call.supervise import SupervisedRenderer
 from signaling.call.turn import TurnRequest, TurnRunner
 from signaling.ice import rtc_configuration
@@ -63,6 +67,7 @@ class SessionOptions:
     adaptation: AdaptationOptions = field(default_factory=AdaptationOptions)
     greet: bool = True
     max_queued_events: int = 512
+    handoff: HandoffOptions = field(default_factory=HandoffOptions)
 
     def __post_init__(self) -> None:
         if self.fps <= 0 or self.heartbeat_timeout_s <= 0 or self.resume_grace_s <= 0:
@@ -86,8 +91,10 @@ class Session:
         ice_servers: list[dict[str, object]],
         on_closed: Callable[[Session], None] | None = None,
         metrics: Metrics | None = None,
+        observers: CallObservers | None = None,
     ) -> None:
         self.id = session_id
+        self.observers = observers or CallObservers()
         self.metrics = metrics or Metrics()
         self.options = options
         self.clock = MediaClock()
@@ -112,6 +119,9 @@ class Session:
         # is synthesized and rendered into the cache; the final transcript keeps or drops it.
         self._prefetch = services.prefetcher_for_call(self.renderer, options.language)
         dialogue = services.dialogue_for_call()
+        self.handoff = self._new_handoff(dialogue)
+        if options.handoff.enabled:  # a second request for a person hands off in any case
+            dialogue = HandoffGuard(dialogue, options.handoff.guard)
         if self._prefetch is not None:
             dialogue = SpeculatingDialogue(dialogue, self._prefetch)
         self._runner = TurnRunner(
@@ -123,11 +133,14 @@ class Session:
             emit=self.emit,
             now=self.clock.now,
             observer=_MetricsObserver(self.metrics),
+            hooks=self.handoff,
         )
         self._segmenter = Segmenter(options.segmenter)
         self._early = EarlyAsr(services.asr, options=options.early_asr)
         self._events: asyncio.Queue[ControlEvent] = asyncio.Queue(options.max_queued_events)
         self._tasks: set[asyncio.Task[None]] = set()
+        # this call's share of the stage workers: its tasks' blocking work queues here
+        self.lane = services.work.lane(session_id)
         self._turn_task: asyncio.Task[None] | None = None
         self._turn = 0
         self._last_seen = self.clock.now()
@@ -144,6 +157,19 @@ class Session:
         self.quality: QualityLoop | None = None
         self.closed = asyncio.Event()
         self._watching = False
+
+    def _new_handoff(self, dialogue: object) -> CallHandoff:
+        return CallHandoff(
+            self.options.handoff,
+            language=self.options.language,
+            speak=self.speak,
+            busy=self._busy,
+            interrupt=self.interrupt,
+            emit=self.emit,
+            spawn=self._spawn,
+            now=self.clock.now,
+            memory=dialogue if isinstance(dialogue, ConversationMemory) else None,
+        )
 
     def _new_peer(self) -> RTCPeerConnection:
         pc = RTCPeerConnection(rtc_configuration(self._ice_servers))  # type: ignore[arg-type]
@@ -234,6 +260,7 @@ class Session:
             with contextlib.suppress(asyncio.QueueEmpty):
                 self._events.get_nowait()
         self._events.put_nowait(event)
+        self.observers.event(self.id, time.time(), event)
 
     async def next_event(self) -> ControlEvent:
         return await self._events.get()
@@ -260,6 +287,17 @@ class Session:
         """Typed input: a turn like a spoken utterance."""
         self._start_turn(text=text)
 
+    def speak(self, text: str) -> asyncio.Task[None] | None:
+        """Say ``text`` as it is, no dialogue (an operator's line, a line while the caller
+        waits); the task ends when it has played. None once the call is closed."""
+        if self.closed.is_set():
+            return None
+        self._start_turn(text=text, verbatim=True)
+        return self._turn_task
+
+    def _busy(self) -> bool:
+        return self._turn_running() or self.player.speaking(self.clock.now())
+
     def interrupt(self) -> None:
         """Cancel the current turn and flush queued reply audio and video."""
         cancelled = self._cancel_turn()
@@ -278,6 +316,9 @@ class Session:
         verbatim: bool = False,
         early_transcript: asyncio.Task[Transcript] | None = None,
     ) -> None:
+        if self.handoff.listen_only and not (greeting or verbatim):
+            self._overhear(text, utterance, early_transcript)
+            return
         self._cancel_turn()
         self.player.flush()
         self._turn += 1
@@ -293,6 +334,33 @@ class Session:
             early_transcript=early_transcript,
         )
         self._turn_task = self._spawn(self._run_turn(req))
+
+    def _overhear(
+        self,
+        text: str | None,
+        utterance: Utterance | None,
+        early_transcript: asyncio.Task[Transcript] | None,
+    ) -> None:
+        """A person has the call: transcribe the caller for them, beside any line playing."""
+        self._turn += 1
+        end = utterance.end_s if utterance is not None else self.clock.now()
+        req = TurnRequest(
+            turn=self._turn,
+            speech_end=end,
+            utterance=utterance,
+            text=text,
+            language=self.options.language,
+            early_transcript=early_transcript,
+            listen_only=True,
+        )
+        self._spawn(self._run_listen_only(req))
+
+    async def _run_listen_only(self, req: TurnRequest) -> None:
+        try:
+            await self._runner.run(req)
+        except Exception as exc:
+            log.exception("session %s: transcribing turn %d failed", self.id, req.turn)
+            self.emit(ErrorEvent(reason=f"transcription failed: {type(exc).__name__}"))
 
     def _turn_running(self) -> bool:
         return self._turn_task is not None and not self._turn_task.done()
@@ -449,7 +517,7 @@ class Session:
             if reason is not None:
                 log.info("session %s: closing: %s", self.id, reason)
                 self.close_reason = reason
-                await self.close()
+                await self.close(outcome=f"timeout: {reason}")
                 return
 
     # ---- faults -----------------------------------------------------------------------
@@ -472,12 +540,12 @@ class Session:
             self.emit(ErrorEvent(reason=f"internal error ({type(exc).__name__})"))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = asyncio.ensure_future(coro)
+        task = asyncio.ensure_future(self.lane.bind(coro))
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task
 
-    async def close(self) -> None:
+    async def close(self, outcome: str = "completed") -> None:
         """Hang up: stop the turn, the listener and the tracks, close the peer connection.
 
         The work runs in a task of its own, so a caller that is itself cancelled (a
@@ -485,6 +553,7 @@ class Session:
         """
         if self._closing is None:
             self.closed.set()
+            self.observers.ended(self.id, time.time(), outcome)
             if self._on_closed is not None:
                 self._on_closed(self)
             self._closing = asyncio.ensure_future(self._shutdown())
@@ -506,6 +575,7 @@ class Session:
         if self._prefetch is not None:
             await self._prefetch.close()
         await self._early.close()
+        self.lane.close()  # queued blocking work is dropped, not finished
         self._services.renderers.release(self.id)  # its place on a render scheduler
         self.audio_track.stop()
         self.video_track.stop()

@@ -20,10 +20,18 @@ from inference.audio import fit_length, resample_int16
 from inference.dialogue.base import Dialogue
 from inference.render.base import Renderer, render_input, reply_frames, seeker
 from inference.tts.base import Tts
-from inference.types import PcmChunk, ReplySentence, Transcript, Utterance
+from inference.types import Intent, PcmChunk, ReplySentence, Transcript, Utterance
+from inference.work import run_blocking
 from signaling.call.events import ControlEvent, ReplyText, StateChanged, Timings, TranscriptEvent
 
-__all__ = ["MediaSink", "TurnObserver", "TurnRequest", "TurnRunner", "detect_language"]
+__all__ = [
+    "MediaSink",
+    "TurnHooks",
+    "TurnObserver",
+    "TurnRequest",
+    "TurnRunner",
+    "detect_language",
+]
 
 
 class TurnObserver(Protocol):
@@ -39,6 +47,23 @@ class _NoObserver:
         pass
 
     def batch(self, frames: int) -> None:
+        pass
+
+
+class TurnHooks(Protocol):
+    """What the call does with a turn besides speaking: a reply's intent (once per turn, e.g.
+    a handoff to a person) and what a listen-only turn heard (a person has the call)."""
+
+    def intent(self, intent: Intent, language: str) -> None: ...
+
+    def overheard(self, transcript: Transcript) -> None: ...
+
+
+class _NoHooks:
+    def intent(self, intent: Intent, language: str) -> None:
+        pass
+
+    def overheard(self, transcript: Transcript) -> None:
         pass
 
 
@@ -67,6 +92,7 @@ class TurnRequest:
     text: str | None = None
     greeting: bool = False
     verbatim: bool = False  # say ``text`` as it is (a goodbye), no dialogue
+    listen_only: bool = False  # transcribe and tell the hooks, no reply (a person has the call)
     language: str = "en"
     # The utterance's transcript already under way (early ASR during the end-of-speech pause).
     early_transcript: asyncio.Task[Transcript] | None = None
@@ -92,6 +118,7 @@ class TurnRunner:
         now: Callable[[], float],
         output_rate: int = 48000,
         observer: TurnObserver | None = None,
+        hooks: TurnHooks | None = None,
     ) -> None:
         self._asr = asr
         self._dialogue = dialogue
@@ -102,6 +129,7 @@ class TurnRunner:
         self._now = now
         self._output_rate = output_rate
         self._observer: TurnObserver = observer or _NoObserver()
+        self._hooks: TurnHooks = hooks or _NoHooks()
 
     async def run(self, req: TurnRequest) -> dict[str, float]:
         """Run one turn to the end; returns the stage timings (ms after speech end)."""
@@ -113,6 +141,11 @@ class TurnRunner:
                 marks[name] = round((t - req.speech_end) * 1000.0, 1)
 
         sentences: AsyncIterator[ReplySentence]
+        if req.listen_only:
+            heard = await self._transcript(req, mark)
+            if heard is not None:
+                self._hooks.overheard(heard)
+            return marks
         if req.greeting:
             sentences = _one(self._dialogue.greeting(req.language))
         elif req.verbatim and req.text is not None:
@@ -128,9 +161,14 @@ class TurnRunner:
 
         queue: asyncio.Queue[tuple[ReplySentence, PcmChunk] | None] = asyncio.Queue(maxsize=2)
 
+        intents: set[Intent] = set()
+
         async def produce() -> None:
             try:
                 async for sentence in sentences:
+                    if sentence.intent is not None and sentence.intent not in intents:
+                        intents.add(sentence.intent)
+                        self._hooks.intent(sentence.intent, sentence.language)
                     mark("first_sentence")
                     self._emit(
                         ReplyText(
@@ -138,6 +176,7 @@ class TurnRunner:
                             language=sentence.language,
                             turn=req.turn,
                             index=sentence.index,
+                            source=sentence.source,
                         )
                     )
                     asked: float | None = self._now()
@@ -212,7 +251,7 @@ class TurnRunner:
         per_frame_out = self._output_rate // fps
         # Resampling a sentence takes tens of ms: off the loop, so no video tick is missed.
         out_rate = self._output_rate
-        audio_out, audio_render = await asyncio.to_thread(
+        audio_out, audio_render = await run_blocking(
             lambda: (
                 fit_length(
                     resample_int16(chunk.samples, chunk.sample_rate, out_rate),

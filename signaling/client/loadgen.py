@@ -57,8 +57,12 @@ class ProbeOptions:
 class ProbeCall:
     """One call. Use as ``async with ProbeCall(options) as call: await call.ask("...")``."""
 
-    def __init__(self, options: ProbeOptions) -> None:
+    def __init__(
+        self, options: ProbeOptions, *, mic: Callable[[], MediaStreamTrack] | None = None
+    ) -> None:
         self.o = options
+        self._make_mic = mic or AudioStreamTrack  # each peer connection gets a new one
+        self.mic: MediaStreamTrack | None = None
         self.base = options.url.rstrip("/")
         self.session_id = ""
         self.session_token = ""
@@ -116,7 +120,8 @@ class ProbeCall:
         if is_loopback_host(self.o.url):
             enable_loopback_candidates()
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        pc.addTransceiver(AudioStreamTrack(), direction="sendrecv")  # a silent mic
+        self.mic = self._make_mic()  # a silent mic unless the caller gave another
+        pc.addTransceiver(self.mic, direction="sendrecv")
         pc.addTransceiver("video", direction="recvonly")
         connected = asyncio.Event()
         self._connected = connected

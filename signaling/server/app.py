@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -18,12 +19,15 @@ from inference.avatar import AvatarError, CorruptAvatar, InvalidName
 from inference.render.base import HealthReporter
 from media.congestion.loop import AdaptationOptions
 from signaling.call.early_asr import EarlyAsrOptions
+from signaling.call.observers import CallInfo
 from signaling.call.session import Session, SessionOptions
 from signaling.config import Settings
 from signaling.ice import enable_loopback_candidates, is_loopback_host
 from signaling.metrics import CONTENT_TYPE_LATEST, Metrics
 from signaling.server.auth import AuthError
+from signaling.server.calls import flush_records, install_records
 from signaling.server.candidates import filter_candidates
+from signaling.server.console import add_operator_console, handoff_options
 from signaling.server.control import control_socket
 from signaling.server.guard import (
     RedactedAccessLogger,
@@ -101,6 +105,8 @@ def create_app(
     app.router.add_get("/health/ready", _ready)
     app.router.add_get("/avatars", _avatars)
     app.router.add_get("/metrics", _metrics)
+    install_records(app, state)  # GET /calls, and the recorder of every call
+    add_operator_console(app, static_dir())  # /operator: live calls, handoffs, take-over
     app.router.add_get("/", _index)
     app.router.add_static("/static/", static_dir(), show_index=False)
     app.on_startup.append(_start_loading)
@@ -145,6 +151,7 @@ async def drain(app: web.Application, *, timeout_s: float = 10.0) -> None:
             return_exceptions=True,
         )
     await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
+    await flush_records(app)
 
 
 async def _close_sessions(app: web.Application) -> None:
@@ -233,6 +240,7 @@ async def _offer(request: web.Request) -> web.Response:
             enabled=media.early_asr_pause_ms > 0, pause_ms=max(20, media.early_asr_pause_ms)
         ),
         adaptation=AdaptationOptions(voice_fec_loss_pct=media.voice_fec_loss_pct or None),
+        handoff=handoff_options(state.settings),
     )
     bind_session(session_id)  # every log line of this call, aiortc's included, carries it
     session = Session(
@@ -243,6 +251,16 @@ async def _offer(request: web.Request) -> web.Response:
         ice_servers=state.settings.ice_servers,
         on_closed=state.forget,
         metrics=state.metrics,
+        observers=state.observers,
+    )
+    state.observers.started(
+        CallInfo(
+            call_id=session_id,
+            avatar=options.avatar,
+            language=options.language,
+            started_at=time.time(),
+            client=scope.name or peer,
+        )
     )
     state.sessions[session_id] = session
     state.scopes[session_id] = scope
@@ -459,13 +477,21 @@ def connection_limits(settings: Settings) -> ConnectionLimits:
     )
 
 
-async def serve(app: web.Application, host: str, port: int) -> None:
-    """Run until SIGINT/SIGTERM, then drain (goodbyes) before closing the listener."""
+async def serve(
+    app: web.Application, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None
+) -> None:
+    """Run until SIGINT/SIGTERM, then drain (goodbyes) before closing the listener
+    (HTTPS with ``ssl_context``)."""
     import signal
 
     limits = connection_limits(app[STATE].settings)
     server = await start_server(
-        app, host=host, port=port, limits=limits, access_log_class=RedactedAccessLogger
+        app,
+        host=host,
+        port=port,
+        limits=limits,
+        access_log_class=RedactedAccessLogger,
+        ssl_context=ssl_context,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -42,7 +42,7 @@ def _routable(address: IpAddress) -> bool:
     return not (
         address.is_multicast
         or address.is_unspecified
-        or address.is_reserved  # 240.0.0.0/4 holds 255.255.255.255
+        or (address.is_reserved and not address.is_loopback)  # 255.255.255.255; ::1 is in ::/8
         or (address.version == 4 and address in _THIS_NETWORK)
     )
 

@@ -80,7 +80,7 @@ async def control_socket(request: web.Request, state: AppState) -> web.StreamRes
             if msg.type != WSMsgType.TEXT:
                 session.emit(ErrorEvent(reason="only JSON text messages are accepted"))
                 continue
-            _handle_client_message(session, msg.data, settings.max_text_chars)
+            _handle_client_message(session, msg.data, settings.max_text_chars, state.turn_limiter)
     finally:
         sender.cancel()
         current = state.sockets.get(session.id) is ws
@@ -93,7 +93,7 @@ async def control_socket(request: web.Request, state: AppState) -> web.StreamRes
     return ws
 
 
-def _handle_client_message(session: Session, data: str, max_text: int) -> None:
+def _handle_client_message(session: Session, data: str, max_text: int, turns: RateLimiter) -> None:
     try:
         message = parse_client_message(data, max_text_chars=max_text)
     except BadRequest as exc:
@@ -104,7 +104,18 @@ def _handle_client_message(session: Session, data: str, max_text: int) -> None:
     elif message.type == "interrupt":
         session.interrupt()
     elif message.type == "text" and message.text is not None:
+        wait = turns.check(session.id, time.monotonic())  # per call, across reconnects
+        if wait > 0:
+            session.emit(ErrorEvent(reason=_too_many_turns(turns.options.rate_per_s, wait)))
+            return
         session.say_text(message.text)
+
+
+def _too_many_turns(rate_per_s: float, wait_s: float) -> str:
+    return (
+        f"too many typed messages: at most {rate_per_s:g} new replies per second; "
+        f"this one was ignored and the reply goes on (send again in {wait_s:.1f} s)"
+    )
 
 
 async def _pump_events(session: Session, ws: web.WebSocketResponse) -> None:

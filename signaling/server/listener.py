@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import resource
+import ssl
 from collections import Counter
 from dataclasses import dataclass
 
@@ -26,7 +27,7 @@ class ConnectionLimits:
 
     max_connections: int = 512
     max_per_ip: int = 32
-    idle_timeout_s: float = 15.0
+    idle_timeout_s: float = 20.0
     linger_s: float = 1.0
 
     def __post_init__(self) -> None:
@@ -121,8 +122,10 @@ async def start_server(
     port: int,
     limits: ConnectionLimits,
     access_log_class: type[AbstractAccessLogger],
+    ssl_context: ssl.SSLContext | None = None,
 ) -> Listening:
-    """Start ``app`` on ``host:port`` behind the connection caps and timeouts."""
+    """Start ``app`` on ``host:port`` behind the connection caps and timeouts (HTTPS with
+    ``ssl_context``: a TLS handshake must finish within ``idle_timeout_s``)."""
     runner = web.AppRunner(
         app,
         access_log_class=access_log_class,
@@ -137,7 +140,13 @@ async def start_server(
         log.warning("max_connections lowered to %d (half the descriptor limit)", cap)
     loop = asyncio.get_running_loop()
     try:
-        listener = await loop.create_server(lambda: _Gatekeeper(server, limits, cap), host, port)
+        listener = await loop.create_server(
+            lambda: _Gatekeeper(server, limits, cap),
+            host,
+            port,
+            ssl=ssl_context,
+            ssl_handshake_timeout=limits.idle_timeout_s if ssl_context is not None else None,
+        )
     except BaseException:
         await runner.cleanup()
         raise

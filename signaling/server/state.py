@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from signaling.call.observers import CallObservers
 from signaling.call.session import Session
 from signaling.config import Settings
 from signaling.metrics import Metrics
@@ -40,10 +41,12 @@ class AppState:
     load: Callable[[Settings], Awaitable[Services]] = load_services
     access: AccessPolicy = field(init=False)
     http_limiter: RateLimiter = field(init=False)
+    turn_limiter: RateLimiter = field(init=False)  # per call: typed turns
     hosts: HostPolicy = field(init=False)
     scopes: dict[str, KeyScope] = field(default_factory=dict)
     peers: dict[str, str] = field(default_factory=dict)  # session id -> caller's IP
     sockets: dict[str, web.WebSocketResponse] = field(default_factory=dict)
+    observers: CallObservers = field(default_factory=CallObservers)  # records, operators
 
     def __post_init__(self) -> None:
         a = self.settings.access
@@ -54,10 +57,18 @@ class AppState:
         self.http_limiter = RateLimiter(
             RateLimitOptions(rate_per_s=a.requests_per_s, burst=a.request_burst)
         )
+        self.turn_limiter = RateLimiter(
+            RateLimitOptions(
+                rate_per_s=a.turns_per_s,
+                burst=a.turn_burst,
+                max_keys=2 * self.settings.max_sessions,
+            )
+        )
 
     def forget(self, session: Session) -> None:
         self.scopes.pop(session.id, None)
         self.peers.pop(session.id, None)
+        self.turn_limiter.forget(session.id)
         if self.sessions.pop(session.id, None) is not None:
             self.metrics.active_sessions.set(len(self.sessions))
 

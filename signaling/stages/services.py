@@ -38,6 +38,7 @@ from inference.render.warp import WarpOptions, WarpRenderer
 from inference.render.warp_assets import WarpAssets
 from inference.tts import CachedTts, CachedTtsOptions, Tts
 from inference.types import ReplySentence
+from inference.work import FairExecutor
 from media.vad import SegmenterOptions
 from signaling.config import CacheSettings, MediaSettings, Settings
 
@@ -111,6 +112,8 @@ class Services:
     _loaded: dict[str, PreparedAvatar] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     preload_busy: Callable[[], bool] = machine_busy  # preloading waits while this is True
+    # every call's blocking stage work (TTS, rendering, ASR), shared out fairly by call
+    work: FairExecutor = field(default_factory=FairExecutor)
     _preloads: dict[str, asyncio.Task[int]] = field(default_factory=dict)
 
     def avatar(self, name: str) -> PreparedAvatar:
@@ -165,7 +168,9 @@ class Services:
         """Warm the caches for avatar ``name`` in the background (once per avatar)."""
         if self.cache is None or not self.cache_plan.preload or name in self._preloads:
             return self._preloads.get(name)
-        task = asyncio.ensure_future(self._preload(name))
+        lane = self.work.lane(f"preload:{name}")  # a share like a call's, never more
+        task = asyncio.ensure_future(lane.bind(self._preload(name)))
+        task.add_done_callback(lambda _: lane.close())
         self._preloads[name] = task
         return task
 

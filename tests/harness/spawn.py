@@ -14,6 +14,7 @@ import contextlib
 import http.client
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -68,13 +69,15 @@ def spawn_server(
     cwd: Path | None = None,
     ready_timeout_s: float = 180.0,
     stop_timeout_s: float = 15.0,
+    tls_ca: Path | None = None,
 ) -> Iterator[SpawnedServer]:
     """Run ``avatar-rtc serve --host 127.0.0.1 --port PORT *args`` (this interpreter) until
     the block ends; yield it once ``/health/ready`` answers 200.
 
     ``port``: a free one if None. ``env``: added to this process's environment. ``log``: the
     server's stdout and stderr (overwritten; a kept temporary file if None). ``cwd``: the
-    server's working directory (this process's if None).
+    server's working directory (this process's if None). ``tls_ca``: the server serves
+    HTTPS (``args`` say how) with a certificate for 127.0.0.1 that this file vouches for.
     """
     if ready_timeout_s <= 0 or stop_timeout_s <= 0:
         raise ValueError("ready_timeout_s and stop_timeout_s must be > 0")
@@ -86,9 +89,11 @@ def spawn_server(
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=out, stderr=subprocess.STDOUT)
-        server = SpawnedServer(url=f"http://{HOST}:{port}", port=port, pid=proc.pid, log=log)
+        scheme = "http" if tls_ca is None else "https"
+        server = SpawnedServer(url=f"{scheme}://{HOST}:{port}", port=port, pid=proc.pid, log=log)
+        context = None if tls_ca is None else ssl.create_default_context(cafile=str(tls_ca))
         try:
-            problem = _wait_ready(server.url, proc, ready_timeout_s)
+            problem = _wait_ready(server.url, proc, ready_timeout_s, context)
             if problem is not None:
                 returncode = proc.poll()  # None: still running, not ready in time
                 _stop(proc, stop_timeout_s)
@@ -100,14 +105,16 @@ def spawn_server(
             _stop(proc, stop_timeout_s)
 
 
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> str | None:
+def _wait_ready(
+    url: str, proc: subprocess.Popen[bytes], timeout_s: float, context: ssl.SSLContext | None
+) -> str | None:
     """None once ``url``/health/ready answers 200, else why not (exited, or timed out)."""
     deadline = time.monotonic() + timeout_s
     while True:
         if proc.poll() is not None:
             return f"avatar-rtc serve exited with {proc.returncode}"
         with contextlib.suppress(OSError, http.client.HTTPException):
-            with urllib.request.urlopen(url + "/health/ready", timeout=2) as r:
+            with urllib.request.urlopen(url + "/health/ready", timeout=2, context=context) as r:
                 if r.status == 200:
                     return None
         if time.monotonic() >= deadline:

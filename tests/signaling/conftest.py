@@ -18,6 +18,14 @@ from signaling.config import Settings
 from signaling.stages.services import Services, WarpRendererFactory
 
 
+@pytest.fixture(autouse=True)
+def _data_dir_in_tmp(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Servers built by these tests keep their files (call records) in a temporary folder."""
+    monkeypatch.setenv("AVATAR_RTC_DATA_DIR", str(tmp_path_factory.mktemp("data")))
+
+
 @pytest.fixture(scope="session")
 def avatars_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("avatars")

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +20,9 @@ from inference.tts.openai_http import OpenAiTtsSettings
 from inference.tts.piper_tts import PiperTtsSettings
 from signaling.cli import main
 from signaling.config import ConfigError, Settings, load_settings
+
+_FAKES = "asr: {backend: fake}\ndialogue: {backend: fake}\ntts: {backend: fake}\n"  # no files
+_KEY = "k" * 20
 
 
 def test_precedence_file_env_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -37,6 +43,7 @@ def test_precedence_file_env_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         ("- a\n- b\n", "mapping"),
         ("port: [\n", "not valid YAML"),
         ("ice_servers: [{username: x}]\n", "urls"),
+        ("1: 2\n", "top-level keys must be text: 1"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path: Path, text: str, needle: str) -> None:
@@ -53,7 +60,7 @@ def test_missing_file() -> None:
 
 def test_config_check_masks_secrets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("api_key: hunter2\n")
+    cfg.write_text(_FAKES + f"cache: {{dir: {tmp_path}}}\napi_key: hunter2-hunter2-hunter2\n")
     assert main(["config", "--check", str(cfg)]) == 0
     out = capsys.readouterr().out
     assert "hunter2" not in out
@@ -168,3 +175,147 @@ def test_every_registered_backend_builds_from_its_settings(stage: str, name: str
     assert section.backend == name
     built = getattr(Settings.backends, stage).build(section)
     assert isinstance(built, _BUILT[stage, name])
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (b"port: 8080\n\xff\xfe\n", "is not UTF-8 text (byte 11)"),
+        (None, "is a directory, not a file"),
+    ],
+)
+def test_an_unreadable_file_is_named(tmp_path: Path, content: bytes | None, needle: str) -> None:
+    cfg = tmp_path / "c.yaml"
+    if content is None:
+        cfg.mkdir()
+    else:
+        cfg.write_bytes(content)
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg)
+    assert f"configuration file {cfg} {needle}" == str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("port: 1\nhost: x\nport: 2\n", "line 3, column 1: duplicate key 'port' (first on line 1)"),
+        ("media:\n  lead_ms: 1\n  lead_ms: 2\n", "line 3, column 3: duplicate key 'lead_ms'"),
+        (f"access:\n  keys:\n  - {{name: a, key: {_KEY}, name: b}}\n", "duplicate key 'name'"),
+    ],
+)
+def test_a_repeated_key_is_refused_with_its_line(tmp_path: Path, text: str, needle: str) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg)
+    assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_merged_key_may_be_overridden(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("media:\n  <<: {lead_ms: 100, end_silence_ms: 700}\n  lead_ms: 200\n")
+    s = load_settings(cfg)
+    assert (s.media.lead_ms, s.media.end_silence_ms) == (200, 700)
+
+
+def test_a_malformed_environment_value_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AVATAR_RTC_ICE_SERVERS", "not json")
+    with pytest.raises(ConfigError, match="ice_servers"):
+        load_settings(None)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        ({"access": {"token_secret": "short"}}, "access.token_secret: Value error, must be at"),
+        ({"api_key": "hunter2"}, "api_key: Value error, must be at least 16 characters"),
+        (
+            {"access": {"keys": [{"name": "a", "key": _KEY}, {"name": "a", "key": _KEY * 2}]}},
+            "access.keys: Value error, API key names must be unique; repeated: a",
+        ),
+        (
+            {"api_key": _KEY, "access": {"keys": [{"name": "default", "key": _KEY * 2}]}},
+            "api_key is the key named 'default'",
+        ),
+    ],
+)
+def test_the_model_refuses_what_the_access_policy_refuses(
+    overrides: dict[str, Any], needle: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, overrides)
+    assert needle in str(info.value)
+
+
+@pytest.mark.parametrize("secret", ["s" * 16, "\u5bc6" * 6, ""])
+def test_a_token_secret_the_model_accepts_builds_the_policy(secret: str) -> None:
+    from signaling.server.auth import AccessPolicy
+    from signaling.server.state import access_options
+
+    settings = load_settings(None, {"access": {"token_secret": secret}})
+    AccessPolicy(access_options(settings))  # 6 CJK characters are 18 bytes; "" is random
+
+
+def _write_case(tmp_path: Path, case: str) -> Path:
+    """A configuration file that ``serve`` refuses, for each of ``_REFUSED``."""
+    cfg = tmp_path / "c.yaml"
+    content = _REFUSED[case][0]
+    if content is None:
+        cfg.mkdir()
+    else:
+        cfg.write_bytes(content.replace(b"TMP", str(tmp_path).encode()))
+    return cfg
+
+
+_REFUSED: dict[str, tuple[bytes | None, str]] = {
+    "not UTF-8": (b"port: 1\n\xff\n", "is not UTF-8 text"),
+    "a directory": (None, "is a directory"),
+    "a repeated key": (b"port: 1\nport: 2\n", "duplicate key 'port'"),
+    "a short token secret": (b"access:\n  token_secret: short\n", "access.token_secret"),
+    "a short api key": (b"api_key: short\n", "api_key: Value error"),
+    "no knowledge base": (
+        b"asr: {backend: fake}\ntts: {backend: fake}\ncache: {enabled: false}\n"
+        b"dialogue: {backend: faq, knowledge_base: TMP/kb.yaml}\n",
+        "dialogue (faq): knowledge base file not found: TMP/kb.yaml",
+    ),
+    "no whisper model": (
+        b"asr: {model_dir: TMP/whisper}\ndialogue: {backend: fake}\ntts: {backend: fake}\n",
+        "asr (whisper): whisper model folder not found: TMP/whisper",
+    ),
+    "no such avatar": (
+        _FAKES.encode() + b"render: {avatar: bob, avatars_dir: TMP}\n",
+        "render.avatar: no prepared avatar 'bob' in TMP",
+    ),
+}
+
+
+@pytest.mark.parametrize("command", ["config", "serve"])
+@pytest.mark.parametrize("case", list(_REFUSED))
+def test_check_and_serve_refuse_a_bad_file_in_one_line(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    case: str,
+    command: str,
+) -> None:
+    def started(*args: object, **kwargs: object) -> None:
+        raise AssertionError("serve got past its start-up checks")
+
+    monkeypatch.setattr("signaling.server.app.create_app", started)
+    monkeypatch.setattr("signaling.server.app.serve", started)
+    cfg = _write_case(tmp_path, case)
+    flag = "--check" if command == "config" else "--config"
+    assert main([command, flag, str(cfg)]) == 2
+    out, err = capsys.readouterr()
+    needle = _REFUSED[case][1].replace("TMP", str(tmp_path))
+    assert not out and err.startswith("avatar-rtc: ") and needle in err
+    assert err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("case", ["a directory", "no knowledge base"])
+def test_the_command_line_prints_no_traceback(tmp_path: Path, case: str) -> None:
+    cfg = _write_case(tmp_path, case)
+    command = [sys.executable, "-m", "signaling.cli", "config", "--check", str(cfg)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2 and not done.stdout
+    assert done.stderr.startswith("avatar-rtc: ") and done.stderr.count("\n") == 1, done.stderr

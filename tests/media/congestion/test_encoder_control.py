@@ -23,6 +23,7 @@ from aiortc.rtp import (
     pack_remb_fci,
 )
 
+from media.aiortc_hooks import sender_encoder, transceiver_codecs
 from media.congestion.encoder_control import (
     LiveH264Encoder,
     LiveVp8Encoder,
@@ -237,8 +238,14 @@ class FakeSender:
     def __init__(self) -> None:
         self._ssrc = 1234
         self._RTCRtpSender__encoder = None
+        self.count_sent(0, 0)
         self.handled: list = []
         self.sent: list = []
+
+    def count_sent(self, octets: int, packets: int) -> None:
+        """What aiortc's sender counts for its sender reports (``sender_counts`` reads it)."""
+        self._RTCRtpSender__octet_count = octets
+        self._RTCRtpSender__packet_count = packets
 
     async def _handle_rtcp_packet(self, packet) -> None:  # type: ignore[no-untyped-def]
         self.handled.append(packet)
@@ -266,10 +273,8 @@ async def test_rtcp_monitor_delivered_rate_is_in_payload_bytes() -> None:
         )
         return RtcpRrPacket(ssrc=9, reports=[info])
 
-    counts = vars(sender)  # aiortc's sender keeps them as private attributes
-    counts["_RTCRtpSender__octet_count"], counts["_RTCRtpSender__packet_count"] = 0, 0
     await sender._handle_rtcp_packet(report(100))
-    counts["_RTCRtpSender__octet_count"], counts["_RTCRtpSender__packet_count"] = 100_000, 100
+    sender.count_sent(100_000, 100)
     now[0] = 11.0
     await sender._handle_rtcp_packet(report(150))  # 50 packets of 1000 B in 1 s
     assert mon.take().delivered_bps == pytest.approx(400_000)
@@ -331,7 +336,7 @@ async def test_rtcp_monitor_reads_rr_rtt_and_remb() -> None:
 def test_install_encoder_fills_the_senders_slot_once() -> None:
     sender = FakeSender()
     enc = install_encoder(sender, "video/VP8", bitrate=300_000, max_bitrate=2_000_000)  # type: ignore[arg-type]
-    assert sender._RTCRtpSender__encoder is enc
+    assert sender_encoder(sender) is enc  # type: ignore[arg-type]
     with pytest.raises(RuntimeError, match="already encodes"):
         install_encoder(sender, "video/VP8", bitrate=300_000, max_bitrate=2_000_000)  # type: ignore[arg-type]
 
@@ -378,7 +383,7 @@ async def test_live_sender_over_loopback_keeps_one_keyframe(
     await b.setRemoteDescription(a.localDescription)
     await b.setLocalDescription(await b.createAnswer())
     await a.setRemoteDescription(b.localDescription)
-    mime = a.getTransceivers()[0]._codecs[0].mimeType
+    mime = transceiver_codecs(a.getTransceivers()[0])[0].mimeType
     enc = install_encoder(sender, mime, bitrate=600_000, max_bitrate=1_000_000)
     try:
         async with asyncio.timeout(20):
@@ -421,7 +426,7 @@ def test_install_voice_encoder_sets_the_voice_bitrate() -> None:
     sender = FakeSender()
     sender.kind = "audio"  # type: ignore[misc]
     enc = install_voice_encoder(sender, bitrate=32_000)  # type: ignore[arg-type]
-    assert sender._RTCRtpSender__encoder is enc
+    assert sender_encoder(sender) is enc  # type: ignore[arg-type]
     with pytest.raises(RuntimeError, match="already encodes"):
         install_voice_encoder(sender)  # type: ignore[arg-type]
     ours, stock = _voice_kbps(enc), _voice_kbps(OpusEncoder())

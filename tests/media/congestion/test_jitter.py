@@ -74,6 +74,7 @@ def test_install_checks_the_receiver() -> None:
 async def test_a_client_gets_low_latency_buffers_on_every_receiver() -> None:
     from aiortc import AudioStreamTrack, RTCPeerConnection, VideoStreamTrack
 
+    from media.aiortc_hooks import receiver_remb_estimator
     from media.congestion.fast_remb import FastRemoteBitrateEstimator
     from media.congestion.jitter import LowLatencyVideoJitterBuffer, install_receive_buffers
 
@@ -93,10 +94,7 @@ async def test_a_client_gets_low_latency_buffers_on_every_receiver() -> None:
         assert kinds == sorted(
             ["FastRemoteBitrateEstimator", "LowLatencyJitterBuffer", "LowLatencyVideoJitterBuffer"]
         )
-        estimators = [
-            vars(t.receiver).get("_RTCRtpReceiver__remote_bitrate_estimator")
-            for t in client.getTransceivers()
-        ]
+        estimators = [receiver_remb_estimator(t.receiver) for t in client.getTransceivers()]
         assert sum(isinstance(e, FastRemoteBitrateEstimator) for e in estimators) == 1
         slots = [
             vars(t.receiver)["_RTCRtpReceiver__jitter_buffer"] for t in client.getTransceivers()

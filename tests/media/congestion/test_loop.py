@@ -6,8 +6,10 @@ import asyncio
 
 import pytest
 from aiortc import RTCPeerConnection
+from aiortc.codecs.opus import OpusEncoder
 
 from inference.render.base import FrameRateFollower
+from media.aiortc_hooks import sender_encoder
 from media.clock import MediaClock
 from media.congestion.loop import PeerSession, QualityChange, QualityLoop, attach_quality
 from media.congestion.retransmit import RetransmitLimiter
@@ -49,8 +51,8 @@ async def test_a_bottleneck_moves_bitrate_rung_fps_and_renderer_together(
             assert loop.pacer is not None and loop.pacer.stats.sent > 20
             # the voice at 32 kbps, and its rate known (it is taken out of REMB)
             assert loop.audio_sender is not None
-            voice = vars(loop.audio_sender)["_RTCRtpSender__encoder"]
-            assert voice.codec.bit_rate == 32_000
+            voice = sender_encoder(loop.audio_sender)
+            assert isinstance(voice, OpusEncoder) and voice.codec.bit_rate == 32_000
             assert "fec" not in voice.codec.options  # aiortc's side does not decode it
             assert 10_000 < loop._audio_bps(clock.now()) < 60_000
             call.relay.impair(a_to_b=Impairment(rate_bps=150_000, queue_limit_s=0.5))

@@ -204,6 +204,9 @@ async def test_voice_fec_follows_the_setting_and_the_offer(
     """``media.voice_fec_loss_pct`` turns Opus in-band FEC on for callers whose offer says
     they decode it (``useinbandfec=1``, as browsers' do); aiortc's offer does not say so."""
     from aiortc import RTCPeerConnection
+    from aiortc.codecs.opus import OpusEncoder
+
+    from media.aiortc_hooks import sender_encoder
 
     async def voice_options(pct: int, fec_in_offer: bool) -> dict[str, str]:
         media = settings.media.model_copy(update={"voice_fec_loss_pct": pct})
@@ -224,7 +227,8 @@ async def test_voice_fec_follows_the_setting_and_the_offer(
                     assert r.status == 200, await r.text()
             (session,) = app[STATE].sessions.values()
             assert session.quality is not None and session.quality.audio_sender is not None
-            encoder = vars(session.quality.audio_sender)["_RTCRtpSender__encoder"]
+            encoder = sender_encoder(session.quality.audio_sender)
+            assert isinstance(encoder, OpusEncoder)
             return dict(encoder.codec.options)
         finally:
             await pc.close()

@@ -151,7 +151,7 @@ async def test_connection_caps_refuse_quickly_and_honest_clients_get_in(
 
 def test_limits_from_settings() -> None:
     limits = connection_limits(Settings())
-    assert (limits.max_connections, limits.max_per_ip, limits.idle_timeout_s) == (512, 32, 15.0)
+    assert (limits.max_connections, limits.max_per_ip, limits.idle_timeout_s) == (512, 32, 20.0)
     assert 1 <= descriptor_cap(10**9) < 10**9
     with pytest.raises(ValueError):
         ConnectionLimits(max_per_ip=0)
