@@ -59,6 +59,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     AVATAR_RTC_HOST=0.0.0.0 \
     AVATAR_RTC_RENDER__AVATARS_DIR=/data/avatars \
+    AVATAR_RTC_DATA_DIR=/data \
     XDG_CACHE_HOME=/data/cache \
     HF_HOME=/data/cache/huggingface \
     NUMBA_CACHE_DIR=/data/cache/numba \

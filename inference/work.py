@@ -1,14 +1,17 @@
-"""Blocking stage work of many calls on a few shared threads, shared out fairly.
+"""Blocking stage work of many calls on a few shared threads, each call held to its share.
 
 A process holds one :class:`FairExecutor`; each call takes a :class:`WorkLane` of it and binds
-its tasks to the lane (:meth:`WorkLane.bind`). The stages send their blocking work (speech
+its tasks to the lane (:meth:`WorkLane.create_task`). The stages send their blocking work (speech
 synthesis, rendering, recognition, cache encoding) through :func:`run_blocking`, which uses
 the lane of the running task, or the event loop's default executor outside a call.
 
-A lane runs at most ``per_lane`` jobs at a time. A free worker takes the oldest job of the
-ready lane that has used the least worker time lately, so a call that floods the server queues
-behind itself, not in front of its neighbours. A job whose awaiting task is cancelled before it
-begins (a superseded reply) is dropped at once, never run; closing a lane drops its queue.
+A lane runs at most ``per_lane`` jobs at a time. Each lane has a budget of worker time: it
+earns ``share`` worker-seconds per second up to ``burst_s`` and spends what its jobs take. A
+free worker takes the oldest job of the lane with the most budget left; a lane that has spent
+all of it waits until it has earned some back, even while workers are free, so a call that
+keeps the server busy (a flood of superseded replies) gets its share and leaves the rest to
+its neighbours and to the media. A job whose awaiting task is cancelled before it begins (a
+superseded reply) is dropped at once, never run; closing a lane drops its queue.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import math
 import os
 import threading
 import time
@@ -26,7 +28,14 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-__all__ = ["FairExecutor", "FairExecutorOptions", "LaneClosed", "WorkLane", "run_blocking"]
+__all__ = [
+    "FairExecutor",
+    "FairExecutorOptions",
+    "LaneClosed",
+    "WorkLane",
+    "current_lane",
+    "run_blocking",
+]
 
 T = TypeVar("T")
 
@@ -44,19 +53,22 @@ def _default_workers() -> int:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FairExecutorOptions:
     """``workers``: threads shared by every lane; ``per_lane``: jobs one lane may run at once;
-    ``half_life_s``: how fast a lane's recorded use is forgotten."""
+    ``share``: worker-seconds a lane earns per second; ``burst_s``: the most it can save up."""
 
     workers: int = field(default_factory=_default_workers)
     per_lane: int = 1
-    half_life_s: float = 2.0
+    share: float = 0.5
+    burst_s: float = 6.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.workers <= 256:
             raise ValueError(f"workers must be within 1..256, got {self.workers}")
         if not 1 <= self.per_lane <= self.workers:
             raise ValueError(f"per_lane must be within 1..workers, got {self.per_lane}")
-        if not self.half_life_s > 0:
-            raise ValueError(f"half_life_s must be positive, got {self.half_life_s}")
+        if not 0 < self.share <= self.per_lane:
+            raise ValueError(f"share must be within (0, per_lane], got {self.share}")
+        if not self.burst_s > 0:
+            raise ValueError(f"burst_s must be positive, got {self.burst_s}")
 
 
 @dataclass(slots=True)
@@ -67,14 +79,14 @@ class _Job:
 
 @dataclass(slots=True)
 class _LaneState:
+    budget: float  # worker-seconds left at ``stamp`` (negative: overdrawn by a long job)
+    stamp: float
     jobs: deque[_Job] = field(default_factory=deque)
     running: int = 0
-    used: float = 0.0  # worker seconds, decayed to ``stamp``
-    stamp: float = 0.0
     closed: bool = False
 
-    def use_at(self, now: float, half_life_s: float) -> float:
-        return self.used * math.exp2(-(now - self.stamp) / half_life_s)
+    def budget_at(self, now: float, options: FairExecutorOptions) -> float:
+        return min(options.burst_s, self.budget + (now - self.stamp) * options.share)
 
 
 class FairExecutor:
@@ -94,13 +106,13 @@ class FairExecutor:
         self._shutdown = False
 
     def lane(self, name: str) -> WorkLane:
-        """A new lane (a name in use gets a fresh lane once the old one is closed)."""
+        """A new lane with a full budget (ValueError while one of that name is open)."""
         with self._cond:
             if self._shutdown:
                 raise LaneClosed("the executor is shut down")
             if name in self._lanes:
                 raise ValueError(f"lane {name!r} is open already")
-            self._lanes[name] = _LaneState(stamp=self._clock())
+            self._lanes[name] = _LaneState(budget=self.options.burst_s, stamp=self._clock())
         return WorkLane(self, name)
 
     def submit(self, lane: str, fn: Callable[[], T]) -> Future[T]:
@@ -121,6 +133,12 @@ class FairExecutor:
         with self._cond:
             state = self._lanes.get(lane)
             return (0, 0) if state is None else (len(state.jobs), state.running)
+
+    def budget(self, lane: str) -> float:
+        """Worker-seconds ``lane`` may still spend now (0.0 for an unknown lane)."""
+        with self._cond:
+            state = self._lanes.get(lane)
+            return 0.0 if state is None else state.budget_at(self._clock(), self.options)
 
     def close_lane(self, lane: str) -> None:
         """Drop the lane's queued jobs (cancelled) and forget it once its running ones end."""
@@ -173,31 +191,44 @@ class FairExecutor:
                         state.jobs.remove(job)
                         break
 
-    def _next(self) -> tuple[str, _Job] | None:
-        """The job to run next (under the lock): the least-used ready lane's oldest."""
-        now = self._clock()
+    def _next(self) -> tuple[tuple[str, _Job] | None, float | None]:
+        """(the lane and job to run next, None if none may run now; seconds until a lane in
+        debt has budget again, None if no lane waits on its budget), under the lock."""
+        now, opts = self._clock(), self.options
         best: tuple[float, str] | None = None
+        wait_s: float | None = None
         for name, state in self._lanes.items():
-            if state.jobs and state.running < self.options.per_lane:
-                use = state.use_at(now, self.options.half_life_s)
-                if best is None or use < best[0]:
-                    best = (use, name)
+            if not state.jobs or state.running >= opts.per_lane:
+                continue
+            budget = state.budget_at(now, opts)
+            if budget <= 0:
+                due = -budget / opts.share + 1e-3
+                wait_s = due if wait_s is None else min(wait_s, due)
+            elif best is None or budget > best[0]:
+                best = (budget, name)
         if best is None:
-            return None
-        return best[1], self._lanes[best[1]].jobs.popleft()
+            return None, wait_s
+        return (best[1], self._lanes[best[1]].jobs.popleft()), wait_s
+
+    def _take(self) -> tuple[str, _Job] | None:
+        """Wait for a job that may run (None: shut down), under the lock."""
+        while not self._shutdown:
+            picked, wait_s = self._next()
+            if picked is not None:
+                return picked
+            self._cond.wait(wait_s)
+        return None
 
     def _work(self) -> None:
         while True:
             with self._cond:
-                while (picked := self._next()) is None and not self._shutdown:
-                    self._cond.wait()
+                picked = self._take()
                 if picked is None:
                     return
                 name, job = picked
                 if not job.future.set_running_or_notify_cancel():
                     continue  # cancelled between its callback and now
-                state = self._lanes[name]
-                state.running += 1
+                self._lanes[name].running += 1
             began = self._clock()
             try:
                 job.future.set_result(job.fn())
@@ -209,7 +240,7 @@ class FairExecutor:
         with self._cond:
             state = self._lanes[name]
             now = self._clock()
-            state.used = state.use_at(now, self.options.half_life_s) + (now - began)
+            state.budget = state.budget_at(now, self.options) - (now - began)
             state.stamp = now
             state.running -= 1
             if state.closed and state.running == 0:
@@ -230,9 +261,12 @@ class WorkLane:
         call = functools.partial(ctx.run, fn, *args)
         return await asyncio.wrap_future(self.executor.submit(self.name, call))
 
-    def bind(self, coro: Coroutine[Any, Any, T]) -> Coroutine[Any, Any, T]:
-        """``coro`` run with this lane as the lane of its task (and of tasks it creates)."""
-        return _bound(self, coro)
+    def create_task(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """A task running ``coro`` on this lane (and the tasks it creates, theirs copying its
+        context)."""
+        context = contextvars.copy_context()
+        context.run(_LANE.set, self)
+        return asyncio.get_running_loop().create_task(coro, context=context)
 
     def pending(self) -> tuple[int, int]:
         """(queued, running) jobs of this lane."""
@@ -241,11 +275,6 @@ class WorkLane:
     def close(self) -> None:
         """Drop the queued jobs; later work is refused with :class:`LaneClosed`."""
         self.executor.close_lane(self.name)
-
-
-async def _bound(lane: WorkLane, coro: Coroutine[Any, Any, T]) -> T:
-    _LANE.set(lane)  # this task's own context: other tasks are not affected
-    return await coro
 
 
 def current_lane() -> WorkLane | None:

@@ -9,8 +9,9 @@ Each round the bystander (the recording bot, typing one question per call) is me
 times: alone, beside N-1 quiet calls, and beside the same calls misbehaving: typed-text floods
 (``--text-per-s``), bursts of mic noise the VAD takes for speech, and reconnect storms
 (control-socket drops, every sixth a peer-connection resume), cycled over the calls. The
-misbehaving calls live in a child process of this script, so their client work does not share
-the bot's event loop. Prints the bystander's video fps, A/V skew and reply latency (medians
+misbehaving calls live in a child process of this script at a lower CPU priority, so their
+client work (decoding video) neither shares the bot's event loop nor takes the server's CPU.
+Prints the bystander's video fps, A/V skew and reply latency (medians
 over the rounds) per condition, the ratios to alone, the targets (>= 24 fps, skew within
 40 ms of alone, latency within 1.2x of alone) and what the misbehaving calls did.
 
@@ -25,6 +26,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -67,8 +69,9 @@ METRICS = {  # report field: (label, how it compares with alone)
 
 
 # ---- the misbehaving calls (child process) --------------------------------------------------
-def _behaviours(n: int) -> list[Behaviour]:
-    return [BEHAVIOURS[i % len(BEHAVIOURS)] for i in range(n)]
+def _behaviours(n: int, kinds: str) -> list[Behaviour]:
+    chosen = [k for k in BEHAVIOURS if k in kinds.split(",")]
+    return [chosen[i % len(chosen)] for i in range(n)]
 
 
 class _Crowd:
@@ -82,7 +85,7 @@ class _Crowd:
 
     async def connect(self) -> dict[str, Any]:
         probe = ProbeOptions(url=self.args.url, timeout_s=self.args.timeout_s)
-        for i, kind in enumerate(_behaviours(self.args.calls - 1)):
+        for i, kind in enumerate(_behaviours(self.args.calls - 1, self.args.behaviours)):
             opts = MisbehaveOptions(behaviour=kind, text_per_s=self.args.text_per_s, seed=i)
             call = Misbehaver(probe, opts)
             self.calls.append(call)
@@ -106,6 +109,9 @@ class _Crowd:
 
 
 async def _crowd_main(args: argparse.Namespace) -> None:
+    # Their clients would run on machines of their own: here they yield this one's CPU to the
+    # server and the bot (what they make the server do is measured, not their own decoding).
+    os.nice(10)
     crowd = _Crowd(args)
     reader = asyncio.StreamReader()
     loop = asyncio.get_running_loop()
@@ -138,7 +144,7 @@ class _CrowdProcess:
     async def start(cls, url: str, args: argparse.Namespace) -> _CrowdProcess:
         cmd = [sys.executable, __file__, "--role", "crowd", "--url", url]
         cmd += ["--calls", str(args.calls), "--text-per-s", str(args.text_per_s)]
-        cmd += ["--timeout-s", str(args.timeout_s)]
+        cmd += ["--timeout-s", str(args.timeout_s), "--behaviours", args.behaviours]
         proc = await asyncio.create_subprocess_exec(
             *cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
         )
@@ -175,7 +181,8 @@ async def _ask(url: str, question: str, timeout_s: float) -> dict[str, Any]:
     except BotError as exc:
         return {"question": question, "errors": [str(exc)]}
     numbers = {k: getattr(report, k) for k in METRICS}
-    return {"question": question, **numbers, "errors": list(report.errors)}
+    stages = report.timings  # the server's marks, ms after the question arrived
+    return {"question": question, **numbers, "stages": stages, "errors": list(report.errors)}
 
 
 def _question(args: argparse.Namespace, round_: int, condition: int) -> str:
@@ -220,7 +227,13 @@ async def run(url: str, args: argparse.Namespace) -> dict[str, Any]:
     finally:
         if crowd is not None:
             await crowd.close()
-    return {"calls": args.calls, "cache": args.cache, "rounds": rounds, "misbehaviour": stats}
+    return {
+        "calls": args.calls,
+        "behaviours": args.behaviours,
+        "cache": args.cache,
+        "rounds": rounds,
+        "misbehaviour": stats,
+    }
 
 
 # ---- the table --------------------------------------------------------------------------------
@@ -257,7 +270,7 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
 
 def print_table(result: dict[str, Any], summary: dict[str, Any]) -> None:
     med = summary["medians"]
-    kinds = ", ".join(_behaviours(result["calls"] - 1)) or "none"
+    kinds = ", ".join(_behaviours(result["calls"] - 1, result["behaviours"])) or "none"
     print(
         f"\nbystander beside {result['calls'] - 1} calls ({kinds}); cache {result['cache']}; "
         f"medians of {len(result['rounds'])} round(s)"
@@ -317,6 +330,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--url", help="a running server (default: spawn one)")
     p.add_argument("--calls", type=int, default=4, help="calls in all: N-1 misbehave")
     p.add_argument("--rounds", type=int, default=2, help="measurements per condition")
+    p.add_argument(
+        "--behaviours",
+        default=",".join(BEHAVIOURS),
+        help="misbehaviours cycled over the calls (default: all: %(default)s)",
+    )
     p.add_argument("--text-per-s", type=float, default=5.0, help="typed messages a second")
     p.add_argument("--cache", choices=["off", "fresh"], default="off", help="spawned server")
     p.add_argument("--lead-s", type=float, default=2.0, help="misbehaving before measuring")
@@ -336,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
         args.calls, args.rounds, args.lead_s, args.warm_up = 2, 1, 1.0, False
     if args.calls < 1 or args.rounds < 1 or args.text_per_s <= 0:
         p.error("--calls and --rounds must be >= 1, --text-per-s positive")
+    if not set(args.behaviours.split(",")) <= set(BEHAVIOURS):
+        p.error(f"--behaviours takes a comma-separated list of {', '.join(BEHAVIOURS)}")
     if args.role == "crowd":
         asyncio.run(_crowd_main(args))
         return 0

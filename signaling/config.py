@@ -301,7 +301,7 @@ class Settings(BaseSettings):
     log_format: Literal["console", "json"] = "console"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     metrics_enabled: bool = True  # /metrics and the counters behind it
-    data_dir: Path = Path("data")  # the server's own files (call records)
+    data_dir: Path = Path("data")  # the server's own files: call records, tls/
     asr: AsrSection = _stage_field(ASR_BACKENDS)
     dialogue: DialogueSection = _stage_field(DIALOGUE_BACKENDS)
     tts: TtsSection = _stage_field(TTS_BACKENDS)

@@ -1,6 +1,13 @@
 // DOM of the call page: settings, buttons, captions, indicators. The wire logic is in call.js.
 import { CallClient } from "./call.js";
-import { Captions, markFirstFrame, QualityIndicator, showCaptions, showMicIndicator } from "./widgets.js";
+import {
+  Captions,
+  handoffText,
+  markFirstFrame,
+  QualityIndicator,
+  showCaptions,
+  showMicIndicator,
+} from "./widgets.js";
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -34,6 +41,7 @@ const CONNECTION_LABELS = {
 };
 const AGENT_LABELS = { listening: "Listening", thinking: "Thinking…", speaking: "Speaking" };
 const AUTO_RECONNECT_DELAY_MS = 1500;
+const HANDOFF_NOTE_MS = 6000; // "connected" / "returned" notes fade after this
 const AUTO_RECONNECT_EVERY_MS = 30000; // lost again sooner: offer the button instead
 const params = new URLSearchParams(window.location.search);
 const fragment = new URLSearchParams(window.location.hash.slice(1));
@@ -141,6 +149,13 @@ function wire(client) {
     ui.agentState.dataset.state = state;
   });
   client.addEventListener("error", (e) => console.warn("server:", e.detail.reason));
+  client.addEventListener("handoff", (e) => {
+    const text = handoffText(e.detail);
+    showMessage(text);
+    if (e.detail.state === "connected" || e.detail.state === "returned") {
+      setTimeout(() => ui.messageText.textContent === text && showMessage(""), HANDOFF_NOTE_MS);
+    }
+  });
   showCaptions(client, captions);
   showMicIndicator(client, ui.micIndicator);
   quality.attach(client);

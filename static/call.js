@@ -11,7 +11,7 @@
 // Events (CustomEvent, payload in `detail`): "connection" {state}, "media" {stream},
 // "mic" {active, muted, label}, one per server event type ("hello", "state", "speech",
 // "transcript", "reply_text" (with `source` when the answer came from a document), "barge_in",
-// "timings", "quality", "pong", "error"), and
+// "timings", "quality", "handoff", "pong", "error"), and
 // "failure" {kind, message, retryAfterS?} where kind is "mic-denied" | "no-mic" | "busy" |
 // "refused" | "network" | "lost" | "ended".
 

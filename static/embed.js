@@ -26,7 +26,7 @@
 (() => {
   const script = document.currentScript;
   const TAG = "avatar-rtc-agent";
-  const EVENTS = ["phase", "connection", "state", "transcript", "reply_text", "mic", "failure", "ended"];
+  const EVENTS = ["phase", "connection", "state", "transcript", "reply_text", "handoff", "mic", "failure", "ended"];
   const ATTRIBUTES = ["avatar", "lang", "idle", "key", "base", "mode"];
   const scriptUrl = new URL(script?.src || "", window.location.href);
   const defaultBase = new URL("..", scriptUrl).href.replace(/\/$/, ""); // .../static/embed.js → ...

@@ -4,10 +4,18 @@
 //
 //   const kiosk = new Kiosk(container, { baseUrl, avatar, language, idleMs, apiKey });
 //   kiosk.addEventListener("state", (e) => ...);  // also: ready, phase, connection,
-//   kiosk.start(); kiosk.end(); kiosk.destroy();  //  transcript, reply_text, mic, failure, ended
+//   kiosk.start(); kiosk.end(); kiosk.destroy();  //  transcript, reply_text, handoff, mic,
+//                                                  //  failure, ended
 import { CallClient } from "./call.js";
 import { SilenceWatch } from "./idle.js";
-import { Captions, markFirstFrame, QualityIndicator, showCaptions, showMicIndicator } from "./widgets.js";
+import {
+  Captions,
+  handoffText,
+  markFirstFrame,
+  QualityIndicator,
+  showCaptions,
+  showMicIndicator,
+} from "./widgets.js";
 
 export const KIOSK_MARKUP = `
 <main class="kiosk" data-phase="attract">
@@ -113,6 +121,7 @@ export class Kiosk extends EventTarget {
     this.call = null;
     this._timers = { attract: null, watch: null, back: null };
     this._reconnected = false;
+    this._waitingForPerson = false; // a quiet wait in the handoff queue never ends the call
     this._bindInput(keyTarget ?? this.root);
     this._attract();
   }
@@ -193,6 +202,7 @@ export class Kiosk extends EventTarget {
 
   _tick() {
     if (this.call?.state !== "connected") return;
+    if (this._waitingForPerson) this.watch.activity(performance.now());
     const { phase, remainingMs } = this.watch.check(performance.now());
     if (phase === "end") {
       this.end(this.text.goodbye);
@@ -245,6 +255,11 @@ export class Kiosk extends EventTarget {
       this._emit("reply_text", { text: e.detail.text, turn: e.detail.turn }),
     );
     client.addEventListener("mic", (e) => this._emit("mic", { active: e.detail.active }));
+    client.addEventListener("handoff", (e) => {
+      this._waitingForPerson = e.detail.state === "waiting";
+      this._message(handoffText(e.detail));
+      this._emit("handoff", { state: e.detail.state, waitS: e.detail.wait_s ?? null });
+    });
     client.addEventListener("failure", (e) => this._onFailure(e.detail));
     showCaptions(client, this.captions);
     showMicIndicator(client, ui.mic);

@@ -199,3 +199,27 @@ export function markFirstFrame(video, startMark) {
     video.addEventListener("loadeddata", mark, { once: true });
   }
 }
+
+const HANDOFF_TEXT = {
+  en: {
+    waiting: (wait) => `Connecting you to a person; average wait ${wait}.`,
+    connected: "You are now talking with a member of our team.",
+    returned: "You are back with the assistant.",
+    timeout: "Nobody is free right now. We can call you back, or you can write to us by email.",
+    wait: (s) => (s < 60 ? "under a minute" : `about ${Math.round(s / 60)} min`),
+  },
+  zh: {
+    waiting: (wait) => `正在为您转接人工客服，平均等待${wait}。`,
+    connected: "人工客服已接入。",
+    returned: "已为您转回智能助手。",
+    timeout: "目前没有空闲的客服。我们可以给您回电，您也可以发邮件联系我们。",
+    wait: (s) => (s < 60 ? "不到一分钟" : `约${Math.round(s / 60)}分钟`),
+  },
+};
+
+/** The caller's line for a server `handoff` event (in the event's language). */
+export function handoffText({ state, wait_s: waitS = null, language = "en" }) {
+  const text = HANDOFF_TEXT[language] ?? HANDOFF_TEXT.en;
+  if (state === "waiting") return text.waiting(text.wait(waitS ?? 120));
+  return text[state] ?? "";
+}

@@ -48,6 +48,8 @@ class WhisperAsrOptions:
     ``language``: a hint passed to multilingual models (``"en"``, ``"zh"``); ``None`` lets
     the model detect it (``.en`` models always decode English).
     ``initial_prompt``: optional text that biases the vocabulary (product names, etc.).
+    ``cpu_threads``: threads of one transcription; 1 keeps a call's recognition on one core
+    (its fair share; see :mod:`inference.work`), 0 is CTranslate2's default.
     """
 
     model_dir: Path | None = None
@@ -55,7 +57,7 @@ class WhisperAsrOptions:
     compute_type: str = "int8"
     beam_size: int = 1
     language: str | None = None
-    cpu_threads: int = 0
+    cpu_threads: int = 1
     num_workers: int = 1
     initial_prompt: str | None = None
 

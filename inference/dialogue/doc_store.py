@@ -41,6 +41,7 @@ __all__ = [
     "DocumentStoreBuilder",
     "DocumentStoreError",
     "check_document_store",
+    "check_replaceable",
 ]
 
 FORMAT = 1
@@ -95,10 +96,12 @@ class DocChunk:
 
 @dataclass(frozen=True, slots=True)
 class DocMatch:
-    """A chunk and its BM25 score for a question."""
+    """A chunk, its BM25 score for a question, and the share of the question's distinct
+    words it holds (``coverage``, 0..1: comparable across corpora, unlike the score)."""
 
     chunk: DocChunk
     score: float
+    coverage: float
 
 
 class DocTokenizer:
@@ -198,7 +201,7 @@ class DocumentStore:
     def save(self, folder: Path, manifest: Mapping[str, Any] | None = None) -> None:
         """Write the folder whole, replacing an earlier build there (never another folder);
         ``manifest`` adds keys to the manifest."""
-        _check_replaceable(folder)
+        check_replaceable(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
         try:
@@ -233,8 +236,14 @@ class DocumentStore:
         index = self._indexes.get(language)
         if index is None or not text.strip():
             return []
-        found = index.top(self.tokens(text, language), k)
-        return [DocMatch(chunk=self._chunks[n], score=score) for n, score in found]
+        tokens = self.tokens(text, language)
+        wanted = set(tokens)
+        out = []
+        for n, score in index.top(tokens, k):
+            chunk = self._chunks[n]
+            held = wanted & set(self.tokens(_indexed_text(chunk), language))
+            out.append(DocMatch(chunk=chunk, score=score, coverage=len(held) / len(wanted)))
+        return out
 
     def excerpt(self, chunk: DocChunk, question: str, max_chars: int = 240) -> str:
         """A short spoken answer from ``chunk``: from the sentence sharing most words with the
@@ -297,7 +306,9 @@ def check_document_store(folder: Path) -> dict[str, Any]:
     return manifest
 
 
-def _check_replaceable(folder: Path) -> None:
+def check_replaceable(folder: Path) -> None:
+    """Raise :class:`DocumentStoreError` unless ``folder`` is absent, empty, or an earlier
+    build (a build replaces only those)."""
     if not folder.exists():
         return
     if not folder.is_dir():

@@ -22,6 +22,7 @@ from typing import ClassVar
 from inference.dialogue.doc_store import DocChunk
 from inference.dialogue.prompt import estimate_tokens
 from inference.dialogue.sentences import SentenceSplitterOptions, split_sentences
+from inference.dialogue.text import cjk_count, contains_cjk
 
 __all__ = [
     "CHARS_PER_PAGE",
@@ -38,7 +39,6 @@ SUPPORTED_SUFFIXES: frozenset[str] = frozenset(
 )
 CHARS_PER_PAGE = 3000  # a text file counts one page per this many characters (throughput)
 
-_CJK_CHAR = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN_LETTER = re.compile(r"[A-Za-z]")
 _SPACES = re.compile(r"[ \t\r\f\v\u00a0\u3000]+")
 _BLANK_LINES = re.compile(r"\n\s*\n+")
@@ -81,7 +81,7 @@ def read_document(path: Path) -> Document:
     elif suffix in (".html", ".htm"):
         sections = _html_sections(text)
     else:
-        sections = [Section(text=text)]
+        sections = [Section(text=_unwrap(text))]
     pages = max(1, math.ceil(sum(len(s.text) for s in sections) / CHARS_PER_PAGE))
     return Document(sections=tuple(sections), pages=pages)
 
@@ -228,8 +228,14 @@ def _read_pdf(path: Path) -> Document:
 
 
 def _unwrap(text: str) -> str:
-    """PDF lines joined back into paragraphs: a line ending a sentence, or a short one (a
-    heading, the last line of a paragraph), ends its paragraph."""
+    """Hard-wrapped lines (PDF, plain text) joined back into paragraphs, separated by a blank
+    line: a blank line, a line ending a sentence, or a short one (a heading, the last line of
+    a paragraph) ends its paragraph."""
+    blocks = (_unwrap_block(b) for b in _BLANK_LINES.split(text))
+    return "\n\n".join(b for b in blocks if b)
+
+
+def _unwrap_block(text: str) -> str:
     lines = [_SPACES.sub(" ", line).strip() for line in text.splitlines()]
     lines = [line for line in lines if line]
     if not lines:
@@ -238,11 +244,11 @@ def _unwrap(text: str) -> str:
     out: list[str] = [lines[0]]
     for prev, line in itertools.pairwise(lines):
         if prev.endswith(_LINE_END) or len(prev) < 0.6 * wide:
-            out.append("\n" + line)
+            out.append("\n\n" + line)
         elif prev.endswith("-") and line[:1].islower():
             out[-1] = out[-1][:-1]
             out.append(line)
-        elif _CJK_CHAR.match(prev[-1]) or _CJK_CHAR.match(line[0]):
+        elif contains_cjk(prev[-1]) or contains_cjk(line[0]):
             out.append(line)
         else:
             out.append(" " + line)
@@ -252,7 +258,7 @@ def _unwrap(text: str) -> str:
 def _paragraph_language(text: str) -> str:
     """``"zh"`` when Chinese characters carry the paragraph (one ideograph per word, about
     four Latin letters per word), so English naming a Chinese product stays English."""
-    cjk = len(_CJK_CHAR.findall(text))
+    cjk = cjk_count(text)
     return "zh" if cjk and cjk * 4 >= len(_LATIN_LETTER.findall(text)) else "en"
 
 

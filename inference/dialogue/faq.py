@@ -11,10 +11,13 @@ Two objects, following "load once, cheap per call":
 
 Each indexed document is one phrasing of a question, an entry's tags, or its answer (weighted
 down; so "do you take PayPal" finds the payment entry through its answer). An entry scores the
-maximum over its documents. Below the language's threshold, the business's own documents are
-asked next (``documents``: a folder built by ``avatar-rtc kb build``): a passage scoring at
-least ``doc_min_score`` is answered with a few of its sentences, and the reply's ``source``
-cites it; else the caller hears the fallback.
+maximum over its documents; below the language's threshold the caller hears the fallback.
+
+With the business's own documents (``documents``: a folder built by ``avatar-rtc kb build``)
+the FAQ still answers first, unless its entry is not worded like the question and the best
+document passage is confident (``doc_min_score``, ``doc_min_coverage``) and holds more of the
+question's words than the entry does: then a few sentences of the passage are said, and the
+reply's ``source`` cites it. docs/documents.md tells why.
 """
 
 from __future__ import annotations
@@ -61,8 +64,9 @@ class FaqDialogueOptions:
     ``min_score_en`` / ``min_score_zh``: BM25 score below which the fallback line is said.
     ``max_sentence_chars``: longer answer sentences are split at clause boundaries.
     ``documents``: a folder built by ``avatar-rtc kb build``, asked when the FAQ has no
-    confident answer; ``doc_min_score``: the BM25 score a passage needs to be answered from;
-    ``doc_answer_chars``: the length of an answer taken from a passage.
+    confident answer; a passage answers when it scores ``doc_min_score`` (BM25) and holds
+    ``doc_min_coverage`` of the question's words; ``doc_answer_chars``: the length of an
+    answer taken from a passage.
     """
 
     kb_path: Path | None = None
@@ -70,12 +74,15 @@ class FaqDialogueOptions:
     min_score_zh: float = 1.0
     max_sentence_chars: int = 120
     documents: Path | None = None
-    doc_min_score: float = 2.0
+    doc_min_score: float = 1.0
+    doc_min_coverage: float = 0.5
     doc_answer_chars: int = 240
 
     def __post_init__(self) -> None:
         if self.min_score_en < 0 or self.min_score_zh < 0 or self.doc_min_score < 0:
             raise ValueError("min_score_en, min_score_zh and doc_min_score must be >= 0")
+        if not 0.0 <= self.doc_min_coverage <= 1.0:
+            raise ValueError(f"doc_min_coverage must be within [0, 1], got {self.doc_min_coverage}")
         if self.doc_answer_chars < 40:
             raise ValueError(f"doc_answer_chars must be >= 40, got {self.doc_answer_chars}")
         SentenceSplitterOptions(max_chars=self.max_sentence_chars)  # validates
@@ -263,21 +270,38 @@ class FaqDialogue:
         """The reply to a caller's question: the FAQ's, else a document's, else the fallback."""
         lang = detect_language(text, default=_checked(language))
         found = self._match(text, lang) if text.strip() else None
+        from_documents = self._document_answer(text, lang, found) if text.strip() else None
+        if from_documents is not None:
+            return from_documents
         if found is None:
-            from_documents = self._document_answer(text, lang) if text.strip() else None
-            return from_documents or FaqAnswer(self._index.knowledge_base.fallback[lang], lang)
+            return FaqAnswer(self._index.knowledge_base.fallback[lang], lang)
         intent: Intent | None = "handoff" if found.entry.handoff else None
         return FaqAnswer(found.entry.answer(lang), lang, intent)
 
-    def _document_answer(self, text: str, language: str) -> FaqAnswer | None:
-        if self._documents is None:
+    def _document_answer(self, text: str, language: str, faq: FaqMatch | None) -> FaqAnswer | None:
+        """A passage's answer when it is confident and holds more of the question than the
+        FAQ's entry (an entry worded like the question, or one that puts the caller through to
+        a person, always wins)."""
+        if self._documents is None or (faq is not None and (faq.exact or faq.entry.handoff)):
             return None
         best = self._documents.search(text, language, k=1)
-        if not best or best[0].score < self._options.doc_min_score:
+        opts = self._options
+        if not best or best[0].score < opts.doc_min_score:
             return None
-        chunk = best[0].chunk
-        said = self._documents.excerpt(chunk, text, self._options.doc_answer_chars)
-        return FaqAnswer(said, language, source=chunk.citation()) if said else None
+        passage = best[0]
+        if passage.coverage < opts.doc_min_coverage:
+            return None
+        if faq is not None and passage.coverage <= self._coverage(faq, text):
+            return None
+        said = self._documents.excerpt(passage.chunk, text, opts.doc_answer_chars)
+        return FaqAnswer(said, language, source=passage.chunk.citation()) if said else None
+
+    def _coverage(self, found: FaqMatch, text: str) -> float:
+        """The share of the question's distinct words that the entry holds."""
+        lang, entry = found.language, found.entry
+        wanted = set(self._index.tokens(text, lang))
+        words = " ".join([*entry.questions[lang], " ".join(entry.tags), entry.answer(lang)])
+        return len(wanted & set(self._index.tokens(words, lang))) / max(1, len(wanted))
 
     async def reply(self, transcript: Transcript) -> AsyncGenerator[ReplySentence, None]:
         """Stream the answer (or the fallback) sentence by sentence; the sentences of an

@@ -18,8 +18,14 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from inference.dialogue.doc_store import DocumentStore, DocumentStoreBuilder, DocumentStoreError
+from inference.dialogue.doc_store import (
+    DocumentStore,
+    DocumentStoreBuilder,
+    DocumentStoreError,
+    check_replaceable,
+)
 from inference.dialogue.documents import (
     SUPPORTED_SUFFIXES,
     DocumentError,
@@ -108,31 +114,21 @@ def build_documents(
     paths: Sequence[Path], out: Path, options: BuildOptions | None = None
 ) -> BuildReport:
     """Read, chunk and index the documents, and write the knowledge folder ``out``."""
-    from tqdm import tqdm
-
     options = options or BuildOptions()
+    try:
+        check_replaceable(out)  # before the work, not after it
+    except DocumentStoreError as exc:
+        raise BuildError(str(exc)) from None
     began = time.perf_counter()
     inputs = _inputs(paths)
+    for missing in inputs.skipped:
+        print(f"skipped {missing.source}: {missing.reason}", file=sys.stderr)
     builder = DocumentStoreBuilder()
-    files: list[dict[str, object]] = []
-    pages = 0
-    bar = tqdm(inputs.files, desc="kb build", unit="file", disable=not options.progress)
-    for path, source in bar:
-        bar.set_postfix_str(source[-40:], refresh=False)
-        try:
-            document = read_document(path)
-        except DocumentError as exc:
-            inputs.skipped.append(Skipped(source, str(exc)))
-            bar.write(f"skipped {source}: {exc}", file=sys.stderr)
-            continue
-        chunks = chunk_sections(document.sections, source, max_tokens=options.max_tokens)
-        builder.add(chunks)
-        pages += document.pages
-        files.append({"source": source, "pages": document.pages, "chunks": len(chunks)})
-    bar.close()
+    files = _read_all(inputs, builder, options)
     store = builder.build()
     if not store.chunks:
         raise BuildError("no text found in the documents; nothing was written")
+    pages = sum(int(f["pages"]) for f in files)
     manifest = {
         "files": files,
         "pages": pages,
@@ -150,6 +146,30 @@ def build_documents(
         skipped=tuple(inputs.skipped),
         seconds=time.perf_counter() - began,
     )
+
+
+def _read_all(
+    inputs: _Inputs, builder: DocumentStoreBuilder, options: BuildOptions
+) -> list[dict[str, Any]]:
+    """Read and chunk every input into ``builder`` (a progress bar on stderr); a file that
+    cannot be read goes to ``inputs.skipped``. Returns what each file read gave."""
+    from tqdm import tqdm
+
+    files: list[dict[str, Any]] = []
+    bar = tqdm(inputs.files, desc="kb build", unit="file", disable=not options.progress)
+    for path, source in bar:
+        bar.set_postfix_str(source[-40:], refresh=False)
+        try:
+            document = read_document(path)
+        except DocumentError as exc:
+            inputs.skipped.append(Skipped(source, str(exc)))
+            bar.write(f"skipped {source}: {exc}", file=sys.stderr)
+            continue
+        chunks = chunk_sections(document.sections, source, max_tokens=options.max_tokens)
+        builder.add(chunks)
+        files.append({"source": source, "pages": document.pages, "chunks": len(chunks)})
+    bar.close()
+    return files
 
 
 def _build(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ llama.cpp server), with the knowledge base as context.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import random
@@ -406,6 +407,9 @@ class OpenAiChatCall:
         return self._shared.greeting(language)
 
     def reply(self, transcript: Transcript) -> AsyncIterator[ReplySentence]:
+        if self.history and self.history[-1].role == "user":  # said to a person, unanswered
+            said = self.history.pop().content
+            transcript = dataclasses.replace(transcript, text=f"{said} {transcript.text}")
         return self._shared.stream_reply(transcript, self.history)
 
     def for_call(self) -> OpenAiChatCall:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from inference.dialogue.doc_store import DocChunk
 from inference.dialogue.knowledge_base import KbEntry
-from inference.dialogue.text import contains_cjk
+from inference.dialogue.text import cjk_count
 
 __all__ = [
     "LANGUAGE_INSTRUCTIONS",
@@ -46,7 +46,7 @@ class ChatMessage:
 
 def estimate_tokens(text: str) -> int:
     """A tokenizer-free estimate: one token per CJK character, one per ~4 other characters."""
-    cjk = sum(1 for ch in text if contains_cjk(ch))
+    cjk = cjk_count(text)
     other = len(text) - cjk
     return cjk + (other + 3) // 4
 

@@ -7,6 +7,7 @@ import re
 
 __all__ = [
     "ChineseTokenizer",
+    "cjk_count",
     "contains_cjk",
     "detect_language",
     "english_tokens",
@@ -40,6 +41,11 @@ _ZH_STOPWORDS = frozenset(
 def contains_cjk(text: str) -> bool:
     """True if ``text`` has at least one CJK ideograph."""
     return _CJK_RE.search(text) is not None
+
+
+def cjk_count(text: str) -> int:
+    """The number of CJK ideographs in ``text``."""
+    return len(_CJK_RE.findall(text))
 
 
 def detect_language(text: str, default: str = "en") -> str:

@@ -540,7 +540,7 @@ class Session:
             self.emit(ErrorEvent(reason=f"internal error ({type(exc).__name__})"))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = asyncio.ensure_future(self.lane.bind(coro))
+        task = self.lane.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task

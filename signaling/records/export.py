@@ -12,8 +12,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO
 
+from signaling.records.factory import open_store, sqlite_path
 from signaling.records.model import CallQuery, CallRecord, iso_time, parse_time
-from signaling.records.store import SqlCallStore, StoreError, open_store, sqlite_path
+from signaling.records.store import SqlCallStore, StoreError
 
 __all__ = ["CSV_COLUMNS", "main", "write_csv", "write_jsonl"]
 

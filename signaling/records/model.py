@@ -128,8 +128,14 @@ def _finite(value: Any) -> Any:
     return value
 
 
+_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=str)
+
+
 def to_json_text(data: Mapping[str, Any]) -> str:
-    text = json.dumps(_finite(data), ensure_ascii=False, allow_nan=False, default=str)
+    try:
+        text = _JSON.encode(data)
+    except ValueError:  # NaN or an infinity somewhere
+        text = _JSON.encode(_finite(data))
     return clean_text(text)
 
 

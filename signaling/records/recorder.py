@@ -62,6 +62,7 @@ class RecorderOptions:
     node: str  # this process, as its heartbeats name it
     queue_size: int = 10_000  # operations waiting for the writer; past it new ones are dropped
     batch_size: int = 256  # operations per transaction
+    linger_s: float = 0.05  # how long the first queued operation waits for others to join it
     max_pending: int = 100_000  # operations kept while the database fails
     retry_s: float = 1.0  # the pause after a failed write, doubled each time up to retry_max_s
     retry_max_s: float = 30.0
@@ -72,6 +73,8 @@ class RecorderOptions:
             raise ValueError("queue_size, batch_size and max_pending must be positive")
         if not 0 < self.retry_s <= self.retry_max_s or self.heartbeat_s <= 0:
             raise ValueError("need 0 < retry_s <= retry_max_s and heartbeat_s > 0")
+        if self.linger_s < 0:
+            raise ValueError("linger_s must not be negative")
 
 
 @dataclass(slots=True)
@@ -213,6 +216,7 @@ class _Writer:
         self._retry_at = 0.0
         self._pause = options.retry_s
         self._next_beat = 0.0
+        self._since = 0.0  # when the backlog last became non-empty
         self._trimmed = False  # the oldest were dropped since the last good write
 
     @property
@@ -225,44 +229,56 @@ class _Writer:
             stopping = self._take(inbox, self._wait())
             self._beat()
             self._trim()
-            if self.backlog and (stopping or time.monotonic() >= self._retry_at):
+            if self.backlog and (stopping or self._due()):
                 self._write_some()
             self._wake_flushes()
         self._finish()
 
+    def _due(self) -> bool:
+        """Whether to write now: a retry is due, a batch is full, a flush waits, or the
+        oldest operation has lingered long enough."""
+        return self._wait() <= 0.0
+
     def _wait(self) -> float:
         now = time.monotonic()
-        if self.backlog:
-            return 0.0 if not self.failing else max(0.0, self._retry_at - now)
-        return max(0.0, min(self._next_beat - now, self.options.heartbeat_s))
+        if not self.backlog:
+            return max(0.0, min(self._next_beat - now, self.options.heartbeat_s))
+        if self.failing:
+            return max(0.0, self._retry_at - now)
+        if len(self.backlog) >= self.options.batch_size or self._flushes:
+            return 0.0
+        return max(0.0, self._since + self.options.linger_s - now)
+
+    def _append(self, op: Operation) -> None:
+        if not self.backlog:
+            self._since = time.monotonic()
+        self.backlog.append(op)
+        self._taken += 1
 
     def _take(self, inbox: queue.Queue[Any], wait_s: float) -> bool:
         """Move what is queued to the backlog (waiting up to ``wait_s`` for the first);
         True when asked to stop."""
+        items: list[Any] = []
         try:
-            item = inbox.get(timeout=wait_s) if wait_s > 0 else inbox.get_nowait()
+            items.append(inbox.get(timeout=wait_s) if wait_s > 0 else inbox.get_nowait())
+            while len(items) < self.options.batch_size:
+                items.append(inbox.get_nowait())
         except queue.Empty:
-            return False
-        for _ in range(self.options.batch_size * 4):
+            pass
+        for item in items:
             if item is _STOP:
                 return True
             if isinstance(item, _Flush):
                 self._flushes.append((self._taken, item))
             else:
-                self.backlog.append(item)
-                self._taken += 1
-            try:
-                item = inbox.get_nowait()
-            except queue.Empty:
-                return False
+                self._append(item)
         return False
 
     def _beat(self) -> None:
         now = time.monotonic()
         if now >= self._next_beat:
             self._next_beat = now + self.options.heartbeat_s
-            self.backlog.append(Heartbeat(node=self.options.node, at=time.time()))
-            self._taken += 1
+            self._append(Heartbeat(node=self.options.node, at=time.time()))
 
     def _trim(self) -> None:
         excess = len(self.backlog) - self.options.max_pending

@@ -1,6 +1,5 @@
-"""Where call records live: the :class:`CallStore` protocol, one SQL implementation over
-any DB-API connection (SQLite and PostgreSQL differ only in how they connect), and
-:func:`open_store`, which picks one from a URL.
+"""Where call records live: the :class:`CallStore` protocol and one SQL implementation over
+any DB-API connection (SQLite and PostgreSQL differ only in how they connect).
 
 A store is used by one thread at a time (its methods hold a lock): the recorder's writer
 thread owns one; the server reads through another.
@@ -12,7 +11,6 @@ import json
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, Protocol
 
 from signaling.records.model import (
@@ -42,8 +40,6 @@ __all__ = [
     "Driver",
     "SqlCallStore",
     "StoreError",
-    "open_store",
-    "sqlite_path",
 ]
 
 NODE_TIMEOUT_S = 60.0  # a process not seen for this long holds no live call
@@ -111,12 +107,24 @@ class SqlCallStore:
         with self._lock:
             conn = self._connection()
             try:
+                rows: list[tuple[Any, ...]] = []
                 for op in ops:
+                    if isinstance(op, Event | Action):
+                        _add_row(rows, op)
+                        continue
+                    self._insert(conn, rows)
                     self._apply(conn, op)
+                self._insert(conn, rows)
                 conn.commit()
             except BaseException:
                 self._rollback(conn)
                 raise
+
+    def _insert(self, conn: Any, rows: list[tuple[Any, ...]]) -> None:
+        """Insert the event rows gathered so far, in one round trip, and forget them."""
+        if rows:
+            conn.cursor().executemany(self._sql.insert_event(), rows)
+            rows.clear()
 
     def _apply(self, conn: Any, op: Operation) -> None:
         s = self._sql
@@ -125,12 +133,6 @@ class SqlCallStore:
                 conn.execute(
                     s.insert_call(), (c.call_id, c.avatar, c.language, c.client, node, c.started_at)
                 )
-            case Event(call_id=call_id, at=at, event=event):
-                row = event_row(event)
-                if row is not None:
-                    conn.execute(s.insert_event(), _event_params(call_id, at, row))
-            case Action():
-                conn.execute(s.insert_event(), _event_params(op.call_id, op.at, action_row(op)))
             case Ended(call_id=call_id, at=at, outcome=outcome):
                 conn.execute(s.end_call(), (at, outcome, call_id, ABNORMAL))
             case Heartbeat(node=node, at=at):
@@ -240,8 +242,12 @@ def _conditions(query: CallQuery) -> tuple[list[str], list[Any]]:
     return where, params
 
 
-def _event_params(call_id: str, at: float, row: EventRow) -> tuple[Any, ...]:
-    return (call_id, at, row.kind, row.turn, row.who, row.text, row.language, row.data)
+def _add_row(rows: list[tuple[Any, ...]], op: Event | Action) -> None:
+    row: EventRow | None = event_row(op.event) if isinstance(op, Event) else action_row(op)
+    if row is not None:
+        rows.append(
+            (op.call_id, op.at, row.kind, row.turn, row.who, row.text, row.language, row.data)
+        )
 
 
 def _summary(row: Sequence[Any]) -> CallSummary:
@@ -273,29 +279,3 @@ def _event(row: Sequence[Any]) -> EventRecord:
         language=language,
         data=payload if isinstance(payload, dict) else {"value": payload},
     )
-
-
-def sqlite_path(url: str) -> Path | None:
-    """The SQLite file ``url`` names (``sqlite:///rel``, ``sqlite:////abs``, a plain
-    path), or None for a PostgreSQL URL."""
-    if url.lower().startswith(("postgresql://", "postgres://")):
-        return None
-    if url.lower().startswith("sqlite:///"):
-        return Path(url[len("sqlite:///") :])
-    if "://" in url:
-        raise StoreError(f"unsupported records URL {url.split('://', 1)[0]}://...")
-    return Path(url)
-
-
-def open_store(url: str | None, *, data_dir: Path) -> SqlCallStore:
-    """The store ``url`` names (None: ``calls.sqlite3`` in ``data_dir``). Nothing is opened
-    until the store is first used."""
-    path = data_dir / "calls.sqlite3" if url is None else sqlite_path(url)
-    if path is None:
-        from signaling.records.postgres import postgres_store
-
-        assert url is not None
-        return postgres_store(url)
-    from signaling.records.sqlite import sqlite_store
-
-    return sqlite_store(path)

@@ -18,9 +18,10 @@ from aiohttp import web
 from prometheus_client import Counter
 
 from signaling.metrics import Metrics
+from signaling.records.factory import open_store
 from signaling.records.model import CallQuery, parse_time
 from signaling.records.recorder import CallRecorder, RecorderMetrics, RecorderOptions
-from signaling.records.store import NODE_TIMEOUT_S, CallStore, open_store
+from signaling.records.store import NODE_TIMEOUT_S, CallStore
 from signaling.server.operators import require_operator
 from signaling.server.state import AppState
 

@@ -105,7 +105,7 @@ class OperatorDesk:
     ) -> None:
         self._sessions = sessions
         self.webhook = webhook
-        self._actions = actions
+        self.actions = actions
         self._max_text = max_text_chars
         self.calls: dict[str, LiveCall] = {}
         self._feeds: set[asyncio.Queue[dict[str, Any] | None]] = set()
@@ -240,7 +240,7 @@ class OperatorDesk:
     ) -> None:
         at = time.time()
         log.info("operator %s: %s on call %s", operator.actor, action, call_id)
-        store = self._actions()
+        store = self.actions()
         if store is None:
             return
         try:

@@ -147,7 +147,7 @@ def certificate_problems(cert: Path, key: Path, *, now: datetime | None = None) 
         return
     if certificate is None:
         return
-    if _public_der(certificate) != _spki_der(private):
+    if _spki(certificate) != _spki(private):
         yield f"tls.key: {key} is not the key of the certificate in {cert}"
     ends = certificate.not_valid_after_utc
     if ends <= (now or datetime.now(UTC)):
@@ -164,7 +164,7 @@ def spki_sha256(cert: x509.Certificate) -> str:
     import base64
     import hashlib
 
-    return base64.b64encode(hashlib.sha256(_public_der(cert)).digest()).decode("ascii")
+    return base64.b64encode(hashlib.sha256(_spki(cert)).digest()).decode("ascii")
 
 
 def self_signed(
@@ -267,14 +267,9 @@ def _read_key(path: Path) -> PrivateKeyTypes:
         raise TlsError(f"tls.key: {path} is not a PEM private key") from exc
 
 
-def _public_der(cert: x509.Certificate) -> bytes:
-    return cert.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
-def _spki_der(key: PrivateKeyTypes) -> bytes:
-    return key.public_key().public_bytes(
+def _spki(owner: x509.Certificate | PrivateKeyTypes) -> bytes:
+    """The DER SubjectPublicKeyInfo of a certificate's or a private key's public key."""
+    return owner.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
 

@@ -169,7 +169,7 @@ class Services:
         if self.cache is None or not self.cache_plan.preload or name in self._preloads:
             return self._preloads.get(name)
         lane = self.work.lane(f"preload:{name}")  # a share like a call's, never more
-        task = asyncio.ensure_future(lane.bind(self._preload(name)))
+        task = lane.create_task(self._preload(name))
         task.add_done_callback(lambda _: lane.close())
         self._preloads[name] = task
         return task

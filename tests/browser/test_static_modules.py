@@ -126,3 +126,31 @@ async def test_embed_builds_the_kiosk_url_with_the_key_in_the_fragment(
     width = await page.evaluate("document.body.clientWidth")
     assert box is not None and abs(box["width"] - width) <= 1
     assert abs(box["height"] - box["width"] * 4 / 3) <= 2
+
+
+async def test_captions_show_the_source_of_a_reply_once(quiet_browser: Any, server: str) -> None:
+    got = await run_js(
+        quiet_browser,
+        server,
+        """async () => {
+          const { Captions, showCaptions } = await import("/static/widgets.js");
+          const list = document.createElement("ol");
+          document.body.append(list);
+          const client = new EventTarget();
+          showCaptions(client, new Captions(list));
+          const reply = (text, index, source) => client.dispatchEvent(new CustomEvent(
+            "reply_text", { detail: { text, language: "en", turn: 3, index, source } }));
+          reply("Descale every 60 days.", 0, "care.md § Descaling");
+          reply("Use citric acid.", 1, "care.md § Descaling");
+          reply("Hello.", 0, undefined);
+          const line = list.querySelector(".caption.agent");
+          return {
+            text: line.querySelector(".text").textContent,
+            sources: [...line.querySelectorAll(".source")].map((e) => e.textContent),
+            count: list.querySelectorAll(".source").length,
+          };
+        }""",
+    )
+    assert got["text"] == "Descale every 60 days. Use citric acid. Hello."
+    assert got["sources"] == ["care.md § Descaling"]
+    assert got["count"] == 1  # one line, one source

@@ -1,9 +1,9 @@
 """Documents for the document-knowledge tests and benchmark: a minimal PDF writer (text pages,
 English and Chinese) and a small bilingual set of store documents in every supported format.
 
-The PDF uses a Type 0 font with Identity-H encoding whose ToUnicode map sends every code to
-the same Unicode value, so text is written as UTF-16 code units and extracts back exactly
-(nothing renders it; no font file is needed).
+The PDF uses a Type 0 font with Identity-H encoding whose ToUnicode map sends each code used
+to the same Unicode value (as a real PDF maps only the glyphs it uses), so text is written as
+UTF-16 code units and extracts back exactly (nothing renders it; no font file is needed).
 """
 
 from __future__ import annotations
@@ -12,12 +12,26 @@ from pathlib import Path
 
 __all__ = ["minimal_pdf", "write_store_documents"]
 
-_TO_UNICODE = (
-    b"/CIDInit /ProcSet findresource begin 12 dict begin begincmap /CMapName /Identity-U def "
-    b"1 begincodespacerange <0000> <FFFF> endcodespacerange "
-    b"1 beginbfrange <0000> <FFFF> <0000> endbfrange "
-    b"endcmap CMapName currentdict /CMap defineresource pop end end"
-)
+
+def _to_unicode(chars: set[str]) -> bytes:
+    """A ToUnicode CMap mapping the UTF-16 code of each character to itself."""
+    codes = sorted({unit for ch in chars for unit in _units(ch)})
+    blocks = []
+    for start in range(0, len(codes), 100):  # at most 100 entries a block
+        part = codes[start : start + 100]
+        pairs = b"\n".join(b"<%04X> <%04X>" % (c, c) for c in part)
+        blocks.append(b"%d beginbfchar\n" % len(part) + pairs + b"\nendbfchar")
+    return (
+        b"/CIDInit /ProcSet findresource begin 12 dict begin begincmap /CMapName /Identity-U "
+        b"def 1 begincodespacerange <0000> <FFFF> endcodespacerange\n"
+        + b"\n".join(blocks)
+        + b"\nendcmap CMapName currentdict /CMap defineresource pop end end"
+    )
+
+
+def _units(ch: str) -> list[int]:
+    data = ch.encode("utf-16-be")
+    return [int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2)]
 
 
 def _stream(data: bytes) -> bytes:
@@ -40,7 +54,7 @@ def minimal_pdf(pages: list[str]) -> bytes:
         objs.append(obj)
         return len(objs)
 
-    to_unicode = add(_stream(_TO_UNICODE))
+    to_unicode = add(_stream(_to_unicode(set("".join(pages)))))
     cid_font = add(
         b"<< /Type /Font /Subtype /CIDFontType0 /BaseFont /STSong-Light "
         b"/CIDSystemInfo << /Registry (Adobe) /Ordering (Identity) /Supplement 0 >> >>"

@@ -41,6 +41,32 @@ async def test_noise_zero_is_deterministic(piper: PiperTts) -> None:
     assert np.array_equal(a[0].samples, b[0].samples)
 
 
+def test_calls_synthesize_at_once_with_the_same_sound(piper: PiperTts) -> None:
+    texts = ["What are your opening hours?", "Shipping takes three to five days.", "Hello."]
+    alone = [piper.synthesize_blocking(t) for t in texts]
+    together: dict[int, np.ndarray] = {}
+    go = threading.Barrier(len(texts) * 2)
+
+    def speak(i: int) -> None:
+        go.wait()
+        together[i] = piper.synthesize_blocking(texts[i % len(texts)])
+
+    threads = [threading.Thread(target=speak, args=(i,)) for i in range(len(texts) * 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for i, samples in together.items():
+        assert np.array_equal(samples, alone[i % len(texts)])
+
+
+def test_one_thread_per_synthesis_by_default() -> None:
+    assert PiperTtsOptions().threads == 1
+    assert "threads" not in repr(PiperTtsOptions())  # not part of the cache's voice id
+    with pytest.raises(ValueError, match="threads"):
+        PiperTtsOptions(threads=-1)
+
+
 async def test_length_scale_slows_speech(piper: PiperTts) -> None:
     slow = PiperTts.load(PiperTtsOptions(noise_scale=0, noise_w_scale=0, length_scale=1.5))
     normal = (await _all(piper, "Thank you for calling."))[0].duration_s

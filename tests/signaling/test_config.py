@@ -319,3 +319,32 @@ def test_the_command_line_prints_no_traceback(tmp_path: Path, case: str) -> None
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 2 and not done.stdout
     assert done.stderr.startswith("avatar-rtc: ") and done.stderr.count("\n") == 1, done.stderr
+
+
+def test_records_default_to_a_file_in_the_data_folder_and_mask_a_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("AVATAR_RTC_DATA_DIR", raising=False)
+    s = Settings()
+    assert s.records.enabled and s.records.url is None and s.records.retention_days == 90
+    assert s.data_dir == Path("data")
+    s = Settings(records={"url": "postgresql://rec:s3cret@db.example:5432/calls"})
+    assert s.masked()["records"]["url"] == "postgresql://rec:***@db.example:5432/calls"
+    s = Settings(access={"operator_keys": [_KEY]})
+    assert _KEY not in str(s.masked())
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("records: {url: 'mysql://x/y'}\n", "records.url: Value error, must be sqlite:///PATH"),
+        ("records: {retention_days: -1}\n", "records.retention_days: Input should be"),
+        ("access: {operator_keys: [short]}\n", "each operator key must be at least 16"),
+    ],
+)
+def test_a_bad_records_or_operator_setting_is_named(tmp_path: Path, text: str, needle: str) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(cfg)
+    assert needle in str(caught.value)

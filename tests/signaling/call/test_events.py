@@ -27,3 +27,10 @@ def test_lone_surrogates_become_replacement_characters() -> None:
     text = encode_event(ReplyText(text="a\ud800b\U0001f600", language="en", turn=1, index=0))
     text.encode("utf-8")  # what the socket does; a lone surrogate would raise here
     assert json.loads(text)["text"] == "a\ufffdb\U0001f600"
+
+
+def test_reply_text_carries_its_source_only_when_it_has_one() -> None:
+    cited = ReplyText(text="Descale often.", language="en", turn=2, index=0, source="care.md")
+    assert json.loads(encode_event(cited))["source"] == "care.md"
+    plain = ReplyText(text="Hello.", language="en", turn=2, index=0)
+    assert "source" not in json.loads(encode_event(plain))

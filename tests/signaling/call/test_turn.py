@@ -17,7 +17,7 @@ from inference.render.base import Renderer
 from inference.render.cached import CachedRenderer
 from inference.render.warp import WarpOptions, WarpRenderer
 from inference.tts import FakeTts, FakeTtsOptions
-from inference.types import Utterance
+from inference.types import ReplySentence, Transcript, Utterance
 from media.clock import ManualClock
 from media.player import AvPlayer
 from signaling.call.events import ControlEvent, ReplyText, StateChanged, Timings, TranscriptEvent
@@ -216,3 +216,30 @@ async def test_cancelling_a_turn_stops_rendering() -> None:
 def test_detect_language() -> None:
     assert detect_language("退货怎么办？") == "zh"
     assert detect_language("How do returns work?") == "en"
+
+
+class _CitingDialogue:
+    """Answers every question with one sentence taken from a document."""
+
+    def greeting(self, language: str = "en") -> ReplySentence:
+        return ReplySentence(text="Hello.", language=language)
+
+    async def reply(self, transcript: Transcript) -> AsyncIterator[ReplySentence]:
+        yield ReplySentence(text="Descale every 60 days.", source="care.md § Descaling")
+
+
+async def test_reply_text_carries_the_source_of_the_answer() -> None:
+    clock = ManualClock(10.0)
+    events: list[ControlEvent] = []
+    runner = TurnRunner(
+        asr=ScriptedAsr(ScriptedAsrOptions(transcripts=("How often?",))),
+        dialogue=_CitingDialogue(),
+        tts=FakeTts(FakeTtsOptions(sample_rate=22050)),
+        renderer=RecordingRenderer(),
+        sink=AvPlayer(clock=clock, fps=25, lead_s=0.12),
+        emit=events.append,
+        now=clock.now,
+    )
+    await runner.run(TurnRequest(turn=1, speech_end=10.0, text="How often should I descale?"))
+    (said,) = [e for e in events if isinstance(e, ReplyText)]
+    assert said.source == "care.md § Descaling"

@@ -86,6 +86,21 @@ def test_batches_are_written_and_flush_waits_for_them(sqlite_url: str, tmp_path:
     reader.close()
 
 
+def test_a_backlog_larger_than_a_batch_is_written_whole(sqlite_url: str, tmp_path: Path) -> None:
+    options = RecorderOptions(node="t", batch_size=7, linger_s=0.0)
+    recorder = CallRecorder(open_store(sqlite_url, data_dir=tmp_path), options)
+    for i in range(30):  # queued before the writer starts: it finds 120 at once
+        _one_call(recorder, f"k{i}")
+    recorder.start()
+    assert recorder.flush(5.0)
+    recorder.close()
+    reader = open_store(sqlite_url, data_dir=tmp_path)
+    calls = reader.list_calls(CallQuery(limit=100), now=time.time())
+    assert len(calls) == 30 and all(c.outcome == "completed" for c in calls)
+    assert all(len(_texts(reader, c.call_id)) == 2 for c in calls)
+    reader.close()
+
+
 def test_a_refused_write_is_logged_counted_kept_and_retried(
     sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -1,0 +1,168 @@
+"""FairExecutor and lanes: dropped cancelled work, fair order, budgets, binding."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from inference.work import (
+    FairExecutor,
+    FairExecutorOptions,
+    LaneClosed,
+    current_lane,
+    run_blocking,
+)
+
+
+class Recorder:
+    """Blocking jobs that note when they start and end (thread-safe)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.log: list[tuple[str, str, float]] = []
+
+    def job(self, name: str, seconds: float = 0.0, gate: threading.Event | None = None):  # type: ignore[no-untyped-def]
+        def run() -> str:
+            with self.lock:
+                self.log.append(("start", name, time.monotonic()))
+            if gate is not None:
+                gate.wait(5)
+            time.sleep(seconds)
+            with self.lock:
+                self.log.append(("end", name, time.monotonic()))
+            return name
+
+        return run
+
+    def started(self) -> list[str]:
+        return [name for kind, name, _ in self.log if kind == "start"]
+
+    def at(self, kind: str, name: str) -> float:
+        return next(t for k, n, t in self.log if k == kind and n == name)
+
+
+@pytest.fixture
+def executor():  # type: ignore[no-untyped-def]
+    ex = FairExecutor(FairExecutorOptions(workers=1))
+    yield ex
+    ex.shutdown()
+
+
+async def test_cancelled_queued_work_never_runs(executor: FairExecutor) -> None:
+    rec, gate = Recorder(), threading.Event()
+    lane = executor.lane("call")
+    busy = asyncio.ensure_future(lane.run(rec.job("busy", gate=gate)))
+    await asyncio.sleep(0.05)
+    queued = [asyncio.ensure_future(lane.run(rec.job(f"q{i}"))) for i in range(10)]
+    await asyncio.sleep(0.05)
+    assert lane.pending() == (10, 1)
+    for task in queued:
+        task.cancel()
+    await asyncio.gather(*queued, return_exceptions=True)
+    assert lane.pending() == (0, 1)  # dropped at once, not when a worker reaches them
+    gate.set()
+    assert await busy == "busy"
+    await asyncio.sleep(0.05)
+    assert rec.started() == ["busy"]
+    assert lane.pending() == (0, 0)
+
+
+async def test_the_lane_that_spent_least_goes_first(executor: FairExecutor) -> None:
+    rec, gate = Recorder(), threading.Event()
+    blocker, flood, quiet = executor.lane("blocker"), executor.lane("flood"), executor.lane("quiet")
+    first = asyncio.ensure_future(blocker.run(rec.job("blocker", gate=gate)))
+    await asyncio.sleep(0.05)
+    floods = [asyncio.ensure_future(flood.run(rec.job(f"f{i}", 0.02))) for i in range(4)]
+    await asyncio.sleep(0.01)
+    asked = asyncio.ensure_future(quiet.run(rec.job("quiet", 0.02)))
+    await asyncio.sleep(0.01)
+    gate.set()
+    await asyncio.gather(first, asked, *floods)
+    # the flood's first job, then the quiet call's, before the rest of the flood
+    assert rec.started() == ["blocker", "f0", "quiet", "f1", "f2", "f3"]
+
+
+async def test_one_job_at_a_time_per_lane() -> None:
+    executor = FairExecutor(FairExecutorOptions(workers=4))
+    rec = Recorder()
+    lane = executor.lane("call")
+    await asyncio.gather(*(lane.run(rec.job(f"j{i}", 0.02)) for i in range(4)))
+    for a, b in zip(range(3), range(1, 4), strict=True):
+        assert rec.at("start", f"j{b}") >= rec.at("end", f"j{a}")
+    executor.shutdown()
+
+
+async def test_a_lane_over_its_budget_waits_and_leaves_workers_to_others() -> None:
+    options = FairExecutorOptions(workers=2, share=0.5, burst_s=0.05)
+    executor = FairExecutor(options)
+    rec = Recorder()
+    greedy, polite = executor.lane("greedy"), executor.lane("polite")
+    greedy_jobs = asyncio.gather(*(greedy.run(rec.job(f"g{i}", 0.1)) for i in range(2)))
+    await asyncio.sleep(0.15)  # g0 ran 0.1 s on a 0.05 s budget: 0.05 s in debt
+    assert executor.budget("greedy") < 0
+    await polite.run(rec.job("p0", 0.0))  # a free worker, and polite has budget: at once
+    await greedy_jobs
+    # g1 waited for the debt to be earned back (0.05 s at 0.5/s = 0.1 s), p0 did not
+    assert rec.at("start", "g1") - rec.at("end", "g0") >= 0.08
+    assert rec.at("start", "p0") < rec.at("start", "g1")
+    executor.shutdown()
+
+
+async def test_closing_a_lane_drops_its_queue_and_refuses_more(executor: FairExecutor) -> None:
+    rec, gate = Recorder(), threading.Event()
+    lane = executor.lane("call")
+    busy = asyncio.ensure_future(lane.run(rec.job("busy", gate=gate)))
+    await asyncio.sleep(0.05)
+    queued = asyncio.ensure_future(lane.run(rec.job("queued")))
+    await asyncio.sleep(0.01)
+    lane.close()
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    with pytest.raises(LaneClosed):
+        await lane.run(rec.job("late"))
+    gate.set()
+    assert await busy == "busy"  # a running job finishes
+    assert rec.started() == ["busy"]
+
+
+async def test_errors_reach_the_caller(executor: FairExecutor) -> None:
+    def boom() -> None:
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        await executor.lane("call").run(boom)
+
+
+async def test_run_blocking_uses_the_lane_of_the_task(executor: FairExecutor) -> None:
+    lane = executor.lane("call")
+
+    def where() -> str:
+        return threading.current_thread().name
+
+    async def in_call() -> tuple[str, str]:
+        assert current_lane() is lane
+        child = asyncio.ensure_future(run_blocking(where))  # a task it creates: same lane
+        return await run_blocking(where), await child
+
+    assert (await run_blocking(where)).startswith("asyncio_")  # no lane: the default executor
+    names = await lane.create_task(in_call())
+    assert all(n.startswith("lane-worker") for n in names)
+    assert current_lane() is None
+
+
+def test_options_validation() -> None:
+    with pytest.raises(ValueError, match="workers"):
+        FairExecutorOptions(workers=0)
+    with pytest.raises(ValueError, match="per_lane"):
+        FairExecutorOptions(workers=1, per_lane=2)
+    with pytest.raises(ValueError, match="share"):
+        FairExecutorOptions(share=0)
+    with pytest.raises(ValueError, match="burst_s"):
+        FairExecutorOptions(burst_s=0)
+    executor = FairExecutor(FairExecutorOptions(workers=1))
+    executor.lane("a")
+    with pytest.raises(ValueError, match="open already"):
+        executor.lane("a")
