@@ -244,7 +244,8 @@ class SpeculativePrefetcher:
         self._task = asyncio.ensure_future(self._speculate(tail, now))
 
     async def _speculate(self, speech: np.ndarray, now: float) -> None:
-        utt = Utterance(samples=speech, start_s=now - len(speech) / SPEECH_RATE, end_s=now)
+        start = now - len(speech) / SPEECH_RATE
+        utt = Utterance(samples=speech, start_s=start, end_s=now, language=self._language)
         try:
             partial = await self._asr.transcribe(utt)
             if not partial.text.strip():

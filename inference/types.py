@@ -49,12 +49,17 @@ class PcmChunk:
 
 @dataclass(frozen=True, slots=True)
 class Utterance:
-    """One segment of the caller's speech, 16 kHz mono int16, with clock times in seconds."""
+    """One segment of the caller's speech, 16 kHz mono int16, with clock times in seconds.
+
+    ``language``: the language the call expects ("en", "zh"; the page's choice or the last
+    turn's), a hint for recognition that the audio may overrule; None: no expectation.
+    """
 
     samples: np.ndarray
     start_s: float
     end_s: float
     sample_rate: int = SPEECH_RATE
+    language: str | None = None
 
     @property
     def duration_s(self) -> float:

@@ -1,25 +1,30 @@
 """Blocking stage work of many calls on a few shared threads, each call held to its share.
 
-A process holds one :class:`FairExecutor`; each call takes a :class:`WorkLane` of it and binds
-its tasks to the lane (:meth:`WorkLane.create_task`). The stages send their blocking work (speech
-synthesis, rendering, recognition, cache encoding) through :func:`run_blocking`, which uses
-the lane of the running task, or the event loop's default executor outside a call.
+A process holds one :class:`FairExecutor`; each call takes a :class:`WorkLane` of it and runs
+its tasks on the lane (:meth:`WorkLane.create_task`). The stages send their blocking work
+(speech synthesis, rendering, recognition, cache encoding) through :func:`run_blocking`, which
+uses the lane of the running task, or the event loop's default executor outside a call.
 
-A lane runs at most ``per_lane`` jobs at a time. Each lane has a budget of worker time: it
-earns ``share`` worker-seconds per second up to ``burst_s`` and spends what its jobs take. A
-free worker takes the oldest job of the lane with the most budget left; a lane that has spent
-all of it waits until it has earned some back, even while workers are free, so a call that
-keeps the server busy (a flood of superseded replies) gets its share and leaves the rest to
-its neighbours and to the media. A job whose awaiting task is cancelled before it begins (a
-superseded reply) is dropped at once, never run; closing a lane drops its queue.
+A lane runs at most ``per_lane`` jobs at a time (two: a reply's next sentence is synthesised
+while the current one is rendered). Each lane has a budget of worker time: it earns ``share``
+worker-seconds per second up to ``burst_s`` and spends what its jobs take. A free worker takes
+the oldest job of the lane with the most budget left. A lane that has spent all of it waits
+until it has earned some back, even while workers are free; a lane low on budget (under
+``background_below_s``) runs on background workers at a lower OS priority (nice, on Linux),
+which get only the CPU that calls within their share and the media leave. So a call that keeps
+the server busy (a flood of superseded replies) gets its share, at the back. A job whose
+awaiting task is cancelled before it begins (a superseded reply) is dropped at once, never
+run; closing a lane drops its queue.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -47,28 +52,43 @@ class LaneClosed(RuntimeError):
 
 
 def _default_workers() -> int:
-    return max(2, os.cpu_count() or 1)
+    """A thread per core and two more, so a short job (a batch of frames) starts at once
+    beside long ones (a sentence's synthesis) instead of waiting for one to end."""
+    return (os.cpu_count() or 1) + 2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FairExecutorOptions:
     """``workers``: threads shared by every lane; ``per_lane``: jobs one lane may run at once;
-    ``share``: worker-seconds a lane earns per second; ``burst_s``: the most it can save up."""
+    ``share``: worker-seconds a lane earns per second; ``burst_s``: the most it can save up;
+    lanes with less than ``background_below_s`` left run on ``background_workers`` threads at
+    nice ``background_nice``."""
 
     workers: int = field(default_factory=_default_workers)
-    per_lane: int = 1
-    share: float = 0.5
+    per_lane: int = 2
+    share: float = 0.25
     burst_s: float = 6.0
+    background_workers: int = 2
+    background_below_s: float = 1.0
+    background_nice: int = 10
 
     def __post_init__(self) -> None:
         if not 1 <= self.workers <= 256:
             raise ValueError(f"workers must be within 1..256, got {self.workers}")
-        if not 1 <= self.per_lane <= self.workers:
-            raise ValueError(f"per_lane must be within 1..workers, got {self.per_lane}")
+        if not 1 <= self.per_lane <= 16:
+            raise ValueError(f"per_lane must be within 1..16, got {self.per_lane}")
         if not 0 < self.share <= self.per_lane:
             raise ValueError(f"share must be within (0, per_lane], got {self.share}")
         if not self.burst_s > 0:
             raise ValueError(f"burst_s must be positive, got {self.burst_s}")
+        if not 1 <= self.background_workers <= 64:
+            raise ValueError(
+                f"background_workers must be within 1..64, got {self.background_workers}"
+            )
+        if not 0 <= self.background_below_s <= self.burst_s:
+            raise ValueError("background_below_s must be within 0..burst_s")
+        if not 0 <= self.background_nice <= 19:
+            raise ValueError(f"background_nice must be within 0..19, got {self.background_nice}")
 
 
 @dataclass(slots=True)
@@ -102,7 +122,7 @@ class FairExecutor:
         self._clock = clock
         self._cond = threading.Condition()
         self._lanes: dict[str, _LaneState] = {}
-        self._threads: list[threading.Thread] = []
+        self._threads: dict[bool, list[threading.Thread]] = {False: [], True: []}  # background?
         self._shutdown = False
 
     def lane(self, name: str) -> WorkLane:
@@ -123,8 +143,8 @@ class FairExecutor:
             if self._shutdown or state is None or state.closed:
                 raise LaneClosed(f"lane {lane!r} is closed")
             state.jobs.append(_Job(future, fn))
-            self._start_worker()
-            self._cond.notify()
+            self._start_workers()
+            self._cond.notify_all()  # a worker of the right kind
         future.add_done_callback(functools.partial(self._forget, lane))
         return future
 
@@ -163,21 +183,27 @@ class FairExecutor:
             self.close_lane(name)
         with self._cond:
             self._cond.notify_all()
-            threads = list(self._threads)
+            threads = [*self._threads[False], *self._threads[True]]
         for thread in threads:
             if thread is not threading.current_thread():
                 thread.join()
 
     # ---- workers ------------------------------------------------------------------------
-    def _start_worker(self) -> None:
-        """A worker more, up to ``workers``, while jobs wait (under the lock)."""
-        if len(self._threads) >= self.options.workers:
-            return
-        thread = threading.Thread(
-            target=self._work, name=f"lane-worker-{len(self._threads)}", daemon=True
-        )
-        self._threads.append(thread)
-        thread.start()
+    def _start_workers(self) -> None:
+        """A worker more of each kind, up to their numbers, while jobs wait (under the lock)."""
+        opts = self.options
+        for background, most in ((False, opts.workers), (True, opts.background_workers)):
+            threads = self._threads[background]
+            if len(threads) < most:
+                kind = "background" if background else "worker"
+                thread = threading.Thread(
+                    target=self._work,
+                    args=(background,),
+                    name=f"lane-{kind}-{len(threads)}",
+                    daemon=True,
+                )
+                threads.append(thread)
+                thread.start()
 
     def _forget(self, lane: str, future: Future[Any]) -> None:
         """A job cancelled while queued leaves its queue at once."""
@@ -191,9 +217,9 @@ class FairExecutor:
                         state.jobs.remove(job)
                         break
 
-    def _next(self) -> tuple[tuple[str, _Job] | None, float | None]:
-        """(the lane and job to run next, None if none may run now; seconds until a lane in
-        debt has budget again, None if no lane waits on its budget), under the lock."""
+    def _next(self, background: bool) -> tuple[tuple[str, _Job] | None, float | None]:
+        """(the lane and job a worker of this kind runs next, None if none may run now;
+        seconds until a lane in debt has budget again, None if none waits), under the lock."""
         now, opts = self._clock(), self.options
         best: tuple[float, str] | None = None
         wait_s: float | None = None
@@ -204,25 +230,29 @@ class FairExecutor:
             if budget <= 0:
                 due = -budget / opts.share + 1e-3
                 wait_s = due if wait_s is None else min(wait_s, due)
+            elif (budget < opts.background_below_s) != background:
+                continue  # the other kind of worker runs it
             elif best is None or budget > best[0]:
                 best = (budget, name)
         if best is None:
             return None, wait_s
         return (best[1], self._lanes[best[1]].jobs.popleft()), wait_s
 
-    def _take(self) -> tuple[str, _Job] | None:
-        """Wait for a job that may run (None: shut down), under the lock."""
+    def _take(self, background: bool) -> tuple[str, _Job] | None:
+        """Wait for a job this kind of worker may run (None: shut down), under the lock."""
         while not self._shutdown:
-            picked, wait_s = self._next()
+            picked, wait_s = self._next(background)
             if picked is not None:
                 return picked
             self._cond.wait(wait_s)
         return None
 
-    def _work(self) -> None:
+    def _work(self, background: bool) -> None:
+        if background:
+            _lower_priority(self.options.background_nice)
         while True:
             with self._cond:
-                picked = self._take()
+                picked = self._take(background)
                 if picked is None:
                     return
                 name, job = picked
@@ -246,6 +276,14 @@ class FairExecutor:
             if state.closed and state.running == 0:
                 del self._lanes[name]
             self._cond.notify_all()
+
+
+def _lower_priority(nice: int) -> None:
+    """Lower the calling thread's CPU priority (Linux: per thread; elsewhere nothing)."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
 
 
 class WorkLane:

@@ -175,6 +175,11 @@ class Segmenter:
             else self._step_idle(frame, voiced, now)
         )
 
+    def end_now(self, now: float) -> list[SegmenterEvent]:
+        """End the speech in progress at once, as ``end_silence_ms`` of silence would (an
+        end of turn decided upstream: a finished sentence); nothing when not speaking."""
+        return [self._end(now)] if self._speaking else []
+
     def _step_idle(self, frame: np.ndarray, voiced: bool, now: float) -> list[SegmenterEvent]:
         self._recent.append((frame, voiced, now))
         window = list(self._recent)[-self._window_n :]

@@ -11,9 +11,10 @@ times: alone, beside N-1 quiet calls, and beside the same calls misbehaving: typ
 (control-socket drops, every sixth a peer-connection resume), cycled over the calls. The
 misbehaving calls live in a child process of this script at a lower CPU priority, so their
 client work (decoding video) neither shares the bot's event loop nor takes the server's CPU.
-Prints the bystander's video fps, A/V skew and reply latency (medians
-over the rounds) per condition, the ratios to alone, the targets (>= 24 fps, skew within
-40 ms of alone, latency within 1.2x of alone) and what the misbehaving calls did.
+Prints the bystander's video fps, A/V skew, reply latency and lip correlation, and the
+server's CPU meanwhile (medians over the rounds) per condition, the ratios to alone, the
+targets (>= 24 fps, skew within 40 ms of alone, latency within 1.2x of alone) and what the
+misbehaving calls did. ``--json`` keeps every measurement with the server's stage marks.
 
 The spawned server's cache is off by default (every reply is synthesized and rendered anew, as
 with an LLM); ``--cache fresh`` gives it an empty cache folder without preloading (FAQ replies
@@ -30,6 +31,7 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -44,10 +46,9 @@ from tests.harness.spawn import spawn_server
 
 ROOT = Path(__file__).resolve().parent.parent
 CONDITIONS = ("alone", "quiet", "misbehaving")
+# Asked by the bystander; none is about a flood's topic (misbehave.FLOOD_TEXTS), so with
+# --cache fresh a flood cannot warm the bystander's reply.
 QUESTIONS = [
-    "What are your opening hours?",
-    "How long does shipping take?",
-    "Which payment methods do you accept?",
     "Is there a warranty on electronics?",
     "Where is your nearest store?",
     "How do I cancel my order?",
@@ -57,14 +58,18 @@ QUESTIONS = [
     "Do you have a membership program?",
     "Do you price match?",
     "Can I get an invoice?",
+    "Do you offer bulk discounts?",
+    "Can I change my delivery address?",
+    "My item arrived damaged.",
 ]
-WARM_UP = "Can I talk to a human?"
+WARM_UP = "Do you have any discounts?"
 METRICS = {  # report field: (label, how it compares with alone)
     "video_fps": ("video fps", "ratio"),
     "av_skew_ms": ("A/V skew ms", "shift"),
     "reply_audio_latency_ms": ("reply audio latency ms", "ratio"),
     "reply_video_latency_ms": ("reply video latency ms", "ratio"),
     "mouth_audio_correlation": ("lip correlation", "ratio"),
+    "server_cpu_pct": ("server CPU % of a core", "ratio"),
 }
 
 
@@ -87,9 +92,8 @@ class _Crowd:
         probe = ProbeOptions(url=self.args.url, timeout_s=self.args.timeout_s)
         for i, kind in enumerate(_behaviours(self.args.calls - 1, self.args.behaviours)):
             opts = MisbehaveOptions(behaviour=kind, text_per_s=self.args.text_per_s, seed=i)
-            call = Misbehaver(probe, opts)
-            self.calls.append(call)
-            await call.connect()
+            self.calls.append(Misbehaver(probe, opts))
+        await asyncio.gather(*(c.connect() for c in self.calls))  # greeted and quiet
         return {"calls": len(self.calls)}
 
     async def misbehave(self) -> dict[str, Any]:
@@ -174,13 +178,29 @@ class _CrowdProcess:
 
 
 # ---- the bystander ----------------------------------------------------------------------------
-async def _ask(url: str, question: str, timeout_s: float) -> dict[str, Any]:
-    """One bot call typing ``question``: its numbers (errors listed, never raised)."""
+def _cpu_s(pid: int | None) -> float | None:
+    """CPU seconds (all threads) process ``pid`` has used, None when unknown."""
+    if pid is None:
+        return None
     try:
-        report = await run_bot(BotOptions(url=url, text=question, timeout_s=timeout_s))
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _ask(url: str, question: str, args: argparse.Namespace) -> dict[str, Any]:
+    """One bot call typing ``question``: its numbers and the server's CPU meanwhile (% of
+    one core); errors are listed, never raised."""
+    began, cpu = time.monotonic(), _cpu_s(args.server_pid)
+    try:
+        report = await run_bot(BotOptions(url=url, text=question, timeout_s=args.timeout_s))
     except BotError as exc:
         return {"question": question, "errors": [str(exc)]}
-    numbers = {k: getattr(report, k) for k in METRICS}
+    numbers: dict[str, Any] = {k: getattr(report, k, None) for k in METRICS}
+    used = _cpu_s(args.server_pid)
+    if cpu is not None and used is not None:
+        numbers["server_cpu_pct"] = round(100 * (used - cpu) / (time.monotonic() - began), 1)
     stages = report.timings  # the server's marks, ms after the question arrived
     return {"question": question, **numbers, "stages": stages, "errors": list(report.errors)}
 
@@ -196,15 +216,15 @@ async def _round(
 ) -> tuple[dict[str, dict[str, Any]], list[Any]]:
     out: dict[str, dict[str, Any]] = {}
     stats: list[Any] = []
-    out["alone"] = await _ask(url, _question(args, r, 0), args.timeout_s)
+    out["alone"] = await _ask(url, _question(args, r, 0), args)
     if crowd is None:
         return out, stats
     await crowd.do("connect")
     try:
-        out["quiet"] = await _ask(url, _question(args, r, 1), args.timeout_s)
+        out["quiet"] = await _ask(url, _question(args, r, 1), args)
         await crowd.do("misbehave")
         await asyncio.sleep(args.lead_s)  # let the misbehaviour build up first
-        out["misbehaving"] = await _ask(url, _question(args, r, 2), args.timeout_s)
+        out["misbehaving"] = await _ask(url, _question(args, r, 2), args)
         stats = (await crowd.do("calm"))["stats"]
     finally:
         await crowd.do("hangup")
@@ -214,7 +234,7 @@ async def _round(
 async def run(url: str, args: argparse.Namespace) -> dict[str, Any]:
     """Warm up, then ``args.rounds`` rounds of the three conditions; the results."""
     if args.warm_up:
-        await _ask(url, WARM_UP, args.timeout_s)
+        await _ask(url, WARM_UP, args)
     crowd = await _CrowdProcess.start(url, args) if args.calls > 1 else None
     rounds: list[dict[str, dict[str, Any]]] = []
     stats: list[list[Any]] = []
@@ -322,12 +342,14 @@ def _spawned(args: argparse.Namespace) -> Iterator[str]:
             )
         )
         print(f"avatar-rtc serve (pid {server.pid}) at {server.url}; log {server.log}")
+        args.server_pid = server.pid
         yield server.url
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--url", help="a running server (default: spawn one)")
+    p.add_argument("--server-pid", type=int, help="with --url: measure this process's CPU")
     p.add_argument("--calls", type=int, default=4, help="calls in all: N-1 misbehave")
     p.add_argument("--rounds", type=int, default=2, help="measurements per condition")
     p.add_argument(

@@ -1,31 +1,53 @@
-"""Reply-latency benchmark: speech end → first reply audio at the bot, cache miss vs hit.
+"""Reply-latency benchmark: where the time goes between the end of the caller's speech and the
+first reply audio, per voice set and language, the ASR default against the previous one.
 
-    python scripts/bench_reply.py                       # embedded defaults and fake LLM
-    python scripts/bench_reply.py --only embedded --n 3
-    python scripts/bench_reply.py --only llm --first-token-ms 300
+    python scripts/bench_reply.py                            # every voice set, 3 questions each
+    python scripts/bench_reply.py --n 2 --sets espeak-en-us-140,kokoro-jf_alpha
+    python scripts/bench_reply.py --setups base --bands clean
+    python scripts/bench_reply.py --setups llm --first-token-ms 300
 
-For each setup it starts ``avatar-rtc serve --config FILE`` with a fresh cache folder
-(preloading off, so the first round really misses), asks ``--n`` distinct spoken questions
-(one call each: every reply is synthesized and rendered: cache misses), then asks the same
-questions again (the replies come from the speech and clip caches: hits). Setups:
+Questions are spoken by voices the product does not speak with (``tests/harness/voices.py``:
+espeak-ng at two speeds, flite, festival, Kokoro with a voice style the product does not use),
+each also as a telephone-band noisy copy (8 kHz, 300-3400 Hz, 15 dB SNR, mu-law). The
+held-out sets (never used to tune the ASR) are reported apart. Setups, each a server started
+here with fresh speech and clip caches (no preloading, no speculation), called in turn
+question by question so all see the same load:
 
-- ``embedded``: faster-whisper tiny.en, FAQ retrieval, piper, warp (the offline defaults);
-- ``llm``: the same but dialogue from a fake OpenAI-compatible server in this process that
-  waits ``--first-token-ms`` before streaming a reply word by word (the reply is the
-  knowledge-base answer it finds in its prompt, so it differs per question and repeats).
+- ``base``: the embedded defaults (Whisper base multilingual with the short encoder window
+  and the call's language as a prior, FAQ retrieval, piper / Kokoro, warp);
+- ``tiny.en``: the same with the previous default ASR, Whisper tiny.en through
+  faster-whisper's 30 s path (English sets only);
+- ``llm`` (on request): ``base`` with the dialogue from a fake OpenAI-compatible server in
+  this process that waits ``--first-token-ms`` before streaming the knowledge-base answer it
+  finds in its prompt, word by word.
 
-Prints, per setup and round, median/p90 of the bot's ``reply_audio_latency_ms`` and of the
-server's own stage marks (``asr_done``, ``first_sentence``, ``first_audio``, ``first_sent``).
+Each server first takes one unmeasured call per language (its greeting is then cached, as
+preloading would have it). A turn is a ``miss`` when its server had not given that reply
+before (it is synthesized and rendered), else a ``hit`` (from the caches).
+
+One call per question; the bot plays the WAV and reports when it heard the reply. Per turn,
+in ms after the end of the voiced speech (of the clean clip: the bot would count the line
+noise of a telephone copy as speech): ``seen`` (the server's end-of-speech event arrives),
+``transcript`` (its transcript event arrives), ``dialogue`` (the first reply sentence
+arrives), ``tts`` (first TTS audio), ``frame`` (first rendered frame), ``sent`` (first reply
+media handed to the track) - those three are server marks placed on the bot's clock through
+the transcript event - and ``heard`` (reply audio at the bot). Prints every turn, then
+medians and p90 per set, setup and round, with the load average of the shared machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import re
 import sys
 import tempfile
+import wave
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,16 +56,102 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "tests" / "inference"))
 
-from bench_call import QUESTIONS, spawn_server, synthesize_questions  # noqa: E402
 from fake_openai import FakeOpenAi  # noqa: E402
 
 from signaling.client.bot import BotError, BotOptions, run_bot  # noqa: E402
+from signaling.client.bot_audio import voiced_span  # noqa: E402
+from tests.harness.spawn import spawn_server  # noqa: E402
+from tests.harness.voices import (  # noqa: E402
+    VOICES,
+    VoiceUnavailable,
+    kokoro_code_switched,
+    speak,
+    telephone,
+)
 
-STAGES = ["asr_done", "first_sentence", "first_audio", "first_frame", "first_sent"]
+QUESTIONS = {
+    "en": [
+        "What are your opening hours?",
+        "How long does shipping take?",
+        "How can I return an item and get a refund?",
+        "Which payment methods do you accept?",
+        "Where is my order?",
+        "Is there a warranty on electronics?",
+    ],
+    "zh": [
+        "你们的营业时间是什么时候？",
+        "发货要多久？",
+        "我想查一下我的order状态",  # code-switched: the English word in the same voice
+        "支持哪些付款方式？",
+        "怎么取消订单？",
+        "这个商品有质保吗？",
+    ],
+}
+CODE_SWITCHED = {
+    "我想查一下我的order状态": [("我想查一下我的", "zh"), ("order", "en"), ("状态", "zh")]
+}
+SETS = {
+    "tuned": [
+        "espeak-en-us-140",
+        "espeak-en-us-200",
+        "flite-slt",
+        "festival-kal",
+        "kokoro-jf_alpha",
+    ],
+    "held-out": ["festival-slt-hts", "flite-rms", "kokoro-jf_tebukuro"],
+}
+COLUMNS = ["seen", "transcript", "dialogue", "tts", "frame", "sent", "heard"]
 _ANSWER = re.compile(r"^\s*A: (.+)$", re.MULTILINE)
+
+
+@dataclass(frozen=True, slots=True)
+class Clip:
+    voice: str
+    band: str
+    language: str
+    text: str
+    path: Path
+    shift_ms: float = 0.0  # the speech's true end minus where the bot sees it end (noise)
+
+    @property
+    def set_name(self) -> str:
+        return f"{self.voice}/{self.band}"
+
+
+def _write_wav(path: Path, pcm: np.ndarray) -> None:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(pcm.astype("<i2").tobytes())
+
+
+def _speak(voice: str, text: str) -> np.ndarray:
+    parts = CODE_SWITCHED.get(text)
+    return kokoro_code_switched(voice, parts) if parts else speak(voice, text)
+
+
+def make_clips(voices: list[str], bands: list[str], n: int, folder: Path) -> list[Clip]:
+    """The questions as WAVs, ``n`` per voice and band (voices that cannot speak: skipped)."""
+    clips: list[Clip] = []
+    for voice in voices:
+        language = VOICES[voice].language
+        for k, text in enumerate(QUESTIONS[language][:n]):
+            try:
+                pcm = _speak(voice, text)
+            except VoiceUnavailable as exc:
+                print(f"{voice}: skipped ({exc})", file=sys.stderr)
+                break
+            end = voiced_span(pcm, rate=16000)[1]
+            for band in bands:
+                path = folder / f"{voice}_{band}_{k}.wav"
+                played = telephone(pcm, seed=k) if band == "tel8k" else pcm
+                _write_wav(path, played)
+                shift = (end - voiced_span(played, rate=16000)[1]) * 1000.0
+                clips.append(Clip(voice, band, language, text, path, shift))
+    return clips
 
 
 def llm_reply(messages: list[dict[str, str]]) -> str:
@@ -57,110 +165,232 @@ def write_config(folder: Path, setup: str, llm_url: str | None) -> Path:
         "cache": {"dir": str(folder / "cache"), "preload": False, "speculate": False},
     }
     if setup == "llm":
-        assert llm_url is not None
         config["dialogue"] = {
             "backend": "openai",
             "service": {"base_url": llm_url, "model": "fake", "first_byte_timeout_s": 10},
+        }
+    if setup == "tiny.en":
+        from inference.asr.whisper import tiny_en_model_dir
+
+        config["asr"] = {
+            "model_dir": str(tiny_en_model_dir()),
+            "language": "en",
+            "short_window": False,
         }
     path = folder / f"{setup}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
 
 
-def _stats(values: list[float]) -> str:
-    if not values:
-        return "n=0"
-    a = np.array(values)
-    return f"median {np.median(a):7.0f}  p90 {np.percentile(a, 90):7.0f}  n={a.size}"
-
-
-def _stage_marks(report: dict[str, Any]) -> dict[str, float]:
-    """The server's timings of the question's turn (the last timings event of the call)."""
-    marks: dict[str, float] = {}
+def _arrival(report: dict[str, Any], kind: str, **match: Any) -> float | None:
+    """Bot-clock ms of the first event of ``kind`` (with ``match``) after the question."""
+    asked = report.get("question_start_ms") or 0.0
     for event in report.get("events", []):
-        if event.get("type") == "timings":
-            marks = dict(event.get("stages", {}))
-    return marks
+        if event.get("type") != kind or event.get("t_ms", -1) < asked:
+            continue
+        if all(event.get(k) == v for k, v in match.items()):
+            return float(event["t_ms"])
+    return None
 
 
-async def run_setup(
-    setup: str, n: int, wavs: list[Path], out: Path, first_token_s: float, timeout_s: float
-) -> dict[str, Any]:
-    fake = FakeOpenAi(reply=llm_reply, first_token_delay_s=first_token_s, token_delay_s=0.02)
-    url = await fake.start() if setup == "llm" else None
-    folder = out / setup
-    folder.mkdir(parents=True, exist_ok=True)
-    config = write_config(folder, setup, url)
-    results: dict[str, Any] = {}
+def breakdown(report: dict[str, Any]) -> dict[str, float]:
+    """The turn's stage times in ms after the bot's voiced speech ended (see the docstring)."""
+    end = report.get("speech_end_ms")
+    if end is None:
+        return {}
+    out: dict[str, float] = {}
+    arrivals = {
+        "seen": _arrival(report, "speech", event="ended"),
+        "transcript": _arrival(report, "transcript"),
+        "dialogue": _arrival(report, "reply_text"),
+    }
+    for name, t in arrivals.items():
+        if t is not None:
+            out[name] = t - end
+    marks = report.get("timings") or {}  # the question's turn's stage marks
+    if "transcript" in out and "asr_done" in marks:
+        offset = out["transcript"] - float(marks["asr_done"])
+        for name, mark in (
+            ("tts", "first_audio"),
+            ("frame", "first_frame"),
+            ("sent", "first_sent"),
+        ):
+            if mark in marks:
+                out[name] = float(marks[mark]) + offset
+    if report.get("reply_audio_latency_ms") is not None:
+        out["heard"] = float(report["reply_audio_latency_ms"])
+    return out
+
+
+async def ask(url: str, clip: Clip, report: Path, timeout_s: float) -> dict[str, Any] | None:
+    options = BotOptions(
+        url=url,
+        audio=clip.path,
+        report=report,
+        language=clip.language,
+        timeout_s=timeout_s,
+        settle_s=1.0,
+    )
     try:
-        with spawn_server(["--config", str(config)]) as (server_url, _pid):
-            for round_name in ("miss", "hit"):
-                latencies: list[float] = []
-                stages: dict[str, list[float]] = {s: [] for s in STAGES}
-                for k, wav in enumerate(wavs[:n]):
-                    options = BotOptions(
-                        url=server_url,
-                        audio=wav,
-                        report=folder / f"{round_name}{k}.json",
-                        timeout_s=timeout_s,
-                        settle_s=1.5,
-                    )
-                    try:
-                        report = (await run_bot(options)).to_json()
-                    except BotError as exc:
-                        print(f"{setup}/{round_name} call {k}: failed: {exc}", file=sys.stderr)
-                        continue
-                    lat = report.get("reply_audio_latency_ms")
-                    marks = _stage_marks(report)
-                    print(
-                        f"{setup:>8}/{round_name}: {report.get('transcript')!r:45.45} "
-                        f"reply_audio={lat} ms  server={marks}"
-                    )
-                    if lat is not None:
-                        latencies.append(float(lat))
-                    for s in STAGES:
-                        if s in marks:
-                            stages[s].append(float(marks[s]))
-                results[round_name] = {"reply_audio_latency_ms": latencies, "stages": stages}
+        return (await run_bot(options)).to_json()
+    except BotError as exc:
+        print(f"{clip.set_name}: call failed: {exc}", file=sys.stderr)
+        return None
+
+
+def _row(
+    setup: str, clip: Clip, round_name: str, report: dict[str, Any], times: dict[str, float]
+) -> str:
+    cells = " ".join(f"{times[c]:6.0f}" if c in times else "     -" for c in COLUMNS)
+    heard = str(report.get("transcript") or "")[:34]
+    return f"{setup:>7} {clip.set_name:>26} {round_name:>5} {cells}  {heard!r}"
+
+
+@contextlib.contextmanager
+def servers(setups: list[str], out: Path, llm_url: str | None) -> Iterator[dict[str, str]]:
+    with contextlib.ExitStack() as stack:
+        urls = {}
+        for setup in setups:
+            folder = out / setup
+            folder.mkdir(parents=True, exist_ok=True)
+            args = ["--config", str(write_config(folder, setup, llm_url))]
+            server = stack.enter_context(
+                spawn_server(args=args, log=folder / "server.log", stop_timeout_s=10)
+            )
+            urls[setup] = server.url
+        yield urls
+
+
+async def run(args: argparse.Namespace, clips: list[Clip], out: Path) -> list[dict[str, Any]]:
+    fake = FakeOpenAi(
+        reply=llm_reply, first_token_delay_s=args.first_token_ms / 1000, token_delay_s=0.02
+    )
+    llm_url = await fake.start() if "llm" in args.setups else None
+    try:
+        with servers(args.setups, out, llm_url) as urls:
+            await _warm_up(args, urls, {c.language for c in clips}, out)
+            return await _ask_all(args, clips, urls, out)
     finally:
         await fake.close()
-    return results
 
 
-async def bench(args: argparse.Namespace) -> dict[str, Any]:
-    out = args.out or Path(tempfile.mkdtemp(prefix="bench_reply_"))
-    out.mkdir(parents=True, exist_ok=True)
-    texts = [QUESTIONS[i % len(QUESTIONS)] for i in range(args.n)]
-    wavs = synthesize_questions(texts, out)
-    setups = ["embedded", "llm"] if args.only is None else [args.only]
-    summary: dict[str, Any] = {}
-    for setup in setups:
-        summary[setup] = await run_setup(
-            setup, args.n, wavs, out, args.first_token_ms / 1000.0, args.timeout_s
+async def _warm_up(
+    args: argparse.Namespace, urls: dict[str, str], languages: set[str], out: Path
+) -> None:
+    """One unmeasured call per server and language: the greeting lands in the cache."""
+    for language in sorted(languages):
+        pcm = (
+            speak("espeak-en-us-140", "Hello.")
+            if language == "en"
+            else speak("kokoro-jf_alpha", "你好。")
         )
-    print("\nreply latency, speech end → first reply audio at the bot (ms)")
-    for setup, rounds in summary.items():
-        label = setup if setup == "embedded" else f"llm (first token {args.first_token_ms:.0f} ms)"
-        for round_name, data in rounds.items():
-            print(f"  {label:>28} cache {round_name}: {_stats(data['reply_audio_latency_ms'])}")
-            for stage in STAGES:
-                print(f"  {'':>28}   server {stage:>15}: {_stats(data['stages'][stage])}")
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"reports in {out}")
-    return summary
+        path = out / f"warm_{language}.wav"
+        _write_wav(path, pcm)
+        clip = Clip("warm-up", "clean", language, "", path)
+        for setup, url in urls.items():
+            if setup != "tiny.en" or language == "en":
+                await ask(url, clip, out / setup / f"warm_{language}.json", args.timeout_s)
+
+
+def _applies(setup: str, clip: Clip) -> bool:
+    return setup != "tiny.en" or clip.language == "en"
+
+
+async def _ask_all(
+    args: argparse.Namespace, clips: list[Clip], urls: dict[str, str], out: Path
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    said: set[tuple[str, str]] = set()  # (setup, reply) already synthesized
+    print(f"{'setup':>7} {'voice/band':>26} round " + " ".join(f"{c:>6}" for c in COLUMNS))
+    for k, clip in enumerate(clips):
+        for setup, url in ((s, u) for s, u in urls.items() if _applies(s, clip)):
+            report = await ask(url, clip, out / setup / f"call{k}.json", args.timeout_s)
+            if report is None:
+                continue
+            reply = str(report.get("reply_text") or "")
+            round_name = "hit" if (setup, reply) in said else "miss"
+            said.add((setup, reply))
+            times = {name: t - clip.shift_ms for name, t in breakdown(report).items()}
+            print(_row(setup, clip, round_name, report, times), flush=True)
+            rows.append(
+                {
+                    "setup": setup,
+                    "round": round_name,
+                    "voice": clip.voice,
+                    "band": clip.band,
+                    "language": clip.language,
+                    "asked": clip.text,
+                    "transcript": report.get("transcript"),
+                    "reply": report.get("reply_text"),
+                    "times": times,
+                    "load1": os.getloadavg()[0],
+                }
+            )
+    return rows
+
+
+def _cell(values: list[float]) -> str:
+    if not values:
+        return "      -/-     "
+    return f"{np.median(values):6.0f}/{np.percentile(values, 90):<6.0f}"
+
+
+def summarize(rows: list[dict[str, Any]]) -> None:
+    """Median/p90 per set and setup; per language and tuned / held-out group, also split by
+    round (cache miss or hit) and by band."""
+    held = set(SETS["held-out"])
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        group = f"ALL {r['language']} {'held-out' if r['voice'] in held else 'tuned'}"
+        for key in (
+            f"{r['voice']}/{r['band']}",
+            group,
+            f"{group} {r['round']}",
+            f"{group} {r['band']}",
+            f"ALL {r['round']}",
+        ):
+            groups.setdefault((key, r["setup"]), []).append(r)
+    print("\nmedian/p90 ms after the end of the caller's speech (n = turns)")
+    print(f"{'set':>34} {'setup':>7}  n " + " ".join(f"{c:>13}" for c in COLUMNS))
+    for (key, setup), members in sorted(groups.items(), key=_groups_last):
+        cells = [_cell([m["times"][c] for m in members if c in m["times"]]) for c in COLUMNS]
+        print(f"{key:>34} {setup:>7} {len(members):2d} {' '.join(cells)}")
+
+
+def _groups_last(item: tuple[tuple[str, str], Any]) -> tuple[bool, str, str]:
+    (key, setup), _ = item
+    return key.startswith("ALL"), key, setup
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    p.add_argument("--n", type=int, default=4, help="distinct questions per round (1..8)")
-    p.add_argument("--only", choices=["embedded", "llm"], help="run one setup only")
+    p.add_argument("--n", type=int, default=3, help="questions per voice and band (1..6)")
+    p.add_argument("--sets", help="comma-separated voices (default: every voice set)")
+    p.add_argument("--bands", default="clean,tel8k", help="clean, tel8k or both")
+    p.add_argument("--setups", default="base,tiny.en", help="of base, tiny.en, llm")
     p.add_argument("--first-token-ms", type=float, default=300.0, help="fake LLM's delay")
     p.add_argument("--timeout-s", type=float, default=40.0, help="per call")
-    p.add_argument("--out", type=Path, help="folder for WAVs, configs and reports")
+    p.add_argument("--out", type=Path, help="folder for WAVs, configs, reports, summary")
+    p.add_argument("--summary-of", type=Path, help="only summarize an earlier turns.json")
     args = p.parse_args(argv)
-    if not 1 <= args.n <= len(QUESTIONS):
-        p.error(f"--n must be within 1..{len(QUESTIONS)}")
-    asyncio.run(bench(args))
+    if args.summary_of is not None:
+        summarize(json.loads(args.summary_of.read_text()))
+        return 0
+    if not 1 <= args.n <= 6:
+        p.error("--n must be within 1..6")
+    voices = args.sets.split(",") if args.sets else SETS["tuned"] + SETS["held-out"]
+    unknown = [v for v in voices if v not in VOICES]
+    if unknown:
+        p.error(f"unknown voices {unknown}; known: {', '.join(VOICES)}")
+    args.setups = args.setups.split(",")
+    out = args.out or Path(tempfile.mkdtemp(prefix="bench_reply_"))
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"load average at start: {os.getloadavg()} on {os.cpu_count()} cores")
+    clips = make_clips(voices, args.bands.split(","), args.n, out)
+    rows = asyncio.run(run(args, clips, out))
+    summarize(rows)
+    print(f"load average at end: {os.getloadavg()}; turns and reports in {out}")
+    (out / "turns.json").write_text(json.dumps(rows, ensure_ascii=False, indent=1))
     return 0
 
 

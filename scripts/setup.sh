@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-want_apt="espeak-ng chromium iproute2 ffmpeg iptables"
+want_apt="espeak-ng chromium iproute2 ffmpeg iptables flite festival festvox-kallpc16k festvox-us-slt-hts"
 missing=""
 for p in $want_apt; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

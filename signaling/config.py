@@ -113,6 +113,9 @@ class MediaSettings(BaseModel):
     max_segment_s: float = Field(8.0, ge=1.0, le=60.0)
     # Transcribe during the end-of-speech silence, after this much of it (0 turns it off).
     early_asr_pause_ms: int = Field(160, ge=0, le=2000)
+    # End the caller's turn after this much silence when the early transcript reads as a
+    # finished sentence, instead of waiting end_silence_ms (0 turns it off).
+    early_end_ms: int = Field(300, ge=0, le=3000)
     # Opus in-band FEC in the avatar's voice, sized for this packet loss (%), for callers
     # that decode it (browsers); 0 turns it off. It is paid out of the voice's 32 kbps.
     voice_fec_loss_pct: int = Field(0, ge=0, le=100)

@@ -27,6 +27,7 @@ from inference.dialogue.knowledge_base import load_knowledge_base
 from inference.dialogue.openai_chat import OpenAiChatOptions
 from inference.registry import BackendSettings
 from inference.tts.espeak import EspeakTts, EspeakTtsOptions
+from inference.tts.kokoro_zh import KokoroZhTtsOptions, missing_packages
 from inference.tts.piper_tts import PiperTtsOptions, default_piper_voice, resolve_piper_voice
 from inference.tts.router import LanguageRouterTtsOptions
 from signaling.config import ConfigError, Settings
@@ -123,6 +124,12 @@ def _espeak(options: EspeakTtsOptions) -> None:
     EspeakTts(options)  # finds the binary; nothing is loaded
 
 
+def _kokoro(options: KokoroZhTtsOptions) -> None:
+    missing = " ".join(missing_packages())
+    if missing:
+        raise ValueError(f"the Kokoro Mandarin voice needs: pip install {missing}")
+
+
 def _knowledge_base(options: FaqDialogueOptions | OpenAiChatOptions) -> None:
     load_knowledge_base(options.kb_path)
     if options.documents is not None:
@@ -133,6 +140,7 @@ _FILE_CHECKS: dict[type[Any], Callable[[Any], None]] = {
     WhisperAsrOptions: _whisper,
     PiperTtsOptions: _piper,
     EspeakTtsOptions: _espeak,
+    KokoroZhTtsOptions: _kokoro,
     FaqDialogueOptions: _knowledge_base,
     OpenAiChatOptions: _knowledge_base,
 }

@@ -97,6 +97,6 @@ def test_a_built_wheel_carries_the_pages_and_finds_them(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stderr[-3000:]
     module, pages = run.stdout.split()
-    assert Path(module) == site / "signaling" / "app.py"
+    assert Path(module) == site / "signaling" / "server" / "app.py"
     assert Path(pages) == site / "signaling" / "static"
     assert (Path(pages) / "index.html").is_file()

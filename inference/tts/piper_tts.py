@@ -21,6 +21,7 @@ from inference.dialogue.sentences import split_sentences
 from inference.registry import Backend, BackendSettings
 from inference.tts.base import Tts
 from inference.tts.espeak import EspeakTtsOptions
+from inference.tts.kokoro_zh import KokoroZhTtsOptions
 from inference.tts.router import LanguageRouterTtsOptions
 from inference.types import PcmChunk
 from inference.work import run_blocking
@@ -189,12 +190,15 @@ def _synthesis_config(options: PiperTtsOptions) -> Any:
 
 
 class PiperTtsSettings(BackendSettings):
-    """``tts: {backend: piper}``: piper speaks English (``voice``), espeak-ng Mandarin
-    (``zh_voice``)."""
+    """``tts: {backend: piper}``: piper speaks English (``voice``); Mandarin goes to
+    ``zh_engine``: Kokoro (``zh_kokoro_voice``) or espeak-ng (``zh_voice``)."""
 
     backend: Literal["piper"] = "piper"
     voice: Path | None = None  # a piper .onnx; default: the joe voice package
-    zh_voice: str = "cmn"  # espeak-ng voice for Mandarin
+    zh_engine: Literal["kokoro_zh", "espeak"] = "kokoro_zh"
+    zh_kokoro_voice: str = "jm_kumo"  # a Kokoro voice style (zh_engine: kokoro_zh)
+    zh_kokoro_speed: float = Field(1.0, ge=0.5, le=2.0)
+    zh_voice: str = "cmn"  # espeak-ng voice for Mandarin (zh_engine: espeak)
     noise_scale: float = Field(0.667, ge=0.0, le=2.0)
     noise_w_scale: float = Field(0.8, ge=0.0, le=2.0)
     length_scale: float = Field(1.0, gt=0.1, le=4.0)
@@ -208,9 +212,12 @@ class PiperTtsSettings(BackendSettings):
             length_scale=self.length_scale,
             threads=self.threads,
         )
-        return LanguageRouterTtsOptions(
-            routes={"en": piper, "zh": EspeakTtsOptions(voice=self.zh_voice)}
-        )
+        return LanguageRouterTtsOptions(routes={"en": piper, "zh": self._mandarin()})
+
+    def _mandarin(self) -> KokoroZhTtsOptions | EspeakTtsOptions:
+        if self.zh_engine == "espeak":
+            return EspeakTtsOptions(voice=self.zh_voice)
+        return KokoroZhTtsOptions(voice=self.zh_kokoro_voice, speed=self.zh_kokoro_speed)
 
 
 BACKEND: Backend[Tts] = Backend(

@@ -1,7 +1,7 @@
-"""A TTS that hands each text to the engine of its language (say "en" → piper, "zh" → espeak).
+"""A TTS that hands each text to the engine of its language (say "en" → piper, "zh" → Kokoro).
 
-It is built from options only: the ``piper`` configuration section routes Mandarin to
-espeak-ng through it. Each route is built by the function the registry entry is given.
+It is built from options only: the ``piper`` configuration section routes Mandarin to Kokoro
+(or espeak-ng) through it. Each route is built by the function the registry entry is given.
 """
 
 from __future__ import annotations

@@ -5,6 +5,10 @@ When the caller pauses for ``pause_ms`` (160 ms), the speech so far is transcrib
 background; if no voiced frame follows before the utterance ends, that transcript *is* the
 utterance's (the final audio only adds silence), and the turn starts from it without a second
 ASR pass. Voice after the pause drops the early attempt.
+
+Adaptive end of turn: when the early transcript is ready, confident and reads as a finished
+sentence (:func:`reads_finished`), the caller's turn may end after ``end_after_ms`` of
+silence instead of the segmenter's full window (:meth:`EarlyAsr.turn_over`).
 """
 
 from __future__ import annotations
@@ -19,17 +23,48 @@ import numpy as np
 from inference.asr.base import Asr
 from inference.types import SPEECH_RATE, Transcript, Utterance
 
-__all__ = ["EarlyAsr", "EarlyAsrOptions"]
+__all__ = ["EarlyAsr", "EarlyAsrOptions", "reads_finished"]
+
+_FINAL_MARKS = frozenset(".?!。？！")
+_FINAL_PARTICLES = frozenset("吗呢吧啊呀了")  # a Mandarin sentence that ends on one is done
+_DANGLING = frozenset(
+    "a an and are because but for i if is my of or so the to um uh with your".split()
+)
+_DANGLING_ZH = ("的", "和", "跟", "还有", "但是", "然后", "因为", "所以", "如果", "就是", "那个")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EarlyAsrOptions:
-    pause_ms: int = 160  # silence inside speech that starts an early transcription
+    """``pause_ms``: silence inside speech that starts an early transcription;
+    ``end_after_ms``: silence after which a finished early transcript ends the turn (0: the
+    segmenter's own end of speech only); ``min_confidence``: for that adaptive end."""
+
+    pause_ms: int = 160
     enabled: bool = True
+    end_after_ms: int = 300
+    min_confidence: float = 0.5
 
     def __post_init__(self) -> None:
         if self.pause_ms < 20:
             raise ValueError("pause_ms must be at least one 20 ms frame")
+        if self.end_after_ms < 0:
+            raise ValueError("end_after_ms must be >= 0")
+
+
+def reads_finished(text: str) -> bool:
+    """Whether a transcript reads as a finished sentence: it ends on a full stop, question or
+    exclamation mark (not an ellipsis) or a Mandarin final particle, and not on a word that
+    needs more ("and", "the", "my", "的", "因为")."""
+    text = text.strip()
+    if not text or text.endswith(("...", "…")):
+        return False
+    body = text.rstrip("".join(_FINAL_MARKS) + " ")
+    if not body or body.endswith(_DANGLING_ZH):
+        return False
+    words = body.lower().split()
+    if words and words[-1].strip(",;:") in _DANGLING:
+        return False
+    return text[-1] in _FINAL_MARKS or body[-1] in _FINAL_PARTICLES
 
 
 class EarlyAsr:
@@ -75,6 +110,18 @@ class EarlyAsr:
             utterance = Utterance(samples=audio, start_s=now - len(audio) / SPEECH_RATE, end_s=now)
             self._task = self._spawn(self._asr.transcribe(utterance))
             self.started += 1
+
+    def turn_over(self, *, speaking: bool, trailing: int) -> bool:
+        """Whether the caller's turn may end now: ``trailing`` silent frames reach
+        ``end_after_ms`` and the early transcript is ready, confident and finished."""
+        opts = self.options
+        task = self._task
+        if not speaking or not opts.end_after_ms or task is None or not task.done():
+            return False
+        if trailing * 20 < opts.end_after_ms or task.cancelled() or task.exception():
+            return False
+        heard = task.result()
+        return heard.confidence >= opts.min_confidence and reads_finished(heard.text)
 
     def take(self) -> asyncio.Task[Transcript] | None:
         """The early transcription for the utterance that just ended, if it still holds."""

@@ -12,6 +12,7 @@ from typing import Any
 
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 
+from inference.asr.call import CallAsr
 from inference.dialogue.base import ConversationMemory
 from inference.dialogue.handoff import HandoffGuard
 from inference.preload import SpeculatingDialogue
@@ -124,8 +125,10 @@ class Session:
             dialogue = HandoffGuard(dialogue, options.handoff.guard)
         if self._prefetch is not None:
             dialogue = SpeculatingDialogue(dialogue, self._prefetch)
+        # the caller's language, followed turn by turn, is each utterance's expected language
+        asr = CallAsr(services.asr, language=options.language)
         self._runner = TurnRunner(
-            asr=services.asr,
+            asr=asr,
             dialogue=dialogue,
             tts=services.tts,
             renderer=self.renderer,
@@ -136,7 +139,7 @@ class Session:
             hooks=self.handoff,
         )
         self._segmenter = Segmenter(options.segmenter)
-        self._early = EarlyAsr(services.asr, options=options.early_asr)
+        self._early = EarlyAsr(asr, options=options.early_asr)
         self._events: asyncio.Queue[ControlEvent] = asyncio.Queue(options.max_queued_events)
         self._tasks: set[asyncio.Task[None]] = set()
         # this call's share of the stage workers: its tasks' blocking work queues here
@@ -461,6 +464,8 @@ class Session:
                 speech=seg.current_speech,
                 now=now,
             )
+            if self._early.turn_over(speaking=seg.speaking, trailing=seg.trailing_silence_frames):
+                events = [*events, *seg.end_now(now)]  # a finished sentence: no need to wait
             for event in events:
                 if isinstance(event, SpeechStarted):
                     self.emit(SpeechEvent(event="started", t=round(event.t, 3)))

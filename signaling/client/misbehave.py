@@ -17,7 +17,15 @@ import numpy as np
 from signaling.client.bot_audio import MIC_RATE, MicTrack
 from signaling.client.loadgen import OfferRefused, ProbeCall, ProbeOptions
 
-__all__ = ["BEHAVIOURS", "Behaviour", "MisbehaveOptions", "MisbehaveStats", "Misbehaver", "noise"]
+__all__ = [
+    "BEHAVIOURS",
+    "FLOOD_TEXTS",
+    "Behaviour",
+    "MisbehaveOptions",
+    "MisbehaveStats",
+    "Misbehaver",
+    "noise",
+]
 
 Behaviour = Literal["text", "noise", "reconnect"]
 BEHAVIOURS: tuple[Behaviour, ...] = ("text", "noise", "reconnect")
@@ -92,10 +100,15 @@ class Misbehaver:
         self.call = ProbeCall(probe, mic=MicTrack if options.behaviour == "noise" else None)
         self._stats = MisbehaveStats(behaviour=options.behaviour)
 
-    async def connect(self) -> None:
-        """Make the call and wait until its media flows."""
+    async def connect(self, *, greeting_s: float = 15.0) -> None:
+        """Make the call, wait until its media flows and its greeting has been said (at
+        most ``greeting_s``): a quiet call from then on."""
         await self.call.connect()
         await self.call.wait_connected()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(greeting_s):
+                spoke = await self.call.wait_event("state", state="speaking")
+                await self.call.wait_event("state", start=spoke, state="listening")
 
     @property
     def stats(self) -> MisbehaveStats:

@@ -237,7 +237,9 @@ async def _offer(request: web.Request) -> web.Response:
         connect_timeout_s=state.settings.access.connect_timeout_s,
         segmenter=services.segmenter_options,
         early_asr=EarlyAsrOptions(
-            enabled=media.early_asr_pause_ms > 0, pause_ms=max(20, media.early_asr_pause_ms)
+            enabled=media.early_asr_pause_ms > 0,
+            pause_ms=max(20, media.early_asr_pause_ms),
+            end_after_ms=media.early_end_ms,
         ),
         adaptation=AdaptationOptions(voice_fec_loss_pct=media.voice_fec_loss_pct or None),
         handoff=handoff_options(state.settings),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from inference.tts import (
@@ -10,6 +12,8 @@ from inference.tts import (
     EspeakTtsOptions,
     FakeTts,
     FakeTtsOptions,
+    KokoroZhTts,
+    KokoroZhTtsOptions,
     LanguageRouterTts,
     LanguageRouterTtsOptions,
     OpenAiTtsOptions,
@@ -17,6 +21,7 @@ from inference.tts import (
     PiperTtsOptions,
     make_tts,
 )
+from inference.tts.piper_tts import PiperTtsSettings
 
 
 async def test_routes_by_language_with_fallback() -> None:
@@ -37,15 +42,28 @@ async def test_without_fallback_unknown_language_is_an_error() -> None:
         LanguageRouterTts({"en": FakeTts()}, fallback_language="zh")
 
 
-async def test_default_router_speaks_english_with_piper_and_chinese_with_espeak() -> None:
+async def test_default_router_speaks_english_with_piper_and_chinese_with_kokoro() -> None:
     router = make_tts(TTS_BACKENDS.default_section().options())
     assert isinstance(router, LanguageRouterTts)
     assert isinstance(router.engine_for("en"), PiperTts)
-    assert isinstance(router.engine_for("zh"), EspeakTts)
+    assert isinstance(router.engine_for("zh"), KokoroZhTts)
     en = [c async for c in router.synthesize("Thanks for calling.", "en")]
     zh = [c async for c in router.synthesize("谢谢您的来电。", "zh")]
     assert en[-1].final and zh[-1].final
     assert en[0].samples.size > 0 and zh[0].samples.size > 0
+
+
+def test_espeak_stays_selectable_for_mandarin() -> None:
+    section = PiperTtsSettings(zh_engine="espeak", zh_voice="cmn-latn-pinyin")
+    routes = section.options().routes
+    assert routes["zh"] == EspeakTtsOptions(voice="cmn-latn-pinyin")
+    assert isinstance(routes["en"], PiperTtsOptions)
+    kokoro = PiperTtsSettings(zh_kokoro_voice="jf_alpha", zh_kokoro_speed=0.9).options()
+    assert kokoro.routes["zh"] == KokoroZhTtsOptions(voice="jf_alpha", speed=0.9)
+    if shutil.which("espeak-ng") is not None:
+        router = make_tts(section.options())
+        assert isinstance(router, LanguageRouterTts)
+        assert isinstance(router.engine_for("zh"), EspeakTts)
 
 
 def test_same_options_share_one_engine() -> None:
@@ -62,8 +80,9 @@ def test_router_options_validation_and_registry() -> None:
         "fake": FakeTtsOptions,
         "router": LanguageRouterTtsOptions,
         "openai": OpenAiTtsOptions,
+        "kokoro_zh": KokoroZhTtsOptions,
     }
-    assert list(TTS_BACKENDS.configurable()) == ["piper", "espeak", "fake", "openai"]
+    assert list(TTS_BACKENDS.configurable()) == ["piper", "espeak", "fake", "openai", "kokoro_zh"]
     with pytest.raises(TypeError, match="route 'en'"):
         LanguageRouterTtsOptions(routes={"en": "piper"})
     with pytest.raises(ValueError, match="not routed"):

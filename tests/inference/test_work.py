@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import threading
 import time
 
@@ -85,8 +87,8 @@ async def test_the_lane_that_spent_least_goes_first(executor: FairExecutor) -> N
     assert rec.started() == ["blocker", "f0", "quiet", "f1", "f2", "f3"]
 
 
-async def test_one_job_at_a_time_per_lane() -> None:
-    executor = FairExecutor(FairExecutorOptions(workers=4))
+async def test_a_lane_runs_at_most_per_lane_jobs_at_once() -> None:
+    executor = FairExecutor(FairExecutorOptions(workers=4, per_lane=1))
     rec = Recorder()
     lane = executor.lane("call")
     await asyncio.gather(*(lane.run(rec.job(f"j{i}", 0.02)) for i in range(4)))
@@ -95,8 +97,20 @@ async def test_one_job_at_a_time_per_lane() -> None:
     executor.shutdown()
 
 
+async def test_by_default_a_lane_synthesises_and_renders_at_once() -> None:
+    executor = FairExecutor(FairExecutorOptions(workers=4))
+    rec = Recorder()
+    lane = executor.lane("call")
+    await asyncio.gather(*(lane.run(rec.job(f"j{i}", 0.05)) for i in range(3)))
+    assert rec.at("start", "j1") < rec.at("end", "j0")  # two at once
+    assert rec.at("start", "j2") >= min(rec.at("end", "j0"), rec.at("end", "j1"))
+    executor.shutdown()
+
+
 async def test_a_lane_over_its_budget_waits_and_leaves_workers_to_others() -> None:
-    options = FairExecutorOptions(workers=2, share=0.5, burst_s=0.05)
+    options = FairExecutorOptions(
+        workers=2, per_lane=1, share=0.5, burst_s=0.05, background_below_s=0.0
+    )
     executor = FairExecutor(options)
     rec = Recorder()
     greedy, polite = executor.lane("greedy"), executor.lane("polite")
@@ -108,6 +122,25 @@ async def test_a_lane_over_its_budget_waits_and_leaves_workers_to_others() -> No
     # g1 waited for the debt to be earned back (0.05 s at 0.5/s = 0.1 s), p0 did not
     assert rec.at("start", "g1") - rec.at("end", "g0") >= 0.08
     assert rec.at("start", "p0") < rec.at("start", "g1")
+    executor.shutdown()
+
+
+async def test_a_lane_low_on_budget_runs_in_the_background() -> None:
+    options = FairExecutorOptions(workers=2, burst_s=1.0, background_below_s=0.5)
+    executor = FairExecutor(options)
+    lane = executor.lane("call")
+
+    def where() -> tuple[str, int]:
+        me = threading.current_thread()
+        return me.name, os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    name, nice = await lane.run(where)
+    assert name.startswith("lane-worker") and nice == os.getpriority(os.PRIO_PROCESS, 0)
+    await lane.run(time.sleep, 0.6)  # 0.4 s of budget left: under 0.5
+    name, nice = await lane.run(where)
+    assert name.startswith("lane-background")
+    if sys.platform.startswith("linux"):
+        assert nice >= 10
     executor.shutdown()
 
 
@@ -157,11 +190,15 @@ def test_options_validation() -> None:
     with pytest.raises(ValueError, match="workers"):
         FairExecutorOptions(workers=0)
     with pytest.raises(ValueError, match="per_lane"):
-        FairExecutorOptions(workers=1, per_lane=2)
+        FairExecutorOptions(per_lane=0)
     with pytest.raises(ValueError, match="share"):
         FairExecutorOptions(share=0)
     with pytest.raises(ValueError, match="burst_s"):
         FairExecutorOptions(burst_s=0)
+    with pytest.raises(ValueError, match="background_below_s"):
+        FairExecutorOptions(burst_s=1.0, background_below_s=2.0)
+    with pytest.raises(ValueError, match="background_workers"):
+        FairExecutorOptions(background_workers=0)
     executor = FairExecutor(FairExecutorOptions(workers=1))
     executor.lane("a")
     with pytest.raises(ValueError, match="open already"):

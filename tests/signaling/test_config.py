@@ -15,7 +15,7 @@ from inference.asr.whisper import WhisperAsrSettings
 from inference.dialogue import FaqDialogue, OpenAiChatDialogue, ScriptedDialogue
 from inference.dialogue.openai_chat import OpenAiChatSettings
 from inference.service import ServiceSettings
-from inference.tts import EspeakTts, FakeTts, LanguageRouterTts, OpenAiTts
+from inference.tts import EspeakTts, FakeTts, KokoroZhTts, LanguageRouterTts, OpenAiTts
 from inference.tts.openai_http import OpenAiTtsSettings
 from inference.tts.piper_tts import PiperTtsSettings
 from signaling.cli import main
@@ -153,6 +153,7 @@ _BUILT = {
     ("tts", "espeak"): EspeakTts,
     ("tts", "fake"): FakeTts,
     ("tts", "openai"): OpenAiTts,
+    ("tts", "kokoro_zh"): KokoroZhTts,
 }
 
 

@@ -106,8 +106,9 @@ async def test_a_reply_superseded_ten_times_leaves_no_blocking_work(
     assert turn is not None
     await turn
     await asyncio.sleep(0.05)
-    # one synthesis at a time for the call; the superseded replies' queued work was dropped
-    # (the first reply's sentence was under way and finished), the last reply was said whole
-    assert tts.most_at_once == 1
-    assert tts.started <= 1 + 2
+    # at most two syntheses at a time for the call (its lane's two slots); the superseded
+    # replies' queued work was dropped (the sentences under way finished), the last reply was
+    # said whole
+    assert tts.most_at_once <= 2
+    assert tts.started <= 2 + 2
     assert tts.running == 0 and lane.pending() == (0, 0)
