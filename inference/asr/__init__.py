@@ -2,13 +2,15 @@
 
 :data:`ASR_BACKENDS` lists the backends (each module declares its own); :func:`make_asr`
 builds one from its options. ``make_asr(WhisperAsrOptions())`` loads the model: call it once
-per process and share the result across calls.
+per process and share the result across calls; :class:`CallAsr` is a call's cheap view on it
+that follows the caller's language.
 """
 
 from __future__ import annotations
 
 from inference.asr import fake, openai_http, whisper
 from inference.asr.base import Asr
+from inference.asr.call import CallAsr
 from inference.asr.fake import ScriptedAsr, ScriptedAsrOptions
 from inference.asr.openai_http import OpenAiAsr, OpenAiAsrOptions
 from inference.asr.whisper import AsrModelError, WhisperAsr, WhisperAsrOptions
@@ -18,6 +20,7 @@ __all__ = [
     "ASR_BACKENDS",
     "Asr",
     "AsrModelError",
+    "CallAsr",
     "OpenAiAsr",
     "OpenAiAsrOptions",
     "ScriptedAsr",
