@@ -248,7 +248,7 @@ def _stubbed(text: str, heard: str, **options: Any) -> tuple[WhisperAsr, _StubMo
         (" 你們幾點開門？", "你们几点开门？", "zh"),  # Traditional → Simplified
         ("我想查一下我的order狀態", "我想查一下我的order状态", "zh"),  # code-switched
         ("Can I pay with 支付寶?", "Can I pay with 支付宝?", "en"),  # English with a name
-        ("[Music] ♪", "", "zh"),  # annotations are not speech
+        ("[Music] ♪", "", "en"),  # not speech: no evidence, the caller's language stays
     ],
 )
 async def test_text_script_and_language(said: str, text: str, language: str) -> None:
