@@ -56,7 +56,10 @@ class LowLatencyJitterBuffer:
     the next expected one are dropped (``late``); a gap blocks at most ``max_wait_packets``
     arrivals, after which the buffer jumps to the newest packet (``skipped`` frames lost).
     If several consecutive frames are ready at once (a reordered packet filled a gap) the
-    older ones are dropped so the output is never more than one frame behind.
+    older ones are dropped so the output is never more than one frame behind. A packet
+    without payload (padding that a browser sends on the audio stream to probe bandwidth)
+    keeps its place in the sequence but gives no frame: an empty packet handed to the Opus
+    decoder ends its stream, and every later frame of the call fails to decode.
     """
 
     capacity = 16  # aiortc reads it for statistics only
@@ -70,6 +73,7 @@ class LowLatencyJitterBuffer:
         self.frames_out = 0
         self.skipped = 0
         self.late = 0
+        self.padding = 0
 
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
         seq = packet.sequence_number
@@ -96,8 +100,12 @@ class LowLatencyJitterBuffer:
             self._drop_before(run)
         out = self._packets.pop(run)
         self._next = uint16_add(run, 1)
+        data = packet_payload(out)
+        if not data:
+            self.padding += 1
+            return False, None
         self.frames_out += 1
-        return False, JitterFrame(data=packet_payload(out), timestamp=out.timestamp)
+        return False, JitterFrame(data=data, timestamp=out.timestamp)
 
     def _drop_before(self, seq: int) -> None:
         for s in [s for s in self._packets if _diff(s, seq) < 0]:

@@ -104,3 +104,35 @@ async def test_a_client_gets_low_latency_buffers_on_every_receiver() -> None:
     finally:
         await client.close()
         await server.close()
+
+
+def test_padding_packets_give_no_frame_and_keep_the_sequence() -> None:
+    """Chromium sends payload-less padding on the mic's stream; an empty frame would end
+    the Opus decoder's stream for the rest of the call."""
+    from av import AudioFrame
+    from av.codec import CodecContext
+    from av.packet import Packet
+
+    buf = LowLatencyJitterBuffer(max_wait_packets=3)
+    assert buf.add(packet(1))[1] is not None
+    empty = packet(2)
+    empty.payload = b""
+    empty._data = b""  # type: ignore[attr-defined]
+    assert buf.add(empty) == (False, None) and buf.padding == 1
+    _, frame = buf.add(packet(3))  # no gap waited for, nothing skipped
+    assert frame is not None and buf.skipped == 0
+
+    # why it matters: after an empty packet, the decoder refuses every later frame
+    encoder = CodecContext.create("libopus", "w")
+    encoder.sample_rate, encoder.layout, encoder.format = 48000, "stereo", "s16"
+    pcm = AudioFrame(format="s16", layout="stereo", samples=960)
+    pcm.sample_rate = 48000
+    for plane in pcm.planes:
+        plane.update(bytes(plane.buffer_size))
+    encoded = bytes(next(iter(encoder.encode(pcm))))  # type: ignore[call-overload]
+    decoder = CodecContext.create("libopus", "r")
+    decoder.sample_rate, decoder.layout, decoder.format = 48000, "stereo", "s16"
+    assert decoder.decode(Packet(encoded))  # type: ignore[attr-defined]
+    decoder.decode(Packet(b""))  # type: ignore[attr-defined]
+    with pytest.raises(Exception, match="End of file"):
+        decoder.decode(Packet(encoded))  # type: ignore[attr-defined]
