@@ -45,7 +45,9 @@ class AvPlayer:
     """The shared A/V timeline of one call.
 
     ``lead_s`` is how far ahead of now a segment starts when nothing is playing (room for
-    the tracks' next fetch). ``video_offset_s`` is a fixed A/V offset: video frames are
+    the tracks' next fetch and for the next batch of frames to be rendered); ``ready_lead_s``
+    replaces it in :meth:`push_ready`, for media whose continuation is already in hand (only
+    the tracks' next fetch to clear). ``video_offset_s`` is a fixed A/V offset: video frames are
     looked up at ``t - video_offset_s``. A positive value shows each frame later (use it when
     the client's video path is known to be faster than its audio path by that much, e.g. an
     audio jitter buffer that holds ~80 ms more); a negative value shows frames earlier.
@@ -58,18 +60,22 @@ class AvPlayer:
         fps: int = 25,
         sample_rate: int = 48000,
         lead_s: float = 0.12,
+        ready_lead_s: float = _GUARD_S,
         video_offset_s: float = 0.0,
     ) -> None:
         if fps <= 0 or sample_rate <= 0:
             raise ValueError(f"fps and sample_rate must be positive, got {fps}, {sample_rate}")
         if lead_s < 0:
             raise ValueError(f"lead_s must be >= 0, got {lead_s}")
+        if not _GUARD_S <= ready_lead_s:
+            raise ValueError(f"ready_lead_s must be >= {_GUARD_S}, got {ready_lead_s}")
         if abs(video_offset_s) > 1.0:
             raise ValueError(f"video_offset_s must be within ±1 s, got {video_offset_s}")
         self.clock = clock
         self.fps = fps
         self.sample_rate = sample_rate
         self.lead_s = lead_s
+        self.ready_lead_s = ready_lead_s
         self.video_offset_s = video_offset_s
         self._segments: deque[_Segment] = deque()
         self._end = 0  # end position of the last scheduled segment
@@ -94,6 +100,14 @@ class AvPlayer:
         ``clock.now() + lead_s`` rounded up to the video frame grid. Returns its start time
         (clock seconds).
         """
+        return self._push(audio, frames, self.lead_s)
+
+    def push_ready(self, audio: np.ndarray, frames: Sequence[np.ndarray]) -> float:
+        """As :meth:`push`, starting ``ready_lead_s`` ahead of now when nothing plays: for a
+        segment long enough that what follows it is sure to come in time."""
+        return self._push(audio, frames, min(self.lead_s, self.ready_lead_s))
+
+    def _push(self, audio: np.ndarray, frames: Sequence[np.ndarray], lead_s: float) -> float:
         if not isinstance(audio, np.ndarray) or audio.dtype != np.int16 or audio.ndim != 1:
             raise ValueError("audio must be a 1-D int16 numpy array")
         if len(frames) == 0:
@@ -109,23 +123,27 @@ class AvPlayer:
                 f"audio has {len(audio)} samples but {len(frames)} frames at {self.fps} fps "
                 f"need exactly {expected} at {self.sample_rate} Hz"
             )
-        start = self._next_start_pos()
+        start = self._next_start_pos(lead_s)
         self._segments.append(_Segment(start, audio.copy(), list(frames)))
         self._end = start + len(audio)
         return start / self.sample_rate
 
     def next_start(self) -> float:
         """Clock time at which a segment pushed now would start (see ``push``)."""
-        return self._next_start_pos() / self.sample_rate
+        return self._next_start_pos(self.lead_s) / self.sample_rate
 
-    def _next_start_pos(self) -> int:
+    def next_ready_start(self) -> float:
+        """Clock time at which a segment pushed now with :meth:`push_ready` would start."""
+        return self._next_start_pos(min(self.lead_s, self.ready_lead_s)) / self.sample_rate
+
+    def _next_start_pos(self, lead_s: float) -> int:
         now = self._pos(self.clock.now())
         guard = now + round(_GUARD_S * self.sample_rate)
         if self._end >= guard:
             return self._end  # gapless
         if self._end > now:  # ends too soon to continue seamlessly: smallest gap possible
             return self._on_frame_grid(guard)
-        return self._on_frame_grid(now + round(self.lead_s * self.sample_rate))
+        return self._on_frame_grid(now + round(lead_s * self.sample_rate))
 
     def flush(self, at: float | None = None) -> float:
         """Barge-in: drop everything scheduled after ``at`` (default now).

@@ -13,6 +13,13 @@ Feed it 20 ms frames (320 int16 samples at 16 kHz) with the clock time at which 
   (a cough, a click); nothing goes to ASR.
 
 Speech ends after ``end_silence_ms`` of consecutive unvoiced frames (the hangover).
+
+For what listens to the speech in progress (early ASR, an adaptive end of turn), the
+segmenter also tells where the voice stopped sooner than webrtcvad does: its own hangover
+keeps frames voiced for ~100-200 ms after clean speech falls silent, so with ``quiet_db`` set
+a frame counts as silent there when it is unvoiced *or* quiet: ``quiet_db`` under the
+loudest frame of the speech so far (:attr:`Segmenter.trailing_silence_frames`). On a noisy
+line nothing is that quiet and the VAD decides alone. Off by default (docs/asr.md).
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ class SegmenterOptions:
     min_utterance_s: float = 0.5
     max_segment_s: float = 8.0
     split_search_s: float = 3.0
+    quiet_db: float = 0.0  # a frame this far under the loudest is quiet; 0: the VAD alone
 
     def __post_init__(self) -> None:
         if self.aggressiveness not in (0, 1, 2, 3):
@@ -67,6 +75,8 @@ class SegmenterOptions:
             raise ValueError(f"min_utterance_s must be >= 0, got {self.min_utterance_s}")
         if self.max_segment_s < 1.0:
             raise ValueError(f"max_segment_s must be >= 1.0, got {self.max_segment_s}")
+        if self.quiet_db and not 6.0 <= self.quiet_db <= 90.0:
+            raise ValueError(f"quiet_db must be 0 (off) or within 6..90, got {self.quiet_db}")
         if not 0.1 <= self.split_search_s <= self.max_segment_s:
             raise ValueError(
                 f"split_search_s must be within [0.1, max_segment_s], got {self.split_search_s}"
@@ -109,6 +119,12 @@ class SpeechDropped:
 SegmenterEvent = SpeechStarted | UtteranceReady | SpeechDropped
 
 
+def _power(frame: np.ndarray) -> float:
+    """Mean square of a frame."""
+    x = frame.astype(np.float32)
+    return float(np.dot(x, x)) / max(1, x.size)
+
+
 def _frames(ms: float) -> int:
     return max(0, round(ms / 1000 / _FRAME_S))
 
@@ -125,6 +141,7 @@ class Segmenter:
         self._end_n = _frames(o.end_silence_ms)
         self._max_n = _frames(o.max_segment_s * 1000)
         self._search_n = _frames(o.split_search_s * 1000)
+        self._quiet_ratio = 10.0 ** (-o.quiet_db / 10.0) if o.quiet_db else -1.0  # power
         self.reset()
 
     def reset(self) -> None:
@@ -138,6 +155,9 @@ class Segmenter:
         self._seg_start = 0.0  # clock time the segment's first frame starts
         self._trailing = 0  # consecutive unvoiced frames at the end
         self._voiced = 0  # voiced frames in the whole utterance (all splits)
+        self._loudest = 0.0  # mean square of the loudest frame of the utterance
+        self._hushed = 0  # consecutive unvoiced or quiet frames at the end
+        self._sounded = 0  # voiced frames that were not quiet
 
     @property
     def speaking(self) -> bool:
@@ -146,13 +166,16 @@ class Segmenter:
 
     @property
     def trailing_silence_frames(self) -> int:
-        """Unvoiced 20 ms frames at the end of the speech in progress (0 when not speaking)."""
-        return self._trailing if self._speaking else 0
+        """Silent 20 ms frames at the end of the speech in progress, unvoiced or quiet (see
+        the module docstring; 0 when not speaking). At least the unvoiced frames that end
+        the speech after ``end_silence_ms``."""
+        return max(self._trailing, self._hushed) if self._speaking else 0
 
     @property
     def voiced_frames(self) -> int:
-        """Voiced 20 ms frames of the speech in progress so far (0 when not speaking)."""
-        return self._voiced if self._speaking else 0
+        """Voiced frames of the speech in progress that were not quiet, so far (0 when not
+        speaking): it grows whenever the voice comes back after silent frames."""
+        return self._sounded if self._speaking else 0
 
     def current_speech(self) -> np.ndarray | None:
         """The audio of the speech in progress so far (a copy), None when not speaking."""
@@ -169,11 +192,20 @@ class Segmenter:
                 f"frame must be {VAD_FRAME_SAMPLES} samples (20 ms at 16 kHz), got {len(frame)}"
             )
         voiced = self._vad.is_speech(frame.tobytes(), VAD_SAMPLE_RATE)
-        return (
-            self._step_speaking(frame, voiced, now)
-            if self._speaking
-            else self._step_idle(frame, voiced, now)
-        )
+        if not self._speaking:
+            return self._step_idle(frame, voiced, now)
+        self._listen_level(frame, voiced)
+        return self._step_speaking(frame, voiced, now)
+
+    def _listen_level(self, frame: np.ndarray, voiced: bool) -> None:
+        """Track the quiet-or-unvoiced tail of the speech in progress."""
+        power = _power(frame)
+        self._loudest = max(self._loudest, power)
+        if voiced and power > self._loudest * self._quiet_ratio:
+            self._sounded += 1
+            self._hushed = 0
+        else:
+            self._hushed += 1
 
     def end_now(self, now: float) -> list[SegmenterEvent]:
         """End the speech in progress at once, as ``end_silence_ms`` of silence would (an
@@ -197,6 +229,9 @@ class Segmenter:
                 break
             self._trailing += 1
         self._voiced = n_voiced
+        self._loudest = max(_power(f) for f, _, _ in self._recent)
+        self._sounded = n_voiced
+        self._hushed = self._trailing
         window_start = window[0][2] - _FRAME_S
         self._recent.clear()
         return [SpeechStarted(t=now, start_s=window_start)]
@@ -223,6 +258,9 @@ class Segmenter:
         self._seg = []
         self._trailing = 0
         self._voiced = 0
+        self._loudest = 0.0
+        self._hushed = 0
+        self._sounded = 0
         if voiced_s < self.options.min_utterance_s:
             return SpeechDropped(t=now, voiced_s=voiced_s)
         return UtteranceReady(

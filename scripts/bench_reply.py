@@ -1,5 +1,5 @@
 """Reply-latency benchmark: where the time goes between the end of the caller's speech and the
-first reply audio, per voice set and language, the ASR default against the previous one.
+first reply audio, per voice set and language, the defaults against other setups.
 
     python scripts/bench_reply.py                            # every voice set, 3 questions each
     python scripts/bench_reply.py --n 2 --sets espeak-en-us-140,kokoro-jf_alpha
@@ -15,8 +15,11 @@ question by question so all see the same load:
 
 - ``base``: the embedded defaults (Whisper base multilingual with the short encoder window
   and the call's language as a prior, FAQ retrieval, piper / Kokoro, warp);
-- ``tiny.en``: the same with the previous default ASR, Whisper tiny.en through
+- ``tiny.en``: the same with the ASR default before Whisper base, Whisper tiny.en through
   faster-whisper's 30 s path (English sets only);
+- ``quiet`` (on request): ``base`` with the end of turn counted from the first quiet frame
+  (``media.vad_quiet_db: 30``), early ASR after 120 ms of it, a finished transcript ending
+  the turn after 400 ms (docs/asr.md);
 - ``llm`` (on request): ``base`` with the dialogue from a fake OpenAI-compatible server in
   this process that waits ``--first-token-ms`` before streaming the knowledge-base answer it
   finds in its prompt, word by word.
@@ -31,7 +34,8 @@ noise of a telephone copy as speech): ``seen`` (the server's end-of-speech event
 ``transcript`` (its transcript event arrives), ``dialogue`` (the first reply sentence
 arrives), ``tts`` (first TTS audio), ``frame`` (first rendered frame), ``sent`` (first reply
 media handed to the track) - those three are server marks placed on the bot's clock through
-the transcript event - and ``heard`` (reply audio at the bot). Prints every turn, then
+the transcript event - and ``heard`` (reply audio at the bot); ``skew`` is the bot's lip
+offset (ms the mouth moves after the voice; negative: before it). Prints every turn, then
 medians and p90 per set, setup and round, with the load average of the shared machine.
 """
 
@@ -102,7 +106,8 @@ SETS = {
     ],
     "held-out": ["festival-slt-hts", "flite-rms", "kokoro-jf_tebukuro"],
 }
-COLUMNS = ["seen", "transcript", "dialogue", "tts", "frame", "sent", "heard"]
+COLUMNS = ["seen", "transcript", "dialogue", "tts", "frame", "sent", "heard", "skew"]
+QUIET_END = {"media": {"vad_quiet_db": 30, "early_asr_pause_ms": 120, "early_end_ms": 400}}
 _ANSWER = re.compile(r"^\s*A: (.+)$", re.MULTILINE)
 
 
@@ -169,6 +174,8 @@ def write_config(folder: Path, setup: str, llm_url: str | None) -> Path:
             "backend": "openai",
             "service": {"base_url": llm_url, "model": "fake", "first_byte_timeout_s": 10},
         }
+    if setup == "quiet":
+        config.update(QUIET_END)
     if setup == "tiny.en":
         from inference.asr.whisper import tiny_en_model_dir
 
@@ -311,6 +318,8 @@ async def _ask_all(
             round_name = "hit" if (setup, reply) in said else "miss"
             said.add((setup, reply))
             times = {name: t - clip.shift_ms for name, t in breakdown(report).items()}
+            if report.get("av_skew_ms") is not None:
+                times["skew"] = float(report["av_skew_ms"])
             print(_row(setup, clip, round_name, report, times), flush=True)
             rows.append(
                 {
@@ -367,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=3, help="questions per voice and band (1..6)")
     p.add_argument("--sets", help="comma-separated voices (default: every voice set)")
     p.add_argument("--bands", default="clean,tel8k", help="clean, tel8k or both")
-    p.add_argument("--setups", default="base,tiny.en", help="of base, tiny.en, llm")
+    p.add_argument("--setups", default="base,tiny.en", help="of base, tiny.en, quiet, llm")
     p.add_argument("--first-token-ms", type=float, default=300.0, help="fake LLM's delay")
     p.add_argument("--timeout-s", type=float, default=40.0, help="per call")
     p.add_argument("--out", type=Path, help="folder for WAVs, configs, reports, summary")

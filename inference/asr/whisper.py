@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
 from inference.asr import whisper_package
 from inference.asr.base import Asr, AsrModelError
@@ -333,6 +334,7 @@ class WhisperAsrSettings(BackendSettings):
     language: str | None = None  # a lock; None detects among `languages`
     languages: tuple[str, ...] = ("en", "zh")
     short_window: bool = True
+    cpu_threads: int = Field(1, ge=0, le=64)  # of one transcription; 0: CTranslate2's default
 
     def options(self) -> WhisperAsrOptions:
         return WhisperAsrOptions(
@@ -341,6 +343,7 @@ class WhisperAsrSettings(BackendSettings):
             language=self.language,
             languages=self.languages,
             short_window=self.short_window,
+            cpu_threads=self.cpu_threads,
         )
 
 

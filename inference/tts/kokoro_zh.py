@@ -184,6 +184,10 @@ def _new_session(blob: bytes, threads: int) -> Any:
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+    # Idle pool threads sleep instead of spinning: on a busy CPU a spinning thread burns the
+    # time slice its peer needs (a 2-thread synthesis ran ~1.8x slower than 1 thread at load
+    # average 11-13 on two cores with spinning, as fast without; docs/benchmarks.md).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return onnxruntime.InferenceSession(
         blob, sess_options=options, providers=["CPUExecutionProvider"]
     )

@@ -1,10 +1,11 @@
 """Early ASR: transcribe during the end-of-speech silence window instead of after it.
 
-The segmenter ends an utterance only after ``end_silence_ms`` of silence (500 ms by default).
-When the caller pauses for ``pause_ms`` (160 ms), the speech so far is transcribed in the
-background; if no voiced frame follows before the utterance ends, that transcript *is* the
-utterance's (the final audio only adds silence), and the turn starts from it without a second
-ASR pass. Voice after the pause drops the early attempt.
+The segmenter ends an utterance only after ``end_silence_ms`` of silence (500 ms by default,
+plus webrtcvad's own hangover of ~100-200 ms). When the caller pauses for ``pause_ms``
+(160 ms, as ``media.vad.Segmenter.trailing_silence_frames`` counts silence), the speech so
+far is transcribed in the background; if no voiced frame follows before the utterance ends,
+that transcript *is* the utterance's (the final audio only adds silence), and the turn starts
+from it without a second ASR pass. Voice after the pause drops the early attempt.
 
 Adaptive end of turn: when the early transcript is ready, confident and reads as a finished
 sentence (:func:`reads_finished`), the caller's turn may end after ``end_after_ms`` of
@@ -84,6 +85,11 @@ class EarlyAsr:
         self._voiced_at = -1
         self.started = 0  # early transcriptions begun
         self.used = 0  # ... that became a turn's transcript
+
+    @property
+    def pending(self) -> bool:
+        """An early transcription is under way (started, not finished)."""
+        return self._task is not None and not self._task.done()
 
     def observe(
         self,

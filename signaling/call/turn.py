@@ -2,7 +2,8 @@
 
 A turn runs as one task; cancelling it (barge-in, a new turn) stops the dialogue stream, the
 TTS and the renderer together. Text-to-speech of the next sentence overlaps the rendering
-of the current one through a small bounded queue.
+of the current one through a small bounded queue. A reply that starts from silence starts
+with the sink's short lead when 0.3 s of its frames are in hand (:class:`ReadySink`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import asyncio
 import math
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -26,6 +27,7 @@ from signaling.call.events import ControlEvent, ReplyText, StateChanged, Timings
 
 __all__ = [
     "MediaSink",
+    "ReadySink",
     "TurnHooks",
     "TurnObserver",
     "TurnRequest",
@@ -79,6 +81,21 @@ class MediaSink(Protocol):
     @property
     def busy_until(self) -> float:
         """Clock time at which everything scheduled so far has played."""
+        ...
+
+
+@runtime_checkable
+class ReadySink(Protocol):
+    """A sink that starts media sooner from silence when more of it is in hand: ``lead_s``
+    ahead of now for :meth:`MediaSink.push`, ``ready_lead_s`` for :meth:`push_ready`."""
+
+    lead_s: float
+    ready_lead_s: float
+
+    def push_ready(self, audio: np.ndarray, frames: Sequence[np.ndarray]) -> float: ...
+
+    def next_ready_start(self) -> float:
+        """Clock time at which media pushed ready now would start playing."""
         ...
 
 
@@ -236,13 +253,26 @@ class TurnRunner:
         )
         return transcript
 
-    def _align_with_idle_loop(self, fps: int) -> None:
+    def _align_with_idle_loop(self, fps: int, hold_s: float) -> None:
         """When speech starts from silence, talk from the source frame the idle loop shows
         at that moment (a video avatar then never jumps between idle and talking)."""
         timeline = seeker(self._renderer)  # renderers without a timeline have nothing to align
         if timeline is None or self._sink.busy_until > self._now():
             return  # continuing speech that is scheduled or playing: no jump to make
-        timeline.seek(math.floor(self._sink.next_start() * fps + 1e-6))
+        sink = self._sink
+        if hold_s > 0 and isinstance(sink, ReadySink):
+            start = sink.next_ready_start()
+        else:
+            start = sink.next_start()
+        timeline.seek(math.floor(start * fps + 1e-6))
+
+    def _hold_s(self) -> float:
+        """How long the first batches of a reply may be held to start it with the sink's
+        short lead: the difference of its leads when it plays nothing, else 0."""
+        sink = self._sink
+        if not isinstance(sink, ReadySink) or sink.busy_until > self._now():
+            return 0.0
+        return max(0.0, sink.lead_s - sink.ready_lead_s)
 
     async def _play(self, chunk: PcmChunk, mark: Callable[[str], None]) -> AsyncIterator[float]:
         """Render one chunk of speech and push it to the sink batch by batch."""
@@ -260,26 +290,86 @@ class TurnRunner:
                 render_input(chunk, fps),
             )
         )
-        self._align_with_idle_loop(fps)
+        hold_s = self._hold_s()
+        self._align_with_idle_loop(fps, hold_s)
         done = 0
         last: np.ndarray | None = None
         began = self._now()
-        async for batch in self._renderer.render(audio_render):
-            mark("first_frame")
+
+        def push(batch: list[np.ndarray], ready: bool) -> float:
+            nonlocal done, last
+            seg = audio_out[done * per_frame_out : (done + len(batch)) * per_frame_out]
+            sink = self._sink
+            if ready and isinstance(sink, ReadySink):
+                start = sink.push_ready(seg, batch)
+            else:
+                start = sink.push(seg, batch)
+            done += len(batch)
+            last = batch[-1]
+            return start
+
+        need = min(n_frames, math.ceil(_IN_HAND_S * fps))
+        frames = self._renderer.render(audio_render)
+        async for batch, ready in _in_hand(frames, need, hold_s, self._now, mark):
             self._observer.stage("render_batch", self._now() - began)
             self._observer.batch(len(batch))
             batch = batch[: n_frames - done]
-            if not batch:
-                continue
-            seg = audio_out[done * per_frame_out : (done + len(batch)) * per_frame_out]
-            yield self._sink.push(seg, batch)
-            done += len(batch)
-            last = batch[-1]
+            if batch:
+                yield push(batch, ready)
             began = self._now()
         if done < n_frames and last is not None:
             # A renderer that came up short: keep the voice, hold the last face.
-            rest = [last] * (n_frames - done)
-            yield self._sink.push(audio_out[done * per_frame_out :], rest)
+            yield self._sink.push(audio_out[done * per_frame_out :], [last] * (n_frames - done))
+
+
+async def _in_hand(
+    batches: AsyncIterator[list[np.ndarray]],
+    need: int,
+    hold_s: float,
+    now: Callable[[], float],
+    mark: Callable[[str], None],
+) -> AsyncIterator[tuple[list[np.ndarray], bool]]:
+    """A renderer's batches, each with whether the sink may start it with its short lead.
+
+    With ``hold_s`` (a start from silence), the first batches are held together until
+    ``need`` frames are in hand, for at most ``hold_s`` after the first one (the difference
+    of the sink's two leads): pushed then with the short lead, they start no later than the
+    first batch alone would have with the plain lead, and with more media behind them.
+    """
+    held: list[np.ndarray] = []
+    first_at: float | None = None
+    pending: asyncio.Future[list[np.ndarray] | None] | None = None
+    try:
+        while hold_s > 0 and len(held) < need:
+            pending = asyncio.ensure_future(anext(batches, None))
+            if first_at is not None:
+                await asyncio.wait({pending}, timeout=first_at + hold_s - now())
+                if not pending.done():
+                    break  # holding on would start the media later than pushing it now
+            batch = await pending
+            pending = None
+            if batch is None:
+                break  # the render ended: all of it is in hand
+            mark("first_frame")
+            first_at = now() if first_at is None else first_at
+            held.extend(batch)
+        if held:
+            yield held, True
+        if pending is not None:
+            batch = await pending
+            pending = None
+            if batch is None:
+                return
+            yield batch, False
+        async for batch in batches:
+            mark("first_frame")
+            yield batch, False
+    finally:
+        if pending is not None:
+            pending.cancel()
+
+
+_IN_HAND_S = 0.3  # media in hand that lets a reply start with the sink's short lead
 
 
 def _current_cancelling() -> bool:

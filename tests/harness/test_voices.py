@@ -30,3 +30,14 @@ def test_a_missing_synthesizer_is_reported(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(voices.shutil, "which", lambda name: None)
     with pytest.raises(VoiceUnavailable, match="flite"):
         speak("flite-slt", "hello")
+
+
+def test_a_sentence_with_a_pause_holds_silence_where_it_says() -> None:
+    pcm, resume_s = voices.with_pause("espeak-en-us-200", "Where is", "my order?", 0.4)
+    resume = round(resume_s * 16000)
+    gap = pcm[resume - round(0.4 * 16000) : resume]
+    assert gap.size == 6400 and not gap.any()  # exactly the pause, silent
+    assert np.abs(pcm[resume : resume + 1600]).max() > 327  # the second half starts at once
+    assert not pcm[:3200].any() and not pcm[-3200:].any()
+    with pytest.raises(ValueError, match="pause_s"):
+        voices.with_pause("espeak-en-us-200", "a", "b", -1.0)

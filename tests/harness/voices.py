@@ -2,8 +2,10 @@
 
 English from espeak-ng, flite and festival (Debian packages), Mandarin from Kokoro with voice
 styles the product does not speak with (its default is ``jm_kumo``); :func:`telephone` makes a
-narrow-band noisy copy (8 kHz, 300-3400 Hz, white noise, G.711 mu-law). Every clip is 16 kHz
-mono int16 with 0.2 s of silence on each side, peak-normalised.
+narrow-band noisy copy (8 kHz, 300-3400 Hz, white noise, G.711 mu-law); :func:`with_pause`
+speaks a sentence with a hesitation inside it (for end-of-turn tests: the caller is not done
+at the pause). Every clip is 16 kHz mono int16 with 0.2 s of silence on each side,
+peak-normalised.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ __all__ = [
     "kokoro_code_switched",
     "speak",
     "telephone",
+    "with_pause",
 ]
 
 RATE = 16000
@@ -177,6 +180,36 @@ def kokoro_code_switched(voice: str | Voice, parts: list[tuple[str, str]]) -> np
     tokens = [model._vocab[p] for p in phonemes.strip() if p in model._vocab]
     audio = model.infer(tokens, tts._style, v.rate)
     return _to_int16(_resample(audio, 24000, RATE))
+
+
+def _voiced_bounds(pcm: np.ndarray) -> tuple[int, int]:
+    """First and last sample over 1 % of full scale (the clip's own padding excluded)."""
+    loud = np.flatnonzero(np.abs(pcm) > 327)
+    return (int(loud[0]), int(loud[-1]) + 1) if loud.size else (0, pcm.size)
+
+
+def with_pause(
+    voice: str,
+    head: str,
+    tail: str,
+    pause_s: float,
+    *,
+    say: Callable[[str, str], np.ndarray] | None = None,
+) -> tuple[np.ndarray, float]:
+    """``head``, ``pause_s`` of silence, then ``tail``, in one voice (each part said alone by
+    ``say``, default :func:`speak`, its own edges cut): the clip and the second at which the
+    ``tail``'s voice begins."""
+    if not 0.0 <= pause_s <= 5.0:
+        raise ValueError(f"pause_s must be within 0..5, got {pause_s}")
+    parts = []
+    for text in (head, tail):
+        pcm = (say or speak)(voice, text)
+        lo, hi = _voiced_bounds(pcm)
+        parts.append(pcm[lo:hi])
+    gap = np.zeros(round(pause_s * RATE), np.int16)
+    pad = np.zeros(_PAD.size, np.int16)
+    clip = np.concatenate([pad, parts[0], gap, parts[1], pad])
+    return clip, (pad.size + parts[0].size + gap.size) / RATE
 
 
 def telephone(pcm: np.ndarray, *, snr_db: float = 15.0, seed: int = 0) -> np.ndarray:

@@ -130,3 +130,20 @@ def test_idle_loop_ping_pong() -> None:
     assert {still.index_at(t / 10) for t in range(50)} == {0}
     with pytest.raises(ValueError):
         IdleLoop([])
+
+
+def test_a_ready_push_starts_after_the_short_lead_then_continues_gaplessly() -> None:
+    clock, p = _player(lead_s=0.12, ready_lead_s=0.04)
+    assert p.next_ready_start() == pytest.approx(1.04)
+    assert p.next_start() == pytest.approx(1.12)
+    s1 = p.push_ready(_audio(8), _frames(8))
+    assert s1 == pytest.approx(1.04)
+    clock.advance(0.1)  # still playing: a ready push continues like any other
+    assert p.push_ready(_audio(2), _frames(2)) == pytest.approx(s1 + 8 / FPS)
+
+
+def test_the_short_lead_never_exceeds_the_lead_nor_undercuts_the_guard() -> None:
+    _, p = _player(lead_s=0.0)
+    assert p.push_ready(_audio(1), _frames(1)) == pytest.approx(1.0)  # a lead of 0 is kept
+    with pytest.raises(ValueError, match="ready_lead_s"):
+        _player(ready_lead_s=0.01)

@@ -138,3 +138,26 @@ def test_real_speech_is_one_utterance(spoken: np.ndarray) -> None:
     speech_s = len(spoken) / SR
     assert abs(utt.duration_s - speech_s) < 0.6
     assert 0.6 <= utt.start_s <= 1.1
+
+
+def _tail_counts(options: SegmenterOptions) -> list[tuple[int, int]]:
+    """(trailing silent frames as early ASR sees them, the segmenter's unvoiced frames) for
+    each frame of the silence after one second of voice."""
+    seg = Segmenter(options)
+    run(seg, np.concatenate([silence(0.3), voice(1.0)]))
+    counts = []
+    for i in range(15):
+        seg.push(silence(0.02), 20.0 + i * 0.02)
+        counts.append((seg.trailing_silence_frames, seg._trailing))
+    return counts
+
+
+def test_silence_after_the_voice_counts_from_where_it_fell_quiet() -> None:
+    """webrtcvad keeps frames voiced for a while after the voice stops (its hangover); for
+    early ASR the silence starts at the first quiet frame, unless quiet_db is off."""
+    quiet = _tail_counts(SegmenterOptions(quiet_db=30))
+    assert [t for t, _ in quiet] == list(range(1, 16))
+    assert all(t > vad for t, vad in quiet[:5])  # the VAD still said "voiced" there
+    vad_only = _tail_counts(SegmenterOptions())  # the default: webrtcvad alone
+    assert [t for t, _ in vad_only] == [vad for _, vad in vad_only]
+    assert vad_only[0][0] == 0

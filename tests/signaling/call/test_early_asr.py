@@ -167,7 +167,7 @@ async def test_a_finished_confident_early_transcript_ends_the_turn_sooner(
     early = EarlyAsr(ScriptedAsr(script))
     utt, ended_at = await _drive(early, _speech_then_silence())
     assert full_end - ended_at == pytest.approx(sooner_s, abs=0.01)
-    assert utt.end_s == pytest.approx(full.end_s)  # the same audio either way
+    assert utt.end_s == pytest.approx(full.end_s, abs=0.021)  # the same speech either way
     task = early.take()
     assert task is not None and (await task) == heard  # the turn starts from it
     assert early.started == 1

@@ -106,24 +106,25 @@ async def test_spoken_turn_streams_events_and_aligned_media() -> None:
     assert states == ["thinking", "speaking"]
     assert isinstance(events[-1], Timings)
     assert set(marks) >= {"asr_done", "first_sentence", "first_audio", "first_frame", "first_sent"}
-    # Every 40 ms frame carries exactly 1,920 samples of 48 kHz audio, gapless after the lead.
-    assert player.busy_until > 10.12
+    # Every 40 ms frame carries exactly 1,920 samples of 48 kHz audio, gapless after the
+    # lead: the short one, the renderer having given 0.3 s of frames at once.
+    assert player.busy_until > 10.04
     total_frames = renderer.count
     assert total_frames == sum(n // 640 for n in renderer.audio_lengths)
-    assert player.busy_until == pytest.approx(10.12 + total_frames / 25, abs=1e-6)
+    assert player.busy_until == pytest.approx(10.04 + total_frames / 25, abs=1e-6)
     # Frame k of the timeline is the k-th rendered frame.
     for k in (0, 7, total_frames - 1):
-        frame = player.frame_at(10.12 + (k + 0.5) / 25)
+        frame = player.frame_at(10.04 + (k + 0.5) / 25)
         assert frame is not None and frame[0, 0, 0] == (k + 1) % 256
-    assert np.any(player.audio_at(10.12, 48000 * total_frames // 25) != 0)
+    assert np.any(player.audio_at(10.04, 48000 * total_frames // 25) != 0)
 
 
 async def test_speech_from_silence_seeks_the_renderer_to_the_idle_step() -> None:
     renderer = RecordingRenderer()
     runner, _, _, _ = make_runner(renderer)
     await runner.run(TurnRequest(turn=1, speech_end=10.0, text="Hello"))
-    # The first chunk starts at 10.12 s: step 253 of the idle loop; the second continues.
-    assert renderer.seeks == [253]
+    # The first chunk starts at 10.04 s: step 251 of the idle loop; the second continues.
+    assert renderer.seeks == [251]
 
 
 class SeekLoggingWarp(WarpRenderer):
@@ -174,7 +175,7 @@ async def test_a_live_calls_renderer_seeks_to_the_idle_step(
     renderer = SupervisedRenderer(made, restart=restart)
     runner, *_ = make_runner(renderer)
     await runner.run(TurnRequest(turn=1, speech_end=10.0, text="Hello"))
-    assert factory.seeks == [253]  # talking starts where the idle loop is: 10.12 s at 25 fps
+    assert factory.seeks == [251]  # talking starts where the idle loop is: 10.04 s at 25 fps
 
 
 async def test_short_renderer_keeps_the_voice_and_holds_the_last_face() -> None:
@@ -182,9 +183,50 @@ async def test_short_renderer_keeps_the_voice_and_holds_the_last_face() -> None:
     runner, player, _, _ = make_runner(renderer)
     await runner.run(TurnRequest(turn=1, speech_end=10.0, text="Hello"))
     expected = sum(n // 640 for n in renderer.audio_lengths)
-    assert player.busy_until == pytest.approx(10.12 + expected / 25, abs=1e-6)
+    assert player.busy_until == pytest.approx(10.04 + expected / 25, abs=1e-6)
     last = player.frame_at(player.busy_until - 0.01)
     assert last is not None and last[0, 0, 0] == renderer.count % 256
+
+
+class SlowRenderer(RecordingRenderer):
+    """Its second batch comes ``sleep_s`` of real time after its first, the clock moved on by
+    ``advance_s``."""
+
+    def __init__(self, clock: ManualClock, advance_s: float, sleep_s: float) -> None:
+        super().__init__(batch=5)
+        self.clock = clock
+        self.advance_s = advance_s
+        self.sleep_s = sleep_s
+
+    async def render(self, audio_16k: np.ndarray) -> AsyncIterator[list[np.ndarray]]:
+        k = 0
+        async for batch in super().render(audio_16k):
+            if k == 1:
+                self.clock.advance(self.advance_s)
+                await asyncio.sleep(self.sleep_s)
+            k += 1
+            yield batch
+
+
+@pytest.mark.parametrize(
+    ("advance_s", "sleep_s", "start"),
+    [(0.0, 0.01, 10.04), (0.08, 0.3, 10.12)],
+    ids=["fast", "slow"],
+)
+async def test_a_reply_starts_sooner_when_its_frames_come_fast(
+    advance_s: float, sleep_s: float, start: float
+) -> None:
+    """Fast frames: 0.3 s of them in hand, the reply starts after the sink's short lead (40 ms);
+    a renderer slower than the difference of the leads (80 ms): the first batch starts when
+    the plain lead (120 ms) would have started it, and the rest follows gaplessly."""
+    renderer = RecordingRenderer()
+    runner, player, _, clock = make_runner(renderer)
+    renderer = SlowRenderer(clock, advance_s, sleep_s)
+    runner._renderer = renderer
+    marks = await runner.run(TurnRequest(turn=1, speech_end=10.0, text="Hello"))
+    assert marks["first_sent"] == pytest.approx((start - 10.0) * 1000, abs=0.5)
+    assert player.busy_until == pytest.approx(start + renderer.count / 25, abs=1e-6)
+    assert renderer.seeks == [251]  # aligned for the short lead (10.04 s), before rendering
 
 
 async def test_empty_transcript_goes_back_to_listening() -> None:
