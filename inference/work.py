@@ -11,8 +11,10 @@ worker-seconds per second up to ``burst_s`` and spends what its jobs take. A fre
 the oldest job of the lane with the most budget left. A lane that has spent all of it waits
 until it has earned some back, even while workers are free; a lane low on budget (under
 ``background_below_s``) runs on background workers at a lower OS priority (nice, on Linux),
-which get only the CPU that calls within their share and the media leave. So a call that keeps
-the server busy (a flood of superseded replies) gets its share, at the back. A job whose
+which get only the CPU that calls within their share and the media leave; the last free worker
+(``reserve``) takes only a lane with half its burst or more left, so a quiet call's reply
+starts at once beside busy calls' long jobs. So a call that keeps the server busy (a flood of
+superseded replies) gets its share, at the back. A job whose
 awaiting task is cancelled before it begins (a superseded reply) is dropped at once, never
 run; closing a lane drops its queue.
 """
@@ -62,7 +64,8 @@ class FairExecutorOptions:
     """``workers``: threads shared by every lane; ``per_lane``: jobs one lane may run at once;
     ``share``: worker-seconds a lane earns per second; ``burst_s``: the most it can save up;
     lanes with less than ``background_below_s`` left run on ``background_workers`` threads at
-    nice ``background_nice``."""
+    nice ``background_nice``; the last ``reserve`` free workers take only lanes with half
+    their burst or more left (a quiet call's reply starts at once beside busy ones)."""
 
     workers: int = field(default_factory=_default_workers)
     per_lane: int = 2
@@ -71,6 +74,7 @@ class FairExecutorOptions:
     background_workers: int = 2
     background_below_s: float = 1.0
     background_nice: int = 10
+    reserve: int = 1
 
     def __post_init__(self) -> None:
         if not 1 <= self.workers <= 256:
@@ -87,6 +91,8 @@ class FairExecutorOptions:
             )
         if not 0 <= self.background_below_s <= self.burst_s:
             raise ValueError("background_below_s must be within 0..burst_s")
+        if self.reserve < 0:
+            raise ValueError(f"reserve must be >= 0, got {self.reserve}")
         if not 0 <= self.background_nice <= 19:
             raise ValueError(f"background_nice must be within 0..19, got {self.background_nice}")
 
@@ -124,6 +130,7 @@ class FairExecutor:
         self._lanes: dict[str, _LaneState] = {}
         self._threads: dict[bool, list[threading.Thread]] = {False: [], True: []}  # background?
         self._shutdown = False
+        self._busy = {False: 0, True: 0}  # running jobs by kind of worker (background?)
 
     def lane(self, name: str) -> WorkLane:
         """A new lane with a full budget (ValueError while one of that name is open)."""
@@ -232,11 +239,18 @@ class FairExecutor:
                 wait_s = due if wait_s is None else min(wait_s, due)
             elif (budget < opts.background_below_s) != background:
                 continue  # the other kind of worker runs it
+            elif not background and budget < opts.burst_s / 2 and self._reserved():
+                continue  # the last free workers wait for a lane within its share
             elif best is None or budget > best[0]:
                 best = (budget, name)
         if best is None:
             return None, wait_s
         return (best[1], self._lanes[best[1]].jobs.popleft()), wait_s
+
+    def _reserved(self) -> bool:
+        """Whether only the reserve of free workers is left (under the lock)."""
+        reserve = min(self.options.reserve, self.options.workers - 1)
+        return self.options.workers - self._busy[False] <= reserve
 
     def _take(self, background: bool) -> tuple[str, _Job] | None:
         """Wait for a job this kind of worker may run (None: shut down), under the lock."""
@@ -259,15 +273,17 @@ class FairExecutor:
                 if not job.future.set_running_or_notify_cancel():
                     continue  # cancelled between its callback and now
                 self._lanes[name].running += 1
+                self._busy[background] += 1
             began = self._clock()
             try:
                 job.future.set_result(job.fn())
             except BaseException as exc:  # handed to the awaiting task, never lost
                 job.future.set_exception(exc)
-            self._done(name, began)
+            self._done(name, began, background)
 
-    def _done(self, name: str, began: float) -> None:
+    def _done(self, name: str, began: float, background: bool) -> None:
         with self._cond:
+            self._busy[background] -= 1
             state = self._lanes[name]
             now = self._clock()
             state.budget = state.budget_at(now, self.options) - (now - began)
@@ -309,6 +325,11 @@ class WorkLane:
     def pending(self) -> tuple[int, int]:
         """(queued, running) jobs of this lane."""
         return self.executor.pending(self.name)
+
+    def budget(self) -> float:
+        """Worker-seconds the lane may still spend now (near 0 or below: its call keeps the
+        workers busier than its share; ``options.burst_s`` at most)."""
+        return self.executor.budget(self.name)
 
     def close(self) -> None:
         """Drop the queued jobs; later work is refused with :class:`LaneClosed`."""

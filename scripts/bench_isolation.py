@@ -8,7 +8,8 @@ against the same call alone, measured in the same run.
 Each round the bystander (the recording bot, typing one question per call) is measured three
 times: alone, beside N-1 quiet calls, and beside the same calls misbehaving: typed-text floods
 (``--text-per-s``), bursts of mic noise the VAD takes for speech, and reconnect storms
-(control-socket drops, every sixth a peer-connection resume), cycled over the calls. The
+(control-socket drops, every sixth a peer-connection resume), cycled over the calls (with
+fewer calls than kinds, a call does several at once: every kind is always there). The
 misbehaving calls live in a child process of this script at a lower CPU priority, so their
 client work (decoding video) neither shares the bot's event loop nor takes the server's CPU.
 Prints the bystander's video fps, A/V skew, reply latency and lip correlation, and the
@@ -74,9 +75,13 @@ METRICS = {  # report field: (label, how it compares with alone)
 
 
 # ---- the misbehaving calls (child process) --------------------------------------------------
-def _behaviours(n: int, kinds: str) -> list[Behaviour]:
+def _behaviours(n: int, kinds: str) -> list[tuple[Behaviour, ...]]:
+    """The misbehaviours of each of ``n`` calls: cycled over the calls, and with fewer calls
+    than kinds, some calls do two or three at once (every kind is always there)."""
     chosen = [k for k in BEHAVIOURS if k in kinds.split(",")]
-    return [chosen[i % len(chosen)] for i in range(n)]
+    if n >= len(chosen):
+        return [(chosen[i % len(chosen)],) for i in range(n)]
+    return [tuple(chosen[i::n]) for i in range(n)]
 
 
 class _Crowd:
@@ -90,8 +95,10 @@ class _Crowd:
 
     async def connect(self) -> dict[str, Any]:
         probe = ProbeOptions(url=self.args.url, timeout_s=self.args.timeout_s)
-        for i, kind in enumerate(_behaviours(self.args.calls - 1, self.args.behaviours)):
-            opts = MisbehaveOptions(behaviour=kind, text_per_s=self.args.text_per_s, seed=i)
+        for i, kinds in enumerate(_behaviours(self.args.calls - 1, self.args.behaviours)):
+            opts = MisbehaveOptions(
+                behaviour=kinds[0], also=kinds[1:], text_per_s=self.args.text_per_s, seed=i
+            )
             self.calls.append(Misbehaver(probe, opts))
         await asyncio.gather(*(c.connect() for c in self.calls))  # greeted and quiet
         return {"calls": len(self.calls)}
@@ -192,12 +199,13 @@ def _cpu_s(pid: int | None) -> float | None:
 async def _ask(url: str, question: str, args: argparse.Namespace) -> dict[str, Any]:
     """One bot call typing ``question``: its numbers and the server's CPU meanwhile (% of
     one core); errors are listed, never raised."""
-    began, cpu = time.monotonic(), _cpu_s(args.server_pid)
+    began, cpu, wall = time.monotonic(), _cpu_s(args.server_pid), time.time()
     try:
         report = await run_bot(BotOptions(url=url, text=question, timeout_s=args.timeout_s))
     except BotError as exc:
         return {"question": question, "errors": [str(exc)]}
     numbers: dict[str, Any] = {k: getattr(report, k, None) for k in METRICS}
+    numbers["at"] = [round(wall, 1), round(time.time(), 1)]  # Unix seconds, for server logs
     used = _cpu_s(args.server_pid)
     if cpu is not None and used is not None:
         numbers["server_cpu_pct"] = round(100 * (used - cpu) / (time.monotonic() - began), 1)
@@ -290,7 +298,8 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
 
 def print_table(result: dict[str, Any], summary: dict[str, Any]) -> None:
     med = summary["medians"]
-    kinds = ", ".join(_behaviours(result["calls"] - 1, result["behaviours"])) or "none"
+    calls = _behaviours(result["calls"] - 1, result["behaviours"])
+    kinds = ", ".join("+".join(k) for k in calls) or "none"
     print(
         f"\nbystander beside {result['calls'] - 1} calls ({kinds}); cache {result['cache']}; "
         f"medians of {len(result['rounds'])} round(s)"

@@ -113,13 +113,15 @@ class QualityChange:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AdaptationOptions:
-    """``cap_to_renderer``: never ask the renderer for more than its starting height."""
+    """``cap_to_renderer``: never ask the renderer for more than its starting height, or
+    ``max_height`` where given (a resumed call's renderer may start lower than it was made)."""
 
     quality: QualityOptions = field(default_factory=QualityOptions)
     interval_s: float = 0.2
     lag_window_s: float = 1.0
     mic_max_wait_packets: int = 3
     cap_to_renderer: bool = True
+    max_height: int | None = None
     retransmit_share: float = 0.3  # retransmissions may use this share of the video bitrate
     pace_factor: float | None = 2.5  # video leaves at this x its bitrate (None: in bursts)
     # ... and at this x while the controller knows the link's capacity (a bottleneck was
@@ -135,6 +137,8 @@ class AdaptationOptions:
     transport_feedback: bool = True
 
     def __post_init__(self) -> None:
+        if self.max_height is not None and self.max_height < 16:
+            raise ValueError(f"max_height must be at least 16, got {self.max_height}")
         if not 0.02 <= self.interval_s <= 5:
             raise ValueError(f"interval_s must be within 0.02..5, got {self.interval_s}")
         if self.lag_window_s < self.interval_s:
@@ -178,7 +182,7 @@ class QualityLoop:
         self.mic_buffers: list[LowLatencyJitterBuffer] = []
         self.changes: list[tuple[float, Rung, str]] = []  # (clock time, rung, reason)
         self._on_change = on_change
-        self._max_height = session.renderer.frame_size[1]
+        self._max_height = options.max_height or session.renderer.frame_size[1]
         self._lag = RenderLag(options.lag_window_s, options.interval_s)
         self._sent = ByteRate(options.lag_window_s, options.interval_s)
         self._repaired = RepairedShare()
@@ -189,6 +193,9 @@ class QualityLoop:
         self.feedback_reporter: TransportFeedbackReporter | None = None
         self._draining: asyncio.Task[None] | None = None
         self.drains: list[tuple[float, float, bool]] = []  # (clock time, seconds, ended early)
+        self._ceiling: int | None = None  # the best rung allowed (limit), None: any
+        self._ceiling_reason = ""
+        self._applied = self.controller.index  # the rung in force
 
     def start(self) -> None:
         pc, top = self.session.pc, self.controller.rung
@@ -332,7 +339,29 @@ class QualityLoop:
 
     @property
     def rung(self) -> Rung:
-        return self.controller.rung
+        """The rung in force: the controller's, or the limit's when that is lower."""
+        return self.controller.ladder[self._applied]
+
+    def limit(self, index: int | None, reason: str = "") -> None:
+        """Keep the call at rung ``index`` or a lower one (None: no limit), for reasons
+        besides the network (a call over its share of the CPU: its rendering and encoding
+        stay bounded too). The controller goes on deciding; its rung counts again once the
+        limit is lifted. Applied at the next tick."""
+        if index is not None and not 0 <= index < len(self.controller.ladder):
+            raise ValueError(f"rung {index} is outside the ladder")
+        self._ceiling, self._ceiling_reason = index, reason
+
+    def _wanted(self) -> int:
+        """The rung to be in force: the controller's, lowered to the limit."""
+        index = self.controller.index
+        return index if self._ceiling is None else max(index, self._ceiling)
+
+    def _target_bitrate(self) -> int:
+        """The controller's bitrate, at most the limit rung's."""
+        want = self.controller.bitrate
+        if self._ceiling is not None and self._ceiling > self.controller.index:
+            want = min(want, self.controller.ladder[self._ceiling].bitrate)
+        return want
 
     def height_for(self, rung: Rung) -> int:
         """The output height used for ``rung`` (capped to the renderer's starting height)."""
@@ -368,7 +397,7 @@ class QualityLoop:
         return self._repaired.share(now, nacked, self.encoder.stats.bytes)
 
     async def _run(self) -> None:
-        await self._apply(self.controller.rung, "start")
+        await self._apply(self.rung, "start")
         assert self.monitor is not None
         while True:
             # every interval, and at once when a report or a REMB arrives. Not wait_for:
@@ -399,6 +428,13 @@ class QualityLoop:
             self._feed_sender(now, snap)
             c.on_render_lag(self._render_lag(now))
             rung = c.tick(now)
+            wanted = self._wanted()
+            reason = c.reason
+            if rung is None and wanted != self._applied:  # the limit came or went
+                rung = c.ladder[wanted]
+                reason = self._ceiling_reason if self._ceiling == wanted else "limit lifted"
+            elif rung is not None:  # the controller's change, under the limit if any
+                rung = c.ladder[wanted] if wanted != self._applied or c.drain_s else None
             if rung is not None:
                 if self._applying is not None and not self._applying.done():
                     await self._applying  # one change at a time, in order
@@ -415,10 +451,10 @@ class QualityLoop:
                     self._draining = asyncio.ensure_future(self._end_drain(drain))
                 elif drain:
                     self.drains.append((now, drain, False))
-                self._applying = asyncio.ensure_future(self._apply(rung, self.controller.reason))
+                self._applying = asyncio.ensure_future(self._apply(rung, reason))
             elif self.encoder is not None:
                 # the target moves between rungs too: follow it without a size change
-                want = self.controller.bitrate
+                want = self._target_bitrate()
                 if abs(want - self.encoder.bitrate) > 0.03 * self.encoder.bitrate:
                     self.encoder.set_bitrate(want)
 
@@ -455,8 +491,9 @@ class QualityLoop:
 
     async def _apply(self, rung: Rung, reason: str) -> None:
         s = self.session
+        self._applied = self.controller.ladder.index(rung)
         if self.encoder is not None:
-            self.encoder.set_bitrate(self.controller.bitrate)
+            self.encoder.set_bitrate(self._target_bitrate())
         s.video_track.fps = rung.fps
         follower = rate_follower(s.renderer)
         if follower is not None:  # draw no more than the track sends
@@ -472,7 +509,7 @@ class QualityLoop:
         )
         if self._on_change is not None:
             index = self.controller.ladder.index(rung)
-            self._on_change(QualityChange(rung, index, height, self.controller.bitrate, reason))
+            self._on_change(QualityChange(rung, index, height, self._target_bitrate(), reason))
 
 
 def negotiate_answer(

@@ -1,7 +1,8 @@
 """Callers that misbehave, for isolation benchmarks: one floods typed text, one sends bursts
 of mic noise that sound like speech to the VAD, one storms reconnects (control socket drops
-and peer-connection resumes). Each is a :class:`~signaling.client.loadgen.ProbeCall` that
-misbehaves only while :meth:`Misbehaver.misbehave` runs.
+and peer-connection resumes); one call may do several at once (``also``). Each is a
+:class:`~signaling.client.loadgen.ProbeCall` that misbehaves only while
+:meth:`Misbehaver.misbehave` runs.
 """
 
 from __future__ import annotations
@@ -43,9 +44,11 @@ FLOOD_TEXTS = (
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MisbehaveOptions:
     """``text_per_s``: typed messages a second; ``burst_s``/``gap_s``: noise on and off;
-    ``reconnect_every_s``: socket drops, every ``resume_every``-th a new peer connection."""
+    ``reconnect_every_s``: socket drops, every ``resume_every``-th a new peer connection;
+    ``also``: misbehaviours the call does besides ``behaviour``, at the same time."""
 
     behaviour: Behaviour
+    also: tuple[Behaviour, ...] = ()
     text_per_s: float = 5.0
     burst_s: float = 0.8
     gap_s: float = 0.7
@@ -54,12 +57,20 @@ class MisbehaveOptions:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.behaviour not in BEHAVIOURS:
-            raise ValueError(f"behaviour must be one of {BEHAVIOURS}, got {self.behaviour!r}")
+        for kind in self.kinds:
+            if kind not in BEHAVIOURS:
+                raise ValueError(f"behaviour must be one of {BEHAVIOURS}, got {kind!r}")
+        if len(set(self.kinds)) != len(self.kinds):
+            raise ValueError(f"a behaviour is named twice: {self.kinds}")
         if min(self.text_per_s, self.burst_s, self.gap_s, self.reconnect_every_s) <= 0:
             raise ValueError("rates and durations must be positive")
         if self.resume_every < 1:
             raise ValueError("resume_every must be >= 1")
+
+    @property
+    def kinds(self) -> tuple[Behaviour, ...]:
+        """Every misbehaviour of the call: ``behaviour`` and ``also``."""
+        return (self.behaviour, *self.also)
 
 
 @dataclass(slots=True)
@@ -97,8 +108,8 @@ class Misbehaver:
 
     def __init__(self, probe: ProbeOptions, options: MisbehaveOptions) -> None:
         self.options = options
-        self.call = ProbeCall(probe, mic=MicTrack if options.behaviour == "noise" else None)
-        self._stats = MisbehaveStats(behaviour=options.behaviour)
+        self.call = ProbeCall(probe, mic=MicTrack if "noise" in options.kinds else None)
+        self._stats = MisbehaveStats(behaviour="+".join(options.kinds))
 
     async def connect(self, *, greeting_s: float = 15.0) -> None:
         """Make the call, wait until its media flows and its greeting has been said (at
@@ -118,9 +129,12 @@ class Misbehaver:
         return self._stats
 
     async def misbehave(self, until: asyncio.Event) -> None:
-        """Misbehave until ``until`` is set."""
+        """Misbehave (every kind at once) until ``until`` is set."""
+        await asyncio.gather(*(self._repeat(kind, until) for kind in self.options.kinds))
+
+    async def _repeat(self, kind: Behaviour, until: asyncio.Event) -> None:
         step = {"text": self._text, "noise": self._noise, "reconnect": self._reconnect}
-        act = step[self.options.behaviour]
+        act = step[kind]
         n = 0
         while not until.is_set():
             period = await act(n)

@@ -126,7 +126,8 @@ async def test_a_lane_over_its_budget_waits_and_leaves_workers_to_others() -> No
 
 
 async def test_a_lane_low_on_budget_runs_in_the_background() -> None:
-    options = FairExecutorOptions(workers=2, burst_s=1.0, background_below_s=0.5)
+    # earning 0.05 s a second, the lane stays under 0.5 s for 2 s after the sleep below
+    options = FairExecutorOptions(workers=2, share=0.05, burst_s=1.0, background_below_s=0.5)
     executor = FairExecutor(options)
     lane = executor.lane("call")
 
@@ -203,3 +204,30 @@ def test_options_validation() -> None:
     executor.lane("a")
     with pytest.raises(ValueError, match="open already"):
         executor.lane("a")
+
+
+async def test_the_last_free_worker_waits_for_a_lane_within_its_share() -> None:
+    # two workers, one kept for lanes with half their burst left
+    options = FairExecutorOptions(workers=2, per_lane=2, burst_s=4.0, background_below_s=0.5)
+    executor = FairExecutor(options)
+    busy, quiet = executor.lane("busy"), executor.lane("quiet")
+    await busy.run(time.sleep, 2.2)  # busy spent over half its budget (1.8 s left)
+    release = threading.Event()
+    started: list[str] = []
+
+    def hold(name: str) -> None:
+        started.append(name)
+        release.wait(10)
+
+    first = asyncio.ensure_future(busy.run(hold, "busy-1"))
+    second = asyncio.ensure_future(busy.run(hold, "busy-2"))
+    await asyncio.sleep(0.3)
+    # busy got one worker; its second job may not take the last free (reserved) one
+    assert started == ["busy-1"] and executor.pending("busy") == (1, 1)
+    began = time.monotonic()
+    assert await quiet.run(lambda: "at once") == "at once"
+    assert time.monotonic() - began < 0.5
+    release.set()
+    await asyncio.gather(first, second)
+    assert sorted(started) == ["busy-1", "busy-2"]
+    executor.shutdown()

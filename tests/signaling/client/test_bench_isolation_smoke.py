@@ -39,6 +39,16 @@ def test_help() -> None:
     assert "--calls" in proc.stdout and "--tiny" in proc.stdout
 
 
+def test_every_misbehaviour_is_there_whatever_the_number_of_calls() -> None:
+    bench = _load_script()
+    kinds = "text,noise,reconnect"
+    assert bench._behaviours(1, kinds) == [("text", "noise", "reconnect")]
+    assert bench._behaviours(2, kinds) == [("text", "reconnect"), ("noise",)]
+    assert bench._behaviours(3, kinds) == [("text",), ("noise",), ("reconnect",)]
+    assert bench._behaviours(4, kinds)[3] == ("text",)
+    assert bench._behaviours(2, "noise") == [("noise",), ("noise",)]
+
+
 async def test_a_tiny_run_measures_the_bystander_in_each_condition(
     settings: Settings, fake_services: Services, serve: Serve, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -49,7 +59,7 @@ async def test_a_tiny_run_measures_the_bystander_in_each_condition(
     args = argparse.Namespace(
         calls=2,
         rounds=1,
-        behaviours="text",
+        behaviours="text,noise,reconnect",
         text_per_s=5.0,
         cache="off",
         lead_s=0.5,
@@ -63,8 +73,9 @@ async def test_a_tiny_run_measures_the_bystander_in_each_condition(
     for condition in measured.values():
         assert condition["video_fps"] is not None, condition
         assert condition["reply_audio_latency_ms"] is not None, condition
-    (flood,) = result["misbehaviour"][0]
-    assert flood["behaviour"] == "text" and flood["texts"] > 0
+    (crowd,) = result["misbehaviour"][0]  # one call doing all three at once
+    assert crowd["behaviour"] == "text+noise+reconnect" and crowd["texts"] > 0
+    assert crowd["bursts"] > 0 and crowd["reconnects"] + crowd["failures"] > 0
     summary = bench.summarize(result)
     bench.print_table(result, summary)
     table = capsys.readouterr().out

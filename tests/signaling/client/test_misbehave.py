@@ -31,3 +31,12 @@ def test_options_validation() -> None:
         MisbehaveOptions(behaviour="text", text_per_s=0)
     with pytest.raises(ValueError, match="resume_every"):
         MisbehaveOptions(behaviour="reconnect", resume_every=0)
+
+
+def test_one_call_may_misbehave_in_several_ways_at_once() -> None:
+    opts = MisbehaveOptions(behaviour="text", also=("noise", "reconnect"))
+    assert opts.kinds == ("text", "noise", "reconnect")
+    with pytest.raises(ValueError, match="named twice"):
+        MisbehaveOptions(behaviour="text", also=("text",))
+    with pytest.raises(ValueError, match="behaviour"):
+        MisbehaveOptions(behaviour="text", also=("shout",))  # type: ignore[arg-type]
