@@ -20,6 +20,7 @@ const ui = {
   video: $("avatar-video"),
   agentState: $("agent-state"),
   micIndicator: $("mic-indicator"),
+  recorded: $("recorded"),
   message: $("message"),
   messageText: $("message-text"),
   reconnect: $("reconnect"),
@@ -149,6 +150,9 @@ function wire(client) {
     ui.agentState.dataset.state = state;
   });
   client.addEventListener("error", (e) => console.warn("server:", e.detail.reason));
+  client.addEventListener("session", (e) => {
+    ui.recorded.hidden = !e.detail.recorded; // the caller is told the call is recorded
+  });
   client.addEventListener("handoff", (e) => {
     const text = handoffText(e.detail);
     showMessage(text);

@@ -263,6 +263,8 @@ export class CallClient extends EventTarget {
     if (!resp.ok) throw this._answerFailure(resp, answer);
     this.session = answer.session;
     this.sessionToken = answer.session_token ?? answer.token ?? null;
+    this.recorded = answer.recorded === true; // the server records this call's media
+    this._emit("session", { session: this.session, recorded: this.recorded });
     await pc.setRemoteDescription({ sdp: answer.sdp, type: answer.type });
   }
 

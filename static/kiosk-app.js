@@ -4,7 +4,7 @@
 //
 //   const kiosk = new Kiosk(container, { baseUrl, avatar, language, idleMs, apiKey });
 //   kiosk.addEventListener("state", (e) => ...);  // also: ready, phase, connection,
-//   kiosk.start(); kiosk.end(); kiosk.destroy();  //  transcript, reply_text, handoff, mic,
+//   kiosk.start(); kiosk.end(); kiosk.destroy();  //  session, transcript, reply_text, handoff, mic,
 //                                                  //  failure, ended
 import { CallClient } from "./call.js";
 import { SilenceWatch } from "./idle.js";
@@ -30,6 +30,7 @@ export const KIOSK_MARKUP = `
     <span class="dot" aria-hidden="true"></span><span data-ref="micLabel" class="mic-label"></span>
   </div>
   <div data-ref="agentState" class="agent-state" hidden></div>
+  <p data-ref="recorded" class="recorded-note" role="status" hidden>● This call is recorded</p>
   <button data-ref="quality" type="button" class="quality" data-level="unknown" aria-label="Connection quality" hidden>
     <span class="bars" aria-hidden="true"><i></i><i></i><i></i></span><span class="quality-label">–</span>
   </button>
@@ -255,6 +256,10 @@ export class Kiosk extends EventTarget {
       this._emit("reply_text", { text: e.detail.text, turn: e.detail.turn }),
     );
     client.addEventListener("mic", (e) => this._emit("mic", { active: e.detail.active }));
+    client.addEventListener("session", (e) => {
+      ui.recorded.hidden = !e.detail.recorded;
+      this._emit("session", { session: e.detail.session, recorded: e.detail.recorded });
+    });
     client.addEventListener("handoff", (e) => {
       this._waitingForPerson = e.detail.state === "waiting";
       this._message(handoffText(e.detail));

@@ -5,7 +5,7 @@
 // (the key rides in the fragment, which is never sent to any server).
 import { Kiosk } from "./kiosk-app.js";
 
-const EVENTS = ["phase", "connection", "state", "transcript", "reply_text", "mic", "failure", "ended"];
+const EVENTS = ["phase", "connection", "session", "state", "transcript", "reply_text", "mic", "failure", "ended"];
 const params = new URLSearchParams(window.location.search);
 const fragment = new URLSearchParams(window.location.hash.slice(1));
 const embedded = params.get("embed") === "1";

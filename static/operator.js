@@ -1,5 +1,5 @@
 // The operator console at /operator: live calls with their transcripts, the handoff queue,
-// take over / say / hand back. The wire is docs/protocol.md, "Operator console"; the key is
+// take over / say / talk (the operator's own microphone, through the avatar) / hand back. The wire is docs/protocol.md, "Operator console"; the key is
 // kept in memory only (or read from the page's #key= fragment, which is never sent).
 
 const RECONNECT_MS = 2000;
@@ -96,6 +96,16 @@ export class OperatorClient extends EventTarget {
     return this._post(`/operator/calls/${encodeURIComponent(callId)}/say`, { text });
   }
 
+  /** Send our voice offer for a call we have; resolves to the server's answer. */
+  voice(callId, description) {
+    const body = { sdp: description.sdp, type: description.type };
+    return this._post(`/operator/calls/${encodeURIComponent(callId)}/voice`, body);
+  }
+
+  voiceOff(callId) {
+    return this._post(`/operator/calls/${encodeURIComponent(callId)}/voice_off`);
+  }
+
   handBack(callId) {
     return this._post(`/operator/calls/${encodeURIComponent(callId)}/hand_back`);
   }
@@ -103,6 +113,59 @@ export class OperatorClient extends EventTarget {
   close() {
     this.closed = true;
     this.ws?.close(1000);
+  }
+}
+
+function gathered(pc, timeoutMs = 3000) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      if (pc.iceGatheringState !== "complete") return;
+      pc.removeEventListener("icegatheringstatechange", done);
+      resolve();
+    };
+    pc.addEventListener("icegatheringstatechange", done);
+    setTimeout(resolve, timeoutMs);
+  });
+}
+
+/** The operator's own voice on a call they have taken over: their microphone goes to the
+ *  avatar (the caller hears it from the avatar's lips), the caller comes back to `audio`. */
+export class OperatorVoice {
+  constructor(client, callId, audio) {
+    this.client = client;
+    this.callId = callId;
+    this.audio = audio;
+    this.pc = null;
+    this.stream = null;
+    this.onEnded = null; // called once when the connection fails or the server ends it
+  }
+
+  async start() {
+    this.stream = await navigator.mediaDevices.getUserMedia({
+      audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
+    });
+    const pc = new RTCPeerConnection();
+    this.pc = pc;
+    pc.addEventListener("connectionstatechange", () => {
+      if (this.pc === pc && ["failed", "closed"].includes(pc.connectionState)) this.onEnded?.();
+    });
+    for (const track of this.stream.getAudioTracks()) pc.addTrack(track, this.stream);
+    pc.addEventListener("track", (e) => {
+      this.audio.srcObject = e.streams[0] ?? new MediaStream([e.track]);
+      this.audio.play().catch(() => {});
+    });
+    await pc.setLocalDescription(await pc.createOffer());
+    await gathered(pc);
+    const answer = await this.client.voice(this.callId, pc.localDescription);
+    await pc.setRemoteDescription(answer);
+  }
+
+  stop() {
+    this.stream?.getTracks().forEach((t) => t.stop());
+    this.pc?.close();
+    this.pc = null;
+    if (this.audio) this.audio.srcObject = null;
   }
 }
 
@@ -114,11 +177,20 @@ const ui = {
   queue: $("queue"), queueCount: $("queue-count"), calls: $("calls"), callCount: $("call-count"),
   detail: $("detail"), title: $("detail-title"), mode: $("detail-mode"), transcript: $("transcript"),
   take: $("take"), handBack: $("hand-back"), sayForm: $("say-form"), sayText: $("say-text"),
-  say: $("say"), actionError: $("action-error"),
+  say: $("say"), actionError: $("action-error"), talk: $("talk"), callerAudio: $("caller-audio"),
 };
 const model = new DeskModel();
 let client = null;
 let selected = null;
+let voice = null; // our voice peer (window.operatorVoice too, for tests and diagnostics)
+
+function stopVoice() {
+  voice?.stop();
+  voice = window.operatorVoice = null;
+  ui.talk.setAttribute("aria-pressed", "false");
+  delete ui.talk.dataset.state;
+  ui.talk.textContent = "Talk";
+}
 
 function label(call) {
   return `${call.call_id.slice(0, 8)} · ${call.avatar} · ${call.language}`;
@@ -160,7 +232,8 @@ function renderDetail() {
   ui.detail.dataset.mode = call.mode;
   ui.take.disabled = call.mode === "operator";
   ui.handBack.disabled = !mine;
-  ui.sayText.disabled = ui.say.disabled = !mine;
+  ui.sayText.disabled = ui.say.disabled = ui.talk.disabled = !mine;
+  if (!mine && voice?.callId === call.call_id) stopVoice();
   ui.transcript.replaceChildren(
     ...call.transcript.map((line) => {
       const li = document.createElement("li");
@@ -193,6 +266,7 @@ function onMessage(msg) {
     ui.alert.hidden = false;
     if (!selected) selected = msg.call.call_id;
   }
+  if (msg.type === "ended" && msg.call_id === voice?.callId) stopVoice();
   if (msg.type === "ended" && msg.call_id === selected) selected = null;
   if (model.queue.length === 0) ui.alert.hidden = true;
   renderLists();
@@ -234,7 +308,35 @@ ui.login.addEventListener("submit", (e) => {
   ui.key.value = "";
 });
 ui.take.addEventListener("click", () => act(() => client.take(selected)));
-ui.handBack.addEventListener("click", () => act(() => client.handBack(selected)));
+ui.handBack.addEventListener("click", () => {
+  stopVoice();
+  act(() => client.handBack(selected));
+});
+ui.talk.addEventListener("click", () => {
+  if (voice) {
+    const callId = voice.callId;
+    stopVoice();
+    act(() => client.voiceOff(callId));
+    return;
+  }
+  act(async () => {
+    voice = window.operatorVoice = new OperatorVoice(client, selected, ui.callerAudio);
+    voice.onEnded = () => {
+      stopVoice();
+      ui.actionError.textContent = "Your voice connection to the call ended.";
+      ui.actionError.hidden = false;
+    };
+    ui.talk.setAttribute("aria-pressed", "true");
+    ui.talk.textContent = "Stop talking";
+    try {
+      await voice.start();
+      ui.talk.dataset.state = "live";
+    } catch (err) {
+      stopVoice();
+      throw err;
+    }
+  });
+});
 ui.sayForm.addEventListener("submit", (e) => {
   e.preventDefault();
   const text = ui.sayText.value.trim();

@@ -4,9 +4,10 @@
 tells the caller (a :class:`~signaling.call.events.Handoff` event), keeps them company with a
 short line every ``company_every_s`` while nobody takes the call, and apologises with a
 callback or email offer after ``timeout_s``. An operator who takes the call over types lines
-the avatar says, one after another, in its own voice; the caller's words go to the operator
-(listen-only turns) and into the dialogue's memory, so the agent that gets the call back
-knows what was said.
+the avatar says, one after another, in its own voice, or talks through their own peer
+(``voice_live``; the voice itself is streamed by :mod:`signaling.call.live_voice`); the
+caller's words go to the operator (listen-only turns) and into the dialogue's memory, so the
+agent that gets the call back knows what was said.
 """
 
 from __future__ import annotations
@@ -123,6 +124,9 @@ class CallHandoff:
         self._company: asyncio.Task[None] | None = None
         self._lines: asyncio.Queue[str | None] = asyncio.Queue()
         self._voice: asyncio.Task[None] | None = None
+        # an operator's live voice is on the call (their own peer): the caller talking over
+        # it does not cut it, and the operator talking stops the avatar's other speech
+        self.voice_live = False
 
     @property
     def listen_only(self) -> bool:
@@ -180,8 +184,16 @@ class CallHandoff:
         """Back to the agent; the lines already typed are still said."""
         self._check_holder(operator)
         self._lines.put_nowait(None)
-        self.mode, self.operator = "agent", None
+        self.mode, self.operator, self.voice_live = "agent", None, False
         self._emit(Handoff(state="returned", language=self.language))
+
+    def check_holder(self, operator: str) -> None:
+        """HandoffConflict unless ``operator`` has the call."""
+        self._check_holder(operator)
+
+    def stop_speech(self) -> None:
+        """The operator started talking: the agent's reply or a typed line stops."""
+        self._interrupt()
 
     def _check_holder(self, operator: str) -> None:
         if self.mode != "operator":

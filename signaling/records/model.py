@@ -238,9 +238,18 @@ class CallRecord:
             )
         return lines
 
+    def recording(self) -> dict[str, Any] | None:
+        """The call's media recording (``records.media``): its file under the data folder
+        and how it ended, from the last ``recording`` action; None when it was not recorded."""
+        for e in reversed(self.events):
+            if e.kind == "action" and e.text == "recording":
+                return e.data
+        return None
+
     def to_json(self) -> dict[str, Any]:
         return {
             **self.call.to_json(),
+            "recording": self.recording(),
             "transcript": self.transcript(),
             "events": [e.to_json() for e in self.events],
         }

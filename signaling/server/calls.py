@@ -17,15 +17,25 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import Counter
 
+from signaling.call.session import Session
 from signaling.metrics import Metrics
 from signaling.records.factory import open_store
 from signaling.records.model import CallQuery, parse_time
 from signaling.records.recorder import CallRecorder, RecorderMetrics, RecorderOptions
 from signaling.records.store import NODE_TIMEOUT_S, CallStore
 from signaling.server.operators import require_operator
+from signaling.server.recordings import CallRecordings
 from signaling.server.state import AppState
 
-__all__ = ["RECORDS", "ServerRecords", "flush_records", "install_records"]
+__all__ = [
+    "RECORDINGS",
+    "RECORDS",
+    "ServerRecords",
+    "flush_records",
+    "install_records",
+    "is_recorded",
+    "start_recording",
+]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +53,7 @@ class ServerRecords:
 
 
 RECORDS: web.AppKey[ServerRecords] = web.AppKey("avatar_rtc_records", ServerRecords)
+RECORDINGS: web.AppKey[CallRecordings] = web.AppKey("avatar_rtc_recordings", CallRecordings)
 
 
 def install_records(app: web.Application, state: AppState) -> None:
@@ -50,6 +61,8 @@ def install_records(app: web.Application, state: AppState) -> None:
     app.router.add_get("/calls", _list_calls)
     app.router.add_get("/calls/{call_id}", _get_call)
     settings = state.settings
+    if settings.records.media:
+        _install_recordings(app, state)
     if not settings.records.enabled:
         return
     url, data_dir = settings.records.url, settings.data_dir
@@ -62,6 +75,31 @@ def install_records(app: web.Application, state: AppState) -> None:
     app[RECORDS] = ServerRecords(recorder, reader, settings.records.retention_days)
     app.on_startup.append(_start)
     app.on_cleanup.append(_stop)
+
+
+def _install_recordings(app: web.Application, state: AppState) -> None:
+    def actions() -> CallRecorder | None:
+        records = app.get(RECORDS)
+        return None if records is None else records.recorder
+
+    recordings = CallRecordings(state.settings.data_dir, metrics=state.metrics, actions=actions)
+    app[RECORDINGS] = recordings
+
+    async def stop_recordings(_: web.Application) -> None:
+        await recordings.stop_all()
+
+    app.on_shutdown.append(stop_recordings)
+
+
+def start_recording(app: web.Application, session: Session) -> bool:
+    """Record the call's media when ``records.media`` is on; True when it is recorded."""
+    recordings = app.get(RECORDINGS)
+    return recordings is not None and recordings.start(session)
+
+
+def is_recorded(app: web.Application, call_id: str) -> bool:
+    recordings = app.get(RECORDINGS)
+    return recordings is not None and call_id in recordings.active
 
 
 def _metrics(metrics: Metrics) -> RecorderMetrics:

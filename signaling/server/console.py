@@ -4,7 +4,9 @@
 short-lived token for the live feed ``GET /operator/ws?token=T`` (every live call with its
 transcript, the handoff queue, changes as they happen); ``GET /operator/calls`` is the same
 snapshot once. ``POST /operator/calls/{id}/take``, ``.../say`` ``{"text"}`` and
-``.../hand_back`` act on a call. Every route but the page needs an operator key or token.
+``.../hand_back`` act on a call; ``.../voice`` ``{"sdp", "type"}`` opens the operator's own
+voice peer on a call they have (signaling/server/operator_media.py), ``.../voice_off`` ends
+it. Every route but the page needs an operator key or token.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import WSMsgType, web
+from aiortc import RTCSessionDescription
 
 from inference.dialogue.handoff import HandoffGuardOptions
 from signaling.call.handoff import HandoffOptions
@@ -25,15 +28,17 @@ from signaling.config import Settings
 from signaling.server.calls import RECORDS
 from signaling.server.desk import ActionLog, DeskError, OperatorDesk
 from signaling.server.guard import body_timed_out, presented_key, rate_limited, read_body
-from signaling.server.operators import issue_operator_token, require_operator
+from signaling.server.operator_media import OperatorVoices
+from signaling.server.operators import Operator, issue_operator_token, require_operator
 from signaling.server.state import STATE
 from signaling.server.webhook import HandoffWebhook, WebhookOptions
 
-__all__ = ["DESK", "add_operator_console", "handoff_options"]
+__all__ = ["DESK", "VOICES", "add_operator_console", "handoff_options"]
 
 log = logging.getLogger(__name__)
 
 DESK: web.AppKey[OperatorDesk] = web.AppKey("avatar_rtc_operator_desk", OperatorDesk)
+VOICES: web.AppKey[OperatorVoices] = web.AppKey("avatar_rtc_operator_voices", OperatorVoices)
 TOKEN_TTL_S = 600.0
 _PAGE_HEADERS = {"Content-Security-Policy": "frame-ancestors 'none'", "X-Frame-Options": "DENY"}
 
@@ -85,6 +90,17 @@ def add_operator_console(app: web.Application, static: Path) -> OperatorDesk:
     state.observers.add(desk)
     app[DESK] = desk
 
+    def voice_ended(call_id: str, actor: str, reason: str, detail: dict[str, float]) -> None:
+        desk.record(call_id, actor, "voice_off", {"reason": reason, **detail})
+
+    voices = OperatorVoices(ice_servers=state.settings.ice_servers, on_end=voice_ended)
+    app[VOICES] = voices
+
+    async def close_voices(_: web.Application) -> None:
+        await voices.close_all()
+
+    app.on_shutdown.append(close_voices)
+
     async def page(request: web.Request) -> web.StreamResponse:
         path = static / "operator.html"
         if not path.is_file():
@@ -132,8 +148,14 @@ async def _act(request: web.Request) -> web.Response:
     try:
         if action == "take":
             return web.json_response({"call": desk.take(call_id, operator)})
-        if action == "hand_back":
+        if action == "voice":
+            return await _voice(request, operator, call_id)
+        if action == "voice_off":
+            desk.holder(call_id, operator)
+            await request.app[VOICES].close(call_id, "the operator turned it off")
+        elif action == "hand_back":
             desk.hand_back(call_id, operator)
+            await request.app[VOICES].close(call_id, "handed back")
         elif action == "say":
             text = await _text(request)
             if isinstance(text, web.Response):
@@ -146,8 +168,31 @@ async def _act(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
-async def _text(request: web.Request) -> str | web.Response:
-    """The ``text`` of a JSON body, or the answer refusing the body."""
+async def _voice(request: web.Request, operator: Operator, call_id: str) -> web.Response:
+    """Answer the operator's voice offer on a call they have taken over."""
+    desk = request.app[DESK]
+    session = desk.holder(call_id, operator)
+    body = await _json_body(request)
+    if isinstance(body, web.Response):
+        return body
+    sdp, kind = body.get("sdp"), body.get("type")
+    if not isinstance(sdp, str) or kind != "offer" or len(sdp) > 64_000:
+        return web.json_response(
+            {"error": 'the body must be {"sdp": "...", "type": "offer"} (SDP under 64 kB)'},
+            status=400,
+        )
+    try:
+        answer = await request.app[VOICES].connect(
+            session, operator.actor, RTCSessionDescription(sdp=sdp, type="offer")
+        )
+    except ValueError as exc:
+        return web.json_response({"error": str(exc)}, status=400)
+    desk.record(call_id, operator, "voice_on", {})
+    return web.json_response({"sdp": answer.sdp, "type": answer.type})
+
+
+async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
+    """The request's JSON object, or the answer refusing the body."""
     state = request.app[STATE]
     raw = await read_body(request, timeout_s=state.settings.access.body_timeout_s)
     if raw is None:
@@ -156,7 +201,17 @@ async def _text(request: web.Request) -> str | web.Response:
         body = json.loads(raw)
     except ValueError:
         return web.json_response({"error": "the body must be JSON"}, status=400)
-    text = body.get("text") if isinstance(body, dict) else None
+    if not isinstance(body, dict):
+        return web.json_response({"error": "the body must be a JSON object"}, status=400)
+    return body
+
+
+async def _text(request: web.Request) -> str | web.Response:
+    """The ``text`` of a JSON body, or the answer refusing the body."""
+    body = await _json_body(request)
+    if isinstance(body, web.Response):
+        return body
+    text = body.get("text")
     if not isinstance(text, str):
         return web.json_response({"error": 'the body must be {"text": "..."}'}, status=400)
     return text

@@ -211,7 +211,7 @@ class OperatorDesk:
         except HandoffConflict as exc:
             live.operator = before
             raise DeskError(409, exc.reason) from None
-        self._record(call_id, operator, "take_over", {"waited_s": waited})
+        self.record(call_id, operator, "take_over", {"waited_s": waited})
         return live.to_json()
 
     def say(self, call_id: str, operator: Operator, text: str) -> None:
@@ -224,7 +224,16 @@ class OperatorDesk:
             session.handoff.say(operator.actor, text)
         except HandoffConflict as exc:
             raise DeskError(409, exc.reason) from None
-        self._record(call_id, operator, "say", {"text": text})
+        self.record(call_id, operator, "say", {"text": text})
+
+    def holder(self, call_id: str, operator: Operator) -> Session:
+        """The live call ``operator`` has taken over: 404 no such call, 409 not theirs."""
+        session, _ = self._session(call_id)
+        try:
+            session.handoff.check_holder(operator.actor)
+        except HandoffConflict as exc:
+            raise DeskError(409, exc.reason) from None
+        return session
 
     def hand_back(self, call_id: str, operator: Operator) -> None:
         """The call goes back to the agent: 404, 409 not taken over by ``operator``."""
@@ -233,17 +242,19 @@ class OperatorDesk:
             session.handoff.hand_back(operator.actor)
         except HandoffConflict as exc:
             raise DeskError(409, exc.reason) from None
-        self._record(call_id, operator, "hand_back", {})
+        self.record(call_id, operator, "hand_back", {})
 
-    def _record(
-        self, call_id: str, operator: Operator, action: str, detail: Mapping[str, Any]
+    def record(
+        self, call_id: str, operator: Operator | str, action: str, detail: Mapping[str, Any]
     ) -> None:
+        """Log an operator's ``action`` on a call and write it to the call records."""
         at = time.time()
-        log.info("operator %s: %s on call %s", operator.actor, action, call_id)
+        actor = operator.actor if isinstance(operator, Operator) else operator
+        log.info("operator %s: %s on call %s", actor, action, call_id)
         store = self.actions()
         if store is None:
             return
         try:
-            store.record_action(call_id, at, operator.actor, action, detail)
+            store.record_action(call_id, at, actor, action, detail)
         except Exception:
             log.exception("recording the operator action %s on %s failed", action, call_id)
