@@ -10,6 +10,8 @@ ARG CUDA_BASE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu22.04
 FROM ${CUDA_BASE} AS builder
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cu128
+# the project's extras; deploy/compose.cluster.yaml adds cluster (Ray Serve)
+ARG EXTRAS=face
 ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN apt-get update \
  && apt-get install -y --no-install-recommends software-properties-common gpg-agent \
@@ -31,7 +33,7 @@ COPY media ./media
 COPY inference ./inference
 COPY signaling ./signaling
 COPY static ./static
-RUN pip install -e ".[face]" \
+RUN pip install -e ".[${EXTRAS}]" \
  && pip install --no-deps mediapipe==0.10.21 \
  && python -c "import signaling.cli, inference.offline, media"
 
