@@ -1,4 +1,4 @@
-"""The ``avatar-rtc`` command: serve, bot, prepare, render, config, calls, kb."""
+"""The ``avatar-rtc`` command: serve, bot, prepare, render, config, calls, kb, stream."""
 
 from __future__ import annotations
 
@@ -150,6 +150,12 @@ def _render(argv: list[str]) -> int:
     return render_main(argv)
 
 
+def _stream(argv: list[str]) -> int:
+    from signaling.stream.cli import main as stream_main
+
+    return stream_main(argv)
+
+
 def _kb(argv: list[str]) -> int:
     from inference.dialogue.kb_cli import main as kb_main
 
@@ -164,6 +170,7 @@ _COMMANDS = {
     "config": _config,
     "calls": _calls,
     "kb": _kb,
+    "stream": _stream,
 }
 
 

@@ -8,6 +8,7 @@ the stage registries: each is the section of the backend its ``backend`` key nam
 
 from __future__ import annotations
 
+import os
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,8 +39,11 @@ from inference.dialogue import DIALOGUE_BACKENDS, Dialogue
 from inference.registry import BackendSettings, Registry
 from inference.tts import TTS_BACKENDS, Tts
 from signaling.server.auth import normalize_host_name, normalize_origin
+from signaling.server.nodes import NodeMap
 
-__all__ = ["ConfigError", "Settings", "StageBackends", "load_settings"]
+__all__ = ["RENDER_CLUSTER_ENV", "ConfigError", "Settings", "StageBackends", "load_settings"]
+
+RENDER_CLUSTER_ENV = "AVATAR_RTC_RENDER_CLUSTER"  # render.cluster, by its agreed short name
 
 
 class ConfigError(ValueError):
@@ -99,6 +103,33 @@ class RenderSettings(BaseModel):
     avatars_dir: Path = Path("avatars")
     fps: int = Field(25, ge=5, le=60)
     output_height: int = Field(512, ge=64, le=2160)
+    # The GPU render cluster (Ray Serve, docs/cluster.md) this media node renders MuseTalk
+    # on: "HEAD:6379", the head's address, with this node a member of the cluster (ray start
+    # --address=HEAD:6379 --num-cpus=0); a Ray Client address "ray://HEAD:10001" is refused
+    # at start (Serve cannot stream over Ray Client). Also the environment variable
+    # AVATAR_RTC_RENDER_CLUSTER. None: render in this process.
+    cluster: str | None = None
+
+    @field_validator("cluster")
+    @classmethod
+    def _check_cluster(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        rest = value.removeprefix("ray://")
+        host, sep, port = rest.rpartition(":")
+        if not sep or not host or "/" in rest or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(
+                f"{value!r} is not a cluster address: give ray://HOST:PORT (Ray Client, "
+                "e.g. ray://head:10001) or HOST:PORT of the cluster's head"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _cluster_renders_musetalk(self) -> Self:
+        if self.cluster is not None and self.renderer != "musetalk":
+            raise ValueError("render.cluster renders MuseTalk: set render.renderer: musetalk")
+        return self
 
 
 class MediaSettings(BaseModel):
@@ -109,6 +140,10 @@ class MediaSettings(BaseModel):
     video_offset_ms: int = Field(40, ge=-500, le=500)
     vad_aggressiveness: int = Field(2, ge=0, le=3)
     end_silence_ms: int = Field(500, ge=100, le=3000)
+    # For early ASR, a frame this far (dB) under the loudest of the utterance is silence even
+    # while webrtcvad's hangover still calls it voiced; 0: webrtcvad alone (docs/asr.md: 30
+    # ends turns sooner on a busy CPU but cuts more hesitations).
+    vad_quiet_db: float = Field(0.0, ge=0.0, le=90.0)
     min_utterance_s: float = Field(0.5, ge=0.0, le=5.0)
     max_segment_s: float = Field(8.0, ge=1.0, le=60.0)
     # Transcribe during the end-of-speech silence, after this much of it (0 turns it off).
@@ -161,6 +196,8 @@ class AccessSettings(BaseModel):
     message_burst: int = Field(60, ge=1, le=100000)
     turns_per_s: float = Field(0.5, gt=0, le=1000)  # per call: new replies from typed text
     turn_burst: int = Field(3, ge=1, le=1000)
+    resumes_per_s: float = Field(0.2, gt=0, le=1000)  # per call: new peer connections (resume)
+    resume_burst: int = Field(3, ge=1, le=1000)
     # Host names the server answers to besides IP addresses and localhost ("*": any name).
     public_hosts: list[str] = Field(default_factory=list)
     max_connections: int = Field(512, ge=1, le=100000)  # open TCP connections, all clients
@@ -216,6 +253,8 @@ class RecordsSettings(BaseModel):
     # None: the SQLite file calls.sqlite3 in data_dir
     url: str | None = None
     retention_days: int = Field(90, ge=0, le=36500)  # older calls are deleted; 0: keep all
+    # record each call's audio and video to data_dir/recordings/ID.mkv (the caller is told)
+    media: bool = False
 
     @field_validator("url")
     @classmethod
@@ -283,6 +322,26 @@ class HandoffSettings(BaseModel):
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
 
 
+class ClusterSettings(BaseModel):
+    """Several media nodes behind one address (docs/deploy.md, Several media nodes): this
+    node's id starts its session ids; a session's requests that reach another node are
+    forwarded to the owner, found in ``nodes`` or through ``node_url``."""
+
+    model_config = ConfigDict(extra="forbid")
+    node_id: str | None = None  # 1-32 of a-z 0-9 -; None: a lone node
+    nodes: dict[str, str] = Field(default_factory=dict)  # node id -> http://host:port
+    node_url: str | None = None  # for ids not in nodes, e.g. "http://{node}.avatar-media:8080"
+    forward_timeout_s: float = Field(10.0, gt=0, le=120)  # a forwarded HTTP request, in all
+
+    @model_validator(mode="after")
+    def _check_nodes(self) -> Self:
+        if self.node_id is None and (self.nodes or self.node_url):
+            raise ValueError("node_id: give this node's id when nodes or node_url are set")
+        if self.node_id is not None:
+            NodeMap(self_id=self.node_id, nodes=self.nodes, url_template=self.node_url)
+        return self
+
+
 class Settings(BaseSettings):
     """Everything the server reads at start."""
 
@@ -315,6 +374,7 @@ class Settings(BaseSettings):
     tls: TlsSettings = Field(default_factory=TlsSettings)
     records: RecordsSettings = Field(default_factory=RecordsSettings)
     handoff: HandoffSettings = Field(default_factory=HandoffSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
 
     @field_validator("ice_servers")
     @classmethod
@@ -330,6 +390,15 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("must be at least 16 characters")
         return value
+
+    @model_validator(mode="after")
+    def _check_cluster_secret(self) -> Self:
+        if self.cluster.node_id is not None and self.access.token_secret is None:
+            raise ValueError(
+                "cluster.node_id: the nodes of a cluster share access.token_secret "
+                "(set the same secret of at least 16 bytes on every node)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_default_key_name(self) -> Self:
@@ -496,6 +565,9 @@ def load_settings(
         env: dict[str, Any] = EnvSettingsSource(model)()
     except SettingsError as exc:
         raise ConfigError(f"invalid configuration: {' '.join(str(exc).split())}") from exc
+    render_cluster = os.environ.get(RENDER_CLUSTER_ENV)
+    if render_cluster is not None:  # the render cluster's address under its short name
+        env = _deep_merge(env, {"render": {"cluster": render_cluster}})
     merged = _deep_merge(_deep_merge(file_data, env), overrides or {})
     try:
         return model(**merged)

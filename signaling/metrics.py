@@ -7,10 +7,13 @@ process never share counters.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+if TYPE_CHECKING:
+    from inference.cluster.admission import ClusterState
 
 __all__ = ["CONTENT_TYPE_LATEST", "STAGES", "Metrics"]
 
@@ -25,6 +28,12 @@ _METRIC_NAMES = (
     "errors_total",
     "frames_total",
     "batch_size",
+    "cluster_headroom_fps",
+    "cluster_replicas",
+    "cluster_reachable",
+    "cluster_failovers_total",
+    "cluster_held_frames_total",
+    "cluster_patch_bytes_total",
     "quality_rung",
     "path_rtt",
     "path_queue",
@@ -62,6 +71,7 @@ class Metrics:
     def __post_init__(self) -> None:
         r = self.registry
         self._cache_seen: dict[tuple[str, str], int] = {}
+        self._cluster_seen = (0, 0, 0)
         if not self.enabled:
             off: Any = _Off()
             for name in _METRIC_NAMES:
@@ -121,6 +131,54 @@ class Metrics:
             "avatar_gpu_memory_bytes", "GPU memory allocated", ["device"], registry=r
         )
         self.barge_ins_total = Counter("avatar_barge_ins_total", "Barge-ins", registry=r)
+        self._cluster_metrics(r)
+
+    def _cluster_metrics(self, r: CollectorRegistry) -> None:
+        """The render cluster as this media node sees it (render.cluster set)."""
+        self.cluster_headroom_fps = Gauge(
+            "avatar_cluster_headroom_fps",
+            "Frames/s the render replicas can still take within deadlines",
+            ["scope"],  # "total" over replicas, "best" replica
+            registry=r,
+        )
+        self.cluster_replicas = Gauge(
+            "avatar_cluster_replicas", "Render replicas reporting their budget", registry=r
+        )
+        self.cluster_reachable = Gauge(
+            "avatar_cluster_reachable",
+            "1 while the render cluster answers, 0 once it is lost (calls show the idle loop)",
+            registry=r,
+        )
+        self.cluster_failovers_total = Counter(
+            "avatar_cluster_failovers_total",
+            "Pieces of reply moved to another render replica after a failure",
+            registry=r,
+        )
+        self.cluster_held_frames_total = Counter(
+            "avatar_cluster_held_frames_total",
+            "Frames shown frozen because their patch came too late",
+            registry=r,
+        )
+        self.cluster_patch_bytes_total = Counter(
+            "avatar_cluster_patch_bytes_total", "Patch bytes received from the cluster", registry=r
+        )
+
+    def sync_cluster(self, state: ClusterState) -> None:
+        """Bring the cluster gauges and counters up to ``state`` (called on scrape)."""
+        self.cluster_headroom_fps.labels(scope="total").set(state.headroom_fps)
+        self.cluster_headroom_fps.labels(scope="best").set(state.best_headroom_fps)
+        self.cluster_replicas.set(state.replicas)
+        self.cluster_reachable.set(1.0 if state.reachable else 0.0)
+        now = (state.failovers, state.held_frames, state.patch_bytes)
+        counters = (
+            self.cluster_failovers_total,
+            self.cluster_held_frames_total,
+            self.cluster_patch_bytes_total,
+        )
+        for counter, seen, total in zip(counters, self._cluster_seen, now, strict=True):
+            if total > seen:
+                counter.inc(total - seen)
+        self._cluster_seen = now
 
     def sync_cache(self, stats: dict[str, object]) -> None:
         """Bring ``avatar_cache_total`` up to the cache's own counters (called on scrape)."""

@@ -169,6 +169,12 @@ def _renderer(settings: Settings) -> Iterator[str]:
     r = settings.render
     if r.renderer != "musetalk":
         return
+    if r.cluster is not None:  # the render cluster holds the weights and the GPUs
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            yield "render.cluster: needs Ray Serve; install the 'cluster' extra (ray[serve])"
+        return
     if r.musetalk_dir is None:
         yield "render.musetalk_dir: renderer 'musetalk' needs its weights folder"
     elif not r.musetalk_dir.is_dir():

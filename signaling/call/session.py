@@ -7,9 +7,10 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 
 from inference.asr.call import CallAsr
@@ -51,6 +52,11 @@ from signaling.stages.services import Services
 __all__ = ["Session", "SessionOptions"]
 
 log = logging.getLogger(__name__)
+
+_PEER_CLOSE_S = 2.0  # a resume waits this long at most for the old peer connection to close
+_OVER_SHARE_RUNG = 3  # the best rung of a call over its CPU share (256 px, 15 fps by default)
+_FLOOD_CUTS = 3  # replies cut off within _FLOOD_WINDOW_S (new turns, barge-ins): a flood ...
+_FLOOD_WINDOW_S = 10.0  # ... which, with half its stage-work budget spent, is over its share
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,7 +112,13 @@ class Session:
         self.renderer: Renderer = self.supervisor
         # where the page and the bot find the lips (the avatar is loaded: it has a renderer)
         self._mouth_box = services.avatar(options.avatar).mouth_box()
+        self._top_height = renderer.frame_size[1]  # what the quality may climb back to
         self._ice_servers = list(ice_servers)
+        self.open_peers: set[RTCPeerConnection] = set()  # made and not yet closed (at most 2)
+        self._resuming = asyncio.Lock()  # one resume at a time
+        self._resume_rung: int | None = None  # the quality rung a resumed call goes on at
+        self._over_share = False  # a flood over its stage-work share: held at a low rung
+        self._cancelled: list[float] = []  # clock times of replies cut off, recent ones
         self.pc = self._new_peer()
         self.player = AvPlayer(
             clock=self.clock,
@@ -160,6 +172,9 @@ class Session:
         self.quality: QualityLoop | None = None
         self.closed = asyncio.Event()
         self._watching = False
+        # who else hears the caller (an operator's voice peer, a media recording): each gets
+        # every 20 ms mic frame (16 kHz int16) with its clock time; a tap never raises
+        self.mic_taps: list[Callable[[np.ndarray, float], None]] = []
 
     def _new_handoff(self, dialogue: object) -> CallHandoff:
         return CallHandoff(
@@ -176,6 +191,7 @@ class Session:
 
     def _new_peer(self) -> RTCPeerConnection:
         pc = RTCPeerConnection(rtc_configuration(self._ice_servers))  # type: ignore[arg-type]
+        self.open_peers.add(pc)
         pc.on("track", self._on_track)
 
         @pc.on("connectionstatechange")
@@ -203,6 +219,9 @@ class Session:
         self.pc.addTrack(self.video_track)
         answer = await self.pc.createAnswer()
         adaptation = self.options.adaptation
+        if self._resume_rung is not None:  # a resume goes on at the call's rung, not the top
+            start = replace(adaptation.quality, start_index=self._resume_rung)
+            adaptation = replace(adaptation, quality=start, max_height=self._top_height)
         sdp = negotiate_answer(answer.sdp, offer.sdp, adaptation)  # transport-cc, if offered
         await self.pc.setLocalDescription(RTCSessionDescription(sdp=sdp, type=answer.type))
         self.quality = attach_quality(self, adaptation, on_change=self._on_quality)
@@ -216,7 +235,13 @@ class Session:
 
     async def resume(self, offer: RTCSessionDescription) -> RTCSessionDescription:
         """Continue this call on a new peer connection (the client lost the old one): the
-        conversation, the turn in progress and the queued events are kept."""
+        conversation, the turn in progress and the queued events are kept. Resumes run one
+        at a time, and the old peer connection is closed (waited for, at most
+        ``_PEER_CLOSE_S``) before the new one is made: a call never holds more than two."""
+        async with self._resuming:
+            return await self._resume(offer)
+
+    async def _resume(self, offer: RTCSessionDescription) -> RTCSessionDescription:
         if self.closed.is_set():
             raise RuntimeError(f"session {self.id} is closed")
         old_pc, old_tracks, old_quality = (
@@ -226,9 +251,13 @@ class Session:
         )
         self.quality = None
         if old_quality is not None:
+            self._resume_rung = old_quality.controller.ladder.index(old_quality.rung)
             await old_quality.stop()
         for track in old_tracks:
             track.stop()
+        closing = self._spawn(self._close_peer(old_pc))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(closing), _PEER_CLOSE_S)
         self.pc = self._new_peer()
         self.audio_track, self.video_track = self._new_tracks()
         self._dropped_seen = 0
@@ -236,7 +265,6 @@ class Session:
         self._media_lost_at = self.clock.now()
         self.resumes += 1
         self.touch()
-        self._spawn(self._close_peer(old_pc))
         log.info("session %s: resuming on a new peer connection", self.id)
         return await self.accept(offer)
 
@@ -244,7 +272,9 @@ class Session:
         try:
             await pc.close()
         except Exception:
-            log.exception("session %s: closing a replaced peer connection failed", self.id)
+            log.exception("session %s: closing a peer connection failed", self.id)
+        finally:
+            self.open_peers.discard(pc)
 
     def hello(self) -> None:
         """Queue the ``hello`` event (sent on every attach of a control WebSocket)."""
@@ -373,6 +403,7 @@ class Session:
         self._turn_task = None
         if task is not None and not task.done():
             task.cancel()
+            self._cancelled.append(self.clock.now())  # a reply cut off: a sign of a flood
             return True
         return False
 
@@ -444,6 +475,8 @@ class Session:
     async def _hear(self, ingest: MicIngest) -> None:
         async for frame in ingest:
             now = self.clock.now()
+            for tap in tuple(self.mic_taps):
+                tap(frame, now)
             self._last_seen = now  # mic media is a sign of life
             began = time.perf_counter()
             try:
@@ -469,7 +502,8 @@ class Session:
             for event in events:
                 if isinstance(event, SpeechStarted):
                     self.emit(SpeechEvent(event="started", t=round(event.t, 3)))
-                    if self.player.speaking(now) or self._turn_running():
+                    live = self.handoff.voice_live  # a person's voice is not cut off
+                    if not live and (self.player.speaking(now) or self._turn_running()):
                         self.interrupt()
                 elif isinstance(event, UtteranceReady):
                     self.emit(SpeechEvent(event="ended", t=round(event.end_s, 3)))
@@ -484,8 +518,8 @@ class Session:
 
     # ---- lifetime ---------------------------------------------------------------------
     async def _on_connection_state(self, pc: RTCPeerConnection) -> None:
-        if pc is not self.pc:
-            return  # a replaced peer connection closing
+        if pc is not self.pc or (self._resuming.locked() and pc.connectionState == "closed"):
+            return  # a replaced peer connection closing (a resume closes it first)
         state = pc.connectionState
         if state == "connected":
             self._media_lost_at = None
@@ -518,12 +552,31 @@ class Session:
         period = min(1.0, self.options.heartbeat_timeout_s / 8, self.options.connect_timeout_s / 4)
         while not self.closed.is_set():
             await asyncio.sleep(period)
+            self._bound_media()
             reason = self.liveness(self.clock.now())
             if reason is not None:
                 log.info("session %s: closing: %s", self.id, reason)
                 self.close_reason = reason
                 await self.close(outcome=f"timeout: {reason}")
                 return
+
+    def _bound_media(self) -> None:
+        """A flood (replies cut off one after another by new turns or barge-ins, typed or
+        noise) that has spent half its budget of stage work plays at a low rung until it has
+        cut none off for ``_FLOOD_WINDOW_S``: it renders fewer, smaller frames, and its video
+        encoding, which no lane budgets, stays bounded too. A call whose replies play out is
+        never held, however busy the machine (its budget counts wall time)."""
+        if self.quality is None:
+            return
+        now = self.clock.now()
+        self._cancelled = [t for t in self._cancelled if now - t <= _FLOOD_WINDOW_S]
+        burst = self.lane.executor.options.burst_s
+        if len(self._cancelled) >= _FLOOD_CUTS and self.lane.budget() < burst / 2:
+            self._over_share = True
+        elif not self._cancelled:
+            self._over_share = False
+        rung = min(_OVER_SHARE_RUNG, len(self.quality.controller.ladder) - 1)
+        self.quality.limit(rung if self._over_share else None, "over its share of the CPU")
 
     # ---- faults -----------------------------------------------------------------------
     async def _restart_renderer(self) -> Renderer:
@@ -585,10 +638,8 @@ class Session:
         self.audio_track.stop()
         self.video_track.stop()
         self.emit(StateChanged(state="closed"))
-        try:
-            await self.pc.close()
-        except Exception:
-            log.exception("session %s: closing the peer connection failed", self.id)
+        for pc in [self.pc, *(self.open_peers - {self.pc})]:  # a replaced one still closing
+            await self._close_peer(pc)
 
 
 class _MetricsObserver:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -16,6 +15,7 @@ from aiohttp import web
 from aiortc import RTCSessionDescription
 
 from inference.avatar import AvatarError, CorruptAvatar, InvalidName
+from inference.cluster.admission import Admission, ClusterStatus, Refusal
 from inference.render.base import HealthReporter
 from media.congestion.loop import AdaptationOptions
 from signaling.call.early_asr import EarlyAsrOptions
@@ -25,10 +25,11 @@ from signaling.config import Settings
 from signaling.ice import enable_loopback_candidates, is_loopback_host
 from signaling.metrics import CONTENT_TYPE_LATEST, Metrics
 from signaling.server.auth import AuthError
-from signaling.server.calls import flush_records, install_records
+from signaling.server.calls import flush_records, install_records, is_recorded, start_recording
 from signaling.server.candidates import filter_candidates
 from signaling.server.console import add_operator_console, handoff_options
 from signaling.server.control import control_socket
+from signaling.server.forward import install_forwarding, session_id_for
 from signaling.server.guard import (
     RedactedAccessLogger,
     body_timed_out,
@@ -42,6 +43,7 @@ from signaling.server.guard import (
 )
 from signaling.server.listener import ConnectionLimits, start_server
 from signaling.server.logs import bind_session
+from signaling.server.resumes import RESUMES, ResumeGuard, ResumeRefused, resume_limits
 from signaling.server.state import STATE, AppState, access_options
 from signaling.server.validation import (
     BadRequest,
@@ -96,6 +98,7 @@ def create_app(
         ],
     )
     app[STATE] = state
+    install_forwarding(app, settings)  # several media nodes: a session's requests to its node
     if loopback:
         enable_loopback_candidates()
     app.router.add_post("/session", _issue_token)
@@ -107,6 +110,7 @@ def create_app(
     app.router.add_get("/metrics", _metrics)
     install_records(app, state)  # GET /calls, and the recorder of every call
     add_operator_console(app, static_dir())  # /operator: live calls, handoffs, take-over
+    app[RESUMES] = ResumeGuard(resume_limits(settings))  # resume storms: rate, in flight
     app.router.add_get("/", _index)
     app.router.add_static("/static/", static_dir(), show_index=False)
     app.on_startup.append(_start_loading)
@@ -197,6 +201,10 @@ async def _offer(request: web.Request) -> web.Response:
     if state.full:
         rejected.labels(reason="busy").inc()
         return _json_error(503, "server is busy: too many calls", **{"Retry-After": "10"})
+    refused = _render_room(state)
+    if refused is not None:
+        rejected.labels(reason="render_full").inc()
+        return _json_error(503, refused.reason, **{"Retry-After": str(refused.retry_after_s)})
     if offer is None:
         assert bad is not None
         rejected.labels(reason="bad_request").inc()
@@ -220,7 +228,7 @@ async def _offer(request: web.Request) -> web.Response:
             return _json_error(429, exc.reason, **{"Retry-After": "10"})
         rejected.labels(reason="unauthorized").inc()
         return _json_error(exc.status, exc.reason)
-    session_id = secrets.token_urlsafe(12)
+    session_id = session_id_for(request.app)  # names this node when it is one of several
     try:
         renderer = await services.renderer_for(avatar, session=session_id)
     except (KeyError, AvatarError) as exc:
@@ -276,15 +284,18 @@ async def _offer(request: web.Request) -> web.Response:
         await session.close()
         rejected.labels(reason="bad_sdp").inc()
         return _json_error(400, f"cannot use this offer (malformed SDP?): {exc}")
-    return _answer(state, session, answer)
+    return _answer(state, session, answer, recorded=start_recording(request.app, session))
 
 
-def _answer(state: AppState, session: Session, answer: RTCSessionDescription) -> web.Response:
+def _answer(
+    state: AppState, session: Session, answer: RTCSessionDescription, *, recorded: bool
+) -> web.Response:
     return web.json_response(
         {
             "sdp": answer.sdp,
             "type": answer.type,
             "session": session.id,
+            "recorded": recorded,  # records.media: the caller is told the call is recorded
             "token": state.access.signer.session_token(session.id),
             "resume_grace_s": min(
                 state.settings.resume_grace_s, state.settings.heartbeat_timeout_s
@@ -332,12 +343,16 @@ async def _resume(request: web.Request, state: AppState, offer: OfferRequest) ->
         return _json_error(exc.status, exc.reason)
     bind_session(session.id)
     try:
-        sdp = _plausible_candidates(request, state, offer.sdp)
-        answer = await session.resume(RTCSessionDescription(sdp=sdp, type="offer"))
+        with request.app[RESUMES].admit(session.id, client_ip(request), time.monotonic()):
+            sdp = _plausible_candidates(request, state, offer.sdp)
+            answer = await session.resume(RTCSessionDescription(sdp=sdp, type="offer"))
+    except ResumeRefused as exc:  # a resume storm: the call goes on, it may resume later
+        state.metrics.rejected_total.labels(reason="resume_limit").inc()
+        return exc.response()
     except Exception as exc:  # a bad SDP fails this resume; the call waits for another
         log.info("session %s: resume failed: %s", session.id, exc)
         return _json_error(400, f"cannot use this offer (malformed SDP?): {exc}")
-    return _answer(state, session, answer)
+    return _answer(state, session, answer, recorded=is_recorded(request.app, session.id))
 
 
 async def _issue_token(request: web.Request) -> web.Response:
@@ -417,11 +432,17 @@ def _render_ok(state: AppState) -> bool:
     return not isinstance(renderers, HealthReporter) or renderers.healthy
 
 
+def _render_room(state: AppState) -> Refusal | None:
+    """Why the render cluster cannot take a new call now (None: it can, or no cluster)."""
+    renderers = state.services.renderers if state.services is not None else None
+    return renderers.admit() if isinstance(renderers, Admission) else None
+
+
 def _gpu_ok(state: AppState) -> bool:
     if not _render_ok(state):
         return False
-    if state.settings.render.renderer != "musetalk":
-        return True
+    if state.settings.render.renderer != "musetalk" or state.settings.render.cluster:
+        return True  # a media node of a render cluster needs no GPU of its own
     import torch
 
     return bool(torch.cuda.is_available())
@@ -431,7 +452,7 @@ async def _metrics(request: web.Request) -> web.Response:
     state = request.app[STATE]
     if not state.metrics.enabled:
         return _json_error(404, "metrics are turned off (metrics_enabled: false)")
-    if state.settings.render.renderer == "musetalk":
+    if state.settings.render.renderer == "musetalk" and not state.settings.render.cluster:
         import torch
 
         if torch.cuda.is_available():
@@ -440,6 +461,8 @@ async def _metrics(request: web.Request) -> web.Response:
                 state.metrics.gpu_memory_bytes.labels(device=f"cuda:{i}").set(used)
     if state.services is not None:
         state.metrics.sync_cache(state.services.cache_stats())
+        if isinstance(state.services.renderers, ClusterStatus):
+            state.metrics.sync_cluster(state.services.renderers.cluster_state())
     for session in state.sessions.values():
         session.sync_metrics()
     return web.Response(body=state.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -292,6 +292,7 @@ def _segmenter_options(m: MediaSettings) -> SegmenterOptions:
     return SegmenterOptions(
         aggressiveness=m.vad_aggressiveness,
         end_silence_ms=m.end_silence_ms,
+        quiet_db=m.vad_quiet_db,
         min_utterance_s=m.min_utterance_s,
         max_segment_s=m.max_segment_s,
     )
@@ -299,6 +300,10 @@ def _segmenter_options(m: MediaSettings) -> SegmenterOptions:
 
 def _renderer_factory(settings: Settings) -> RendererFactory:
     r = settings.render
+    if r.cluster is not None:  # MuseTalk on the GPU render cluster (imports Ray)
+        from inference.cluster.factory import cluster_factory
+
+        return cluster_factory(r.cluster, fps=r.fps, output_height=r.output_height)
     if r.renderer == "musetalk":
         from signaling.stages.musetalk import musetalk_factory
 
