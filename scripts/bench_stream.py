@@ -147,6 +147,10 @@ class _Tap:
         return gst().PadProbeReturn.OK
 
 
+def _ms(value: float | None) -> str:
+    return "not found" if value is None else f"{value:.0f} ms"
+
+
 def _lag_ms(
     t_a: np.ndarray, a: np.ndarray, t_b: np.ndarray, b: np.ndarray, max_ms: float = 1500
 ) -> float | None:
@@ -281,8 +285,8 @@ def main(argv: list[str] | None = None) -> int:
         face = _lag_ms(tv, ov, rt, mouth_openness(rv, np.zeros(len(rv), bool)))
         results |= {"glass_to_glass_voice_ms": voice, "glass_to_glass_video_ms": face}
         print(
-            f"glass-to-glass over SRT (loopback, latency=120 ms setting): voice {voice} ms, "
-            f"video {face} ms"
+            "glass-to-glass over SRT (loopback, latency=120 ms setting): "
+            f"voice {_ms(voice)}, video {_ms(face)}"
         )
 
         # ---- recovery after the ingest returns -------------------------------------------

@@ -135,9 +135,10 @@ class RenderSettings(BaseModel):
 class MediaSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     lead_ms: int = Field(120, ge=0, le=2000)  # delay between scheduling and playing reply media
-    # Fixed A/V compensation: the audio path (Opus framing + receive buffer) is ~40 ms longer
-    # than the video path at browser and bot clients on loopback, so video waits that much.
-    video_offset_ms: int = Field(40, ge=-500, le=500)
+    # Fixed A/V shift of the content, + shows video later. 0: a WebRTC receiver lines up the
+    # two tracks' playout from their sender reports itself; the bot measures lips +10 ms
+    # after the voice at 0 and +51 ms at 40 (docs/benchmarks.md).
+    video_offset_ms: int = Field(0, ge=-500, le=500)
     vad_aggressiveness: int = Field(2, ge=0, le=3)
     end_silence_ms: int = Field(500, ge=100, le=3000)
     # For early ASR, a frame this far (dB) under the loudest of the utterance is silence even

@@ -71,7 +71,8 @@ class TranscriptEvent(ControlEvent):
 @dataclass(frozen=True, slots=True)
 class ReplyText(ControlEvent):
     """One sentence of the reply; ``source`` (sent only when set) cites the document the
-    answer was taken from, for the caption."""
+    answer was taken from, for the caption; ``speaker`` (sent only when set) is
+    ``"operator"`` for what an operator said in their own voice."""
 
     type: ClassVar[str] = "reply_text"
     text: str
@@ -79,11 +80,13 @@ class ReplyText(ControlEvent):
     turn: int
     index: int
     source: str | None = None
+    speaker: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = ControlEvent.to_json(self)
-        if self.source is None:
-            del out["source"]
+        for key in ("source", "speaker"):
+            if out[key] is None:
+                del out[key]
         return out
 
 

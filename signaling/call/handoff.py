@@ -180,6 +180,12 @@ class CallHandoff:
         if self._memory is not None:
             self._memory.remember("assistant", text)
 
+    def operator_said(self, text: str) -> None:
+        """The operator said ``text`` in their own voice: the agent remembers it as its own
+        side of the conversation, as it does a typed line."""
+        if self._memory is not None:
+            self._memory.remember("assistant", text)
+
     def hand_back(self, operator: str) -> None:
         """Back to the agent; the lines already typed are still said."""
         self._check_holder(operator)

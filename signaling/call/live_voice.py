@@ -6,6 +6,8 @@ pushes the chunk's audio and frames together onto the call's A/V timeline (the s
 :class:`~signaling.call.turn.MediaSink` a reply turn uses), so voice and lips cannot drift.
 Only talk spurts are rendered (a VAD with a hangover); between them the idle loop plays.
 The first voiced frame of a spurt stops whatever the avatar was saying (``interrupt``).
+Each spurt's audio, once it ends, goes to ``on_spurt`` (the call transcribes it, so the
+operator's spoken lines reach the transcript and the call records).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 
 VOICE_RATE = 48000
 _VAD_FRAME = VOICE_RATE // 50  # 20 ms
+_MAX_SPURT_S = 30.0  # a longer spurt is handed on in pieces of this length
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,8 +82,11 @@ class LiveVoice:
         sink: MediaSink,
         now: Callable[[], float],
         interrupt: Callable[[], None],
+        on_spurt: Callable[[np.ndarray], None] | None = None,
     ) -> None:
         self.options = options
+        self._on_spurt = on_spurt
+        self._spurt: list[np.ndarray] = []  # the audio of the spurt in progress
         self._renderer = renderer
         self._sink = sink
         self._now = now
@@ -103,6 +109,7 @@ class LiveVoice:
         """Consume ``audio`` (48 kHz mono int16 pieces) until it ends."""
         async for piece in audio:
             await self.feed(piece)
+        self._spurt_ends()
 
     async def feed(self, piece: np.ndarray) -> None:
         """Take one piece of the operator's audio; renders and pushes every chunk it fills."""
@@ -120,12 +127,28 @@ class LiveVoice:
         self._quiet = 0 if voiced else self._quiet + 1
         if voiced and not was_talking:
             self._spurt_begins()
+        if self.talking:
+            self._spurt.append(frame)
+            if len(self._spurt) * _VAD_FRAME >= _MAX_SPURT_S * VOICE_RATE:
+                self._spurt_ends()
+        elif was_talking:
+            self._spurt_ends()
         if not self.talking and not self._chunk:
             return  # quiet between spurts: the idle loop plays
         self._chunk.append(frame)
         self._chunk_voiced = self._chunk_voiced or voiced
         if sum(len(f) for f in self._chunk) >= self.options.chunk_samples:
             await self._push_chunk()
+
+    def _spurt_ends(self) -> None:
+        """Hand the spurt's audio (48 kHz int16) to ``on_spurt``; it never raises here."""
+        spurt, self._spurt = self._spurt, []
+        if not spurt or self._on_spurt is None:
+            return
+        try:
+            self._on_spurt(np.concatenate(spurt))
+        except Exception:
+            log.exception("live voice: handing on a talk spurt failed")
 
     def _spurt_begins(self) -> None:
         self.stats.spurts += 1

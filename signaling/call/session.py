@@ -14,11 +14,12 @@ import numpy as np
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 
 from inference.asr.call import CallAsr
+from inference.audio import resample_int16
 from inference.dialogue.base import ConversationMemory
 from inference.dialogue.handoff import HandoffGuard
 from inference.preload import SpeculatingDialogue
 from inference.render.base import Renderer
-from inference.types import Transcript, Utterance
+from inference.types import SPEECH_RATE, Transcript, Utterance
 from media.clock import MediaClock
 from media.congestion.loop import (
     AdaptationOptions,
@@ -38,6 +39,7 @@ from signaling.call.events import (
     ErrorEvent,
     Hello,
     QualityChanged,
+    ReplyText,
     SpeechEvent,
     StateChanged,
 )
@@ -152,6 +154,8 @@ class Session:
         )
         self._segmenter = Segmenter(options.segmenter)
         self._early = EarlyAsr(asr, options=options.early_asr)
+        # an operator's spoken lines, transcribed apart (the caller's language stays theirs)
+        self._operator_asr = CallAsr(services.asr, language=options.language)
         self._events: asyncio.Queue[ControlEvent] = asyncio.Queue(options.max_queued_events)
         self._tasks: set[asyncio.Task[None]] = set()
         # this call's share of the stage workers: its tasks' blocking work queues here
@@ -327,6 +331,34 @@ class Session:
             return None
         self._start_turn(text=text, verbatim=True)
         return self._turn_task
+
+    def operator_spoke(self, audio: np.ndarray, *, rate: int) -> None:
+        """An operator's talk spurt (``rate`` Hz int16) ended: transcribed in this call's
+        lane, it is captioned, remembered by the agent and recorded (a ``reply_text`` event
+        while the operator has the call)."""
+        if not self.closed.is_set() and len(audio):
+            self._spawn(self._operator_line(audio, rate))
+
+    async def _operator_line(self, audio: np.ndarray, rate: int) -> None:
+        samples = resample_int16(audio, rate, SPEECH_RATE)
+        end = self.clock.now()
+        utterance = Utterance(
+            samples, end - len(samples) / SPEECH_RATE, end, language=self.handoff.language
+        )
+        transcript = await self._operator_asr.transcribe(utterance)
+        text = transcript.text.strip()
+        if not text:
+            return
+        self.handoff.operator_said(text)
+        self.emit(
+            ReplyText(
+                text=text,
+                language=transcript.language,
+                turn=self._turn,
+                index=0,
+                speaker="operator",
+            )
+        )
 
     def _busy(self) -> bool:
         return self._turn_running() or self.player.speaking(self.clock.now())

@@ -147,12 +147,13 @@ def event_row(event: ControlEvent) -> EventRow | None:
     payload = event.to_json()
     payload.pop("type", None)
     text = payload.pop("text", None) if event.type in _SPEAKERS else None
+    speaker = payload.pop("speaker", None)
     turn = payload.get("turn")
     language = payload.get("language")
     return EventRow(
         kind=event.type,
         turn=turn if isinstance(turn, int) and not isinstance(turn, bool) else None,
-        who=_SPEAKERS.get(event.type),
+        who=speaker if isinstance(speaker, str) else _SPEAKERS.get(event.type),
         text=clean_text(text) if isinstance(text, str) else None,
         language=language if isinstance(language, str) else None,
         data=to_json_text(payload),
@@ -224,10 +225,11 @@ class CallRecord:
     events: tuple[EventRecord, ...]
 
     def transcript(self) -> list[dict[str, Any]]:
-        """Who said what: the caller's turns and the agent's replies (sentences joined)."""
+        """Who said what: the caller's turns, the agent's replies (sentences joined) and an
+        operator's lines said in their own voice."""
         lines: list[dict[str, Any]] = []
         for e in self.events:
-            if e.who not in ("caller", "agent") or e.text is None:
+            if e.kind not in _SPEAKERS or e.who is None or e.text is None:
                 continue
             last = lines[-1] if lines else None
             if last and e.who == "agent" == last["who"] and last["turn"] == e.turn:

@@ -190,6 +190,7 @@ class OperatorVoices:
             sink=session.player,
             now=session.clock.now,
             interrupt=session.handoff.stop_speech,
+            on_spurt=lambda audio: session.operator_spoke(audio, rate=VOICE_RATE),
         )
         pc = RTCPeerConnection(rtc_configuration(self._ice_servers))  # type: ignore[arg-type]
         peer = VoicePeer(session, operator, pc, CallerAudioTrack(), voice, self._ended)

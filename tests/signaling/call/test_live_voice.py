@@ -52,12 +52,14 @@ async def test_spurts_are_rendered_and_pushed_with_their_own_frames() -> None:
     player = AvPlayer(clock=clock)
     renderer = LoudnessRenderer()
     interrupts: list[float] = []
+    spurts: list[np.ndarray] = []
     voice = LiveVoice(
         LiveVoiceOptions(chunk_frames=4, hangover_ms=200),
         renderer=renderer,
         sink=player,
         now=clock.now,
         interrupt=lambda: interrupts.append(clock.now()),
+        on_spurt=spurts.append,
     )
     pushed: list[tuple[np.ndarray, list[np.ndarray]]] = []
     push = player.push
@@ -72,6 +74,11 @@ async def test_spurts_are_rendered_and_pushed_with_their_own_frames() -> None:
         await voice.feed(pcm[i : i + 960])
         clock.advance(0.02)
     assert voice.stats.spurts == 2 and len(interrupts) == 2  # each spurt stops the agent
+    # each spurt's audio is handed on once it ends (for the transcript): about one line each
+    line_s = (len(pcm) - VOICE_RATE) / 2 / VOICE_RATE
+    assert len(spurts) == 2, [len(a) for a in spurts]
+    for audio in spurts:
+        assert audio.dtype == np.int16 and 0.6 * line_s < len(audio) / VOICE_RATE < line_s + 0.3
     sent = sum(len(a) for a, _ in pushed)
     assert 0.5 * len(pcm) < sent < len(pcm) - 0.5 * VOICE_RATE  # the long silence is not sent
     for audio, frames in pushed:  # every chunk: 4 frames, 160 ms, its own loudness drawn

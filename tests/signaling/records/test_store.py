@@ -65,7 +65,8 @@ def test_a_call_reads_back_as_written(store: SqlCallStore) -> None:
     ops = [Heartbeat("n1", T0), _call("a", T0)]
     ops += _turn("a", T0 + 1, 1, "When are you open?", ["From nine.", "To five."])
     ops += [Event("a", T0 + 3, HandoffLike(to="alice", reason="asked for a person"))]
-    ops += [Ended("a", T0 + 9, "completed")]
+    said = ReplyText("Alice here, how can I help?", "en", 1, 0, speaker="operator")
+    ops += [Event("a", T0 + 5, said), Ended("a", T0 + 9, "completed")]
     store.write(ops)
     store.record_action("a", T0 + 4, "alice", "took over", {"note": "VIP"})
 
@@ -76,10 +77,14 @@ def test_a_call_reads_back_as_written(store: SqlCallStore) -> None:
     assert [(line["who"], line["text"]) for line in record.transcript()] == [
         ("caller", "When are you open?"),
         ("agent", "From nine. To five."),
+        ("operator", "Alice here, how can I help?"),  # in their own voice, transcribed
     ]
     kinds = [e.kind for e in record.events]
     assert "state" not in kinds  # UI state changes are not kept
-    assert kinds == ["transcript", "reply_text", "reply_text", "timings", "handoff_test", "action"]
+    assert kinds == [
+        *("transcript", "reply_text", "reply_text", "timings", "handoff_test", "action"),
+        "reply_text",
+    ]
     timings, handoff, action = record.events[3], record.events[4], record.events[5]
     assert timings.data["stages"] == {"asr_done": 80.0}
     assert handoff.data == {"to": "alice", "reason": "asked for a person"}  # kept generically

@@ -201,6 +201,12 @@ async def test_the_operator_talks_through_the_avatar_and_hears_the_caller(
         ]
         motion = [np.abs(a.astype(int) - b).mean() for a, b in itertools.pairwise(mouths)]
         assert np.mean(motion) > 1.0, np.mean(motion)  # the lips move with her voice
+        # what she said is transcribed once she pauses: captioned and recorded as hers
+        said = call.events[await call.wait_event("reply_text", start=start, speaker="operator")]
+        assert said["text"] == "My parcel is lost."
+        asr = services.asr
+        assert isinstance(asr, ScriptedAsr)
+        assert asr.heard[-1].duration_s > 0.6 * len(voice) / MIC_RATE
 
         # The caller talks over her: she hears them, and their speech does not cut her off.
         start = len(call.events)
