@@ -13,6 +13,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, TypeAlias
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -333,6 +334,16 @@ class ClusterSettings(BaseModel):
     nodes: dict[str, str] = Field(default_factory=dict)  # node id -> http://host:port
     node_url: str | None = None  # for ids not in nodes, e.g. "http://{node}.avatar-media:8080"
     forward_timeout_s: float = Field(10.0, gt=0, le=120)  # a forwarded HTTP request, in all
+    # Redis the nodes share (redis://, rediss:// or unix://): single-use access tokens hold
+    # across nodes; None: each node remembers its own spent tokens
+    shared_state: str | None = None
+
+    @field_validator("shared_state")
+    @classmethod
+    def _check_shared_state(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("shared_state must be a redis://, rediss:// or unix:// URL")
+        return value
 
     @model_validator(mode="after")
     def _check_nodes(self) -> Self:

@@ -53,6 +53,7 @@ def startup_problems(settings: Settings) -> list[str]:
         _stage_files,
         _avatar,
         _renderer,
+        _shared_state,
         _cache_dir,
         _tls,
     )
@@ -193,6 +194,16 @@ def _renderer(settings: Settings) -> Iterator[str]:
 
     if not cuda_devices():
         yield "render.renderer: 'musetalk' needs a CUDA GPU and none is visible (use 'warp')"
+
+
+def _shared_state(settings: Settings) -> Iterator[str]:
+    url = settings.cluster.shared_state
+    if url is not None:
+        from signaling.server.shared import check_shared_state
+
+        problem = check_shared_state(url)
+        if problem is not None:
+            yield problem
 
 
 def _cache_dir(settings: Settings) -> Iterator[str]:

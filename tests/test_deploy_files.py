@@ -278,10 +278,13 @@ def test_cluster_compose_has_ray_a_gpu_worker_media_nodes_and_a_proxy() -> None:
         node = services[name]
         assert node["environment"]["AVATAR_RTC_CLUSTER__NODE_ID"] == name
         assert "${" in node["environment"]["AVATAR_RTC_ACCESS__TOKEN_SECRET"], "not in the file"
+        shared = node["environment"]["AVATAR_RTC_CLUSTER__SHARED_STATE"]
+        assert shared.startswith("redis://127.0.0.1:"), "the redis service, on the host"
         assert node.get("network_mode") == "host", "WebRTC media needs host networking"
         assert any("/health/ready" in part for part in node["healthcheck"]["test"])
     proxy = services["proxy"]
     assert any("media-nodes.conf" in v for v in proxy["volumes"])
+    assert services["redis"]["network_mode"] == "host"
 
 
 def test_cluster_image_has_ray_serve() -> None:

@@ -22,7 +22,7 @@ import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 from urllib.parse import urlsplit
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "HostPolicy",
     "KeyScope",
     "SpentTokens",
+    "TokenLedger",
     "TokenSigner",
     "normalize_host_name",
     "normalize_origin",
@@ -217,6 +218,15 @@ class Grant:
     id: str
 
 
+class TokenLedger(Protocol):
+    """Where spent access tokens are remembered until they expire: this process
+    (:class:`SpentTokens`) or every media node of a site (``signaling.server.shared``)."""
+
+    def spend(self, grant: Grant, *, now: float) -> None:
+        """Mark ``grant``'s token used; AuthError (401) if it already was."""
+        ...
+
+
 class SpentTokens:
     """Access tokens already used, each remembered until it expires (the signature then
     refuses it anyway), so memory stays bounded by the tokens issued within one lifetime."""
@@ -311,11 +321,11 @@ class TokenSigner:
 class AccessPolicy:
     """The server's access rules: keys, tokens, anonymous callers and web origins."""
 
-    def __init__(self, options: AccessOptions) -> None:
+    def __init__(self, options: AccessOptions, *, spent: TokenLedger | None = None) -> None:
         self.options = options
         secret = options.token_secret or secrets.token_bytes(32)
         self.signer = TokenSigner(secret, ttl_s=options.token_ttl_s)
-        self.spent = SpentTokens()
+        self.spent: TokenLedger = spent if spent is not None else SpentTokens()
         self._digests = [(hashlib.sha256(k.secret.encode()).digest(), k) for k in options.keys]
         self._max_calls = {k.name: k.max_calls for k in options.keys}
         origins = set(options.allowed_origins)

@@ -50,7 +50,15 @@ class AppState:
 
     def __post_init__(self) -> None:
         a = self.settings.access
-        self.access = AccessPolicy(access_options(self.settings))
+        shared = self.settings.cluster.shared_state
+        if shared is not None:  # several media nodes: a token starts one call on any of them
+            from signaling.server.shared import RedisSpentTokens
+
+            self.access = AccessPolicy(
+                access_options(self.settings), spent=RedisSpentTokens(shared)
+            )
+        else:
+            self.access = AccessPolicy(access_options(self.settings))
         self.hosts = HostPolicy(
             bind_host=self.settings.host, public_hosts=frozenset(a.public_hosts)
         )

@@ -10,6 +10,7 @@ from signaling.server.auth import (
     ApiKey,
     AuthError,
     KeyScope,
+    SpentTokens,
     TokenSigner,
     normalize_origin,
 )
@@ -46,7 +47,9 @@ def test_token_round_trip_expiry_and_tampering() -> None:
 
 
 def test_access_tokens_start_one_call() -> None:
-    policy = AccessPolicy(AccessOptions(keys=(BACKEND,), token_secret=SECRET, token_ttl_s=60))
+    spent = SpentTokens()
+    options = AccessOptions(keys=(BACKEND,), token_secret=SECRET, token_ttl_s=60)
+    policy = AccessPolicy(options, spent=spent)
     first, _ = policy.signer.issue(BACKEND.scope, now=1000.0)
     second, _ = policy.signer.issue(BACKEND.scope, now=1000.0)
     call = policy.authorize_call
@@ -55,18 +58,18 @@ def test_access_tokens_start_one_call() -> None:
         call(first, loopback_peer=False, now=1002.0)
     assert exc.value.status == 401
     assert call(second, loopback_peer=False, now=1002.0) == BACKEND.scope
-    assert len(policy.spent) == 2
+    assert len(spent) == 2
     with pytest.raises(AuthError, match="already used"):
         call(second, loopback_peer=True, now=1059.0)
     # Past their expiry the spent tokens are forgotten: the signature check refuses them.
     later, _ = policy.signer.issue(BACKEND.scope, now=1060.0)
     call(later, loopback_peer=False, now=1060.0)
-    assert len(policy.spent) == 1
+    assert len(spent) == 1
     with pytest.raises(AuthError, match="expired"):
         call(first, loopback_peer=False, now=1060.0)
     with pytest.raises(AuthError, match="signature"):  # tampered: refused, never spent
         call(later[:-1] + ("A" if later[-1] != "A" else "B"), loopback_peer=False, now=1061.0)
-    assert len(policy.spent) == 1
+    assert len(spent) == 1
 
 
 def test_session_tokens_are_bound_to_one_call() -> None:

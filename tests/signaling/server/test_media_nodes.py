@@ -40,6 +40,7 @@ API_KEY = "media-nodes-test-api-key-0123456789"  # tokens from one node start ca
 NODES = ("media-1", "media-2")  # the names the shipped nginx config routes on
 DOWN = "media-9"  # listed, but nothing answers at its address
 QUESTION = "What are your opening hours?"
+SHARED_STATE = "redis://127.0.0.1:6379/0"
 FAKE_SDP = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=fingerprint:sha-256 AA\r\n"
 
 
@@ -68,6 +69,7 @@ def _spawn(
         "AVATAR_RTC_CLUSTER__NODES": json.dumps(nodes),
         "AVATAR_RTC_CLUSTER__FORWARD_TIMEOUT_S": "3",  # a relayed socket outlives it
         "AVATAR_RTC_ACCESS__TOKEN_SECRET": SECRET,
+        "AVATAR_RTC_CLUSTER__SHARED_STATE": SHARED_STATE,  # the real local Redis
         "AVATAR_RTC_API_KEY": API_KEY,
         "AVATAR_RTC_DATA_DIR": str(home / "data"),
         "AVATAR_RTC_CACHE__DIR": str(home / "cache"),
@@ -208,6 +210,21 @@ async def test_resume_and_hang_up_reach_the_owner_through_a_round_robin_proxy(
         assert paths.count("/ws") == 1 and paths.count("/offer") == 3
         assert paths.count("/session") == 1
     assert _relayed(cluster, session) == [_other(owner)]
+
+
+async def test_an_access_token_starts_one_call_on_any_node(cluster: Cluster) -> None:
+    first, second = NODES
+    async with aiohttp.ClientSession() as http:
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        async with http.post(cluster.url(first) + "/session", headers=headers) as r:
+            assert r.status == 200
+            token = str((await r.json())["token"])
+    async with ProbeCall(ProbeOptions(url=cluster.url(second), token=token, timeout_s=20)):
+        for node in NODES:  # spent on the second node: refused by both
+            with pytest.raises(OfferRefused) as refused:
+                async with ProbeCall(ProbeOptions(url=cluster.url(node), token=token)):
+                    pass
+            assert refused.value.status == 401 and "already used" in refused.value.reason
 
 
 async def test_sessions_of_unknown_or_dead_nodes_get_a_clear_answer(cluster: Cluster) -> None:
