@@ -22,7 +22,10 @@ question by question so all see the same load:
   the turn after 400 ms (docs/asr.md);
 - ``llm`` (on request): ``base`` with the dialogue from a fake OpenAI-compatible server in
   this process that waits ``--first-token-ms`` before streaming the knowledge-base answer it
-  finds in its prompt, word by word.
+  finds in its prompt, word by word;
+- ``warm`` (on request): ``base`` with the product's cache defaults, preloading (greeting,
+  fallback and the top FAQ answers in both languages) and speculation on; it is measured
+  once its preload is done, as a server that has been up a while.
 
 Each server first takes one unmeasured call per language (its greeting is then cached, as
 preloading would have it). A turn is a ``miss`` when its server had not given that reply
@@ -49,6 +52,7 @@ import os
 import re
 import sys
 import tempfile
+import time
 import wave
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -176,6 +180,8 @@ def write_config(folder: Path, setup: str, llm_url: str | None) -> Path:
         }
     if setup == "quiet":
         config.update(QUIET_END)
+    if setup == "warm":
+        config["cache"] = {"dir": str(folder / "cache")}  # preload and speculation: defaults
     if setup == "tiny.en":
         from inference.asr.whisper import tiny_en_model_dir
 
@@ -276,9 +282,27 @@ async def run(args: argparse.Namespace, clips: list[Clip], out: Path) -> list[di
     try:
         with servers(args.setups, out, llm_url) as urls:
             await _warm_up(args, urls, {c.language for c in clips}, out)
+            if "warm" in urls:
+                await _preloaded(out / "warm" / "server.log", timeout_s=300.0)
             return await _ask_all(args, clips, urls, out)
     finally:
         await fake.close()
+
+
+def _log_text(log: Path) -> str:
+    return log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
+
+
+async def _preloaded(log: Path, *, timeout_s: float) -> None:
+    """Wait until the server logging to ``log`` has finished its preload."""
+    began = time.monotonic()
+    while time.monotonic() - began < timeout_s:
+        text = await asyncio.to_thread(_log_text, log)
+        if "sentences warmed" in text or "preload of avatar" in text:
+            print(f"warm: preload done {time.monotonic() - began:.0f} s after the warm-up")
+            return
+        await asyncio.sleep(1.0)
+    print(f"warm: preload not done within {timeout_s:.0f} s; measuring anyway")
 
 
 async def _warm_up(
@@ -376,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=3, help="questions per voice and band (1..6)")
     p.add_argument("--sets", help="comma-separated voices (default: every voice set)")
     p.add_argument("--bands", default="clean,tel8k", help="clean, tel8k or both")
-    p.add_argument("--setups", default="base,tiny.en", help="of base, tiny.en, quiet, llm")
+    p.add_argument("--setups", default="base,tiny.en", help="of base, tiny.en, quiet, llm, warm")
     p.add_argument("--first-token-ms", type=float, default=300.0, help="fake LLM's delay")
     p.add_argument("--timeout-s", type=float, default=40.0, help="per call")
     p.add_argument("--out", type=Path, help="folder for WAVs, configs, reports, summary")

@@ -89,7 +89,7 @@ class CacheSettings(BaseModel):
     clips: bool = True  # cache rendered clips as well as speech
     preload: bool = True  # warm greeting, fallback/apology and top FAQ answers per avatar
     preload_faq: int = Field(8, ge=0, le=1000)
-    preload_languages: tuple[Literal["en", "zh"], ...] = ("en",)
+    preload_languages: tuple[Literal["en", "zh"], ...] = ("en", "zh")
     speculate: bool = True  # prefetch the answer a confident partial transcript predicts
 
 

@@ -13,6 +13,7 @@ import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import Counter
@@ -24,7 +25,7 @@ from signaling.records.model import CallQuery, parse_time
 from signaling.records.recorder import CallRecorder, RecorderMetrics, RecorderOptions
 from signaling.records.store import NODE_TIMEOUT_S, CallStore
 from signaling.server.operators import require_operator
-from signaling.server.recordings import CallRecordings
+from signaling.server.recordings import RECORDINGS_DIR, CallRecordings
 from signaling.server.state import AppState
 
 __all__ = [
@@ -49,6 +50,8 @@ class ServerRecords:
     recorder: CallRecorder
     reader: CallStore
     retention_days: int
+    data_dir: Path
+    recordings_dir: Path | None = None  # records.media: this node's recordings
     task: asyncio.Task[None] | None = None
 
 
@@ -60,6 +63,7 @@ def install_records(app: web.Application, state: AppState) -> None:
     """Add the ``/calls`` routes and, when ``records.enabled``, a recorder of every call."""
     app.router.add_get("/calls", _list_calls)
     app.router.add_get("/calls/{call_id}", _get_call)
+    app.router.add_get("/calls/{call_id}/recording", _get_recording)
     settings = state.settings
     if settings.records.media:
         _install_recordings(app, state)
@@ -72,7 +76,10 @@ def install_records(app: web.Application, state: AppState) -> None:
     )
     reader = open_store(url, data_dir=data_dir)
     state.observers.add(recorder)
-    app[RECORDS] = ServerRecords(recorder, reader, settings.records.retention_days)
+    recordings_dir = data_dir / RECORDINGS_DIR if settings.records.media else None
+    app[RECORDS] = ServerRecords(
+        recorder, reader, settings.records.retention_days, data_dir, recordings_dir
+    )
     app.on_startup.append(_start)
     app.on_cleanup.append(_stop)
 
@@ -131,8 +138,28 @@ async def _upkeep(records: ServerRecords) -> None:
         now = time.time()
         records.recorder.close_abandoned(now - NODE_TIMEOUT_S)
         if records.retention_days > 0:
-            records.recorder.purge(now - records.retention_days * 86400.0)
+            cutoff = now - records.retention_days * 86400.0
+            records.recorder.purge(cutoff)
+            if records.recordings_dir is not None:
+                await asyncio.to_thread(purge_recordings, records.recordings_dir, cutoff)
         await asyncio.sleep(RETENTION_EVERY_S)
+
+
+def purge_recordings(folder: Path, before: float) -> int:
+    """Delete the recordings last written before ``before`` (their calls started before it,
+    so retention deletes their records too); returns how many. A file that cannot be
+    deleted is logged and left."""
+    deleted = 0
+    for path in folder.glob("*.mkv") if folder.is_dir() else ():
+        try:
+            if path.stat().st_mtime < before:
+                path.unlink()
+                deleted += 1
+        except OSError as exc:
+            log.error("retention: cannot delete the recording %s: %s", path, exc)
+    if deleted:
+        log.info("retention: %d recording(s) older than the cut-off deleted", deleted)
+    return deleted
 
 
 async def _stop(app: web.Application) -> None:
@@ -221,6 +248,33 @@ async def _get_call(request: web.Request) -> web.Response:
     if record is None:
         return _json_error(404, "no such call")
     return web.json_response(record.to_json())
+
+
+async def _get_recording(request: web.Request) -> web.StreamResponse:
+    """``GET /calls/{id}/recording``: the call's media recording (Matroska) as a download;
+    404 when the call was not recorded or its file is gone, 409 while it is recording."""
+    records = _records(request)
+    call_id = request.match_info["call_id"]
+    try:
+        record = await asyncio.to_thread(records.reader.get_call, call_id, now=time.time())
+    except Exception as exc:
+        return _unavailable(records, exc)
+    link = None if record is None else record.recording()
+    if record is None or link is None or not isinstance(link.get("file"), str):
+        return _json_error(404, "this call has no media recording")
+    if link.get("status") == "recording":
+        return _json_error(409, "the call is still being recorded")
+    folder = (records.data_dir / RECORDINGS_DIR).resolve()
+    path = (records.data_dir / link["file"]).resolve()
+    if path.parent != folder or not path.is_file():  # another node's, or deleted
+        return _json_error(404, "the recording file is not on this node (deleted or elsewhere)")
+    return web.FileResponse(
+        path,
+        headers={
+            "Content-Type": "video/x-matroska",
+            "Content-Disposition": f'attachment; filename="{path.name}"',
+        },
+    )
 
 
 def _unavailable(records: ServerRecords, exc: Exception) -> web.Response:

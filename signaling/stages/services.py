@@ -92,7 +92,7 @@ class CachePlan:
     clips: bool = True
     preload: bool = True
     preload_faq: int = 8
-    preload_languages: tuple[str, ...] = ("en",)
+    preload_languages: tuple[str, ...] = ("en", "zh")
     speculate: bool = True
 
 

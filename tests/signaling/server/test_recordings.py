@@ -5,9 +5,11 @@ counted and recorded, and the call goes on."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 
+import aiohttp
 import av
 from aiohttp.test_utils import TestServer
 
@@ -15,13 +17,20 @@ from signaling.client.loadgen import ProbeCall, ProbeOptions
 from signaling.config import Settings
 from signaling.records import open_store
 from signaling.server.app import STATE, create_app, drain
-from signaling.server.calls import RECORDINGS, is_recorded
+from signaling.server.calls import RECORDINGS, flush_records, is_recorded, purge_recordings
 from signaling.stages.services import Services
+
+OPERATOR_KEY = "operator-key-for-recordings-0123"
 
 
 def _settings(settings: Settings, data_dir: Path, *, media: bool = True) -> Settings:
     return settings.model_validate(
-        {**settings.model_dump(), "data_dir": data_dir, "records": {"media": media}}
+        {
+            **settings.model_dump(),
+            "data_dir": data_dir,
+            "records": {"media": media},
+            "access": {**settings.access.model_dump(), "operator_keys": [OPERATOR_KEY]},
+        }
     )
 
 
@@ -42,10 +51,24 @@ async def test_a_recorded_call_is_told_written_and_linked(
             if not app[RECORDINGS].active:
                 break
             await asyncio.sleep(0.05)
+        await flush_records(app)
+        # operators download it; nobody else does
+        async with aiohttp.ClientSession() as http:
+            download = f"{url}/calls/{call_id}/recording"
+            async with http.get(download) as r:
+                assert r.status == 401
+            headers = {"Authorization": f"Bearer {OPERATOR_KEY}"}
+            async with http.get(download, headers=headers) as r:
+                assert r.status == 200 and r.content_type == "video/x-matroska"
+                assert f"{call_id}.mkv" in r.headers["Content-Disposition"]
+                downloaded = await r.read()
+            async with http.get(f"{url}/calls/nosuch/recording", headers=headers) as r:
+                assert r.status == 404
         await drain(app, timeout_s=0)
     finally:
         await server.close()
     path = tmp_path / "recordings" / f"{call_id}.mkv"
+    assert downloaded == path.read_bytes()
     summary = app[RECORDINGS].finished[call_id]
     assert summary.failure is None and summary.seconds > 1.0 and summary.video_frames > 25
     with av.open(str(path)) as container:
@@ -84,3 +107,17 @@ async def test_an_unwritable_recordings_folder_leaves_the_call_unrecorded(
     assert record is not None
     link = record.to_json()["recording"]
     assert link["status"] == "failed" and "recordings" in link["error"]
+
+
+def test_retention_deletes_recordings_older_than_the_cut_off(tmp_path: Path) -> None:
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    old, new, other = folder / "old.mkv", folder / "new.mkv", folder / "notes.txt"
+    for path in (old, new, other):
+        path.write_bytes(b"x")
+    now = time.time()
+    os.utime(old, (now - 40 * 86400, now - 40 * 86400))
+    os.utime(other, (now - 40 * 86400, now - 40 * 86400))
+    assert purge_recordings(folder, now - 30 * 86400) == 1
+    assert not old.exists() and new.exists() and other.exists()  # only recordings, only old
+    assert purge_recordings(tmp_path / "none", now) == 0  # no folder: nothing to do
