@@ -119,6 +119,17 @@ async def _renderers(factory: ClusterRendererFactory, n: int) -> list[ClusterRen
     raise AssertionError(f"{n} calls did not start rendering: {[r.stats for r in found]}")
 
 
+async def _room(factory: ClusterRendererFactory) -> None:
+    """Wait until the cluster admits a call (the calls of an earlier test have left the
+    replicas' budgets: their reports reach the ledger and the media node within seconds)."""
+    for _ in range(600):
+        refusal = await asyncio.to_thread(factory.admit)
+        if refusal is None:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the cluster never had room again: {refusal}")
+
+
 def _describe(factory: ClusterRendererFactory, renderer: ClusterRenderer) -> dict[str, Any]:
     """The replica holding the call (the router learns where a call is within moments)."""
     handle = factory.cluster.replicas.options(multiplexed_model_id=renderer.key)
@@ -169,6 +180,7 @@ async def test_killing_a_replica_moves_its_call_and_spares_the_other(
     media_node: tuple[str, ClusterRendererFactory],
 ) -> None:
     url, factory = media_node
+    await _room(factory)
     bots = [_bot(url), _bot(url)]
     a, b = await _renderers(factory, 2)
     victim = await asyncio.to_thread(_describe, factory, a)
