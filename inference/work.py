@@ -8,10 +8,12 @@ uses the lane of the running task, or the event loop's default executor outside 
 A lane runs at most ``per_lane`` jobs at a time (two: a reply's next sentence is synthesised
 while the current one is rendered). Each lane has a budget of worker time: it earns ``share``
 worker-seconds per second up to ``burst_s`` and spends what its jobs take. A free worker takes
-the oldest job of the lane with the most budget left. A lane that has spent all of it waits
-until it has earned some back, even while workers are free; a lane low on budget (under
+the oldest job of the lane with the most budget left. A lane low on budget (under
 ``background_below_s``) runs on background workers at a lower OS priority (nice, on Linux),
-which get only the CPU that calls within their share and the media leave; the last free worker
+which get only the CPU that calls within their share and the media leave; a lane that has
+spent all of it runs there too, after every lane with budget left (``debt_waits``: it waits
+instead until it has earned some back, even while workers are free), so a call alone on an
+idle server is never held up by its own earlier work; the last free worker
 (``reserve``) takes only a lane with half its burst or more left, so a quiet call's reply
 starts at once beside busy calls' long jobs. So a call that keeps the server busy (a flood of
 superseded replies) gets its share, at the back. A job whose
@@ -65,7 +67,8 @@ class FairExecutorOptions:
     ``share``: worker-seconds a lane earns per second; ``burst_s``: the most it can save up;
     lanes with less than ``background_below_s`` left run on ``background_workers`` threads at
     nice ``background_nice``; the last ``reserve`` free workers take only lanes with half
-    their burst or more left (a quiet call's reply starts at once beside busy ones)."""
+    their burst or more left (a quiet call's reply starts at once beside busy ones); with
+    ``debt_waits`` a lane in debt waits to earn budget back instead of running at the back."""
 
     workers: int = field(default_factory=_default_workers)
     per_lane: int = 2
@@ -75,6 +78,7 @@ class FairExecutorOptions:
     background_below_s: float = 1.0
     background_nice: int = 10
     reserve: int = 1
+    debt_waits: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.workers <= 256:
@@ -229,12 +233,17 @@ class FairExecutor:
         seconds until a lane in debt has budget again, None if none waits), under the lock."""
         now, opts = self._clock(), self.options
         best: tuple[float, str] | None = None
+        debtor: tuple[float, str] | None = None  # the lane in debt that runs at the back
         wait_s: float | None = None
         for name, state in self._lanes.items():
             if not state.jobs or state.running >= opts.per_lane:
                 continue
             budget = state.budget_at(now, opts)
             if budget <= 0:
+                if background and not opts.debt_waits:
+                    if debtor is None or budget > debtor[0]:
+                        debtor = (budget, name)
+                    continue
                 due = -budget / opts.share + 1e-3
                 wait_s = due if wait_s is None else min(wait_s, due)
             elif (budget < opts.background_below_s) != background:
@@ -243,6 +252,7 @@ class FairExecutor:
                 continue  # the last free workers wait for a lane within its share
             elif best is None or budget > best[0]:
                 best = (budget, name)
+        best = best or debtor
         if best is None:
             return None, wait_s
         return (best[1], self._lanes[best[1]].jobs.popleft()), wait_s

@@ -109,7 +109,7 @@ async def test_by_default_a_lane_synthesises_and_renders_at_once() -> None:
 
 async def test_a_lane_over_its_budget_waits_and_leaves_workers_to_others() -> None:
     options = FairExecutorOptions(
-        workers=2, per_lane=1, share=0.5, burst_s=0.05, background_below_s=0.0
+        workers=2, per_lane=1, share=0.5, burst_s=0.05, background_below_s=0.0, debt_waits=True
     )
     executor = FairExecutor(options)
     rec = Recorder()
@@ -122,6 +122,48 @@ async def test_a_lane_over_its_budget_waits_and_leaves_workers_to_others() -> No
     # g1 waited for the debt to be earned back (0.05 s at 0.5/s = 0.1 s), p0 did not
     assert rec.at("start", "g1") - rec.at("end", "g0") >= 0.08
     assert rec.at("start", "p0") < rec.at("start", "g1")
+    executor.shutdown()
+
+
+async def test_a_lane_in_debt_runs_at_the_back_not_never() -> None:
+    # one worker of each kind, so the order in which the background one serves lanes shows
+    options = FairExecutorOptions(
+        workers=1,
+        background_workers=1,
+        per_lane=1,
+        share=0.02,
+        burst_s=0.2,
+        background_below_s=0.15,
+    )
+    executor = FairExecutor(options)
+    rec, gate = Recorder(), threading.Event()
+    alone, debtor, low = executor.lane("alone"), executor.lane("debtor"), executor.lane("low")
+    for lane, spend in ((alone, 0.3), (debtor, 0.3), (low, 0.1)):
+        await lane.run(rec.job(f"spend-{lane.name}", spend))
+    assert executor.budget("alone") < 0 and executor.budget("debtor") < 0
+    assert 0 < executor.budget("low") < 0.15  # within budget, but low: background
+
+    def where() -> tuple[str, int]:
+        return threading.current_thread().name, os.getpriority(
+            os.PRIO_PROCESS, threading.get_native_id()
+        )
+
+    # in debt (5 s to earn it back) on an idle executor: it runs at once, at the back
+    began = time.monotonic()
+    name, nice = await alone.run(where)
+    assert time.monotonic() - began < 2.0 and name.startswith("lane-background"), name
+    if sys.platform.startswith("linux"):
+        assert nice >= 10
+    # while the background worker is busy, a lane in debt and one within budget queue up:
+    # the one within budget goes first
+    blocker = asyncio.ensure_future(alone.run(rec.job("blocker", gate=gate)))
+    await asyncio.sleep(0.05)
+    last = asyncio.ensure_future(debtor.run(rec.job("debtor")))
+    first = asyncio.ensure_future(low.run(rec.job("low")))
+    await asyncio.sleep(0.05)
+    gate.set()
+    await asyncio.gather(blocker, last, first)
+    assert rec.at("start", "low") < rec.at("start", "debtor")
     executor.shutdown()
 
 
