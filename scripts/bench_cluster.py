@@ -33,7 +33,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -100,25 +100,21 @@ class Trial:
         )
 
 
-class Path_:
+class Path_(Protocol):
     """One way of rendering: makes per-call renderers and reads the scheduler's counters."""
 
-    name = ""
+    name: str
 
-    def make(self, session: str) -> Renderer:
-        raise NotImplementedError
+    def make(self, session: str) -> Renderer: ...
 
-    def release(self, session: str) -> None:
-        raise NotImplementedError
+    def release(self, session: str) -> None: ...
 
-    def counters(self) -> dict[str, float]:
-        raise NotImplementedError
+    def counters(self) -> dict[str, float]: ...
 
-    def close(self) -> None:
-        raise NotImplementedError
+    def close(self) -> None: ...
 
 
-class InProcess(Path_):
+class InProcess:
     name = "in-process scheduler"
 
     def __init__(self, args: argparse.Namespace, avatar: PreparedAvatar) -> None:
@@ -164,7 +160,7 @@ class InProcess(Path_):
             torch.cuda.empty_cache()
 
 
-class Cluster(Path_):
+class Cluster:
     name = "Ray Serve cluster"
 
     def __init__(self, args: argparse.Namespace, avatar: PreparedAvatar) -> None:
