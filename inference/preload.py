@@ -8,7 +8,9 @@
   one sentence at a time, pausing while the machine is busy.
 - :class:`SpeculativePrefetcher` (one per call) transcribes the caller's speech so far every
   ``interval_s`` while they speak, and when a partial transcript confidently predicts an FAQ
-  answer, warms that answer; the final transcript confirms it or cancels the work.
+  answer, warms that answer; the final transcript confirms it or cancels the work. Given a
+  background lane, its work runs there, apart from the call's own: a guess never holds up
+  the reply it guessed at, nor spends the call's share of the workers.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from inference.dialogue.sentences import split_sentences
 from inference.render.base import Renderer, render_input
 from inference.tts.base import Tts
 from inference.types import SPEECH_RATE, ReplySentence, Transcript, Utterance
+from inference.work import WorkLane
 
 __all__ = [
     "PrefetchOptions",
@@ -193,7 +196,9 @@ class PrefetchStats:
 
 
 class SpeculativePrefetcher:
-    """One call's speculation: :meth:`observe` every mic frame, :meth:`final` per transcript."""
+    """One call's speculation: :meth:`observe` every mic frame, :meth:`final` per transcript.
+    With a ``lane`` (a background one, see :mod:`inference.work`) the speculation runs its
+    blocking work there; :meth:`close` closes it."""
 
     def __init__(
         self,
@@ -204,7 +209,9 @@ class SpeculativePrefetcher:
         language: str = "en",
         options: PrefetchOptions | None = None,
         busy: Callable[[], bool] = machine_busy,
+        lane: WorkLane | None = None,
     ) -> None:
+        self._lane = lane
         self._asr = asr
         self._predict = predict
         self._warm = warm_reply
@@ -241,7 +248,10 @@ class SpeculativePrefetcher:
             return
         tail = speech[-int(opts.max_audio_s * SPEECH_RATE) :].copy()
         self.stats.started += 1
-        self._task = asyncio.ensure_future(self._speculate(tail, now))
+        coro = self._speculate(tail, now)
+        self._task = (
+            asyncio.ensure_future(coro) if self._lane is None else self._lane.create_task(coro)
+        )
 
     async def _speculate(self, speech: np.ndarray, now: float) -> None:
         start = now - len(speech) / SPEECH_RATE
@@ -289,6 +299,8 @@ class SpeculativePrefetcher:
 
     async def close(self) -> None:
         await self._drop()
+        if self._lane is not None:
+            self._lane.close()
 
 
 class SpeculatingDialogue:

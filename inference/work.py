@@ -16,7 +16,10 @@ instead until it has earned some back, even while workers are free), so a call a
 idle server is never held up by its own earlier work; the last free worker
 (``reserve``) takes only a lane with half its burst or more left, so a quiet call's reply
 starts at once beside busy calls' long jobs. So a call that keeps the server busy (a flood of
-superseded replies) gets its share, at the back. A job whose
+superseded replies) gets its share, at the back. A *background* lane (``lane(name,
+background=True)``: work a call may want but never waits for, such as speculation) runs only
+on the background workers, whatever its budget, so it never holds a worker or a slot that a
+call's own replies need. A job whose
 awaiting task is cancelled before it begins (a superseded reply) is dropped at once, never
 run; closing a lane drops its queue.
 """
@@ -114,6 +117,7 @@ class _LaneState:
     jobs: deque[_Job] = field(default_factory=deque)
     running: int = 0
     closed: bool = False
+    background: bool = False  # runs only on background workers
 
     def budget_at(self, now: float, options: FairExecutorOptions) -> float:
         return min(options.burst_s, self.budget + (now - self.stamp) * options.share)
@@ -136,14 +140,17 @@ class FairExecutor:
         self._shutdown = False
         self._busy = {False: 0, True: 0}  # running jobs by kind of worker (background?)
 
-    def lane(self, name: str) -> WorkLane:
-        """A new lane with a full budget (ValueError while one of that name is open)."""
+    def lane(self, name: str, *, background: bool = False) -> WorkLane:
+        """A new lane with a full budget (ValueError while one of that name is open); a
+        ``background`` lane runs only on the niced background workers."""
         with self._cond:
             if self._shutdown:
                 raise LaneClosed("the executor is shut down")
             if name in self._lanes:
                 raise ValueError(f"lane {name!r} is open already")
-            self._lanes[name] = _LaneState(budget=self.options.burst_s, stamp=self._clock())
+            self._lanes[name] = _LaneState(
+                budget=self.options.burst_s, stamp=self._clock(), background=background
+            )
         return WorkLane(self, name)
 
     def submit(self, lane: str, fn: Callable[[], T]) -> Future[T]:
@@ -239,6 +246,8 @@ class FairExecutor:
             if not state.jobs or state.running >= opts.per_lane:
                 continue
             budget = state.budget_at(now, opts)
+            if state.background and not background:
+                continue  # never on a call's workers
             if budget <= 0:
                 if background and not opts.debt_waits:
                     if debtor is None or budget > debtor[0]:
@@ -246,7 +255,7 @@ class FairExecutor:
                     continue
                 due = -budget / opts.share + 1e-3
                 wait_s = due if wait_s is None else min(wait_s, due)
-            elif (budget < opts.background_below_s) != background:
+            elif (state.background or budget < opts.background_below_s) != background:
                 continue  # the other kind of worker runs it
             elif not background and budget < opts.burst_s / 2 and self._reserved():
                 continue  # the last free workers wait for a lane within its share

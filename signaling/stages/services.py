@@ -197,9 +197,10 @@ class Services:
             self.renderers.release(session)
 
     def prefetcher_for_call(
-        self, renderer: Renderer, language: str = "en"
+        self, renderer: Renderer, call_id: str, language: str = "en"
     ) -> SpeculativePrefetcher | None:
-        """A call's speculative prefetcher (FAQ dialogue with a cache only, else None).
+        """A call's speculative prefetcher (FAQ dialogue with a cache only, else None), on a
+        background lane of its own (closed with it).
 
         The session feeds it ``observe(segmenter.current_speech(), now)`` for every mic
         frame and awaits ``final(transcript)`` before the reply turn.
@@ -222,6 +223,7 @@ class Services:
             predict=faq_predictor(self.dialogue, opts),
             warm_reply=warm_reply,
             language=language,
+            lane=self.work.lane(f"{call_id}/speculation", background=True),
         )
 
     def cache_stats(self) -> dict[str, object]:

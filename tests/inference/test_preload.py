@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -25,6 +26,14 @@ from inference.preload import (
 from inference.render.cached import CachedRenderer, CachedRendererOptions
 from inference.tts import CachedTts, CachedTtsOptions, FakeTts, FakeTtsOptions
 from inference.types import ReplySentence, Transcript
+from inference.work import (
+    FairExecutor,
+    FairExecutorOptions,
+    LaneClosed,
+    WorkLane,
+    current_lane,
+    run_blocking,
+)
 from signaling.call.turn import TurnRequest, TurnRunner
 
 
@@ -159,6 +168,32 @@ async def test_speculation_dropped_when_the_final_differs(faq: FaqDialogue) -> N
     await asyncio.wait_for(started.wait(), 2.0)
     assert not await spec.final(Transcript(text=other))
     assert cancelled.is_set() and spec.stats.dropped == 1
+
+
+async def test_speculation_works_on_its_own_lane_and_leaves_the_calls(faq: FaqDialogue) -> None:
+    executor = FairExecutor(FairExecutorOptions(workers=2))
+    call = executor.lane("c1")
+    seen: list[WorkLane | None] = []
+
+    async def warm_reply(sentences: list[ReplySentence]) -> None:
+        seen.append(current_lane())
+        await run_blocking(time.sleep, 0.3)  # a guess's synthesis: all on the guess's lane
+
+    spec = SpeculativePrefetcher(
+        asr=ScriptedAsr(ScriptedAsrOptions(transcripts=(faq.entries[0].questions["en"][0],))),
+        predict=faq_predictor(faq, FaqDialogueOptions(), confidence=1.0),
+        warm_reply=warm_reply,
+        busy=lambda: False,
+        lane=executor.lane("c1/speculation", background=True),
+    )
+    spec.observe(_speech(1.0), 1.0)
+    await asyncio.sleep(0.1)
+    assert [lane.name for lane in seen if lane is not None] == ["c1/speculation"]
+    assert call.pending() == (0, 0) and call.budget() == executor.options.burst_s
+    await spec.close()  # drops the guess and closes its lane
+    with pytest.raises(LaneClosed):
+        executor.submit("c1/speculation", lambda: None)
+    executor.shutdown()
 
 
 async def test_speculation_skips_when_busy(faq: FaqDialogue) -> None:

@@ -273,3 +273,27 @@ async def test_the_last_free_worker_waits_for_a_lane_within_its_share() -> None:
     await asyncio.gather(first, second)
     assert sorted(started) == ["busy-1", "busy-2"]
     executor.shutdown()
+
+
+async def test_a_background_lane_never_takes_a_calls_worker() -> None:
+    executor = FairExecutor(FairExecutorOptions(workers=2, background_workers=1))
+    rec, gate = Recorder(), threading.Event()
+    guess, call = executor.lane("c/speculation", background=True), executor.lane("c")
+    threads: list[str] = []
+
+    def where() -> None:
+        threads.append(threading.current_thread().name)
+        rec.job("guess", gate=gate)()
+
+    guesses = [asyncio.ensure_future(guess.run(where)) for _ in range(3)]
+    await asyncio.sleep(0.05)
+    # full budget, two idle call workers: still one guess at a time, on the background one
+    assert guess.pending() == (2, 1)
+    assert threads == ["lane-background-0"]
+    began = time.monotonic()
+    await call.run(rec.job("reply"))  # at once, beside the stuck guess
+    assert time.monotonic() - began < 1.0 and guess.pending() == (2, 1)
+    gate.set()
+    await asyncio.gather(*guesses)
+    assert set(threads) == {"lane-background-0"}
+    executor.shutdown()

@@ -45,7 +45,7 @@ async def test_services_wire_llm_cache_and_preload(tmp_path: Path, avatars_root:
         assert isinstance(renderer, CachedRenderer)
         x0, y0, x1, y1 = services.avatar(settings.render.avatar).mouth_box()
         assert 0.0 <= x0 < x1 <= 1.0 and 0.0 <= y0 < y1 <= 1.0  # where the hello says
-        assert services.prefetcher_for_call(renderer) is None  # speculation is FAQ-only
+        assert services.prefetcher_for_call(renderer, "c1") is None  # speculation is FAQ-only
     finally:
         await services.aclose()
     assert any((tmp_path / "cache").glob("*/*.bin"))  # written to disk: survives a restart
