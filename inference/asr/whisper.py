@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -60,6 +61,10 @@ _LATIN_WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?")
 _ANNOTATION = re.compile(r"\[[^\]]*\]|\([^)]*\)|【[^】]*】|（[^）]*）|[♪♫]")  # "[Music]"
 
 
+def _default_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WhisperAsrOptions:
     """Options of :class:`WhisperAsr`.
@@ -75,6 +80,9 @@ class WhisperAsrOptions:
     ``initial_prompt``: optional text that biases the vocabulary (product names, etc.).
     ``cpu_threads``: threads of one transcription; 1 keeps a call's recognition on one core
     (its fair share; see :mod:`inference.work`), 0 is CTranslate2's default.
+    ``num_workers``: transcriptions that run at once (CTranslate2 queues the rest, whichever
+    call they are for): one per core by default, up to four, so one call's recognition (a
+    noisy line, a speculative partial) does not hold up another's.
     """
 
     model_dir: Path | None = None
@@ -90,7 +98,7 @@ class WhisperAsrOptions:
     min_window_s: float = 5.0
     max_short_s: float = 25.0
     cpu_threads: int = 1
-    num_workers: int = 1
+    num_workers: int = field(default_factory=_default_workers)
     initial_prompt: str | None = None
 
     def __post_init__(self) -> None:
@@ -335,6 +343,7 @@ class WhisperAsrSettings(BackendSettings):
     languages: tuple[str, ...] = ("en", "zh")
     short_window: bool = True
     cpu_threads: int = Field(1, ge=0, le=64)  # of one transcription; 0: CTranslate2's default
+    workers: int = Field(0, ge=0, le=16)  # transcriptions at once; 0: one per core, up to 4
 
     def options(self) -> WhisperAsrOptions:
         return WhisperAsrOptions(
@@ -344,6 +353,7 @@ class WhisperAsrSettings(BackendSettings):
             languages=self.languages,
             short_window=self.short_window,
             cpu_threads=self.cpu_threads,
+            num_workers=self.workers or _default_workers(),
         )
 
 
