@@ -31,6 +31,11 @@ _FINAL_PARTICLES = frozenset("吗呢吧啊呀了")  # a Mandarin sentence that e
 _DANGLING = frozenset(
     "a an and are because but for i if is my of or so the to um uh with your".split()
 )
+# a Mandarin question that ends on its question word is done, marked or not ("发货要多久")
+_QUESTION_ENDINGS_ZH = (
+    "多久", "几点", "几天", "几号", "多少", "多少钱", "多长时间", "什么", "什么时候",
+    "怎么办", "怎么样", "怎么弄", "哪里", "哪儿", "在哪", "为什么", "是不是", "有没有",
+)  # fmt: skip
 _DANGLING_ZH = ("的", "和", "跟", "还有", "但是", "然后", "因为", "所以", "如果", "就是", "那个")
 
 
@@ -54,8 +59,9 @@ class EarlyAsrOptions:
 
 def reads_finished(text: str) -> bool:
     """Whether a transcript reads as a finished sentence: it ends on a full stop, question or
-    exclamation mark (not an ellipsis) or a Mandarin final particle, and not on a word that
-    needs more ("and", "the", "my", "的", "因为")."""
+    exclamation mark (not an ellipsis), a Mandarin final particle or question word ("多久",
+    "什么时候": Whisper often leaves Mandarin unpunctuated), and not on a word that needs
+    more ("and", "the", "my", "的", "因为")."""
     text = text.strip()
     if not text or text.endswith(("...", "…")):
         return False
@@ -65,7 +71,11 @@ def reads_finished(text: str) -> bool:
     words = body.lower().split()
     if words and words[-1].strip(",;:") in _DANGLING:
         return False
-    return text[-1] in _FINAL_MARKS or body[-1] in _FINAL_PARTICLES
+    return (
+        text[-1] in _FINAL_MARKS
+        or body[-1] in _FINAL_PARTICLES
+        or body.endswith(_QUESTION_ENDINGS_ZH)
+    )
 
 
 class EarlyAsr:

@@ -116,6 +116,10 @@ async def test_failed_early_transcript_falls_back_to_asr() -> None:
         ("Well...", False),
         ("我想查一下因为", False),
         ("我想查一下", False),  # no mark, no final particle: maybe more to come
+        ("发货要多久", True),  # unpunctuated, but it ends on its question word
+        ("你们的营业时间是什么时候", True),
+        ("这个多少钱", True),
+        ("我该怎么", False),
         ("", False),
     ],
 )
