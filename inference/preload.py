@@ -78,8 +78,11 @@ async def _collect(stream: AsyncIterator[ReplySentence]) -> list[ReplySentence]:
 async def preload_lines(
     dialogue: Dialogue, *, languages: Sequence[str] = ("en",), faq_answers: int = 8
 ) -> list[ReplySentence]:
-    """The sentences worth having ready: greeting, fallback, apology and top FAQ answers."""
+    """The sentences worth having ready, most useful first: greeting, fallback and apology,
+    the first sentence of each of the first ``faq_answers`` FAQ answers (what a caller hears
+    while the rest is made), then those answers' other sentences."""
     out: list[ReplySentence] = []
+    later: list[ReplySentence] = []
     for lang in languages:
         out.append(dialogue.greeting(lang))
         if isinstance(dialogue, OpenAiChatDialogue):
@@ -88,12 +91,16 @@ async def preload_lines(
                 out += [ReplySentence(s, lang, i) for i, s in enumerate(split_sentences(line))]
         if isinstance(dialogue, FaqDialogue):
             out += await _collect(dialogue.reply(Transcript(text="", language=lang)))
-            for entry in dialogue.entries[:faq_answers]:
+    if isinstance(dialogue, FaqDialogue):
+        for entry in dialogue.entries[:faq_answers]:
+            for lang in languages:
                 question = Transcript(text=entry.questions[lang][0], language=lang)
-                out += await _collect(dialogue.reply(question))
+                sentences = await _collect(dialogue.reply(question))
+                out += sentences[:1]
+                later += sentences[1:]
     seen: set[tuple[str, str]] = set()
     unique = []
-    for s in out:
+    for s in [*out, *later]:
         if (s.text, s.language) not in seen:
             seen.add((s.text, s.language))
             unique.append(s)
@@ -104,8 +111,8 @@ async def preload_lines(
 class PreloadOptions:
     """At most ``max_sentences``, within ``max_seconds``; waits while ``busy()`` says so."""
 
-    max_sentences: int = 64
-    max_seconds: float = 300.0
+    max_sentences: int = 256
+    max_seconds: float = 600.0
     busy_wait_s: float = 1.0
 
     def __post_init__(self) -> None:

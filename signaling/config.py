@@ -87,8 +87,8 @@ class CacheSettings(BaseModel):
     l1_bytes: int = Field(256 * 1024 * 1024, ge=0)
     l2_bytes: int = Field(2 * 1024 * 1024 * 1024, ge=0)
     clips: bool = True  # cache rendered clips as well as speech
-    preload: bool = True  # warm greeting, fallback/apology and top FAQ answers per avatar
-    preload_faq: int = Field(8, ge=0, le=1000)
+    preload: bool = True  # warm greeting, fallback/apology and FAQ answers per avatar
+    preload_faq: int = Field(1000, ge=0, le=1000)  # answers: first sentences, then the rest
     preload_languages: tuple[Literal["en", "zh"], ...] = ("en", "zh")
     speculate: bool = True  # prefetch the answer a confident partial transcript predicts
 

@@ -91,7 +91,7 @@ class CachePlan:
 
     clips: bool = True
     preload: bool = True
-    preload_faq: int = 8
+    preload_faq: int = 1000
     preload_languages: tuple[str, ...] = ("en", "zh")
     speculate: bool = True
 

@@ -61,6 +61,20 @@ async def test_preload_lines_cover_greeting_fallback_and_top_answers(faq: FaqDia
     assert len(texts) == len(lines)  # no duplicates
 
 
+async def test_preload_lines_put_every_answers_first_sentence_first(faq: FaqDialogue) -> None:
+    lines = await preload_lines(faq, languages=("en", "zh"), faq_answers=len(faq.entries))
+    texts = [s.text for s in lines]
+    lead = [s.text for s in await preload_lines(faq, languages=("en", "zh"), faq_answers=0)]
+    fixed = len(lead)
+    assert texts[:fixed] == lead  # greeting and fallback lines first
+    firsts = [i for i, s in enumerate(lines) if i >= fixed and s.index == 0]
+    rest = [i for i, s in enumerate(lines) if i >= fixed and s.index > 0]
+    assert rest and max(firsts) < min(rest)  # a caller's first words before anything else
+    for entry in faq.entries:
+        for lang in ("en", "zh"):
+            assert any(entry.answer(lang).startswith(t) for t in texts)
+
+
 async def test_turn_after_preload_is_all_cache_hits(faq: FaqDialogue) -> None:
     cache = TieredCache(CacheOptions())
     inner_tts, tts, inner_r, renderer = _stack(cache)
