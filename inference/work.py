@@ -46,12 +46,20 @@ __all__ = [
     "LaneClosed",
     "WorkLane",
     "current_lane",
+    "on_background_worker",
     "run_blocking",
 ]
 
 T = TypeVar("T")
 
 _LANE: contextvars.ContextVar[WorkLane | None] = contextvars.ContextVar("work_lane", default=None)
+
+
+class _WorkerKind(threading.local):
+    background = False  # the calling thread is a background (niced) worker
+
+
+_WORKER = _WorkerKind()
 
 
 class LaneClosed(RuntimeError):
@@ -281,6 +289,7 @@ class FairExecutor:
         return None
 
     def _work(self, background: bool) -> None:
+        _WORKER.background = background
         if background:
             _lower_priority(self.options.background_nice)
         while True:
@@ -353,6 +362,13 @@ class WorkLane:
     def close(self) -> None:
         """Drop the queued jobs; later work is refused with :class:`LaneClosed`."""
         self.executor.close_lane(self.name)
+
+
+def on_background_worker() -> bool:
+    """Whether the calling thread is a background worker: its job is a background lane's or
+    one of a lane low on budget. Work that leaves the thread (a model's own worker pool)
+    can hold back on it, as the thread's lower priority does not follow."""
+    return _WORKER.background
 
 
 def current_lane() -> WorkLane | None:

@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ from inference.asr.whisper_decode import (
 from inference.dialogue.text import cjk_count, contains_cjk
 from inference.registry import Backend, BackendSettings
 from inference.types import Transcript, Utterance
-from inference.work import run_blocking
+from inference.work import on_background_worker, run_blocking
 
 __all__ = [
     "BACKEND",
@@ -189,6 +190,9 @@ class WhisperAsr:
 
     Load once per process with :meth:`load` and share the instance: it holds no per-call
     state, and CTranslate2 serialises concurrent requests over ``num_workers`` workers.
+    Background work (:func:`~inference.work.on_background_worker`: speculation, a call over
+    its share) takes at most ``num_workers - 1`` of them at once, so a call within its share
+    finds one free: CTranslate2's threads do not take the niced worker's priority.
     """
 
     def __init__(
@@ -202,6 +206,7 @@ class WhisperAsr:
         self._options = options
         self._simplify = simplify or _simplifier()
         self._multilingual = bool(getattr(getattr(model, "model", None), "is_multilingual", True))
+        self._background_slots = threading.BoundedSemaphore(max(1, options.num_workers - 1))
 
     @classmethod
     def load(cls, options: WhisperAsrOptions | None = None) -> WhisperAsr:
@@ -233,6 +238,12 @@ class WhisperAsr:
         return Transcript(text="", language=language, confidence=0.0)
 
     def _recognise(self, audio: np.ndarray, expected: str | None) -> Transcript:
+        if on_background_worker():
+            with self._background_slots:
+                return self._decode(audio, expected)
+        return self._decode(audio, expected)
+
+    def _decode(self, audio: np.ndarray, expected: str | None) -> Transcript:
         opts = self._options
         short = opts.short_window and audio.size <= opts.max_short_s * _SAMPLE_RATE
         decoded = self._short(audio, expected) if short else self._long(audio, expected)

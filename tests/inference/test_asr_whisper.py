@@ -4,6 +4,7 @@ did not make (espeak-ng, flite, festival; Kokoro with voices the product does no
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,6 +17,7 @@ from inference.asr import AsrModelError, WhisperAsr, WhisperAsrOptions
 from inference.asr.whisper import check_whisper_model_dir, tiny_en_model_dir
 from inference.dialogue import FaqDialogue
 from inference.types import Transcript, Utterance
+from inference.work import FairExecutor, FairExecutorOptions, on_background_worker
 from tests.harness.voices import (
     Voice,
     VoiceUnavailable,
@@ -285,3 +287,42 @@ def test_incomplete_model_folder_names_missing_files(tmp_path: Path) -> None:
     (tmp_path / "vocabulary.txt").write_text("")
     with pytest.raises(AsrModelError, match=r"missing model\.bin, tokenizer\.json"):
         WhisperAsr.load(WhisperAsrOptions(model_dir=tmp_path))
+
+
+class _SlowStub(_StubModel):
+    """Counts the transcriptions running at once, by kind of worker."""
+
+    def __init__(self) -> None:
+        super().__init__("Hello.", "en")
+        self.lock = threading.Lock()
+        self.running = {True: 0, False: 0}
+        self.most = {True: 0, False: 0}
+        self.foreground_beside_background = False
+
+    def transcribe(self, audio: np.ndarray, **kwargs: Any) -> tuple[Any, Any]:
+        kind = on_background_worker()
+        with self.lock:
+            self.running[kind] += 1
+            self.most[kind] = max(self.most[kind], self.running[kind])
+            if not kind and self.running[True]:
+                self.foreground_beside_background = True
+        time.sleep(0.15)
+        with self.lock:
+            self.running[kind] -= 1
+        return super().transcribe(audio, **kwargs)
+
+
+async def test_background_work_leaves_a_transcription_worker_free() -> None:
+    model = _SlowStub()
+    asr = WhisperAsr(model, WhisperAsrOptions(short_window=False, num_workers=2))
+    executor = FairExecutor(FairExecutorOptions(workers=2, background_workers=3))
+    guesses, call = executor.lane("c/speculation", background=True), executor.lane("c")
+    utt = _utt(np.ones(16000, np.int16), "en")
+    background = [guesses.create_task(asr.transcribe(utt)) for _ in range(3)]
+    await asyncio.sleep(0.05)
+    heard = await call.create_task(asr.transcribe(utt))
+    await asyncio.gather(*background)
+    assert heard.text == "Hello."
+    assert model.most[True] == 1  # num_workers - 1 at most, though three workers were free
+    assert model.foreground_beside_background  # the call did not queue behind them
+    executor.shutdown()
