@@ -88,6 +88,8 @@ def test_a_built_wheel_carries_the_pages_and_finds_them(tmp_path: Path) -> None:
     }
     assert _pages() <= shipped and "index.html" in shipped
     assert "signaling/server/app.py" in names and "inference/render/musetalk/__init__.py" in names
+    # the Mandarin voice styles and their licence notice ship with the code that loads them
+    assert {"inference/tts/voices/kokoro_zh_v1_0.npz", "inference/tts/voices/NOTICE"} <= names
 
     # The installed copy (first on the path, ahead of the editable checkout) finds its pages.
     probe = "import signaling.server.app as a; print(a.__file__); print(a.static_dir())"

