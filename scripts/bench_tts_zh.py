@@ -49,7 +49,13 @@ from inference.tts import (  # noqa: E402
 )
 from inference.types import Utterance  # noqa: E402
 
-DEFAULT_ENGINES = ("kokoro:jm_kumo", "kokoro:jf_alpha", "espeak:cmn", "espeak:cmn-latn-pinyin")
+DEFAULT_ENGINES = (
+    "kokoro:zm_yunxi",
+    "kokoro:zf_xiaoyi",
+    "kokoro:jm_kumo",
+    "espeak:cmn",
+    "espeak:cmn-latn-pinyin",
+)
 _ASR_RATE = 16000
 _PINYIN_MARKS = {"，": ",", "。": ".", "？": "?", "！": "!", "、": ",", "：": ":", "；": ";"}
 
@@ -132,7 +138,7 @@ def make_engine(spec: str, threads: int) -> tuple[Tts, Callable[[str], str]]:
     if kind == "kokoro":
         voice, _, speed = rest.partition(":")
         options = KokoroZhTtsOptions(
-            voice=voice or "jm_kumo", speed=float(speed or 1.0), threads=threads
+            voice=voice or "zm_yunxi", speed=float(speed or 1.0), threads=threads
         )
         return KokoroZhTts.load(options), str
     if kind == "espeak":
@@ -205,7 +211,7 @@ def print_table(rows: list[Row]) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--engines", nargs="+", default=list(DEFAULT_ENGINES), metavar="SPEC")
-    parser.add_argument("--tiny", action="store_true", help="two texts, kokoro:jm_kumo only")
+    parser.add_argument("--tiny", action="store_true", help="two texts, kokoro:zm_yunxi only")
     parser.add_argument("--threads", type=int, default=2, help="Kokoro onnxruntime threads")
     parser.add_argument("--asr-threads", type=int, default=2)
     parser.add_argument("--json", type=Path, help="also write the rows here")
@@ -217,7 +223,7 @@ async def _main(args: argparse.Namespace) -> list[Row]:
     texts = faq_texts_zh()
     engines = args.engines
     if args.tiny:
-        texts, engines = texts[:2], ["kokoro:jm_kumo"]
+        texts, engines = texts[:2], ["kokoro:zm_yunxi"]
     asr = WhisperAsr.load(WhisperAsrOptions(language="zh", cpu_threads=args.asr_threads))
     rows = []
     for spec in engines:

@@ -86,7 +86,7 @@ class KokoroZhTtsOptions:
     ``threads``: onnxruntime threads of one synthesis (0: onnxruntime's default, every core).
     """
 
-    voice: str = "jm_kumo"
+    voice: str = "zm_yunxi"
     speed: float = 1.0
     first_chunk_chars: int = 8
     threads: int = field(default=2, repr=False)  # the sound does not depend on it
@@ -322,7 +322,7 @@ class KokoroZhTtsSettings(BackendSettings):
     ``piper`` section routes only Mandarin here)."""
 
     backend: Literal["kokoro_zh"] = "kokoro_zh"
-    voice: str = "jm_kumo"
+    voice: str = "zm_yunxi"
     speed: float = Field(1.0, ge=0.5, le=2.0)
     first_chunk_chars: int = Field(8, ge=0, le=200)  # 0: the first sentence whole
     threads: int = Field(2, ge=0, le=64)  # per synthesis; 0: onnxruntime's default

@@ -196,7 +196,7 @@ class PiperTtsSettings(BackendSettings):
     backend: Literal["piper"] = "piper"
     voice: Path | None = None  # a piper .onnx; default: the joe voice package
     zh_engine: Literal["kokoro_zh", "espeak"] = "kokoro_zh"
-    zh_kokoro_voice: str = "jm_kumo"  # a Kokoro voice style (zh_engine: kokoro_zh)
+    zh_kokoro_voice: str = "zm_yunxi"  # a Kokoro voice style (zh_engine: kokoro_zh)
     zh_kokoro_speed: float = Field(1.0, ge=0.5, le=2.0)
     zh_voice: str = "cmn"  # espeak-ng voice for Mandarin (zh_engine: espeak)
     noise_scale: float = Field(0.667, ge=0.0, le=2.0)

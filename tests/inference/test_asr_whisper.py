@@ -26,7 +26,7 @@ from tests.harness.voices import (
     telephone,
 )
 
-ZH_VOICE = "kokoro-jf_nezumi"  # the product speaks Mandarin with jm_kumo
+ZH_VOICE = "kokoro-jf_nezumi"  # the product speaks Mandarin with zm_yunxi
 
 
 @pytest.fixture(scope="module")

@@ -32,9 +32,9 @@ def test_bench_tts_zh_tiny_runs(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "| kokoro:jm_kumo |" in done.stdout
+    assert "| kokoro:zm_yunxi |" in done.stdout
     [row] = json.loads(out.read_text())
-    assert row["engine"] == "kokoro:jm_kumo" and row["chars"] > 40
+    assert row["engine"] == "kokoro:zm_yunxi" and row["chars"] > 40
     assert 0.0 <= row["cer"] < 0.6  # a voice one can follow, loosely
     assert row["rtf"] > 0 and row["audio_s"] > 5 and row["first_audio_median_s"] > 0
 
