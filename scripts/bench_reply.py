@@ -7,8 +7,8 @@ first reply audio, per voice set and language, the defaults against other setups
     python scripts/bench_reply.py --setups llm --first-token-ms 300
 
 Questions are spoken by voices the product does not speak with (``tests/harness/voices.py``:
-espeak-ng at two speeds, flite, festival, Kokoro with a voice style the product does not use),
-each also as a telephone-band noisy copy (8 kHz, 300-3400 Hz, 15 dB SNR, mu-law). The
+espeak-ng at two speeds, flite, festival, Kokoro with voice styles and speeds the product does
+not use), each also as a telephone-band noisy copy (8 kHz, 300-3400 Hz, 15 dB SNR, mu-law). The
 held-out sets (never used to tune the ASR) are reported apart. Setups, each a server started
 here with fresh speech and clip caches (no preloading, no speculation), called in turn
 question by question so all see the same load:
@@ -108,7 +108,14 @@ SETS = {
         "festival-kal",
         "kokoro-jf_alpha",
     ],
-    "held-out": ["festival-slt-hts", "flite-rms", "kokoro-jf_tebukuro"],
+    "held-out": [
+        "festival-slt-hts",
+        "flite-rms",
+        "kokoro-jf_tebukuro",
+        "kokoro-zm_yunjian-1.2",
+        "kokoro-zf_xiaoxiao-0.9",
+        "kokoro-zm_yunxia-1.1",
+    ],
 }
 COLUMNS = ["seen", "transcript", "dialogue", "tts", "frame", "sent", "heard", "skew"]
 QUIET_END = {"media": {"vad_quiet_db": 30, "early_asr_pause_ms": 120, "early_end_ms": 400}}
@@ -283,7 +290,7 @@ async def run(args: argparse.Namespace, clips: list[Clip], out: Path) -> list[di
         with servers(args.setups, out, llm_url) as urls:
             await _warm_up(args, urls, {c.language for c in clips}, out)
             if "warm" in urls:
-                await _preloaded(out / "warm" / "server.log", timeout_s=300.0)
+                await _preloaded(out / "warm" / "server.log", timeout_s=900.0)
             return await _ask_all(args, clips, urls, out)
     finally:
         await fake.close()

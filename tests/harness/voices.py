@@ -1,7 +1,8 @@
 """Speech the product did not make, for ASR tests and reply benchmarks.
 
 English from espeak-ng, flite and festival (Debian packages), Mandarin from Kokoro with voice
-styles the product does not speak with (its default is ``jm_kumo``); :func:`telephone` makes a
+styles the product does not speak with (Japanese-accented ones, and Mandarin ones other than
+the product's default at other speeds); :func:`telephone` makes a
 narrow-band noisy copy (8 kHz, 300-3400 Hz, white noise, G.711 mu-law); :func:`with_pause`
 speaks a sentence with a hesitation inside it (for end-of-turn tests: the caller is not done
 at the pause). Every clip is 16 kHz mono int16 with 0.2 s of silence on each side,
@@ -64,6 +65,10 @@ VOICES = {
         Voice("kokoro-jf_alpha", "zh", "kokoro", "jf_alpha", 1.0),
         Voice("kokoro-jf_tebukuro", "zh", "kokoro", "jf_tebukuro", 1.0),
         Voice("kokoro-jf_nezumi", "zh", "kokoro", "jf_nezumi", 1.0),
+        Voice("kokoro-zf_xiaobei", "zh", "kokoro", "zf_xiaobei", 1.0),
+        Voice("kokoro-zm_yunjian-1.2", "zh", "kokoro", "zm_yunjian", 1.2),
+        Voice("kokoro-zf_xiaoxiao-0.9", "zh", "kokoro", "zf_xiaoxiao", 0.9),
+        Voice("kokoro-zm_yunxia-1.1", "zh", "kokoro", "zm_yunxia", 1.1),
     )
 }
 
