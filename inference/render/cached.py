@@ -167,7 +167,8 @@ class CachedRenderer(RendererWrapper):
         async for batch in self.inner.render(audio_16k):
             collected.extend(batch)
             yield batch
-        if collected and self.inner.frame_size == size:
+        # The size may change mid-clip and back (the quality ladder): store one size only.
+        if collected and self.inner.frame_size == size and len({f.shape for f in collected}) == 1:
             opts = self.options
             await run_blocking(
                 lambda: self.cache.put(

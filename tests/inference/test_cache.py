@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -206,6 +207,27 @@ async def test_cached_renderer_keys_on_the_render_rate() -> None:
     follower.set_render_fps(25)
     _ = [b async for b in r.render(audio)]
     assert len(inner.renders) == 2  # the full-rate clip again
+
+
+async def test_cached_renderer_does_not_store_a_clip_whose_size_changed_and_back() -> None:
+    """The quality ladder may resize the video mid-reply and back: the clip holds two sizes,
+    is not stored (it used to fail the render with numpy's "same shape" error)."""
+
+    class Live(CountingRenderer):
+        async def render(self, audio_16k: np.ndarray) -> AsyncIterator[list[np.ndarray]]:
+            self.renders.append(len(audio_16k))
+            for _ in range(3):  # each batch at the size of the moment
+                yield [np.zeros((self._height, self._height, 3), np.uint8)] * 4
+
+    cache = TieredCache(CacheOptions())
+    r = CachedRenderer(Live(), cache, CachedRendererOptions(avatar_id="a", renderer_id="r1"))
+    audio = (np.arange(640 * 12) % 300).astype(np.int16)
+    shapes = []
+    async for batch in r.render(audio):
+        shapes.append(batch[0].shape)
+        r.set_output_height(16 if len(shapes) == 1 else 32)
+    assert shapes == [(32, 32, 3), (16, 16, 3), (32, 32, 3)]
+    assert cache.stats.puts == 0
 
 
 def test_cached_renderer_claims_only_what_the_renderer_it_wraps_can() -> None:
