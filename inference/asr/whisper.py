@@ -11,12 +11,13 @@ longer ones take faster-whisper's own 30 s path. Segmenting is done upstream (``
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -38,7 +39,7 @@ from inference.asr.whisper_decode import (
 from inference.dialogue.text import cjk_count, contains_cjk
 from inference.registry import Backend, BackendSettings
 from inference.types import Transcript, Utterance
-from inference.work import on_background_worker, run_blocking
+from inference.work import current_lane, on_background_worker, run_blocking
 
 __all__ = [
     "BACKEND",
@@ -185,6 +186,33 @@ def _simplifier() -> Callable[[str], str]:
     return converter.convert  # type: ignore[no-any-return]
 
 
+class _KeyedLocks:
+    """A lock per key, kept only while held or awaited (thread-safe); key None: no lock."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}
+
+    @contextlib.contextmanager
+    def hold(self, key: str | None) -> Iterator[None]:
+        if key is None:
+            yield
+            return
+        with self._guard:
+            lock, users = self._locks.get(key, (threading.Lock(), 0))
+            self._locks[key] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                lock, users = self._locks[key]
+                if users == 1:
+                    del self._locks[key]
+                else:
+                    self._locks[key] = (lock, users - 1)
+
+
 class WhisperAsr:
     """The :class:`~inference.asr.base.Asr` on faster-whisper.
 
@@ -192,7 +220,10 @@ class WhisperAsr:
     state, and CTranslate2 serialises concurrent requests over ``num_workers`` workers.
     Background work (:func:`~inference.work.on_background_worker`: speculation, a call over
     its share) takes at most ``num_workers - 1`` of them at once, so a call within its share
-    finds one free: CTranslate2's threads do not take the niced worker's priority.
+    finds one free: CTranslate2's threads do not take the niced worker's priority. One call
+    (its work lane and the lanes named after it, ``"<call>/..."``) transcribes one utterance
+    at a time: a transcription it gave up on (an early one, voice came back) still runs, so
+    its next waits for it instead of taking a second worker from the other calls.
     """
 
     def __init__(
@@ -207,6 +238,7 @@ class WhisperAsr:
         self._simplify = simplify or _simplifier()
         self._multilingual = bool(getattr(getattr(model, "model", None), "is_multilingual", True))
         self._background_slots = threading.BoundedSemaphore(max(1, options.num_workers - 1))
+        self._per_call = _KeyedLocks()
 
     @classmethod
     def load(cls, options: WhisperAsrOptions | None = None) -> WhisperAsr:
@@ -238,10 +270,13 @@ class WhisperAsr:
         return Transcript(text="", language=language, confidence=0.0)
 
     def _recognise(self, audio: np.ndarray, expected: str | None) -> Transcript:
-        if on_background_worker():
-            with self._background_slots:
-                return self._decode(audio, expected)
-        return self._decode(audio, expected)
+        lane = current_lane()
+        call = None if lane is None else lane.name.split("/", 1)[0]
+        with self._per_call.hold(call):
+            if on_background_worker():
+                with self._background_slots:
+                    return self._decode(audio, expected)
+            return self._decode(audio, expected)
 
     def _decode(self, audio: np.ndarray, expected: str | None) -> Transcript:
         opts = self._options

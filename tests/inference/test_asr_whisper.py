@@ -316,13 +316,34 @@ async def test_background_work_leaves_a_transcription_worker_free() -> None:
     model = _SlowStub()
     asr = WhisperAsr(model, WhisperAsrOptions(short_window=False, num_workers=2))
     executor = FairExecutor(FairExecutorOptions(workers=2, background_workers=3))
-    guesses, call = executor.lane("c/speculation", background=True), executor.lane("c")
+    guesses = [executor.lane(f"{c}/speculation", background=True) for c in "abc"]
+    call = executor.lane("d")
     utt = _utt(np.ones(16000, np.int16), "en")
-    background = [guesses.create_task(asr.transcribe(utt)) for _ in range(3)]
+    background = [lane.create_task(asr.transcribe(utt)) for lane in guesses]
     await asyncio.sleep(0.05)
     heard = await call.create_task(asr.transcribe(utt))
     await asyncio.gather(*background)
     assert heard.text == "Hello."
     assert model.most[True] == 1  # num_workers - 1 at most, though three workers were free
     assert model.foreground_beside_background  # the call did not queue behind them
+    executor.shutdown()
+
+
+async def test_one_call_transcribes_one_utterance_at_a_time() -> None:
+    model = _SlowStub()
+    asr = WhisperAsr(model, WhisperAsrOptions(short_window=False, num_workers=2))
+    executor = FairExecutor(FairExecutorOptions(workers=4))
+    noisy, quiet = executor.lane("noisy"), executor.lane("quiet")
+    utt = _utt(np.ones(16000, np.int16), "en")
+    # an early transcription given up on still runs: the call's next one waits for it
+    given_up = noisy.create_task(asr.transcribe(utt))
+    await asyncio.sleep(0.02)
+    given_up.cancel()
+    began = time.monotonic()
+    await noisy.create_task(asr.transcribe(utt))
+    assert time.monotonic() - began >= 0.25  # after the first (0.15 s), then its own
+    assert model.most[False] == 1
+    # two calls transcribe at once
+    await asyncio.gather(*(lane.create_task(asr.transcribe(utt)) for lane in (noisy, quiet)))
+    assert model.most[False] == 2
     executor.shutdown()
