@@ -132,9 +132,7 @@ class Session:
         self._dropped_seen = 0
         # Speculation: while the caller speaks, a confident FAQ match of the speech so far
         # is synthesized and rendered into the cache; the final transcript keeps or drops it.
-        self._prefetch = services.prefetcher_for_call(
-            self.renderer, session_id, options.language
-        )
+        self._prefetch = services.prefetcher_for_call(self.renderer, session_id, options.language)
         dialogue = services.dialogue_for_call()
         self.handoff = self._new_handoff(dialogue)
         if options.handoff.enabled:  # a second request for a person hands off in any case

@@ -179,11 +179,11 @@ def test_a_fresh_process_opens_no_internet_socket(tmp_path: Path) -> None:
 def test_the_shipped_mandarin_styles_are_the_noticed_ones() -> None:
     """Each style in the package is the Kokoro v1.0 file its NOTICE names, bit for bit."""
     folder = Path(inference.tts.kokoro_zh.__file__).parent / "voices"
-    sums = dict(
-        reversed(line.split())
-        for line in (folder / "NOTICE").read_text().splitlines()
-        if line.endswith(".bin")
-    )
+    sums: dict[str, str] = {}
+    for line in (folder / "NOTICE").read_text().splitlines():
+        if line.endswith(".bin"):
+            digest, name = line.split()
+            sums[name] = digest
     with np.load(folder / "kokoro_zh_v1_0.npz") as styles:
         assert sorted(styles.files) == sorted(ZH_VOICES)
         for name in styles.files:
