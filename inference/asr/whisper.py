@@ -220,10 +220,11 @@ class WhisperAsr:
     state, and CTranslate2 serialises concurrent requests over ``num_workers`` workers.
     Background work (:func:`~inference.work.on_background_worker`: speculation, a call over
     its share) takes at most ``num_workers - 1`` of them at once, so a call within its share
-    finds one free: CTranslate2's threads do not take the niced worker's priority. One call
-    (its work lane and the lanes named after it, ``"<call>/..."``) transcribes one utterance
-    at a time: a transcription it gave up on (an early one, voice came back) still runs, so
-    its next waits for it instead of taking a second worker from the other calls.
+    finds one free: CTranslate2's threads do not take the niced worker's priority. One work
+    lane (a call's) transcribes one utterance at a time: a transcription it gave up on (an
+    early one, voice came back) still runs, so its next waits for it instead of taking a
+    second worker from the other calls. A call's speculation, on a lane of its own, may run
+    beside it, within the background share.
     """
 
     def __init__(
@@ -238,7 +239,7 @@ class WhisperAsr:
         self._simplify = simplify or _simplifier()
         self._multilingual = bool(getattr(getattr(model, "model", None), "is_multilingual", True))
         self._background_slots = threading.BoundedSemaphore(max(1, options.num_workers - 1))
-        self._per_call = _KeyedLocks()
+        self._per_lane = _KeyedLocks()
 
     @classmethod
     def load(cls, options: WhisperAsrOptions | None = None) -> WhisperAsr:
@@ -271,8 +272,7 @@ class WhisperAsr:
 
     def _recognise(self, audio: np.ndarray, expected: str | None) -> Transcript:
         lane = current_lane()
-        call = None if lane is None else lane.name.split("/", 1)[0]
-        with self._per_call.hold(call):
+        with self._per_lane.hold(None if lane is None else lane.name):
             if on_background_worker():
                 with self._background_slots:
                     return self._decode(audio, expected)
