@@ -495,20 +495,23 @@ async def test_bad_input_gets_no_reply_or_a_polite_one_and_the_server_goes_on(
     said_by_turn: dict[Any, str] = {}
     for e in after_question(report, "reply_text"):
         said_by_turn[e.get("turn")] = said_by_turn.get(e.get("turn"), "") + squashed(e["text"])
-    # The server is alive and answers the next caller as usual.
+    # The server is alive; after the input that went through the whole reply path (foreign
+    # speech: transcribed, answered) the next caller is answered as usual. (Silence and music
+    # stop at the ASR; the other tests' calls on this server follow them.)
     async with ClientSession() as http, http.get(server + "/health/ready") as r:
         assert r.status == 200
-    follow = await run_bot(
-        BotOptions(
-            url=server,
-            audio=say("shipping-zh", lambda: speak(ZH_VOICE, SHIPPING_ZH)),
-            language="zh",
-            report=ARTIFACTS / f"e2e-zh-after-{name}.json",
-            timeout_s=40,
+    if name == "german":
+        follow = await run_bot(
+            BotOptions(
+                url=server,
+                audio=say("shipping-zh", lambda: speak(ZH_VOICE, SHIPPING_ZH)),
+                language="zh",
+                report=ARTIFACTS / f"e2e-zh-after-{name}.json",
+                timeout_s=40,
+            )
         )
-    )
-    assert not follow.errors, follow.errors
-    assert squashed(follow.reply_text) == expected_zh_answer(SHIPPING_ZH, "shipping_times")
+        assert not follow.errors, follow.errors
+        assert squashed(follow.reply_text) == expected_zh_answer(SHIPPING_ZH, "shipping_times")
     # No reply, or the polite fallback in the caller's language (the page's: zh).
     said = " ".join(str(e["text"]) for e in after_question(report, "reply_text"))
     if name == "german" and FOREIGN_SPEECH_DEFECT and said and not contains_cjk(said):
