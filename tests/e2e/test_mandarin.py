@@ -30,6 +30,7 @@ from inference.dialogue import FaqDialogueOptions, make_dialogue
 from inference.dialogue.faq import FaqDialogue
 from inference.dialogue.text import contains_cjk
 from signaling.client.bot import BotOptions, BotReport, run_bot
+from tests.harness.netns import unavailable_reason
 from tests.harness.voices import Voice, VoiceUnavailable, kokoro_code_switched, speak
 
 pytestmark = pytest.mark.slow
@@ -254,15 +255,11 @@ def _sh(*argv: str) -> subprocess.CompletedProcess[str]:
 
 
 def _offline_unavailable() -> str | None:
-    for tool in ("ip", "iptables", "ip6tables"):
-        if shutil.which(tool) is None:
-            return f"`{tool}` is not installed"
-    if os.geteuid() != 0:
-        return "network namespaces and iptables need root (CAP_NET_ADMIN)"
+    reason = unavailable_reason(("ip", "iptables", "ip6tables"))
+    if reason is not None:
+        return reason
     probe = f"avrtc-offprobe-{os.getpid()}"
-    res = _sh("ip", "netns", "add", probe)
-    if res.returncode != 0:
-        return f"`ip netns add` is not permitted here: {res.stderr.strip()}"
+    _sh("ip", "netns", "add", probe)
     try:
         res = _sh("ip", "netns", "exec", probe, "iptables", "-L", "OUTPUT", "-n")
         if res.returncode != 0:

@@ -24,9 +24,10 @@ def _run(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
 
 
-def unavailable_reason() -> str | None:
-    """None when namespaces and tbf can be used here, else the reason in words."""
-    for tool in ("ip", "tc"):
+def unavailable_reason(tools: tuple[str, ...] = ("ip", "tc")) -> str | None:
+    """None when namespaces and ``tools`` (default: tbf's) can be used here, else the reason
+    in words."""
+    for tool in tools:
         if shutil.which(tool) is None:
             return f"`{tool}` is not installed"
     if os.geteuid() != 0:
